@@ -1,0 +1,45 @@
+# sdgen: the commands a user and CI need. `make run` and `make test` are all a new user needs.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: setup run test test-fast lint bench toy-models clean
+
+# Create .venv and install the project with its test extras (idempotent: re-runs only when pyproject changes).
+setup: $(STAMP)
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch/torchvision pinned to the builds that work together here (see README: installation)
+	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(BIN)/pip install -q torch torchvision
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(STAMP)
+
+# Run the demo job (configs/demo.yaml) into runs/demo, then print where the outputs are.
+run: setup
+	$(BIN)/sdgen run configs/demo.yaml $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest -q -x --durations=15 $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -x -m "not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check pipeline tests jobs
+
+bench: setup
+	$(BIN)/python -m benchmarks.bench_cpu
+	$(BIN)/python -m benchmarks.bench_scale
+	$(BIN)/python -m benchmarks.bench_gpu
+
+# Train the toy-world models from scratch (deterministic, ~1 h on 2 CPU cores) and overwrite the shipped weights.
+toy-models: setup
+	$(BIN)/python -m pipeline.toyworld.train_all
+
+clean:
+	rm -rf runs out .pytest_cache

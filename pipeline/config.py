@@ -1,0 +1,254 @@
+"""Job configuration: YAML validated up front, `--set dotted.key=value` overrides, a fingerprint.
+
+Every knob is documented here (the comment says why it exists) and in configs/demo.yaml. Unknown
+keys are rejected with the offending key named, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SCHEDULERS = ("default", "pndm", "ddim", "dpm++", "euler", "euler_a")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+class ConfigError(ValueError):
+    """A configuration problem, raised before any work starts; the message names key and value."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StorageConfig(_Strict):
+    # fsspec storage options for s3:// (or other cloud) input, output and model URLs. Anything left
+    # null comes from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL).
+    endpoint_url: Optional[str] = None  # S3-compatible endpoint (MinIO, moto, R2...); null = AWS
+    key: Optional[str] = None  # access key id; redacted in run.json
+    secret: Optional[str] = None  # secret access key; redacted in run.json
+    region: Optional[str] = None  # bucket region, when the endpoint needs one
+    options: dict[str, Any] = Field(default_factory=dict)  # extra fsspec kwargs, passed through as-is
+
+
+class GenerationConfig(_Strict):
+    images_per_prompt: int = 1  # samples per prompt row; a row's `images_per_prompt` column overrides
+    steps: int = 25  # denoising steps; more = slower, usually sharper
+    guidance_scale: float = 7.5  # classifier-free guidance; <= 1 disables CFG (half the UNet work)
+    width: int = 512  # pixels, multiple of 8 (the VAE downsamples by 8 for SD; the toy model by 4)
+    height: int = 512  # pixels, multiple of 8
+    batch_size: int = 8  # images per UNet call; the main throughput lever on GPUs (OOM halves it)
+    seed: int = 0  # job seed: sample seeds are sha256(f"{seed}:{prompt_id}:{sample_idx}") (DESIGN §3)
+    scheduler: str = "default"  # default (the model's own) | pndm | ddim | dpm++ | euler | euler_a
+    dtype: str = "auto"  # auto = float16 on CUDA, float32 on CPU; or float32 | float16 | bfloat16
+    negative_prompt: str = ""  # used for rows without a `negative_prompt` column value
+    device: str = "auto"  # auto = cuda when present, else cpu; or an explicit torch device string
+    channels_last: bool = False  # UNet memory format; measured slower eager on H200 (PERFORMANCE.md)
+    compile: bool = False  # torch.compile the UNet once per actor (~1 min compile; pays off on long runs)
+
+    @field_validator("images_per_prompt", "steps", "batch_size")
+    @classmethod
+    def _positive(cls, v, info):
+        if v < 1:
+            raise ValueError(f"{info.field_name} must be >= 1, got {v!r}")
+        return v
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_8(cls, v, info):
+        if v < 8 or v % 8:
+            raise ValueError(f"{info.field_name} must be a positive multiple of 8, got {v!r}")
+        return v
+
+    @field_validator("guidance_scale")
+    @classmethod
+    def _finite(cls, v):
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"guidance_scale must be a finite number >= 0, got {v!r}")
+        return v
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_range(cls, v):
+        if not 0 <= v < 2**63:
+            raise ValueError(f"seed must be in [0, 2**63), got {v!r}")
+        return v
+
+    @field_validator("scheduler")
+    @classmethod
+    def _scheduler(cls, v):
+        if v not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {v!r}; choose one of {', '.join(SCHEDULERS)}")
+        return v
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, v):
+        if v not in DTYPES:
+            raise ValueError(f"unknown dtype {v!r}; choose one of {', '.join(DTYPES)}")
+        return v
+
+
+class ScoringConfig(_Strict):
+    enabled: bool = True  # CLIP-score every image on the device tensor (one image forward per batch)
+    # tiny (random, tests) | toy (shipped toy-world CLIP) | an open_clip model name with clip_weights
+    # | local-dir:/path (an open_clip directory: open_clip_config.json + weights)
+    clip_model: str = "tiny"
+    clip_weights: Optional[str] = None  # local weights file for a named open_clip model (no downloads)
+
+
+class ShardsConfig(_Strict):
+    rows_per_shard: int = 64  # prompt rows per shard = unit of commit and retry; smaller = finer resume
+    # what to do when two input rows share a prompt_id: number (2nd copy gets "<id>~1", ...; counted
+    # and reported) | first (keep the first in file/row order, skip the rest) | error (stop)
+    duplicates: Literal["number", "first", "error"] = "number"
+    # bad row values (null prompt, width not /8, NaN guidance...): error = stop before any model
+    # loads, listing them | mark = emit the row with status "invalid" and the reason, no image
+    on_invalid_row: Literal["error", "mark"] = "error"
+
+    @field_validator("rows_per_shard")
+    @classmethod
+    def _positive(cls, v):
+        if v < 1:
+            raise ValueError(f"rows_per_shard must be >= 1, got {v!r}")
+        return v
+
+
+class WriteConfig(_Strict):
+    row_group_size: int = 32  # images per Parquet row group: bounds writer memory, lets readers stream
+    png_compress_level: int = Field(6, ge=0, le=9)  # zlib level; 1 = fast and big, 9 = slow and small
+    encode_threads: int = Field(4, ge=1)  # PNG encoders overlapping the next batch's generation
+    # resume check of a committed shard: sha256 (re-hash every part, the contract) | size (fast on
+    # large cloud outputs)
+    verify_commits: Literal["sha256", "size"] = "sha256"
+    # per-row t_generate_s/t_score_s/t_encode_s; the only columns that differ between two runs of
+    # a shard. false = null timings, so a retried shard's part is byte-identical too
+    timing_columns: bool = True
+
+
+class RayConfig(_Strict):
+    executor: Literal["ray", "inline"] = "ray"  # inline = one worker in this process, no Ray (debug)
+    address: Optional[str] = None  # null = start a local Ray; "auto" or "ray://host:10001" = join one
+    num_workers: int = Field(1, ge=1)  # actors; each loads its pipeline once and keeps it
+    num_gpus_per_worker: Optional[float] = None  # null = 1 if the cluster has GPUs else 0; 0.5 = 2/GPU
+    num_cpus_per_worker: float = Field(1.0, gt=0)  # also sets torch's thread count inside the actor
+    max_shard_tries: int = Field(3, ge=1)  # a shard failing (exception, dead actor) this often fails the run
+    runtime_env: dict[str, Any] = Field(default_factory=dict)  # passed to ray.init (cluster runs)
+
+    @field_validator("num_gpus_per_worker")
+    @classmethod
+    def _gpus(cls, v):
+        if v is not None and (not math.isfinite(v) or v < 0):
+            raise ValueError(f"num_gpus_per_worker must be >= 0 (fractions allowed), got {v!r}")
+        return v
+
+
+class JobConfig(_Strict):
+    input: str  # Parquet prompts: a file, a directory or a cloud prefix (s3://bucket/prompts/)
+    output: str  # output directory or cloud prefix (layout in README: data/, _commits/, run.json)
+    model: str = "tiny"  # tiny | toy | local diffusers dir | hub id | cloud URL of a diffusers dir
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    shards: ShardsConfig = Field(default_factory=ShardsConfig)
+    write: WriteConfig = Field(default_factory=WriteConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+
+    @model_validator(mode="after")
+    def _non_empty(self):
+        for key in ("input", "output", "model"):
+            if not str(getattr(self, key)).strip():
+                raise ValueError(f"{key} must not be empty")
+        return self
+
+    # ---- derived --------------------------------------------------------------------------------
+    def fingerprint_fields(self) -> dict:
+        """The settings that change output bytes. Execution knobs (batch size, workers, threads,
+        device) are left out on purpose: a resume may change them, and the seed contract keeps
+        images equal within 2/255 across batch sizes."""
+        d = self.model_dump()
+        gen = {k: v for k, v in d["generation"].items() if k not in ("batch_size", "device", "compile")}
+        write = {k: v for k, v in d["write"].items() if k in ("row_group_size", "png_compress_level")}
+        return {"input": d["input"].rstrip("/"), "model": d["model"], "generation": gen,
+                "scoring": d["scoring"], "shards": d["shards"], "write": write}
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.fingerprint_fields(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def redacted(self) -> dict:
+        """The resolved config as a dict with secrets replaced, for run.json and logs."""
+        d = self.model_dump()
+        for k in ("key", "secret"):
+            if d["storage"][k]:
+                d["storage"][k] = "***"
+        d["storage"]["options"] = {k: ("***" if _secret_like(k) else v) for k, v in d["storage"]["options"].items()}
+        return d
+
+
+def _secret_like(key: str) -> bool:
+    return any(s in key.lower() for s in ("secret", "key", "token", "password", "credential"))
+
+
+# ---- loading ----------------------------------------------------------------------------------
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `dotted.key=value` overrides; values parse as YAML (so 3 is int, true is bool)."""
+    raw = copy.deepcopy(raw)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects dotted.key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ConfigError(f"--set has an empty key: {item!r}")
+        node = raw
+        for p in parts[:-1]:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: {p!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(value) if value != "" else ""
+    return raw
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (value {e.get('input')!r}); check the spelling against configs/demo.yaml")
+        elif e["type"] == "missing":
+            lines.append(f"  {key}: required key is missing")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"  {key}: {msg} (got {e.get('input')!r})")
+    return f"invalid config {source}:\n" + "\n".join(lines)
+
+
+def from_dict(raw: dict, overrides: list[str] | None = None, source: str = "<dict>") -> JobConfig:
+    """Validate a config dict (after overrides); raise ConfigError naming every bad key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {source} must be a mapping at the top level, got {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return JobConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from None
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> JobConfig:
+    """Read a YAML config file, apply overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {str(path)!r}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config {str(path)!r} is not valid YAML: {e}") from None
+    return from_dict(raw, overrides, source=repr(str(path)))

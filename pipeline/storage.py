@@ -1,0 +1,214 @@
+"""The only module that writes: output layout, atomic part publish, commit markers, run.json.
+
+Layout (DESIGN.md §4):
+    OUTPUT/run.json                 resolved config (secrets redacted), fingerprint, versions
+    OUTPUT/data/part-<shard>.parquet one row per image
+    OUTPUT/_commits/<shard>.json    commit marker: rows, sha256 and size of the part, timings
+    OUTPUT/_SUCCESS                 written once every planned shard is committed
+A part is written completely under a temporary name and published atomically (local: os.replace;
+object stores: a single PUT / multipart complete). Only then is its marker written, so a shard is
+done iff its marker exists and the part matches the marker's checksum.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import uuid
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+class OutputError(RuntimeError):
+    """The output location holds something incompatible with this job (e.g. another config)."""
+
+
+def storage_options(storage, url: str) -> dict:
+    """fsspec options for `url` from the config's storage section (None = environment)."""
+    protocol = fsspec.core.split_protocol(url)[0]
+    if protocol not in ("s3", "s3a"):
+        return dict(storage.options) if storage is not None else {}
+    opts = dict(storage.options) if storage is not None else {}
+    endpoint = (storage.endpoint_url if storage else None) or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        opts["endpoint_url"] = endpoint
+    if storage is not None and storage.key:
+        opts["key"] = storage.key
+    if storage is not None and storage.secret:
+        opts["secret"] = storage.secret
+    if storage is not None and storage.region:
+        opts.setdefault("client_kwargs", {})["region_name"] = storage.region
+    opts.setdefault("skip_instance_cache", False)
+    return opts
+
+
+def filesystem(url: str, storage=None):
+    """(fsspec filesystem, path within it) for a local path or URL."""
+    fs, path = fsspec.core.url_to_fs(url, **storage_options(storage, url))
+    return fs, path.rstrip("/") if path not in ("/", "") else path
+
+
+def is_local(fs) -> bool:
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
+def sha256_file(fs, path: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with fs.open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Output:
+    """An output location: paths of its parts and markers, and atomic writes into it."""
+
+    def __init__(self, url: str, storage=None):
+        self.url = url
+        self.fs, self.root = filesystem(url, storage)
+        self.local = is_local(self.fs)
+
+    def path(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def part_path(self, shard: str) -> str:
+        return self.path("data", f"part-{shard}.parquet")
+
+    def marker_path(self, shard: str) -> str:
+        return self.path("_commits", f"{shard}.json")
+
+    # ---- small files ------------------------------------------------------------------------------
+    def write_bytes_atomic(self, path: str, data: bytes) -> None:
+        """Local: temp file in the same directory + os.replace. Object store: one PUT (atomic)."""
+        if self.local:
+            d = os.path.dirname(path)
+            os.makedirs(d, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        else:
+            self.fs.pipe_file(path, data)
+
+    def read_json(self, path: str):
+        try:
+            with self.fs.open(path, "rb") as f:
+                return json.loads(f.read())
+        except FileNotFoundError:
+            return None
+
+    def write_json(self, path: str, obj) -> None:
+        self.write_bytes_atomic(path, json.dumps(obj, indent=1, sort_keys=True, default=str).encode())
+
+    def exists(self, path: str) -> bool:
+        return self.fs.exists(path)
+
+    # ---- run.json and fingerprint ---------------------------------------------------------------------
+    def check_or_write_run(self, run_info: dict) -> bool:
+        """Write run.json on the first run; on later runs require the same fingerprint.
+        Returns True when run.json was newly written."""
+        existing = self.read_json(self.path("run.json"))
+        if existing is None:
+            self.write_json(self.path("run.json"), run_info)
+            return True
+        if existing.get("fingerprint") != run_info["fingerprint"]:
+            diff = _diff_keys(existing.get("fingerprint_fields", {}), run_info["fingerprint_fields"])
+            raise OutputError(
+                f"output {self.url!r} holds a run with a different config (fingerprint "
+                f"{str(existing.get('fingerprint'))[:12]} != {run_info['fingerprint'][:12]}); differing keys: "
+                f"{', '.join(diff) or '(unknown)'}. Use a new output location, or the original config.")
+        return False
+
+    # ---- commits ------------------------------------------------------------------------------------
+    def committed_markers(self) -> dict[str, dict]:
+        """Markers present, by shard name (one listing call, then small reads)."""
+        d = self.path("_commits")
+        try:
+            names = [p for p in self.fs.ls(d, detail=False) if p.endswith(".json")]
+        except FileNotFoundError:
+            return {}
+        out = {}
+        for p in names:
+            m = self.read_json(p)
+            if m and "shard" in m:
+                out[m["shard"]] = m
+        return out
+
+    def marker_valid(self, marker: dict, check: str = "sha256") -> bool:
+        """A marker counts only if its part exists with the recorded size (and checksum)."""
+        part = self.part_path(marker["shard"])
+        try:
+            size = self.fs.size(part)
+        except FileNotFoundError:
+            return False
+        if size != marker.get("size"):
+            return False
+        return check == "size" or sha256_file(self.fs, part) == marker.get("sha256")
+
+    def publish_part(self, local_tmp: str, shard: str) -> tuple[str, int]:
+        """Move a finished local part file into place atomically; returns (sha256, size)."""
+        digest = sha256_file(fsspec.filesystem("file"), local_tmp)
+        size = os.path.getsize(local_tmp)
+        final = self.part_path(shard)
+        if self.local:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            os.replace(local_tmp, final)  # same directory (see spool_path): atomic rename
+        else:
+            self.fs.put_file(local_tmp, final)  # one PUT or multipart complete: atomic on S3
+            os.remove(local_tmp)
+        return digest, size
+
+    def spool_path(self, shard: str) -> str:
+        """Where a part is written before publish: beside the final file locally (so os.replace is
+        a rename), a local temp dir for object stores."""
+        name = f".tmp-part-{shard}-{uuid.uuid4().hex[:8]}.parquet"
+        if self.local:
+            d = self.path("data")
+            os.makedirs(d, exist_ok=True)
+            return os.path.join(d, name)
+        return os.path.join(tempfile.gettempdir(), name)
+
+    def commit(self, shard: str, marker: dict) -> None:
+        self.write_json(self.marker_path(shard), {"shard": shard, **marker})
+
+    def data_files(self) -> list[str]:
+        try:
+            files = self.fs.ls(self.path("data"), detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(p for p in files if p.rsplit("/", 1)[-1].startswith("part-") and p.endswith(".parquet"))
+
+    def read_table(self, columns=None) -> pa.Table:
+        """All committed parts as one table (parts without a valid marker are ignored)."""
+        markers = self.committed_markers()
+        files = [self.part_path(s) for s in sorted(markers)]
+        tables = [pq.read_table(f, columns=columns, filesystem=self.fs) for f in files]
+        return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+
+
+def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += _diff_keys(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            keys.append(f"{prefix}{k} ({va!r} -> {vb!r})")
+    return keys
+
+
+def library_versions() -> dict:
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("sdgen", "torch", "diffusers", "transformers", "open_clip_torch", "ray", "pyarrow", "numpy"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
