@@ -121,9 +121,14 @@ def _record(result: dict, shard: Shard, marker: dict, bar) -> None:
 
 
 def _execute_inline(cfg: JobConfig, pending: list, result: dict, bar) -> None:
-    """One worker in this process, no Ray (debugging, notebooks, small jobs)."""
+    """One worker in this process, no Ray (debugging, notebooks, small jobs). Uses the same torch
+    thread count as an actor would, since CPU float reductions (hence PNG bytes) depend on it."""
+    import torch
+
     from .worker import ShardWorker
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(cfg.ray.num_cpus_per_worker)))
     worker = ShardWorker(cfg, "inline")
     result["load_s"].append(worker.load_seconds)
     try:
@@ -139,6 +144,7 @@ def _execute_inline(cfg: JobConfig, pending: list, result: dict, bar) -> None:
                 break
     finally:
         worker.close()
+        torch.set_num_threads(threads)
 
 
 def _execute_ray(cfg: JobConfig, pending: list, result: dict, bar) -> None:

@@ -86,8 +86,10 @@ class ActorPool:
         import ray
 
         gpus, cpus, _ = self._resources()
-        remote = ray.remote(ShardActor).options(num_gpus=gpus, num_cpus=cpus, max_restarts=0,
-                                                name=None, max_concurrency=1)
+        opts = dict(num_gpus=gpus, num_cpus=cpus, max_restarts=0, max_concurrency=1)
+        if self.cfg.ray.runtime_env and not self.started_ray:  # joined cluster: per-actor environment
+            opts["runtime_env"] = self.cfg.ray.runtime_env
+        remote = ray.remote(ShardActor).options(**opts)
         return remote.remote(self.cfg.model_dump(), worker_id, max(1, int(cpus)))
 
     def start(self) -> list[float]:

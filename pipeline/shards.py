@@ -142,7 +142,7 @@ def row_overrides(table: pa.Table) -> list[dict]:
     cols = {c: table.column(c).to_pylist() for c in schema.OVERRIDES if c in table.column_names}
     rows = []
     for i in range(table.num_rows):
-        rows.append({c: (float(v[i]) if c == "guidance_scale" else v[i]) for c in cols if v[i] is not None})
+        rows.append({c: (float(v[i]) if c == "guidance_scale" else v[i]) for c, v in cols.items() if v[i] is not None})
     return rows
 
 

@@ -11,6 +11,7 @@ done iff its marker exists and the part matches the marker's checksum.
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -167,11 +168,11 @@ class Output:
         """Where a part is written before publish: beside the final file locally (so os.replace is
         a rename), a local temp dir for object stores."""
         name = f".tmp-part-{shard}-{uuid.uuid4().hex[:8]}.parquet"
-        if self.local:
-            d = self.path("data")
-            os.makedirs(d, exist_ok=True)
-            return os.path.join(d, name)
-        return os.path.join(tempfile.gettempdir(), name)
+        d = self.path("data") if self.local else tempfile.gettempdir()
+        os.makedirs(d, exist_ok=True)
+        for stale in glob.glob(os.path.join(glob.escape(d), f".tmp-part-{glob.escape(shard)}-*.parquet")):
+            os.remove(stale)  # left by an attempt whose process was killed; this attempt replaces it
+        return os.path.join(d, name)
 
     def commit(self, shard: str, marker: dict) -> None:
         self.write_json(self.marker_path(shard), {"shard": shard, **marker})

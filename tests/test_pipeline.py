@@ -1,0 +1,108 @@
+"""End to end on the tiny model, inline executor (Ray has its own tests in test_ray.py)."""
+import os
+
+import numpy as np
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+from conftest import PROMPTS, decode, read_output, tiny_config, tree_bytes, write_prompts
+
+import pipeline
+from pipeline.seeds import sample_seed
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("job")
+    src = write_prompts(tmp / "prompts.parquet", group=["a", "b", "c", "a", "b", "c", "a"],
+                        score=[0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5])
+    cfg = tiny_config(src, tmp / "out")
+    summary = pipeline.run(cfg, progress=False)
+    return cfg, summary, tmp / "out"
+
+
+def test_rows_ids_images_scores_passthrough(finished):
+    cfg, summary, out = finished
+    df = read_output(out)
+    assert len(df) == len(PROMPTS) * 2 == summary["rows_total"]
+    assert not df.duplicated(["prompt_id", "sample_idx"]).any()
+    assert (df.status == "ok").all() and df.error.isna().all()
+    for png in df.image:
+        assert decode(png["bytes"]).shape == (64, 64, 3)
+    assert np.isfinite(df.clip_score).all() and np.isfinite(df.clip_cos).all()
+    assert np.allclose(df.clip_score, 2.5 * np.maximum(df.clip_cos, 0), atol=1e-6)
+    by_prompt = df.groupby("prompt").first()
+    assert by_prompt.loc["a blue square", "group"] == "b" and by_prompt.loc["an x mark", "score"] == 6.5
+    for r in df.itertuples():
+        assert r.seed == sample_seed(0, r.prompt_id, r.sample_idx)
+    assert os.path.exists(out / "_SUCCESS") and summary["complete"]
+
+
+def test_rerun_changes_no_byte(finished):
+    cfg, _, out = finished
+    before = tree_bytes(out)
+    summary = pipeline.run(cfg, progress=False)
+    assert summary["committed_this_run"] == 0 and summary["complete"]
+    assert tree_bytes(out) == before
+
+
+def test_resume_redoes_only_missing_shards(finished, tmp_path):
+    cfg, _, out = finished
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    victim = sorted(os.listdir(copy / "_commits"))[1]
+    os.remove(copy / "_commits" / victim)  # as if the run died between publish and commit
+    cfg2 = {**cfg, "output": str(copy)}
+    summary = pipeline.run(cfg2, progress=False)
+    assert summary["committed_this_run"] == 1 and summary["committed_shards"] == 2
+    a, b = read_output(out), read_output(copy)
+    assert [x["bytes"] for x in a.image] == [x["bytes"] for x in b.image]
+
+
+def test_loads_with_datasets_pandas_and_arrow(finished):
+    _, _, out = finished
+    import datasets
+
+    d = datasets.load_dataset("parquet", data_files=str(out / "data" / "*.parquet"), split="train")
+    assert len(d) == 14 and d.features["image"].__class__.__name__ == "Image"
+    assert d[0]["image"].size == (64, 64)
+    assert ds.dataset(str(out / "data"), format="parquet").count_rows() == 14
+    meta = pq.ParquetFile(next((out / "data").glob("*.parquet"))).metadata
+    assert meta.num_row_groups >= 1 and meta.row_group(0).num_rows <= 32
+
+
+def test_per_row_overrides_and_negative_prompts(tmp_path):
+    src = write_prompts(tmp_path / "p.parquet", ["a", "b", "c"], width=[64, 32, None], height=[64, 64, None],
+                        steps=[2, 3, None], images_per_prompt=[1, 3, None], seed=[None, 1000, None],
+                        negative_prompt=["blurry", None, None], guidance_scale=[1.0, None, 2.0])
+    summary = pipeline.run(tiny_config(src, tmp_path / "o"), progress=False)
+    df = read_output(tmp_path / "o")
+    assert len(df) == 1 + 3 + 2 == summary["rows_total"]
+    b = df[df.prompt == "b"]
+    assert list(b.seed) == [1000, 1001, 1002] and set(b.width) == {32} and set(b.steps) == {3}
+    assert decode(b.image.iloc[0]["bytes"]).shape == (64, 32, 3)
+    a = df[df.prompt == "a"].iloc[0]
+    assert a.negative_prompt == "blurry" and a.guidance_scale == 1.0 and a.steps == 2
+    assert set(df[df.prompt == "c"].guidance_scale) == {2.0}
+    assert "width" not in df.columns.difference(["width"])  # consumed, not duplicated as passthrough
+
+
+def test_invalid_rows_marked_when_asked(tmp_path):
+    src = write_prompts(tmp_path / "p.parquet", ["ok one", None, "ok two"], width=[64, 64, 60])
+    cfg = tiny_config(src, tmp_path / "o", shards={"on_invalid_row": "mark"})
+    summary = pipeline.run(cfg, progress=False)
+    df = read_output(tmp_path / "o")
+    assert summary["status_counts"]["invalid"] == 2 and summary["status_counts"]["ok"] == 2
+    bad = df[df.status == "invalid"]
+    assert bad.image.isna().all() and bad.error.str.contains("row 2 column 'width'").any()
+
+
+def test_duplicate_prompts_numbered(tmp_path):
+    src = write_prompts(tmp_path / "p.parquet", ["same", "same", "other"])
+    summary = pipeline.run(tiny_config(src, tmp_path / "o"), progress=False)
+    df = read_output(tmp_path / "o")
+    assert len(df) == 6 and summary["duplicate_ids"] == 1
+    ids = sorted(df.prompt_id.unique())
+    assert any(i.endswith("~1") for i in ids) and not df.duplicated(["prompt_id", "sample_idx"]).any()
