@@ -11,6 +11,7 @@ Only safetensors are loaded and no remote code runs.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -174,6 +175,20 @@ def set_scheduler(pipe, name: str) -> None:
 
     cls_name, extra = SCHEDULER_CLASSES[name]
     pipe.scheduler = getattr(diffusers, cls_name).from_config(pipe.scheduler.config, **extra)
+
+
+@contextlib.contextmanager
+def torch_threads(n: float):
+    """Run a block with torch using n threads (what a Ray actor with n CPUs uses): CPU float
+    reductions, hence PNG bytes, depend on the thread count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def resolve_device_dtype(device: str, dtype: str):

@@ -121,30 +121,31 @@ def _record(result: dict, shard: Shard, marker: dict, bar) -> None:
 
 
 def _execute_inline(cfg: JobConfig, pending: list, result: dict, bar) -> None:
-    """One worker in this process, no Ray (debugging, notebooks, small jobs). Uses the same torch
-    thread count as an actor would, since CPU float reductions (hence PNG bytes) depend on it."""
-    import torch
-
+    """One worker in this process, no Ray (debugging, notebooks, small jobs), with the torch thread
+    count an actor would use, so both executors write the same bytes."""
+    from .models import torch_threads
     from .worker import ShardWorker
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(cfg.ray.num_cpus_per_worker)))
-    worker = ShardWorker(cfg, "inline")
-    result["load_s"].append(worker.load_seconds)
-    try:
-        for shard in pending:
-            for attempt in range(1, cfg.ray.max_shard_tries + 1):
-                try:
-                    marker = worker.process(shard, attempt)
-                except Exception as e:  # noqa: BLE001 - recorded, retried, then reported
-                    result["failed"][shard.name] = f"{type(e).__name__}: {e}"
-                    continue
-                result["failed"].pop(shard.name, None)
-                _record(result, shard, marker, bar)
-                break
-    finally:
-        worker.close()
-        torch.set_num_threads(threads)
+    with torch_threads(cfg.ray.num_cpus_per_worker):
+        worker = ShardWorker(cfg, "inline")
+        result["load_s"].append(worker.load_seconds)
+        try:
+            for shard in pending:
+                _process_with_retries(worker, shard, cfg.ray.max_shard_tries, result, bar)
+        finally:
+            worker.close()
+
+
+def _process_with_retries(worker, shard: Shard, tries: int, result: dict, bar) -> None:
+    for attempt in range(1, tries + 1):
+        try:
+            marker = worker.process(shard, attempt)
+        except Exception as e:  # noqa: BLE001 - recorded, retried, then reported
+            result["failed"][shard.name] = f"{type(e).__name__}: {e}"
+            continue
+        result["failed"].pop(shard.name, None)
+        _record(result, shard, marker, bar)
+        return
 
 
 def _execute_ray(cfg: JobConfig, pending: list, result: dict, bar) -> None:

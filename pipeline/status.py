@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .storage import Output
+from .storage import Output, OutputError
 
 
 def output_status(url: str, storage=None) -> dict:
     out = Output(url, storage)
     run = out.read_json(out.path("run.json"))
     if run is None:
-        raise ValueError(f"{url!r} has no run.json: not an sdgen output")
+        raise OutputError(f"{url!r} has no run.json: not an sdgen output")
     markers = out.committed_markers()
     valid = {n: m for n, m in markers.items() if out.marker_valid(m, "size")}
     status = Counter()

@@ -42,7 +42,7 @@ def storage_options(storage, url: str) -> dict:
         opts["secret"] = storage.secret
     if storage is not None and storage.region:
         opts.setdefault("client_kwargs", {})["region_name"] = storage.region
-    opts.setdefault("skip_instance_cache", False)
+    opts.setdefault("use_listings_cache", False)  # resume must see new inputs and markers, never a stale listing
     return opts
 
 

@@ -9,8 +9,9 @@ import numpy as np
 
 from .config import JobConfig
 from .generate import Generator, Sample
-from .models import load_pipeline, resolve_device_dtype
-from .storage import Output
+from .models import load_pipeline, resolve_device_dtype, torch_threads
+from .partwriter import encode_png
+from .storage import Output, OutputError
 
 
 def _decode(png: bytes) -> np.ndarray:
@@ -25,7 +26,7 @@ def pick_rows(output: Output, n: int, seed: int = 0):
             "guidance_scale", "status", "image"]
     t = output.read_table(columns=cols)
     if t.num_rows == 0:
-        raise ValueError(f"output {output.url!r} has no committed rows to verify")
+        raise OutputError(f"output {output.url!r} has no committed rows to verify")
     df = t.to_pandas()
     df = df[df["status"] == "ok"].sort_values(["prompt_id", "sample_idx"]).reset_index(drop=True)
     idx = np.random.default_rng(seed).choice(len(df), size=min(n, len(df)), replace=False)
@@ -36,9 +37,16 @@ def verify(output_url: str, n: int = 8, batch_size: int = 1, storage=None, devic
     output = Output(output_url, storage)
     run = output.read_json(output.path("run.json"))
     if run is None:
-        raise ValueError(f"{output_url!r} has no run.json: not an sdgen output")
+        raise OutputError(f"{output_url!r} has no run.json: not an sdgen output")
     cfg = JobConfig.model_validate(run["config"] | {"storage": storage.model_dump() if storage else {}})
     rows = pick_rows(output, n)
+    with torch_threads(cfg.ray.num_cpus_per_worker):  # as the run's workers did
+        return _regenerate(cfg, rows, batch_size, device)
+
+
+def _regenerate(cfg: JobConfig, rows, batch_size: int, device: str) -> dict:
+    import torch
+
     dev, dtype = resolve_device_dtype(device if device != "auto" else cfg.generation.device, cfg.generation.dtype)
     pipe = load_pipeline(cfg.model, dtype, dev, cfg.generation.scheduler, cfg.storage)
     gen = Generator(pipe, dev, dtype)
@@ -52,9 +60,6 @@ def verify(output_url: str, n: int = 8, batch_size: int = 1, storage=None, devic
         images = res.images.permute(0, 2, 3, 1).cpu().numpy()
         for s, img, err in zip(batch, images, res.errors):
             stored = rows.iloc[s.row]["image"]["bytes"]
-            from .partwriter import encode_png  # same encoder and level as the run
-
-            import torch
             png = encode_png(torch.from_numpy(img[None]), 0, None, cfg.write.png_compress_level)[0]
             diff = int(np.abs(_decode(stored).astype(int) - img.astype(int)).max())
             report.append({"prompt_id": s.prompt_id, "sample_idx": s.sample_idx, "seed": s.seed,

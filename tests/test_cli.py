@@ -1,0 +1,57 @@
+import json
+import os
+
+import yaml
+from conftest import tiny_config, write_prompts
+
+from pipeline.cli import main
+
+
+def write_cfg(tmp_path, **kw):
+    src = write_prompts(tmp_path / "p.parquet", [f"prompt {i}" for i in range(5)])
+    cfg = tiny_config(src, tmp_path / "out", **kw)
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_plan_run_status_verify(tmp_path, capsys):
+    cfg = write_cfg(tmp_path, generation={"batch_size": 1})
+    assert main(["plan", cfg, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan == {**plan, "files": 1, "rows": 5, "shards": 2, "images": 10, "committed_shards": 0}
+
+    assert main(["run", cfg, "--no-progress", "--set", "generation.images_per_prompt=2"]) == 0
+    out = capsys.readouterr().out
+    assert "complete    yes" in out and "rows        10 total" in out
+
+    assert main(["plan", cfg, "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["committed_shards"] == 2 and plan["committed_images"] == 10 and plan["pending_shards"] == 0
+
+    assert main(["status", str(tmp_path / "out")]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["rows"] == 10 and st["success"] and st["status_counts"]["ok"] == 10
+
+    assert main(["verify", str(tmp_path / "out"), "--n", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "3/3 byte-identical; max pixel difference 0/255" in out
+
+
+def test_verify_reports_pixel_difference_when_bytes_differ(tmp_path, capsys):
+    cfg = write_cfg(tmp_path, generation={"batch_size": 4})
+    assert main(["run", cfg, "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(tmp_path / "out"), "--n", "4", "--batch-size", "1"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    diff = int(last.split("max pixel difference ")[1].split("/")[0])
+    assert diff <= 2
+
+
+def test_errors_exit_2_with_message(tmp_path, capsys):
+    cfg = write_cfg(tmp_path)
+    assert main(["run", cfg, "--set", "generation.width=13"]) == 2
+    err = capsys.readouterr().err
+    assert "generation.width" in err and "13" in err
+    assert main(["status", str(tmp_path / "nothing")]) == 2
+    assert not os.path.exists(tmp_path / "out")

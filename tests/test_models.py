@@ -1,0 +1,67 @@
+import json
+
+import pytest
+import torch
+
+from pipeline.generate import Generator, Sample
+from pipeline.models import ModelError, build_tiny_pipeline, check_model_spec, load_pipeline
+from pipeline.tokenizer import clip_tokenizer
+
+
+def one_image(pipe):
+    s = Sample(0, "p", 0, "a red circle", "", 123, 64, 64, 3, 4.0)
+    return Generator(pipe, torch.device("cpu"), torch.float32).generate([s]).images
+
+
+def test_tiny_is_deterministic_and_sd_shaped():
+    a, b = build_tiny_pipeline(), build_tiny_pipeline()
+    for (n, p), (_, q) in zip(a.unet.state_dict().items(), b.unet.state_dict().items()):
+        assert torch.equal(p, q), n
+    assert a.vae_scale_factor == 8 and a.unet.config.in_channels == 4
+    assert type(a).__name__ == "StableDiffusionPipeline"
+
+
+def test_real_clip_tokenizer():
+    tok = clip_tokenizer()
+    ids = tok("a photo of a red circle").input_ids
+    assert ids == [49406, 320, 1125, 539, 320, 736, 7117, 49407] and len(tok) == 49408
+    import open_clip
+
+    assert open_clip.tokenize(["a photo of a red circle"])[0][:8].tolist() == ids
+
+
+def test_local_directory_roundtrip_safetensors_only(tmp_path):
+    tiny = build_tiny_pipeline()
+    tiny.save_pretrained(tmp_path / "m")
+    files = {p.name for p in (tmp_path / "m").rglob("*") if p.is_file()}
+    assert "diffusion_pytorch_model.safetensors" in files and not any(f.endswith(".bin") for f in files)
+    assert check_model_spec(str(tmp_path / "m")) == "dir"
+    loaded = load_pipeline(str(tmp_path / "m"), torch.float32, "cpu")
+    assert torch.equal(one_image(tiny), one_image(loaded))
+    ddim = load_pipeline(str(tmp_path / "m"), torch.float32, "cpu", scheduler="ddim")
+    assert type(ddim.scheduler).__name__ == "DDIMScheduler"
+    assert ddim.scheduler.config.beta_schedule == "scaled_linear"  # the model's schedule is kept
+
+
+def test_pickled_weights_are_never_loaded(tmp_path):
+    tiny = build_tiny_pipeline()
+    tiny.save_pretrained(tmp_path / "m", safe_serialization=False)
+    with pytest.raises(ModelError, match="could not load model"):
+        load_pipeline(str(tmp_path / "m"), torch.float32, "cpu")
+
+
+@pytest.mark.parametrize("spec,needle", [
+    ("/no/such/dir", "no such local directory"),
+    ("org/model-x", "hub is offline"),
+    ("bad spec with spaces", "not a preset"),
+])
+def test_spec_errors(spec, needle):
+    with pytest.raises(ModelError, match=needle):
+        check_model_spec(spec)
+
+
+def test_directory_without_model_index(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "config.json").write_text(json.dumps({}))
+    with pytest.raises(ModelError, match="without model_index.json"):
+        check_model_spec(str(tmp_path / "x"))
