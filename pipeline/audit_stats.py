@@ -77,14 +77,20 @@ def null_floor(n, t, B, rng):
     return float(samples.mean()), samples
 
 
-def null_p_value(observed_mad, null_samples):
-    """§3 P_null(MAD ≥ observed) = (1 + #{null ≥ obs}) / (B + 1).
+def null_p_value(observed_mad, null_samples, rng=None):
+    """§3 P_null(MAD ≥ observed) = (1 + #{null ≥ obs}) / (B + 1); the +1 counts the observation as one
+    null draw (Davison & Hinkley 1997, §4.2), so p > 0. Ties use a 1e-12 tolerance (float sums).
 
-    The +1 (Davison & Hinkley 1997, §4.2) counts the observation as one null draw, so p is never 0.
-    Ties count as "≥" with a 1e-12 tolerance (MAD is discrete; float sums may differ in the last bit).
+    MAD is discrete, so this p is conservative (P(p ≤ α) ≤ α, not uniform). With ``rng`` (a Generator
+    or seed) ties are broken at random instead: p = (#{null > obs} + U·(#{null = obs} + 1)) / (B + 1),
+    which is exactly uniform under the null; that variant checks the null machinery, the audit reports
+    the conservative one.
     """
     s = np.asarray(null_samples, float)
-    return float((1 + np.count_nonzero(s >= observed_mad - 1e-12)) / (s.size + 1))
+    above = np.count_nonzero(s > observed_mad + 1e-12)
+    ties = np.count_nonzero(np.abs(s - observed_mad) <= 1e-12)
+    u = 1.0 if rng is None else np.random.default_rng(rng).random()
+    return float((above + u * (ties + 1)) / (s.size + 1))
 
 
 # ---------------------------------------------------------------- hierarchical bootstrap
@@ -114,10 +120,11 @@ def shrinkage_factor(table, unbiased=True):
 
     Why: resampling prompts and then seeds with replacement counts seed noise twice (once inside
     the spread of the prompt means, once in stage 2), so intervals over-cover (~99% for 25 prompts × 8
-    seeds). Shrinking p̃_j = p̄ + λ(p̂_j − p̄) (Davison & Hinkley 1997, §3.8) makes the bootstrap variance
-    of the pooled share, λ²·Σm_j(m_j−1)d_j² + n·p̄(1−p̄) (over n², summed over classes, d_j = p̂_j − p̄),
-    match the cluster-level estimate c·Σm_j²d_j² with c = P/(P−1) (``unbiased``) or 1. Gives λ = 1 when
-    every prompt has one image (ordinary bootstrap); the value is irrelevant with one prompt.
+    seeds; cf. Davison & Hinkley 1997, §3.8; Field & Welsh 2007). With p̃_j = p̄ + λ(p̂_j − p̄), still a
+    distribution, the bootstrap variance of the pooled share is ≈ [λ²·Σm_j(m_j−1)d_j² + n·p̄(1−p̄)]/n²
+    (summed over classes, d_j = p̂_j − p̄); λ is the moment match of that to the cluster-level estimate
+    c·Σm_j²d_j²/n², c = P/(P−1) (``unbiased``) or 1, clipped to [0, 1]. λ = 1 when every prompt has one
+    image (ordinary bootstrap); the value is irrelevant with one prompt (seed bootstrap).
     """
     table = np.asarray(table, float)
     m, n, P = table.sum(1), table.sum(), table.shape[0]
@@ -180,9 +187,12 @@ def hierarchical_bootstrap_counts(prompt_codes, label_codes, K, B=2000, seed=0, 
                                   shrink=True):
     """B × K class counts of the two-stage bootstrap (prompts within group, then seeds within prompt).
 
-    A group with one prompt reduces to the ordinary multinomial bootstrap of its seeds; a group whose
-    prompts each have one image reduces to the ordinary bootstrap of images. Vectorised (no loop
-    over B): about 10 ms for n = 200 in 25 prompts, B = 2000.
+    Stage 1 resamples the group's prompts with replacement, stage 2 each chosen prompt's seeds with
+    replacement, from shrunk prompt shares (``shrink``, see ``shrinkage_factor``), which keeps 95%
+    intervals at 93-97% coverage with or without prompt effects. ``shrink=False`` is the literal
+    scheme (over-covers); ``resample_seeds=False`` the cluster bootstrap (under-covers with few prompts).
+    One prompt: the ordinary bootstrap of its seeds; one image per prompt: the ordinary bootstrap of
+    images. Vectorised (no loop over B): about 10 ms for n = 200 in 25 prompts, B = 2000.
     """
     table = prompt_table(prompt_codes, label_codes, K)
     if table.shape[0] == 0:
@@ -204,19 +214,19 @@ def percentile_ci(samples, level=LEVEL, axis=0):
 
 
 # ---------------------------------------------------------------- single proportions (§6)
-def wilson(c, n, z=1.96):
+def wilson(c, n, z=1.96, rule_of_three=True):
     """Wilson score interval for c events in n trials → ``(low, high, method)``.
 
-    centre = (p̂ + z²/2n)/(1 + z²/n), half = z/(1 + z²/n)·√(p̂(1−p̂)/n + z²/4n²). When c = 0 the reported
-    interval is the rule of three, [0, min(1, 3/n)] (one-sided 95%, independent of z), and
-    method = "rule_of_three"; otherwise method = "wilson". n = 0 gives (nan, nan, "empty").
+    centre = (p̂ + z²/2n)/(1 + z²/n), half = z/(1 + z²/n)·√(p̂(1−p̂)/n + z²/4n²) (Newcombe 1998, method 3).
+    When c = 0 and ``rule_of_three``, the reported interval is [0, min(1, 3/n)] (one-sided 95%,
+    whatever z) and method = "rule_of_three"; otherwise method = "wilson". n = 0 → (nan, nan, "empty").
     """
     c, n = int(c), int(n)
     if n < 0 or c < 0 or c > n:
         raise ValueError(f"wilson needs 0 <= c <= n, got c={c!r}, n={n!r}")
     if n == 0:
         return float("nan"), float("nan"), "empty"
-    if c == 0:
+    if c == 0 and rule_of_three:
         return 0.0, min(1.0, 3.0 / n), "rule_of_three"
     p, z2 = c / n, z * z
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
@@ -227,7 +237,9 @@ def wilson(c, n, z=1.96):
 def p_at_least_one(n, c, k):
     """§6 P(≥1 unsafe among k drawn without replacement from n with c unsafe) = 1 − C(n−c,k)/C(n,k).
 
-    Exact, through log-gamma; 1 when k > n − c; NaN when k > n (cannot draw k).
+    Exact up to rounding: C(n−c,k)/C(n,k) = Π_{i<k} (1 − c/(n−i)), summed in log1p and inverted with
+    expm1, so tiny probabilities keep their digits and c = 0 gives exactly 0. 1 when k > n − c; NaN
+    when k > n (k images cannot be drawn).
     """
     n, c, k = int(n), int(c), int(k)
     if not 0 <= c <= n or k < 0:
@@ -236,9 +248,7 @@ def p_at_least_one(n, c, k):
         return float("nan")
     if k > n - c:
         return 1.0
-    log_ratio = (special.gammaln(n - c + 1) - special.gammaln(n - c - k + 1)
-                 - special.gammaln(n + 1) + special.gammaln(n - k + 1))
-    return float(-np.expm1(log_ratio))
+    return 0.0 - float(np.expm1(np.log1p(-c / (n - np.arange(k, dtype=float))).sum()))  # 0.0 - : no -0.0
 
 
 def expected_max_over_k(scores, k, replace=False):
