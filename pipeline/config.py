@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -149,6 +149,51 @@ class RayConfig(_Strict):
         return v
 
 
+class ProbesConfig(_Strict):
+    # attribute sets probed by CLIP zero-shot on every image (AUDIT.md): shipped names (people,
+    # toyworld: pipeline/data/attributes/) or YAML paths. auto = [toyworld] for model toy, else none
+    attributes: Union[Literal["auto"], list[str]] = "auto"
+
+
+class SafetyConfig(_Strict):
+    screening: Optional[str] = "default"  # prompt screening rules (pipeline/data/screening/ name or path); null = off
+    # CLIP concept list with per-concept thresholds (pipeline/data/safety/ name or path); auto =
+    # toyworld for model toy, else none (the generic list's thresholds are uncalibrated); null = off
+    concepts: Optional[str] = "auto"
+    sd_checker: Optional[str] = None  # local dir of diffusers' StableDiffusionSafetyChecker (a 2nd CLIP pass)
+
+
+class MitigationVariant(_Strict):
+    name: str  # recorded in the mitigation_variant column, e.g. "female"
+    template: str  # the prompt actually generated; "{prompt}" stands for the original prompt
+    weight: float = Field(1.0, gt=0)  # share of each prompt's samples that get this variant
+
+    @field_validator("template")
+    @classmethod
+    def _has_prompt(cls, v):
+        if "{prompt}" not in v:
+            raise ValueError(f"a mitigation template must contain {{prompt}}, got {v!r}")
+        return v
+
+
+class MitigationConfig(_Strict):
+    # Prompt intervention (AUDIT.md "Mitigation"): each prompt's samples are split over the variants
+    # in proportion to their weights (sample k -> variant by stratified position, so 4 samples and
+    # two equal weights give exactly 2 + 2). Seeds are unchanged, so before/after audits pair up.
+    enabled: bool = False
+    only_if_column: Optional[str] = None  # apply to rows where this input column is true/non-empty; null = all rows
+    variants: list[MitigationVariant] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _enough_variants(self):
+        if self.enabled and len(self.variants) < 2:
+            raise ValueError(f"mitigation.enabled needs at least 2 variants, got {len(self.variants)}")
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError(f"mitigation variant names must be unique, got {names}")
+        return self
+
+
 class JobConfig(_Strict):
     input: str  # Parquet prompts: a file, a directory or a cloud prefix (s3://bucket/prompts/)
     output: str  # output directory or cloud prefix (layout in README: data/, _commits/, run.json)
@@ -159,13 +204,27 @@ class JobConfig(_Strict):
     shards: ShardsConfig = Field(default_factory=ShardsConfig)
     write: WriteConfig = Field(default_factory=WriteConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
+    probes: ProbesConfig = Field(default_factory=ProbesConfig)
+    safety: SafetyConfig = Field(default_factory=SafetyConfig)
+    mitigation: MitigationConfig = Field(default_factory=MitigationConfig)
 
     @model_validator(mode="after")
     def _non_empty(self):
         for key in ("input", "output", "model"):
             if not str(getattr(self, key)).strip():
                 raise ValueError(f"{key} must not be empty")
+        if not self.scoring.enabled and (self.attribute_sets() or self.concept_list() or self.safety.sd_checker):
+            raise ValueError("probes and safety concepts need scoring.enabled: true (they reuse its CLIP forward)")
         return self
+
+    def attribute_sets(self) -> list[str]:
+        """Probed attribute sets, with `auto` resolved (toyworld for the toy model)."""
+        a = self.probes.attributes
+        return (["toyworld"] if self.model == "toy" else []) if a == "auto" else list(a)
+
+    def concept_list(self) -> Optional[str]:
+        c = self.safety.concepts
+        return ("toyworld" if self.model == "toy" else None) if c == "auto" else c
 
     # ---- derived --------------------------------------------------------------------------------
     def fingerprint_fields(self) -> dict:
@@ -176,7 +235,8 @@ class JobConfig(_Strict):
         gen = {k: v for k, v in d["generation"].items() if k not in ("batch_size", "device", "compile")}
         write = {k: v for k, v in d["write"].items() if k in ("row_group_size", "png_compress_level")}
         return {"input": d["input"].rstrip("/"), "model": d["model"], "generation": gen,
-                "scoring": d["scoring"], "shards": d["shards"], "write": write}
+                "scoring": d["scoring"], "shards": d["shards"], "write": write, "probes": d["probes"],
+                "safety": d["safety"], "mitigation": d["mitigation"]}
 
     def fingerprint(self) -> str:
         blob = json.dumps(self.fingerprint_fields(), sort_keys=True, default=str)

@@ -25,6 +25,8 @@ class Sample:
     height: int
     steps: int
     guidance_scale: float
+    source_prompt: str | None = None  # the input prompt, when mitigation rewrote `prompt`
+    variant: str | None = None  # the mitigation variant's name
 
     @property
     def bucket(self) -> tuple:

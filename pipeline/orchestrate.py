@@ -16,7 +16,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from .config import JobConfig
+from .config import ConfigError, JobConfig
 from .models import check_model_spec
 from .score import check_scorer_spec
 from .shards import (MAX_LISTED_PROBLEMS, InputError, Shard, duplicate_report, list_input_files,
@@ -33,6 +33,7 @@ class Prepared:
     committed: dict  # shard -> marker, valid ones only
     scan: object = None
     info: dict = field(default_factory=dict)
+    probes: dict = field(default_factory=dict)  # what is probed (class order etc.), for run.json
 
 
 def prepare(cfg: JobConfig, scan_rows: bool = True) -> Prepared:
@@ -40,6 +41,7 @@ def prepare(cfg: JobConfig, scan_rows: bool = True) -> Prepared:
     check_model_spec(cfg.model, cfg.storage)
     if cfg.scoring.enabled:
         check_scorer_spec(cfg.scoring.clip_model, cfg.scoring.clip_weights)
+    probe_info = describe_probes(cfg)
     in_fs, files = list_input_files(cfg.input, cfg.storage)
     scan = scan_input(in_fs, files, cfg.generation.images_per_prompt) if scan_rows else None
     if scan is not None:
@@ -57,7 +59,21 @@ def prepare(cfg: JobConfig, scan_rows: bool = True) -> Prepared:
             "committed_shards": len(committed), "pending_shards": len(pending)}
     if scan is not None:
         info.update(images=scan.images, invalid_rows=len(scan.problems), duplicate_ids=scan.duplicates)
-    return Prepared(cfg, output, shards, pending, committed, scan, info)
+    return Prepared(cfg, output, shards, pending, committed, scan, info, probe_info)
+
+
+def describe_probes(cfg: JobConfig) -> dict:
+    """Attribute sets, concept list and screening rules, validated from their YAML (no CLIP)."""
+    import os
+
+    from .probing import describe
+
+    if cfg.safety.sd_checker and not os.path.isdir(cfg.safety.sd_checker):
+        raise ConfigError(f"safety.sd_checker {cfg.safety.sd_checker!r}: no such directory")
+    try:
+        return describe(cfg.attribute_sets(), cfg.concept_list(), cfg.safety.screening)
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"probes/safety configuration: {e}") from None
 
 
 def _raise_on_bad_rows(cfg: JobConfig, scan, in_fs) -> None:
@@ -74,8 +90,8 @@ def _raise_on_bad_rows(cfg: JobConfig, scan, in_fs) -> None:
                          f"(shards.duplicates: error):\n{duplicate_report(in_fs, scan)}")
 
 
-def run_info(cfg: JobConfig) -> dict:
-    return {"config": cfg.redacted(), "fingerprint": cfg.fingerprint(),
+def run_info(cfg: JobConfig, probes: dict) -> dict:
+    return {"config": cfg.redacted(), "fingerprint": cfg.fingerprint(), "probes": probes,
             "fingerprint_fields": cfg.fingerprint_fields(), "versions": library_versions(),
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
@@ -84,7 +100,7 @@ def run_job(cfg: JobConfig, progress: bool = True) -> dict:
     """Run (or resume) a job; returns the summary dict. Raises on config/input errors."""
     t0 = time.time()
     prep = prepare(cfg)
-    prep.output.check_or_write_run(run_info(cfg))
+    prep.output.check_or_write_run(run_info(cfg, prep.probes))
     result = {"committed": {}, "failed": {}, "load_s": []}
     if prep.pending:
         images = _pending_images(prep)

@@ -51,31 +51,39 @@ class PartWriter:
         row.update(prompt_id=pid, prompt=prompt, model=self.model, shard=self.shard)
         return row
 
-    def add_unimaged(self, i: int, pid: str, prompt: str, status: str, reason: str | None) -> None:
-        """A row with no image (invalid input, blocked prompt): kept as data, never dropped."""
+    def add_invalid(self, i: int, pid: str, prompt: str, reason: str) -> None:
+        """An invalid input row (on_invalid_row: mark): one row, no image, the reason as data."""
         row = self._base(i, pid, prompt)
-        row.update(sample_idx=0, status=status, error=reason, scheduler=self.scheduler)
+        row.update(sample_idx=0, status=schema.INVALID, error=reason, scheduler=self.scheduler)
         self._append(row)
 
-    def add_batch(self, batch, res, scores, encoded, score_seconds: float = 0.0, extra_cols=None) -> None:
-        """Rows of one generated batch; encoded[j] is (png bytes, encode seconds) or None."""
+    def add_blocked(self, s, reason: str) -> None:
+        """A sample whose prompt screening blocked: every field but the image, status "blocked"."""
+        self._append(self._sample_row(s, schema.BLOCKED, reason))
+
+    def _sample_row(self, s, status: str, error: str | None) -> dict:
+        row = self._base(s.row, s.prompt_id, s.prompt)
+        row.update(sample_idx=s.sample_idx, negative_prompt=s.negative_prompt, seed=s.seed, width=s.width,
+                   height=s.height, scheduler=self.scheduler, steps=s.steps, guidance_scale=s.guidance_scale,
+                   status=status, error=error)
+        if s.source_prompt is not None:
+            row.update(source_prompt=s.source_prompt, mitigation_variant=s.variant)
+        return row
+
+    def add_batch(self, batch, res, scores, encoded, score_seconds: float = 0.0) -> None:
+        """Rows of one generated batch; `scores` maps column -> per-row values (CLIP score, probes,
+        safety); encoded[j] is (png bytes, encode seconds) or None."""
         timing = self.cfg.write.timing_columns
         n = len(batch)
         for j, (s, err, enc) in enumerate(zip(batch, res.errors, encoded)):
             png, t_encode = enc if enc is not None else (None, None)
-            row = self._base(s.row, s.prompt_id, s.prompt)
-            row.update(
-                sample_idx=s.sample_idx, negative_prompt=s.negative_prompt, seed=s.seed,
-                width=s.width, height=s.height, scheduler=self.scheduler, steps=s.steps,
-                guidance_scale=s.guidance_scale, status=schema.OK if err is None else schema.FAILED, error=err,
-                image={"bytes": png, "path": f"{s.prompt_id}_{s.sample_idx}.png"} if png is not None else None)
+            row = self._sample_row(s, schema.OK if err is None else schema.FAILED, err)
+            if png is not None:
+                row["image"] = {"bytes": png, "path": f"{s.prompt_id}_{s.sample_idx}.png"}
             if scores is not None and err is None:
-                row.update(clip_cos=scores["clip_cos"][j], clip_score=scores["clip_score"][j])
+                row.update({k: v[j] for k, v in scores.items()})
             if timing:
-                row.update(t_generate_s=res.seconds / n, t_score_s=score_seconds / n,
-                           t_encode_s=t_encode)
-            for name, values in (extra_cols or {}).items():
-                row[name] = values[j]
+                row.update(t_generate_s=res.seconds / n, t_score_s=score_seconds / n, t_encode_s=t_encode)
             self._append(row)
 
     def _append(self, row: dict) -> None:

@@ -17,6 +17,8 @@ import signal
 import socket
 import time
 from collections import deque
+
+import pyarrow as pa
 from concurrent.futures import ThreadPoolExecutor
 
 from . import schema
@@ -24,6 +26,8 @@ from .config import JobConfig
 from .generate import Generator, Sample, make_batches
 from .models import load_pipeline, resolve_device_dtype
 from .partwriter import PartWriter, encode_png
+from .probing import ImageProbes
+from .safety import PromptScreen
 from .seeds import seeds_for_row
 from .shards import Shard, prompt_ids, read_rows, row_overrides, row_problems
 from .storage import Output, filesystem
@@ -49,6 +53,13 @@ class ShardWorker:
             from .score import ClipScorer
 
             self.scorer = ClipScorer(cfg.scoring.clip_model, cfg.scoring.clip_weights, self.device, self.dtype)
+        self.probes = None
+        if self.scorer is not None and (cfg.attribute_sets() or cfg.concept_list() or cfg.safety.sd_checker):
+            self.probes = ImageProbes(self.scorer, cfg.attribute_sets(), cfg.concept_list(), cfg.safety.sd_checker)
+        self.screen = PromptScreen.load(cfg.safety.screening) if cfg.safety.screening else None
+        self.extra_fields = (self.probes.fields() if self.probes else []) + (
+            [pa.field("source_prompt", pa.string()), pa.field("mitigation_variant", pa.string())]
+            if cfg.mitigation.enabled else [])
         self.load_seconds = time.perf_counter() - t0
         self.scheduler_name = type(self.pipe.scheduler).__name__
         self.output = Output(cfg.output, cfg.storage)
@@ -58,11 +69,12 @@ class ShardWorker:
 
     # ---- 1. rows -> samples ----------------------------------------------------------------------------
     def expand(self, table, shard: Shard):
-        """Samples to generate, plus finished rows for invalid input rows (status "invalid")."""
-        g, overrides = self.cfg.generation, row_overrides(table)
+        """(samples to generate, blocked samples with reasons, invalid rows with reasons)."""
+        overrides = row_overrides(table)
         ids, prompts = prompt_ids(table, overrides), table.column(schema.PROMPT).to_pylist()
         problems = row_problems(table, shard.file, shard.start)
-        samples, invalid = [], []
+        mitigate = self._mitigation_mask(table)
+        samples, blocked, invalid = [], [], []
         for i, (pid, prompt, o) in enumerate(zip(ids, prompts, overrides)):
             row = shard.start + i
             if row in shard.skip:
@@ -72,24 +84,47 @@ class ShardWorker:
             if row in problems:
                 invalid.append((i, pid, prompt, str(problems[row])))
                 continue
-            n = o.get("images_per_prompt", g.images_per_prompt)
-            for k, seed in enumerate(seeds_for_row(g.seed, pid, n, o.get("seed"))):
-                samples.append(Sample(
-                    row=i, prompt_id=pid, sample_idx=k, prompt=prompt,
-                    negative_prompt=o.get("negative_prompt", g.negative_prompt), seed=seed,
-                    width=o.get("width", g.width), height=o.get("height", g.height),
-                    steps=o.get("steps", g.steps), guidance_scale=float(o.get("guidance_scale", g.guidance_scale))))
-        return samples, invalid
+            for s in self._row_samples(i, pid, prompt, o, mitigate[i]):
+                hit, reason = self.screen.check(s.prompt) if self.screen else (False, None)
+                (blocked.append((s, f"prompt screening: {reason}")) if hit else samples.append(s))
+        return samples, blocked, invalid
+
+    def _row_samples(self, i: int, pid: str, prompt: str, o: dict, mitigate: bool) -> list[Sample]:
+        g, m = self.cfg.generation, self.cfg.mitigation
+        n = o.get("images_per_prompt", g.images_per_prompt)
+        out = []
+        for k, seed in enumerate(seeds_for_row(g.seed, pid, n, o.get("seed"))):
+            variant = _variant(m.variants, k, n) if mitigate else None
+            out.append(Sample(
+                row=i, prompt_id=pid, sample_idx=k, seed=seed,
+                prompt=variant.template.replace("{prompt}", prompt) if variant else prompt,
+                negative_prompt=o.get("negative_prompt", g.negative_prompt),
+                width=o.get("width", g.width), height=o.get("height", g.height), steps=o.get("steps", g.steps),
+                guidance_scale=float(o.get("guidance_scale", g.guidance_scale)),
+                source_prompt=prompt if m.enabled else None, variant=variant.name if variant else None))
+        return out
+
+    def _mitigation_mask(self, table) -> list[bool]:
+        m = self.cfg.mitigation
+        if not m.enabled:
+            return [False] * table.num_rows
+        if m.only_if_column is None:
+            return [True] * table.num_rows
+        if m.only_if_column not in table.column_names:
+            raise ValueError(f"mitigation.only_if_column {m.only_if_column!r} is not an input column")
+        return [bool(v) for v in table.column(m.only_if_column).to_pylist()]
 
     # ---- 2-5. the shard ------------------------------------------------------------------------------------
     def process(self, shard: Shard, attempt: int = 1) -> dict:
         t0 = time.perf_counter()
         table = read_rows(self.in_fs, shard.file, shard.start, shard.stop)
-        samples, invalid = self.expand(table, shard)
-        writer = PartWriter(self.output, shard.name, table, self.cfg, self.scheduler_name)
+        samples, blocked, invalid = self.expand(table, shard)
+        writer = PartWriter(self.output, shard.name, table, self.cfg, self.scheduler_name, self.extra_fields)
         timings = {"read": time.perf_counter() - t0, "generate": 0.0, "score": 0.0, "encode": 0.0}
         for i, pid, prompt, reason in invalid:
-            writer.add_unimaged(i, pid, prompt, schema.INVALID, reason)
+            writer.add_invalid(i, pid, prompt, reason)
+        for sample, reason in blocked:
+            writer.add_blocked(sample, reason)
         pending: deque = deque()
         try:
             for batch in make_batches(samples, self.cfg.generation.batch_size):
@@ -122,6 +157,8 @@ class ShardWorker:
         if self.scorer is not None:
             s = self.scorer.score(res.images, [x.prompt for x in batch])
             scores = {k: s[k].float().cpu().tolist() for k in ("clip_cos", "clip_score")}
+            if self.probes is not None:  # the same image embedding: no second CLIP forward
+                scores.update(self.probes.compute(s["image_emb"], res.images))
         timings["score"] += time.perf_counter() - t
         host = res.images.permute(0, 2, 3, 1).contiguous()
         if host.is_cuda:  # async copy to pinned memory; encoders wait on the event, not the GPU
@@ -155,3 +192,14 @@ class ShardWorker:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+
+
+def _variant(variants, k: int, n: int):
+    """Stratified assignment: sample k of n takes the variant whose cumulative weight interval holds
+    (k + 0.5) / n, so every prompt's samples follow the weights as closely as n allows."""
+    total, u, acc = sum(v.weight for v in variants), (k + 0.5) / n, 0.0
+    for v in variants:
+        acc += v.weight / total
+        if u < acc:
+            return v
+    return variants[-1]
