@@ -28,7 +28,7 @@ class ImageProbes:
 
         self.scorer = scorer
         scale = getattr(scorer.model, "logit_scale", None)
-        self.logit_scale = float(scale.exp()) if scale is not None else 100.0  # the model's own temperature
+        self.logit_scale = float(scale.detach().exp()) if scale is not None else 100.0  # the model's own temperature
         self.attributes, self.subjects, self.subject_of = {}, {}, {}
         for set_name in attribute_sets:
             aset = P.load_attribute_set(set_name)
