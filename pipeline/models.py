@@ -4,6 +4,7 @@
 - `tiny`: an SD1.5-shaped pipeline with small widths and random weights from a fixed seed, built
   in seconds on CPU (tests, plumbing);
 - `toy`: the shipped toy-world pipeline (pipeline/toyworld/weights/sd), trained on the toy world;
+- `sd15-random`: the SD1.5 architecture with random weights (benchmarks: real compute, noise out);
 - a local diffusers directory (model_index.json + safetensors);
 - a cloud URL of such a directory (s3://..., gs://...): copied through fsspec into a local cache;
 - a hub id (org/name): works where the hub is reachable or cached, a clear error offline.
@@ -21,7 +22,7 @@ from pathlib import Path
 from .storage import filesystem
 from .tokenizer import cache_dir, clip_tokenizer
 
-PRESETS = ("tiny", "toy")
+PRESETS = ("tiny", "toy", "sd15-random")
 TINY_SEED = 20260101  # fixed: every process builds the same random tiny model
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 SCHEDULER_CLASSES = {  # config name -> (diffusers class, extra config)
@@ -128,6 +129,34 @@ def build_tiny_pipeline():
         scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
+def build_sd15_random(device="cpu"):
+    """The Stable Diffusion 1.5 architecture (859M-parameter UNet, 512x512) with random weights,
+    initialised directly on `device`: same compute as the real model, for benchmarks only (its
+    images are noise). Configs as in shared/gpu/sd_anchor.py."""
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    with torch.random.fork_rng(devices=[]), torch.device(device):
+        torch.manual_seed(TINY_SEED)
+        unet = UNet2DConditionModel(
+            sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+            cross_attention_dim=768, attention_head_dim=8,
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+        vae = AutoencoderKL(
+            block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, sample_size=512,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
+        text = CLIPTextModel(CLIPTextConfig(
+            hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+            vocab_size=49408, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, hidden_act="quick_gelu"))
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              skip_prk_steps=True, steps_offset=1)
+    return StableDiffusionPipeline(
+        unet=unet.eval(), vae=vae.eval(), text_encoder=text.eval(), tokenizer=clip_tokenizer(77),
+        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+
+
 def _from_pretrained(source: str, dtype, offline_hint: bool):
     import json
 
@@ -149,6 +178,8 @@ def load_pipeline(spec: str, dtype, device, scheduler: str = "default", storage=
     """The text-to-image pipeline for `spec`, on `device` in `dtype`, with the chosen scheduler."""
     if spec == "tiny":
         pipe = build_tiny_pipeline().to(dtype=dtype)  # built in float32; loaded ones get torch_dtype
+    elif spec == "sd15-random":
+        pipe = build_sd15_random(device).to(dtype=dtype)
     elif spec == "toy":
         from .toyworld import SD_DIR
 

@@ -2,7 +2,8 @@
 and (issue 4) the attribute probes and safety concepts, through the normalised image embedding.
 
 `clip_model` is `tiny` (small random config, fixed seed), `toy` (the shipped toy-world CLIP), an
-open_clip model name with a local weights file, or `local-dir:/path` (an open_clip directory).
+open_clip model name with a local weights file, `local-dir:/path` (an open_clip directory), or
+`random:<open_clip name>` (that architecture with random weights: benchmarks only).
 Images never go through PNG or PIL here: uint8 (N, 3, H, W) tensors are resized and normalised
 on their device (open_clip's own preprocessing: bicubic resize of the short side, centre crop).
 """
@@ -41,6 +42,12 @@ def check_scorer_spec(spec: str, weights: str | None) -> None:
             if not os.path.isdir(CLIP_DIR):
                 raise ScorerError(f"scoring.clip_model 'toy': shipped weights missing at {CLIP_DIR}")
         return
+    if spec.startswith("random:"):  # an open_clip architecture with random weights (benchmarks)
+        import open_clip
+
+        if spec.removeprefix("random:") not in open_clip.list_models():
+            raise ScorerError(f"scoring.clip_model {spec!r}: unknown open_clip architecture")
+        return
     if spec.startswith("local-dir:"):
         if not os.path.isdir(spec.removeprefix("local-dir:")):
             raise ScorerError(f"scoring.clip_model {spec!r}: no such directory")
@@ -71,6 +78,9 @@ def load_open_clip(spec: str, weights: str | None = None):
         return load_toy_clip()
     if spec.startswith("local-dir:"):
         return open_clip.create_model(spec), open_clip.get_tokenizer(spec)
+    if spec.startswith("random:"):
+        name = spec.removeprefix("random:")
+        return open_clip.create_model(name, pretrained=None), open_clip.get_tokenizer(name)
     check_scorer_spec(spec, weights)
     return open_clip.create_model(spec, pretrained=weights), open_clip.get_tokenizer(spec)
 

@@ -141,7 +141,7 @@ class ShardWorker:
         marker = writer.finish()
         timings["publish"] = time.perf_counter() - t_pub
         timings["total"] = time.perf_counter() - t0
-        marker.update(timings={k: round(v, 4) for k, v in timings.items()}, attempt=attempt,
+        marker.update(timings={k: round(v, 4) for k, v in timings.items()}, attempt=attempt, finished_at=time.time(),
                       worker=self.worker_id, host=socket.gethostname(), device=str(self.device))
         self.output.commit(shard.name, marker)
         return marker
