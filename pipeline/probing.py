@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from . import probes as P
+from .attributes import load_attribute_set
 from .safety import load_concepts
 
 ABSTAIN = "abstain"
@@ -26,12 +26,14 @@ class ImageProbes:
     def __init__(self, scorer, attribute_sets=(), concepts: str | None = None, sd_checker: str | None = None):
         import torch
 
+        from . import probes as P
+
         self.scorer = scorer
         scale = getattr(scorer.model, "logit_scale", None)
         self.logit_scale = float(scale.detach().exp()) if scale is not None else 100.0  # the model's own temperature
         self.attributes, self.subjects, self.subject_of = {}, {}, {}
         for set_name in attribute_sets:
-            aset = P.load_attribute_set(set_name)
+            aset = load_attribute_set(set_name)
             for name, spec in aset.attributes.items():
                 if name in self.attributes:
                     raise ValueError(f"attribute {name!r} is defined twice (in {set_name!r} and before)")
@@ -65,6 +67,8 @@ class ImageProbes:
     # ---- values -------------------------------------------------------------------------------------------
     def compute(self, image_emb, images_u8=None) -> dict[str, list]:
         """Column -> per-row values for a batch of normalised image embeddings (N x D)."""
+        from . import probes as P
+
         cols, subject_ok = {}, {}
         for s, (present, absent) in self.subjects.items():
             p, ok = P.subject_present(image_emb, present, absent, self.logit_scale)
@@ -96,7 +100,7 @@ def describe(attribute_sets=(), concepts: str | None = None, screening: str | No
 
     attrs = {}
     for set_name in attribute_sets:
-        aset = P.load_attribute_set(set_name)
+        aset = load_attribute_set(set_name)
         for a, s in aset.attributes.items():
             if a in attrs:
                 raise ValueError(f"attribute {a!r} is defined twice (in {set_name!r} and before)")
@@ -116,6 +120,7 @@ def _load_checker(path: str, device, dtype):
     import torch
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
 
+    from . import probes as P
     from .score import OPENAI_MEAN, OPENAI_STD
 
     model = StableDiffusionSafetyChecker.from_pretrained(path, use_safetensors=True).to(device, dtype).eval()
