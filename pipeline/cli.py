@@ -54,6 +54,13 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def cmd_contact_sheet(args) -> int:
+    from .contact import contact_sheet
+
+    print(contact_sheet(args.output, args.o, max_images=args.max_images))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sdgen", description="Synthetic image datasets from prompt sets, "
                                 "with deterministic seeds, exactly-once commits and bias audits.")
@@ -80,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--n", type=int, default=8)
     sp.add_argument("--batch-size", type=int, default=1)
     sp.set_defaults(func=cmd_verify)
+    sp = sub.add_parser("contact-sheet", help="a labelled PNG grid of an output's images")
+    sp.add_argument("output")
+    sp.add_argument("-o", default=None, help="PNG path (default OUTPUT/contact_sheet.png)")
+    sp.add_argument("--max-images", type=int, default=64)
+    sp.set_defaults(func=cmd_contact_sheet)
     return p
 
 

@@ -130,6 +130,7 @@ class WriteConfig(_Strict):
     # per-row t_generate_s/t_score_s/t_encode_s; the only columns that differ between two runs of
     # a shard. false = null timings, so a retried shard's part is byte-identical too
     timing_columns: bool = True
+    contact_sheet: bool = False  # after a run that did work: OUTPUT/contact_sheet.png, a labelled image grid
 
 
 class RayConfig(_Strict):

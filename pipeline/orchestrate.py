@@ -111,6 +111,10 @@ def run_job(cfg: JobConfig, progress: bool = True) -> dict:
     summary = _summary(prep, result, time.time() - t0)
     if prep.pending:  # a run that did nothing writes nothing: a re-run changes no byte
         prep.output.write_json(prep.output.path("summary.json"), summary)
+        if cfg.write.contact_sheet and summary["rows_total"]:
+            from .contact import contact_sheet
+
+            summary["contact_sheet"] = contact_sheet(cfg.output, storage=cfg.storage)
     if summary["complete"] and not prep.output.exists(prep.output.path("_SUCCESS")):
         prep.output.write_json(prep.output.path("_SUCCESS"), {"shards": len(prep.shards),
                                                               "rows": summary["rows_total"]})
@@ -223,5 +227,7 @@ def format_summary(s: dict) -> str:
         lines.append(f"invalid     {s['invalid_rows']} input row(s) marked status 'invalid'")
     for name, err in s["failed_shards"].items():
         lines.append(f"FAILED      {name}: {err}")
+    if s.get("contact_sheet"):
+        lines.append(f"sheet       {s['contact_sheet']}")
     lines.append("complete    yes (_SUCCESS written)" if s["complete"] else "complete    no")
     return "\n".join(lines)

@@ -55,3 +55,15 @@ def test_errors_exit_2_with_message(tmp_path, capsys):
     assert "generation.width" in err and "13" in err
     assert main(["status", str(tmp_path / "nothing")]) == 2
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_contact_sheet(tmp_path, capsys):
+    from PIL import Image
+
+    cfg = write_cfg(tmp_path, write={"contact_sheet": True})
+    assert main(["run", cfg, "--no-progress"]) == 0
+    assert "sheet" in capsys.readouterr().out
+    sheet = Image.open(tmp_path / "out" / "contact_sheet.png")
+    assert sheet.size == (8 * 128, 2 * (128 + 3 * 11 + 6))  # 10 images in 8 columns: 2 rows
+    assert main(["contact-sheet", str(tmp_path / "out"), "-o", str(tmp_path / "s.png"), "--max-images", "3"]) == 0
+    assert Image.open(tmp_path / "s.png").size[0] == 3 * 128
