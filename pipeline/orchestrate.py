@@ -19,8 +19,15 @@ from dataclasses import dataclass, field
 from .config import ConfigError, JobConfig
 from .models import check_model_spec
 from .score import check_scorer_spec
-from .shards import (MAX_LISTED_PROBLEMS, InputError, Shard, duplicate_report, list_input_files,
-                     plan_shards, scan_input)
+from .shards import (
+    MAX_LISTED_PROBLEMS,
+    InputError,
+    Shard,
+    duplicate_report,
+    list_input_files,
+    plan_shards,
+    scan_input,
+)
 from .storage import Output, library_versions
 
 

@@ -17,9 +17,9 @@ import signal
 import socket
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
-from concurrent.futures import ThreadPoolExecutor
 
 from . import schema
 from .config import JobConfig

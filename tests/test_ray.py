@@ -68,7 +68,7 @@ def test_driver_sigkill_then_rerun_equals_uninterrupted(ray_cluster, tmp_path):
 
     resumed = pipeline.run({**cfg, "ray": {"executor": "inline"}}, progress=False)
     assert resumed["committed_shards"] == done_before and resumed["complete"]
-    clean = pipeline.run({**cfg, "output": str(tmp_path / "clean"), "ray": {"executor": "inline"}}, progress=False)
+    pipeline.run({**cfg, "output": str(tmp_path / "clean"), "ray": {"executor": "inline"}}, progress=False)
     a, b = images(tmp_path / "killed"), images(tmp_path / "clean")
     assert a == b  # same keys, seeds and PNG bytes: nothing missing, nothing twice
     df = read_output(tmp_path / "killed")

@@ -57,8 +57,8 @@ def test_s3_input_and_output_resume_and_redaction(s3, s3_server):
 def test_model_from_s3_url_is_cached_then_loaded(s3, s3_server, tmp_path, monkeypatch):
     fs, bucket = s3
     monkeypatch.setenv("SDGEN_CACHE", str(tmp_path / "cache"))
-    from pipeline.models import build_tiny_pipeline, fetch_url_to_cache, load_pipeline
     from pipeline.config import StorageConfig
+    from pipeline.models import build_tiny_pipeline, fetch_url_to_cache, load_pipeline
 
     build_tiny_pipeline().save_pretrained(tmp_path / "tiny")
     fs.put(str(tmp_path / "tiny"), f"{bucket}/models/tiny", recursive=True)

@@ -3,8 +3,17 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import write_prompts
 
-from pipeline.shards import (InputError, derive_prompt_id, list_input_files, plan_shards, prompt_ids,
-                             read_rows, row_problems, scan_input, shard_name)
+from pipeline.shards import (
+    InputError,
+    derive_prompt_id,
+    list_input_files,
+    plan_shards,
+    prompt_ids,
+    read_rows,
+    row_problems,
+    scan_input,
+    shard_name,
+)
 
 
 def test_listing_file_dir_and_glob(tmp_path):
