@@ -106,3 +106,30 @@ def test_duplicate_prompts_numbered(tmp_path):
     assert len(df) == 6 and summary["duplicate_ids"] == 1
     ids = sorted(df.prompt_id.unique())
     assert any(i.endswith("~1") for i in ids) and not df.duplicated(["prompt_id", "sample_idx"]).any()
+
+
+def test_failing_shard_is_retried_then_reported_and_committed_work_kept(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from pipeline.cli import main
+    from pipeline.worker import ShardWorker
+
+    src = write_prompts(tmp_path / "p.parquet", ["a", "b", "c", "d", "e", "f"])
+    cfg = tiny_config(src, tmp_path / "o", ray={"executor": "inline", "max_shard_tries": 2})
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(cfg))
+    real, tries = ShardWorker.process, []
+
+    def flaky(self, shard, attempt=1):
+        if shard.start == 3:  # the second shard always fails
+            tries.append(attempt)
+            raise RuntimeError("disk on fire")
+        return real(self, shard, attempt)
+
+    monkeypatch.setattr(ShardWorker, "process", flaky)
+    assert main(["run", str(tmp_path / "job.yaml"), "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert tries == [1, 2] and "FAILED" in out and "disk on fire" in out and "complete    no" in out
+    assert len(os.listdir(tmp_path / "o" / "_commits")) == 1 and not (tmp_path / "o" / "_SUCCESS").exists()
+    monkeypatch.undo()
+    assert main(["run", str(tmp_path / "job.yaml"), "--no-progress"]) == 0
+    assert len(read_output(tmp_path / "o")) == 12 and (tmp_path / "o" / "_SUCCESS").exists()
