@@ -1,4 +1,5 @@
-"""`sdgen` command line: run, plan, status, verify."""
+"""`sdgen` command line: run, plan, status, verify, contact-sheet; expand, audit, filter and report
+come from pipeline.audit_cli."""
 from __future__ import annotations
 
 import argparse
@@ -92,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", default=None, help="PNG path (default OUTPUT/contact_sheet.png)")
     sp.add_argument("--max-images", type=int, default=64)
     sp.set_defaults(func=cmd_contact_sheet)
+    from .audit_cli import add_commands  # expand, audit, filter, report
+
+    add_commands(sub)
     return p
 
 
