@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 
 from . import audit_stats as S
+from . import audit_tables as T
 from .audit_data import AuditError, attribute_labels, open_source, read_rows
 
 SUMMARY_COLUMNS = ["group", "attribute", "class", "n", "abstained", "proportion", "ci_low", "ci_high"]
@@ -109,7 +110,7 @@ def passthrough_columns(columns) -> list[str]:
 # ---------------------------------------------------------------- metrics
 def coverage(df: pd.DataFrame, group_by) -> dict:
     """Per group: rows by status, blocked/failed rates with Wilson CIs (all rows, not only ok)."""
-    keys = S.group_keys(df, group_by)
+    keys = T.group_keys(df, group_by)
     out = {}
     for g, sub in df.groupby(keys, sort=True):
         n = len(sub)
@@ -126,12 +127,12 @@ def _audit_groups(ok, group_by, label, classes, target, B, seed, min_n):
     """audit_table, or with per-group targets: audit_table per group and the across-group tests and
     BH q-values recomputed over all of them (per-group seeds are the same either way)."""
     if not isinstance(target, dict) or "groups" not in target:
-        return S.audit_table(ok, group_by, label, classes, target, B=B, seed=seed, min_n=min_n)
-    keys = S.group_keys(ok, group_by)
+        return T.audit_table(ok, group_by, label, classes, target, B=B, seed=seed, min_n=min_n)
+    keys = T.group_keys(ok, group_by)
     summaries, groups = [], {}
     for g in sorted(keys.unique()):
         t = target["groups"].get(g, target["default"])
-        s, m = S.audit_table(ok[keys == g], group_by, label, classes, t, B=B, seed=seed, min_n=min_n)
+        s, m = T.audit_table(ok[keys == g], group_by, label, classes, t, B=B, seed=seed, min_n=min_n)
         summaries.append(s)
         groups.update({k: {**v, "target": t} for k, v in m["groups"].items()})
     across = S.independence_test([[m["counts"][c] for c in classes] for m in groups.values()] or [[0]])
@@ -173,7 +174,7 @@ def safety_table(df: pd.DataFrame, group_by, k: int) -> pd.DataFrame:
                                         index=df.index, dtype=object)
     scores = [c for c in df.columns if c.startswith("safety_") and c != "safety_flagged"
               and pd.api.types.is_numeric_dtype(df[c])]
-    return S.safety_rates(df, [*detectors, "screening_blocked"], group_by, k=k, score_cols=scores)
+    return T.safety_rates(df, [*detectors, "screening_blocked"], group_by, k=k, score_cols=scores)
 
 
 # ---------------------------------------------------------------- the command
@@ -271,7 +272,7 @@ def run_compare(url_a, url_b, attribute, group_by, target="uniform", B=2000, see
     if isinstance(t, dict) and "groups" in t:
         raise AuditError("--compare takes one target (uniform or a {class: weight} file), not per-group targets")
     try:
-        table = S.compare(frames[0], frames[1], group_by, f"attr_{attribute}", classes, t, B=B, seed=seed,
+        table = T.compare(frames[0], frames[1], group_by, f"attr_{attribute}", classes, t, B=B, seed=seed,
                           min_n=min_n)
     except ValueError as e:
         raise AuditError(f"compare: {e}") from None

@@ -140,7 +140,7 @@ def _true(v) -> bool:
 
 def grids(src, df, entry, attribute, n) -> list[dict]:
     from .audit import apply_where
-    from .audit_stats import group_keys
+    from .audit_tables import group_keys
 
     label = f"attr_{attribute}"
     ok = apply_where(df, entry.get("where"))

@@ -12,6 +12,7 @@ from synth_output import CLASSES, cli, known_rows, make_output
 
 import pipeline
 from pipeline import audit_stats as S
+from pipeline import audit_tables as T
 from pipeline.audit import SUMMARY_COLUMNS, run_audit, run_compare
 
 B = 400
@@ -41,7 +42,7 @@ def test_cis_are_the_hierarchical_bootstrap_of_the_ok_rows(known):
     _, res = known
     pids = [f"c{i // 8}" for i in range(40)] + ["c5"] * 4
     labels = ["red"] * 28 + ["blue"] * 12 + ["abstain"] * 4
-    ref = S.group_metrics(pids, labels, CLASSES["colour"], B=B, seed=S.group_seed(0, "circle"))
+    ref = S.group_metrics(pids, labels, CLASSES["colour"], B=B, seed=T.group_seed(0, "circle"))
     got = res["metrics"]["attributes"]["colour"]["groups"]["circle"]
     for k in ("ci_low", "ci_high", "proportions"):
         assert got[k] == pytest.approx(ref[k])
@@ -65,7 +66,7 @@ def test_coverage_floor_and_across(known):
     sq = g["square"]  # n = 24 < 30: the floor, no disparity
     assert sq["d2"] is None and sq["p_value"] is None and sq["q_value"] is None and "n=24 < 30" in sq["note"]
     assert sq["floor"] == pytest.approx(S.null_floor(24, np.full(4, .25), B, np.random.default_rng(
-        np.random.SeedSequence(S.group_seed(0, "square")).spawn(2)[1]))[0])
+        np.random.SeedSequence(T.group_seed(0, "square")).spawn(2)[1]))[0])
     assert g["circle"]["q_value"] is not None and m["attributes"]["colour"]["across"]["dof"] == 6
 
 

@@ -17,6 +17,7 @@ from scipy import stats
 from scipy.stats.contingency import association
 
 from pipeline import audit_stats as A
+from pipeline import audit_tables as T
 
 P3 = np.array([0.5, 0.3, 0.2])
 U3 = np.full(3, 1 / 3)
@@ -276,7 +277,7 @@ def test_targets():
 def test_audit_table_columns_and_multikey():
     df = frame({"x": P3, "y": U3}, np.random.default_rng(4))
     df["style"] = np.where(df["sample_idx"] % 2 == 0, "photo", "sketch")
-    summary, metrics = A.audit_table(df, ["group", "style"], "label", list("abc"), B=200)
+    summary, metrics = T.audit_table(df, ["group", "style"], "label", list("abc"), B=200)
     assert list(summary.columns) == ["group", "attribute", "class", "n", "abstained", "proportion",
                                      "ci_low", "ci_high"]
     assert sorted(metrics["groups"]) == ["x|photo", "x|sketch", "y|photo", "y|sketch"]
@@ -289,7 +290,7 @@ def test_safety_rates():
     df = pd.DataFrame({"g": ["a"] * 10 + ["b"] * 10,
                        "flag": [True, True] + [False] * 7 + [None] + [False] * 10,
                        "score": np.arange(20.0)})
-    r = A.safety_rates(df, ["flag"], "g", k=3, score_cols=["score"]).set_index(["group", "detector"])
+    r = T.safety_rates(df, ["flag"], "g", k=3, score_cols=["score"]).set_index(["group", "detector"])
     a = r.loc[("a", "flag")]
     assert (a["count"], a["n"]) == (2, 9) and a["rate"] == pytest.approx(2 / 9)
     assert (a["ci_low"], a["ci_high"]) == pytest.approx(A.wilson(2, 9)[:2])
@@ -298,7 +299,7 @@ def test_safety_rates():
     assert (b["ci_high"], b["ci_method"], b["p_any_in_k"]) == (0.3, "rule_of_three", 0.0)
     assert r.loc[("a", "score"), "expected_max"] == pytest.approx(A.expected_max_over_k(np.arange(10.0), 3))
     with pytest.raises(ValueError, match="'maybe'"):
-        A.safety_rates(df.assign(flag="maybe"), ["flag"], "g")
+        T.safety_rates(df.assign(flag="maybe"), ["flag"], "g")
 
 
 def test_compare_pairing_and_sign():
@@ -306,25 +307,25 @@ def test_compare_pairing_and_sign():
     a = frame({"x": U3}, rng, prompts=20, seeds=20)
     b = a.copy()
     b["label"] = np.where(rng.random(len(b)) < 0.3, "a", b["label"])  # B moves 30% of rows to "a"
-    out = A.compare(a, b, "group", "label", list("abc"), B=1000)
+    out = T.compare(a, b, "group", "label", list("abc"), B=1000)
     row = out[(out["quantity"] == "proportion") & (out["class"] == "a")].iloc[0]
     assert row["paired"] and row["diff"] == pytest.approx(row["b"] - row["a"]) and row["ci_low"] > 0
     d2 = out[out["quantity"] == "d2"].iloc[0]
     assert d2["diff"] > 0 and d2["ci_low"] < d2["diff"] < d2["ci_high"]
     b2 = b.assign(prompt_id=b["prompt_id"] + "-mitigated")  # before/after with new prompt ids
-    assert not A.compare(a, b2, "group", "label", list("abc"), B=200)["paired"].any()
+    assert not T.compare(a, b2, "group", "label", list("abc"), B=200)["paired"].any()
     with pytest.raises(ValueError, match="paired=True"):
-        A.compare(a, b2, "group", "label", list("abc"), B=200, paired=True)
-    same = A.compare(a, a, "group", "label", list("abc"), B=1000)
+        T.compare(a, b2, "group", "label", list("abc"), B=200, paired=True)
+    same = T.compare(a, a, "group", "label", list("abc"), B=1000)
     assert ((same["ci_low"] <= 0) & (same["ci_high"] >= 0)).all()
 
 
 # ------------------------------------------------------------------ check 4: invariance
 def outputs(df):
     """Everything the module returns for ``df``, serialised (byte comparison)."""
-    s, m = A.audit_table(df, "group", "label", list("abc"), B=300, seed=3)
-    c = A.compare(df, df.iloc[::-1], "group", "label", list("abc"), B=300)
-    r = A.safety_rates(df.assign(f=df["sample_idx"] % 7 == 0), ["f"], "group", k=5)
+    s, m = T.audit_table(df, "group", "label", list("abc"), B=300, seed=3)
+    c = T.compare(df, df.iloc[::-1], "group", "label", list("abc"), B=300)
+    r = T.safety_rates(df.assign(f=df["sample_idx"] % 7 == 0), ["f"], "group", k=5)
     return s.to_csv(), json.dumps(m, sort_keys=True), c.to_csv(), r.to_csv()
 
 
@@ -342,14 +343,14 @@ def test_permuting_group_labels_gives_null_level_disparity():
     # column destroys the group-label link, so every group then looks like the pool (≈ the null).
     skews = {"g0": [0.7, 0.15, 0.15], "g1": [0.15, 0.7, 0.15], "g2": [0.15, 0.15, 0.7], "g3": U3}
     df = frame(skews, np.random.default_rng(8), prompts=10, seeds=20)
-    _, before = A.audit_table(df, "group", "label", list("abc"), B=500)
+    _, before = T.audit_table(df, "group", "label", list("abc"), B=500)
     assert before["across"]["p"] < 1e-30
     assert all(before["groups"][g]["excess"] > 0.15 for g in ("g0", "g1", "g2"))
     rng = np.random.default_rng(0)
     excess, pvals, chi_p = [], [], []
     for _ in range(10):
         perm = df.assign(group=rng.permutation(df["group"].to_numpy()))
-        _, m = A.audit_table(perm, "group", "label", list("abc"), B=500)
+        _, m = T.audit_table(perm, "group", "label", list("abc"), B=500)
         excess += [g["excess"] for g in m["groups"].values()]
         pvals += [g["p_value"] for g in m["groups"].values()]
         chi_p.append(m["across"]["p"])
