@@ -176,10 +176,10 @@ def _from_pretrained(source: str, dtype, offline_hint: bool):
 
 def load_pipeline(spec: str, dtype, device, scheduler: str = "default", storage=None):
     """The text-to-image pipeline for `spec`, on `device` in `dtype`, with the chosen scheduler."""
-    if spec == "tiny":
-        pipe = build_tiny_pipeline().to(dtype=dtype)  # built in float32; loaded ones get torch_dtype
-    elif spec == "sd15-random":
-        pipe = build_sd15_random(device).to(dtype=dtype)
+    if spec in ("tiny", "sd15-random"):  # built in float32; loaded ones get torch_dtype instead
+        pipe = build_tiny_pipeline() if spec == "tiny" else build_sd15_random(device)
+        if dtype != pipe.unet.dtype:
+            pipe = pipe.to(dtype=dtype)
     elif spec == "toy":
         from .toyworld import SD_DIR
 

@@ -42,3 +42,12 @@ def test_bias_audit_notebook(tmp_path):
     after = pd.read_parquet(tmp_path / "after" / "data")
     assert set(after.mitigation_variant) == {"red", "green", "blue", "yellow"} and len(after) == 96
     assert (after.groupby("prompt_id").mitigation_variant.value_counts() == 2).all()
+
+
+def test_quickstart_notebook(tmp_path):
+    """The quickstart runs the toy model, shows rows and a contact sheet, and checks the seed promise."""
+    nb = _execute("quickstart.ipynb", tmp_path)
+    text = _text(nb)
+    assert "16 rows;" in text and "complete: True" in text
+    assert "max pixel difference" in text and "committed this run: 0" in text
+    assert (tmp_path / "out" / "contact_sheet.png").is_file()
