@@ -303,13 +303,18 @@ def from_dict(raw: dict, overrides: list[str] | None = None, source: str = "<dic
         raise ConfigError(_format_errors(e, source)) from None
 
 
-def load(path: str | Path, overrides: list[str] | None = None) -> JobConfig:
-    """Read a YAML config file, apply overrides, validate."""
+def read_yaml(path: str | Path, what: str, error: type[Exception] = ConfigError):
+    """Parse a YAML file; a missing file or bad YAML raises `error` naming `what` and the path."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {str(path)!r}")
+        raise error(f"{what} file not found: {str(path)!r}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"config {str(path)!r} is not valid YAML: {e}") from None
+        raise error(f"{what} {str(path)!r} is not valid YAML: {e}") from None
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> JobConfig:
+    """Read a YAML config file, apply overrides, validate."""
+    raw = read_yaml(path, "config") or {}
     return from_dict(raw, overrides, source=repr(str(path)))

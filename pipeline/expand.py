@@ -169,15 +169,9 @@ def expand(raw: dict) -> pa.Table:
 
 def expand_file(path: str | Path) -> pa.Table:
     """Read a templates YAML file and expand it; errors name the file."""
-    import yaml
+    from .config import read_yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise TemplateError(f"templates file not found: {str(path)!r}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise TemplateError(f"templates file {str(path)!r} is not valid YAML: {e}") from None
+    raw = read_yaml(path, "templates", TemplateError)
     try:
         return expand(raw)
     except TemplateError as e:

@@ -173,16 +173,10 @@ def _apply_overrides(pol: Policy, overrides) -> None:
 
 
 def load_policy(path, overrides=()) -> Policy:
-    import yaml
+    from .config import read_yaml
 
-    p = Path(str(path))
-    if not p.is_file():
-        raise PolicyError(f"policy file not found: {str(path)!r}")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise PolicyError(f"policy file {str(path)!r} is not valid YAML: {e}") from None
-    return parse_policy(raw, str(p), overrides)
+    raw = read_yaml(str(path), "policy", PolicyError)
+    return parse_policy(raw, str(path), overrides)
 
 
 # ---------------------------------------------------------------- decisions
