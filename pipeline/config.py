@@ -41,8 +41,10 @@ class GenerationConfig(_Strict):
     images_per_prompt: int = 1  # samples per prompt row; a row's `images_per_prompt` column overrides
     steps: int = 25  # denoising steps; more = slower, usually sharper
     guidance_scale: float = 7.5  # classifier-free guidance; <= 1 disables CFG (half the UNet work)
-    width: int = 512  # pixels, multiple of 8 (the VAE downsamples by 8 for SD; the toy model by 4)
-    height: int = 512  # pixels, multiple of 8
+    # pixels, multiples of 8; null = the model's native size (its UNet sample size x VAE scale: 512
+    # for SD1.5, 1024 for SDXL, 64 for the toy model), resolved before the run and stored in run.json
+    width: Optional[int] = None
+    height: Optional[int] = None
     batch_size: int = 8  # images per UNet call; the main throughput lever on GPUs (OOM halves it)
     seed: int = 0  # job seed: sample seeds are sha256(f"{seed}:{prompt_id}:{sample_idx}") (DESIGN §3)
     scheduler: str = "default"  # default (the model's own) | pndm | ddim | dpm++ | euler | euler_a
@@ -62,7 +64,7 @@ class GenerationConfig(_Strict):
     @field_validator("width", "height")
     @classmethod
     def _multiple_of_8(cls, v, info):
-        if v < 8 or v % 8:
+        if v is not None and (v < 8 or v % 8):
             raise ValueError(f"{info.field_name} must be a positive multiple of 8, got {v!r}")
         return v
 

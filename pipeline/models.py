@@ -81,6 +81,34 @@ def _in_hub_cache(repo_id: str) -> bool:
         return False
 
 
+DEFAULT_RESOLUTION = 512  # when a model's native size cannot be read without loading it
+
+
+def native_resolution(spec: str, storage=None) -> int:
+    """The model's native image size from its configs alone (UNet sample_size x VAE scale factor)."""
+    import json
+
+    if spec in ("tiny", "sd15-random"):
+        return 64 if spec == "tiny" else 512
+    if spec == "toy":
+        from .toyworld import SD_DIR
+
+        spec = str(SD_DIR)
+    local = spec.removeprefix("file://")
+    if os.path.isdir(local):
+        read = lambda rel: Path(local, rel).read_text()  # noqa: E731
+    elif is_url(spec):
+        fs, path = filesystem(spec, storage)
+        read = lambda rel: fs.cat_file(f"{path}/{rel}").decode()  # noqa: E731
+    else:
+        return DEFAULT_RESOLUTION  # a hub id: its configs are not read before loading
+    try:
+        unet, vae = json.loads(read("unet/config.json")), json.loads(read("vae/config.json"))
+        return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+    except (OSError, KeyError, ValueError, TypeError):
+        return DEFAULT_RESOLUTION
+
+
 def fetch_url_to_cache(url: str, storage=None) -> str:
     """Copy a cloud diffusers directory into the local cache once; returns the local dir."""
     fs, path = filesystem(url, storage)

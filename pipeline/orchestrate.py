@@ -17,7 +17,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from .config import ConfigError, JobConfig
-from .models import check_model_spec
+from .models import check_model_spec, native_resolution
 from .score import check_scorer_spec
 from .shards import (
     MAX_LISTED_PROBLEMS,
@@ -43,9 +43,20 @@ class Prepared:
     probes: dict = field(default_factory=dict)  # what is probed (class order etc.), for run.json
 
 
+def resolve_defaults(cfg: JobConfig) -> JobConfig:
+    """Fill values that depend on the model (width/height null = its native size)."""
+    g = cfg.generation
+    if g.width is not None and g.height is not None:
+        return cfg
+    size = native_resolution(cfg.model, cfg.storage)
+    gen = g.model_copy(update={"width": g.width or size, "height": g.height or size})
+    return cfg.model_copy(update={"generation": gen})
+
+
 def prepare(cfg: JobConfig, scan_rows: bool = True) -> Prepared:
     """Steps 1-3: everything that can fail on config or input, before any model loads."""
     check_model_spec(cfg.model, cfg.storage)
+    cfg = resolve_defaults(cfg)
     if cfg.scoring.enabled:
         check_scorer_spec(cfg.scoring.clip_model, cfg.scoring.clip_weights)
     probe_info = describe_probes(cfg)
@@ -107,6 +118,7 @@ def run_job(cfg: JobConfig, progress: bool = True) -> dict:
     """Run (or resume) a job; returns the summary dict. Raises on config/input errors."""
     t0 = time.time()
     prep = prepare(cfg)
+    cfg = prep.cfg  # with model-dependent defaults resolved
     prep.output.check_or_write_run(run_info(cfg, prep.probes))
     result = {"committed": {}, "failed": {}, "load_s": []}
     if prep.pending:

@@ -65,3 +65,18 @@ def test_directory_without_model_index(tmp_path):
     (tmp_path / "x" / "config.json").write_text(json.dumps({}))
     with pytest.raises(ModelError, match="without model_index.json"):
         check_model_spec(str(tmp_path / "x"))
+
+
+def test_native_resolution_from_configs(tmp_path):
+    from pipeline.config import from_dict
+    from pipeline.models import native_resolution
+    from pipeline.orchestrate import resolve_defaults
+
+    build_tiny_pipeline().save_pretrained(tmp_path / "m")
+    assert native_resolution(str(tmp_path / "m")) == 64 == native_resolution("tiny")
+    assert native_resolution("sd15-random") == 512 and native_resolution("org/unknown") == 512
+    cfg = resolve_defaults(from_dict({"input": "x", "output": "y", "model": str(tmp_path / "m")}))
+    assert (cfg.generation.width, cfg.generation.height) == (64, 64)
+    cfg = resolve_defaults(from_dict({"input": "x", "output": "y", "model": "tiny",
+                                      "generation": {"width": 32}}))
+    assert (cfg.generation.width, cfg.generation.height) == (32, 64)
