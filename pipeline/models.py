@@ -189,7 +189,11 @@ def _from_pretrained(source: str, dtype, offline_hint: bool):
     import json
 
     from diffusers import AutoPipelineForText2Image
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
 
+    dlog.disable_progress_bar()  # one bar per component per actor is noise in a job's log
+    tlog.disable_progress_bar()
     kwargs = {"torch_dtype": dtype, "use_safetensors": True}
     index = Path(source, "model_index.json")
     if index.exists() and "safety_checker" in json.loads(index.read_text()):
