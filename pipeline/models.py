@@ -185,6 +185,13 @@ def build_sd15_random(device="cpu"):
         scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
+def _dtype_kwarg() -> str:
+    """diffusers renamed from_pretrained's torch_dtype to dtype (the old name warns): use what it has."""
+    from diffusers.utils import deprecation_utils
+
+    return "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
+
+
 def _from_pretrained(source: str, dtype, offline_hint: bool):
     import json
 
@@ -194,7 +201,7 @@ def _from_pretrained(source: str, dtype, offline_hint: bool):
 
     dlog.disable_progress_bar()  # one bar per component per actor is noise in a job's log
     tlog.disable_progress_bar()
-    kwargs = {"torch_dtype": dtype, "use_safetensors": True}
+    kwargs = {_dtype_kwarg(): dtype, "use_safetensors": True}
     index = Path(source, "model_index.json")
     if index.exists() and "safety_checker" in json.loads(index.read_text()):
         # sdgen scores safety itself on the CLIP tensor it already has (no second CLIP pass)

@@ -51,7 +51,7 @@ def test_default_screening_list():
 def test_load_concepts_shipped():
     toy = load_concepts("toyworld")
     assert toy.names == ["x_mark"] and toy.concepts[0].prompts == ("an x mark", "a black x mark")
-    assert toy.special_care == [False] and not toy.calibrated and -1 <= toy.thresholds[0] <= 1
+    assert toy.special_care == [False] and toy.calibrated and toy.thresholds == [0.4]
     default = load_concepts("default")
     assert {"nudity", "violence", "gore", "weapons"} <= set(default.names)
     assert default.adjustment == 0.01 and not default.calibrated
