@@ -1,6 +1,9 @@
 """CPU benchmark: the full job (Ray, 1 worker, tiny model) in steady state after model load, against
 a bare diffusers loop with the same model, batch, steps and thread count, in one run.
 
+The same job is also run with `executor: inline` (no Ray) to separate the worker's own overhead
+from that of Ray's processes, which share the cores with the actor on a small machine.
+
 Steady state = images of shards 2..N over the time between the first and last commit (markers
 record `finished_at`), so Ray start-up and model load are excluded but dispatch, CLIP scoring, PNG
 encoding, Parquet writing and commits are included.
@@ -21,23 +24,24 @@ RES, STEPS, BATCH = 64, 10, 8
 N_SHARDS, ROWS_PER_SHARD = (3, 8) if QUICK else (9, 32)
 
 
-def run_job(tmp: str) -> dict:
+def run_job(tmp: str, executor: str) -> dict:
     import pipeline
 
     src = write_prompt_file(os.path.join(tmp, "p.parquet"), N_SHARDS * ROWS_PER_SHARD)
-    out = os.path.join(tmp, "out")
+    out = os.path.join(tmp, f"out-{executor}")
     summary = pipeline.run({
         "input": src, "output": out, "model": "tiny",
         "generation": {"width": RES, "height": RES, "steps": STEPS, "batch_size": BATCH, "images_per_prompt": 1},
         "shards": {"rows_per_shard": ROWS_PER_SHARD},
-        "ray": {"executor": "ray", "num_workers": 1, "num_cpus_per_worker": 1}}, progress=False)
+        "ray": {"executor": executor, "num_workers": 1, "num_cpus_per_worker": 1}}, progress=False)
     from pipeline.storage import Output
 
     markers = sorted(Output(out).committed_markers().values(), key=lambda m: m["finished_at"])
     span = markers[-1]["finished_at"] - markers[0]["finished_at"]
     rows = sum(m["rows"] for m in markers[1:])
-    return {"job_steady_img_per_s": round(rows / span, 3), "job_wall_s": summary["wall_s"],
-            "job_model_load_s": summary["model_load_s"], "stage_seconds": summary["stage_seconds"]}
+    key = "job" if executor == "ray" else f"job_{executor}"
+    return {f"{key}_steady_img_per_s": round(rows / span, 3), f"{key}_wall_s": summary["wall_s"],
+            f"{key}_model_load_s": summary["model_load_s"], f"{key}_stage_seconds": summary["stage_seconds"]}
 
 
 def bare_loop() -> float:
@@ -65,10 +69,12 @@ def main():
     res = {"model": "tiny", "resolution": RES, "steps": STEPS, "batch": BATCH,
            "images_timed": (N_SHARDS - 1) * ROWS_PER_SHARD, "cpu_count": os.cpu_count()}
     res["bare_diffusers_img_per_s"] = round(bare_loop(), 3)
-    res.update(run_job(tmp))
+    res.update(run_job(tmp, "ray"))
+    res.update(run_job(tmp, "inline"))  # the same worker without Ray: shows what Ray's processes cost
     res["bare_again_img_per_s"] = round(bare_loop(), 3)  # drift check (other load on the machine)
     base = (res["bare_diffusers_img_per_s"] + res["bare_again_img_per_s"]) / 2
     res["ratio_job_vs_bare"] = round(res["job_steady_img_per_s"] / base, 3)
+    res["ratio_inline_job_vs_bare"] = round(res["job_inline_steady_img_per_s"] / base, 3)
     report("bench_cpu_quick" if QUICK else "bench_cpu", res)
 
 

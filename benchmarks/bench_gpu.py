@@ -99,6 +99,9 @@ def ours(worker, cfg) -> tuple[float, dict]:
 def main():
     import torch
 
+    if not torch.cuda.is_available() and not TINY:
+        print("bench_gpu: no CUDA device here; skipped (use --tiny for a CPU smoke test of the script)")
+        return
     tmp = tempfile.mkdtemp(prefix="sdgen-bench-")
     n = BATCH * N_BATCHES
     t0 = time.perf_counter()
