@@ -40,7 +40,9 @@ class StorageConfig(_Strict):
 class GenerationConfig(_Strict):
     images_per_prompt: int = 1  # samples per prompt row; a row's `images_per_prompt` column overrides
     steps: int = 25  # denoising steps; more = slower, usually sharper
-    guidance_scale: float = 7.5  # classifier-free guidance; <= 1 disables CFG (half the UNet work)
+    # classifier-free guidance; <= 1 disables CFG (half the UNet work); null = the model's
+    # recommended value: 1.0 for the toy model (reproduces its world's colour skews), else 7.5
+    guidance_scale: Optional[float] = None
     # pixels, multiples of 8; null = the model's native size (its UNet sample size x VAE scale: 512
     # for SD1.5, 1024 for SDXL, 64 for the toy model), resolved before the run and stored in run.json
     width: Optional[int] = None
@@ -71,7 +73,7 @@ class GenerationConfig(_Strict):
     @field_validator("guidance_scale")
     @classmethod
     def _finite(cls, v):
-        if not math.isfinite(v) or v < 0:
+        if v is not None and (not math.isfinite(v) or v < 0):
             raise ValueError(f"guidance_scale must be a finite number >= 0, got {v!r}")
         return v
 
@@ -101,7 +103,8 @@ class ScoringConfig(_Strict):
     enabled: bool = True  # CLIP-score every image on the device tensor (one image forward per batch)
     # tiny (random, tests) | toy (shipped toy-world CLIP) | an open_clip model name with clip_weights
     # | local-dir:/path (an open_clip directory: open_clip_config.json + weights)
-    clip_model: str = "tiny"
+    # | auto (toy for model toy, else tiny: no real CLIP can be assumed offline)
+    clip_model: str = "auto"
     clip_weights: Optional[str] = None  # local weights file for a named open_clip model (no downloads)
 
 

@@ -81,6 +81,19 @@ def _in_hub_cache(repo_id: str) -> bool:
         return False
 
 
+DEFAULT_GUIDANCE = 7.5  # diffusers' StableDiffusionPipeline default
+
+
+def recommended_guidance(spec: str) -> float:
+    """generation.guidance_scale when the config leaves it null: the toy model's own recommendation
+    (it follows colour and shape words at 1.0 and reproduces its world's skews only there), else 7.5."""
+    if spec == "toy":
+        from .toyworld import DEFAULTS
+
+        return float(DEFAULTS["guidance_scale"])
+    return DEFAULT_GUIDANCE
+
+
 DEFAULT_RESOLUTION = 512  # when a model's native size cannot be read without loading it
 
 

@@ -17,7 +17,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from .config import ConfigError, JobConfig
-from .models import check_model_spec, native_resolution
+from .models import check_model_spec, native_resolution, recommended_guidance
 from .score import check_scorer_spec
 from .shards import (
     MAX_LISTED_PROBLEMS,
@@ -44,13 +44,32 @@ class Prepared:
 
 
 def resolve_defaults(cfg: JobConfig) -> JobConfig:
-    """Fill values that depend on the model (width/height null = its native size)."""
-    g = cfg.generation
-    if g.width is not None and g.height is not None:
-        return cfg
-    size = native_resolution(cfg.model, cfg.storage)
-    gen = g.model_copy(update={"width": g.width or size, "height": g.height or size})
-    return cfg.model_copy(update={"generation": gen})
+    """Fill values that depend on the model, before anything is fingerprinted or stored in run.json:
+    width/height null = its native size, guidance null = its recommended scale, clip_model auto =
+    the CLIP that goes with it (toy for toy)."""
+    g, sc = cfg.generation, cfg.scoring
+    update = {}
+    if g.width is None or g.height is None:
+        size = native_resolution(cfg.model, cfg.storage)
+        update.update(width=g.width or size, height=g.height or size)
+    if g.guidance_scale is None:
+        update["guidance_scale"] = recommended_guidance(cfg.model)
+    if sc.clip_model == "auto":
+        sc = sc.model_copy(update={"clip_model": "toy" if cfg.model == "toy" else "tiny"})
+    return cfg.model_copy(update={"generation": g.model_copy(update=update), "scoring": sc})
+
+
+def _check_concept_clip(cfg: JobConfig, probe_info: dict) -> None:
+    """A concept list's thresholds are cosines of the CLIP it was calibrated on; under another CLIP its
+    flags mean nothing. Warn, and say so in run.json (plumbing tests pair them on purpose)."""
+    import warnings
+
+    cs = probe_info.get("concepts") or {}
+    want = cs.get("clip_model")
+    if want and cfg.scoring.enabled and want != cfg.scoring.clip_model:
+        cs["warning"] = (f"concept list {cs['name']!r} is calibrated on clip_model {want!r} but scored with "
+                         f"{cfg.scoring.clip_model!r}: its thresholds (safety_flagged) do not apply")
+        warnings.warn(cs["warning"], stacklevel=3)
 
 
 def prepare(cfg: JobConfig, scan_rows: bool = True) -> Prepared:
@@ -60,6 +79,7 @@ def prepare(cfg: JobConfig, scan_rows: bool = True) -> Prepared:
     if cfg.scoring.enabled:
         check_scorer_spec(cfg.scoring.clip_model, cfg.scoring.clip_weights)
     probe_info = describe_probes(cfg)
+    _check_concept_clip(cfg, probe_info)
     in_fs, files = list_input_files(cfg.input, cfg.storage)
     scan = scan_input(in_fs, files, cfg.generation.images_per_prompt) if scan_rows else None
     if scan is not None:

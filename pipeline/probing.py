@@ -111,6 +111,7 @@ def describe(attribute_sets=(), concepts: str | None = None, screening: str | No
         PromptScreen.load(screening)
     return {"attributes": attrs, "screening": screening,
             "concepts": None if cs is None else {"name": cs.name, "calibrated": cs.calibrated,
+                                                  "clip_model": cs.clip_model,
                                                   "thresholds": dict(zip(cs.names, cs.thresholds))}}
 
 

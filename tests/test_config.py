@@ -10,7 +10,7 @@ def test_required_keys_and_defaults():
     for key in ("images_per_prompt", "steps", "guidance_scale", "width", "height", "batch_size", "seed",
                 "scheduler", "dtype"):
         assert hasattr(cfg.generation, key)
-    assert cfg.scoring.clip_model == "tiny"
+    assert cfg.scoring.clip_model == "auto" and cfg.generation.guidance_scale is None  # resolved per model
     assert cfg.ray.num_workers == 1 and cfg.ray.address is None and cfg.ray.num_gpus_per_worker is None
     with pytest.raises(C.ConfigError, match="output: required key is missing"):
         C.from_dict({"input": "p", "model": "tiny"})

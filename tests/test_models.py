@@ -80,3 +80,37 @@ def test_native_resolution_from_configs(tmp_path):
     cfg = resolve_defaults(from_dict({"input": "x", "output": "y", "model": "tiny",
                                       "generation": {"width": 32}}))
     assert (cfg.generation.width, cfg.generation.height) == (32, 64)
+
+
+def test_model_dependent_defaults_guidance_and_scorer():
+    """guidance null = the model's recommendation (toy 1.0: the setting that reproduces its world);
+    clip_model auto = the CLIP that goes with the model. Explicit values always win."""
+    from pipeline.config import from_dict
+    from pipeline.orchestrate import resolve_defaults
+
+    base = {"input": "x", "output": "y"}
+    toy = resolve_defaults(from_dict({**base, "model": "toy"}))
+    assert (toy.generation.guidance_scale, toy.scoring.clip_model) == (1.0, "toy")
+    assert (toy.generation.width, toy.generation.height) == (64, 64)
+    tiny = resolve_defaults(from_dict({**base, "model": "tiny"}))
+    assert (tiny.generation.guidance_scale, tiny.scoring.clip_model) == (7.5, "tiny")
+    mine = resolve_defaults(from_dict({**base, "model": "toy", "generation": {"guidance_scale": 4.0},
+                                       "scoring": {"clip_model": "tiny"}}))
+    assert (mine.generation.guidance_scale, mine.scoring.clip_model) == (4.0, "tiny")
+    assert toy.fingerprint() != mine.fingerprint()
+
+
+def test_concept_list_on_another_clip_warns_and_is_recorded(tmp_path):
+    from pipeline.config import from_dict
+    from pipeline.orchestrate import _check_concept_clip, describe_probes, resolve_defaults
+
+    cfg = resolve_defaults(from_dict({"input": "x", "output": "y", "model": "tiny",
+                                      "safety": {"concepts": "toyworld"}}))
+    info = describe_probes(cfg)
+    with pytest.warns(UserWarning, match="calibrated on clip_model 'toy' but scored with 'tiny'"):
+        _check_concept_clip(cfg, info)
+    assert "do not apply" in info["concepts"]["warning"]
+    ok = resolve_defaults(from_dict({"input": "x", "output": "y", "model": "toy"}))
+    info = describe_probes(ok)
+    _check_concept_clip(ok, info)
+    assert "warning" not in info["concepts"]

@@ -21,7 +21,8 @@ def probed(tmp_path_factory):
                       mitigation={"enabled": True, "only_if_column": "neutral", "variants": [
                           {"name": "red", "template": "a red {prompt}", "weight": 1},
                           {"name": "blue", "template": "a blue {prompt}", "weight": 1}]})
-    summary = pipeline.run(cfg, progress=False)
+    with pytest.warns(UserWarning, match="calibrated on clip_model 'toy'"):  # tiny CLIP: plumbing only
+        summary = pipeline.run(cfg, progress=False)
     return summary, read_output(tmp / "out"), tmp / "out"
 
 

@@ -166,7 +166,7 @@ def main(argv=None) -> None:
     ap.add_argument("--n-full", type=int, default=50, help="samples per 'a {colour} {shape}' prompt")
     ap.add_argument("--n-skew", type=int, default=200, help="samples per 'a {shape}' prompt and guidance")
     ap.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    ap.add_argument("--guidance", default=f"{DEFAULT_GUIDANCE},1", help="guidance scales for bar 1 (first: CLIPScore)")
+    ap.add_argument("--guidance", default=f"4,{DEFAULT_GUIDANCE}", help="guidance scales for bar 1 (first: CLIPScore)")
     ap.add_argument("--skew-guidance", default="1,4,7.5", help="guidance scales for the skew measurement")
     ap.add_argument("--json", type=Path, default=None, help="also write the full report here")
     args = ap.parse_args(argv)
