@@ -21,7 +21,7 @@ from benchmarks.common import prompts, report, write_prompt_file
 
 QUICK = "--quick" in sys.argv
 RES, STEPS, BATCH = 64, 10, 8
-N_SHARDS, ROWS_PER_SHARD = (3, 8) if QUICK else (9, 32)
+N_SHARDS, ROWS_PER_SHARD = (3, 8) if QUICK else (int(os.environ.get("BENCH_SHARDS", 17)), 32)
 
 
 def run_job(tmp: str, executor: str) -> dict:
@@ -64,6 +64,25 @@ def bare_loop() -> float:
         return n / (time.perf_counter() - t)
 
 
+def bare_loop_in_ray_actor() -> float:
+    """The same bare loop inside a 1-CPU Ray actor: what running in a Ray worker process costs by
+    itself (Ray's daemons, the worker's own threads), apart from anything sdgen adds."""
+    import ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}})
+    try:
+        actor = ray.remote(num_cpus=1)(_BareActor).remote()
+        return ray.get(actor.run.remote())
+    finally:
+        ray.shutdown()
+
+
+class _BareActor:
+    def run(self) -> float:
+        return bare_loop()
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="sdgen-bench-cpu-")
     res = {"model": "tiny", "resolution": RES, "steps": STEPS, "batch": BATCH,
@@ -71,10 +90,12 @@ def main():
     res["bare_diffusers_img_per_s"] = round(bare_loop(), 3)
     res.update(run_job(tmp, "ray"))
     res.update(run_job(tmp, "inline"))  # the same worker without Ray: shows what Ray's processes cost
+    res["bare_in_ray_actor_img_per_s"] = round(bare_loop_in_ray_actor(), 3)  # Ray's cost alone
     res["bare_again_img_per_s"] = round(bare_loop(), 3)  # drift check (other load on the machine)
     base = (res["bare_diffusers_img_per_s"] + res["bare_again_img_per_s"]) / 2
     res["ratio_job_vs_bare"] = round(res["job_steady_img_per_s"] / base, 3)
     res["ratio_inline_job_vs_bare"] = round(res["job_inline_steady_img_per_s"] / base, 3)
+    res["ratio_bare_in_ray_actor_vs_bare"] = round(res["bare_in_ray_actor_img_per_s"] / base, 3)
     report("bench_cpu_quick" if QUICK else "bench_cpu", res)
 
 
