@@ -208,12 +208,22 @@ def provenance(src, df) -> list[tuple[str, str]]:
     rows = [("output", src.url), ("model", cfg.get("model", uniq("model"))), ("scheduler", uniq("scheduler")),
             ("steps", uniq("steps")), ("guidance scale", uniq("guidance_scale")),
             ("size", f"{gen.get('width', '–')}×{gen.get('height', '–')}"), ("job seed", gen.get("seed", "–")),
-            ("images per prompt", gen.get("images_per_prompt", "–")),
+            ("images per prompt", _per_prompt(df, gen)),
             ("CLIP (scoring, probes)", (cfg.get("scoring") or {}).get("clip_model", "–")),
             ("config fingerprint", run.get("fingerprint", "– (not an sdgen output)")),
             ("run created", run.get("created", "–")), ("rows", f"{len(df)} ({status})")]
     rows += [(f"version: {k}", v) for k, v in (run.get("versions") or {}).items()]
     return [(k, str(v)) for k, v in rows]
+
+
+def _per_prompt(df, gen: dict) -> str:
+    """Images per prompt as stored (rows may override the config's value), e.g. "4–8 (config 24)"."""
+    want = gen.get("images_per_prompt", "–")
+    if "prompt_id" not in df.columns or df.empty:
+        return str(want)
+    n = df.groupby("prompt_id").size()
+    seen = str(n.min()) if n.min() == n.max() else f"{n.min()}–{n.max()}"
+    return seen if seen == str(want) else f"{seen} (config {want}; per-row values override it)"
 
 
 def policies(src) -> list[dict]:

@@ -82,3 +82,14 @@ def test_renders_in_headless_chromium(report, tmp_path):
     _chromium(["--window-size=1280,2000", f"--screenshot={shot}", f"file://{r['path']}"], tmp_path)
     pixels = np.asarray(Image.open(shot).convert("RGB"), float)
     assert pixels.shape[:2] == (2000, 1280) and pixels.std() > 10
+
+
+def test_images_per_prompt_as_stored():
+    import pandas as pd
+
+    from pipeline.report import _per_prompt
+
+    df = pd.DataFrame({"prompt_id": ["a"] * 8 + ["b"] * 4})
+    assert _per_prompt(df, {"images_per_prompt": 24}) == "4–8 (config 24; per-row values override it)"
+    assert _per_prompt(df.iloc[:8], {"images_per_prompt": 8}) == "8"
+    assert _per_prompt(df.iloc[:0], {"images_per_prompt": 2}) == "2"
