@@ -39,7 +39,7 @@ bench: setup
 
 # Train the toy-world models from scratch (deterministic, ~1 h on 2 CPU cores) and overwrite the shipped weights.
 toy-models: setup
-	$(BIN)/python -m pipeline.toyworld.train_all
+	$(BIN)/python -m pipeline.toyworld.training.train_all
 
 clean:
 	rm -rf runs out .pytest_cache

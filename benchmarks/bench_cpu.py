@@ -34,7 +34,7 @@ def run_job(tmp: str, executor: str) -> dict:
         "generation": {"width": RES, "height": RES, "steps": STEPS, "batch_size": BATCH, "images_per_prompt": 1},
         "shards": {"rows_per_shard": ROWS_PER_SHARD},
         "ray": {"executor": executor, "num_workers": 1, "num_cpus_per_worker": 1}}, progress=False)
-    from pipeline.storage import Output
+    from pipeline.core.storage import Output
 
     markers = sorted(Output(out).committed_markers().values(), key=lambda m: m["finished_at"])
     span = markers[-1]["finished_at"] - markers[0]["finished_at"]
@@ -48,7 +48,7 @@ def bare_loop() -> float:
     """Plain diffusers with the same tiny model, batch, steps, one thread (what the actor gets)."""
     import torch
 
-    from pipeline.models import build_tiny_pipeline, torch_threads
+    from pipeline.generate.models import build_tiny_pipeline, torch_threads
 
     with torch_threads(1):
         pipe = build_tiny_pipeline()

@@ -35,8 +35,8 @@ def sync():
 
 
 def make_worker(tmp: str, n_rows: int, name: str):
-    from pipeline.config import from_dict
-    from pipeline.worker import ShardWorker
+    from pipeline.core.config import from_dict
+    from pipeline.generate.worker import ShardWorker
 
     src = write_prompt_file(os.path.join(tmp, f"{name}.parquet"), n_rows)
     cfg = from_dict({
@@ -49,7 +49,7 @@ def make_worker(tmp: str, n_rows: int, name: str):
 
 
 def shard_of(cfg):
-    from pipeline.shards import list_input_files, plan_shards
+    from pipeline.generate.inputs import list_input_files, plan_shards
 
     fs, files = list_input_files(cfg.input)
     return plan_shards(fs, files, os.path.dirname(cfg.input), cfg.shards.rows_per_shard, cfg.fingerprint())[0][0]

@@ -50,9 +50,9 @@ def child_peak_mb(cmd: list[str], env=None) -> tuple[float, float, str]:
 
 WORKER_SNIPPET = """
 import sys, os, resource
-from pipeline.config import from_dict
-from pipeline.shards import list_input_files, plan_shards
-from pipeline.worker import ShardWorker
+from pipeline.core.config import from_dict
+from pipeline.generate.inputs import list_input_files, plan_shards
+from pipeline.generate.worker import ShardWorker
 from benchmarks.common import write_prompt_file
 rows, tmp = int(sys.argv[1]), sys.argv[2]
 src = write_prompt_file(os.path.join(tmp, f"p{rows}.parquet"), rows)

@@ -56,7 +56,7 @@ def shares(metrics: dict) -> dict:
 
 
 def main():
-    from pipeline.audit import run_audit, run_compare
+    from pipeline.audit.runner import run_audit, run_compare
 
     src, res = prompts_file(), {"images_per_shape": IPP * len(WORDINGS), "guidance": {}}
     for g in (1.0, 2.0, 4.0, 7.5):

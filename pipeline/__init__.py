@@ -12,8 +12,7 @@ __all__ = ["run", "load_config"]
 
 def load_config(source, overrides=None):
     """A validated JobConfig from a YAML path, a dict, or a JobConfig (overrides: ["k.k=v", ...])."""
-    from . import config
-
+    from pipeline.core import config
     if isinstance(source, config.JobConfig):
         return config.from_dict(source.model_dump(), overrides) if overrides else source
     if isinstance(source, dict):
@@ -23,6 +22,6 @@ def load_config(source, overrides=None):
 
 def run(source, overrides=None, progress: bool = True) -> dict:
     """Run (or resume) a job from a YAML path, a dict or a JobConfig; returns the run summary."""
-    from .orchestrate import run_job
+    from pipeline.generate.driver import run_job
 
     return run_job(load_config(source, overrides), progress=progress)

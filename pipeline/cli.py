@@ -1,20 +1,18 @@
 """`sdgen` command line: run, plan, status, verify, contact-sheet; expand, audit, filter and report
-come from pipeline.audit_cli."""
+come from pipeline.audit.commands."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 
-from . import config as config_mod
-
-
+from pipeline.core import config as config_mod
 def _load(args):
     return config_mod.load(args.config, args.set)
 
 
 def cmd_run(args) -> int:
-    from .orchestrate import format_summary, run_job
+    from pipeline.generate.driver import format_summary, run_job
 
     summary = run_job(_load(args), progress=not args.no_progress)
     print(format_summary(summary))
@@ -22,8 +20,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from .orchestrate import prepare
-    from .shards import count_images, list_input_files
+    from pipeline.generate.driver import prepare
+    from pipeline.generate.inputs import count_images, list_input_files
 
     cfg = _load(args)
     prep = prepare(cfg, scan_rows=False)  # footers only: seconds for millions of rows
@@ -36,7 +34,7 @@ def cmd_plan(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .status import output_status
+    from pipeline.tools.status import output_status
 
     st = output_status(args.output)
     print(json.dumps(st, indent=1, default=str))
@@ -44,7 +42,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .verify import verify
+    from pipeline.tools.verify import verify
 
     rep = verify(args.output, n=args.n, batch_size=args.batch_size)
     for r in rep["rows"]:
@@ -56,7 +54,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_contact_sheet(args) -> int:
-    from .contact import contact_sheet
+    from pipeline.tools.contact import contact_sheet
 
     print(contact_sheet(args.output, args.o, max_images=args.max_images))
     return 0
@@ -93,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-o", default=None, help="PNG path (default OUTPUT/contact_sheet.png)")
     sp.add_argument("--max-images", type=int, default=64)
     sp.set_defaults(func=cmd_contact_sheet)
-    from .audit_cli import add_commands  # expand, audit, filter, report
+    from pipeline.audit.commands import add_commands  # expand, audit, filter, report
 
     add_commands(sub)
     return p
@@ -101,11 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .models import ModelError
-    from .ray_pool import WorkerStartError
-    from .score import ScorerError
-    from .shards import InputError
-    from .storage import OutputError
+    from pipeline.generate.models import ModelError
+    from pipeline.generate.ray_pool import WorkerStartError
+    from pipeline.probes.scorer import ScorerError
+    from pipeline.generate.inputs import InputError
+    from pipeline.core.storage import OutputError
 
     known = (config_mod.ConfigError, InputError, ModelError, ScorerError, OutputError, WorkerStartError)
     try:

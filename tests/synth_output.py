@@ -1,4 +1,4 @@
-"""Synthetic sdgen outputs with KNOWN labels and scores, written through pipeline.storage.Output exactly
+"""Synthetic sdgen outputs with KNOWN labels and scores, written through pipeline.core.storage.Output exactly
 as a run writes them (parts, commit markers, run.json), for audit/policy/report tests."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import schema
-from pipeline.storage import Output
+from pipeline.core import schema
+from pipeline.core.storage import Output
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 220), "yellow": (235, 200, 30),
            "abstain": (128, 128, 128)}
@@ -112,7 +112,7 @@ def cli(argv) -> int:
     """Run an audit command through argparse as `sdgen` would (parser built with add_commands)."""
     import argparse
 
-    from pipeline.audit_cli import add_commands
+    from pipeline.audit.commands import add_commands
 
     parser = argparse.ArgumentParser(prog="sdgen")
     add_commands(parser.add_subparsers(dest="command", required=True))

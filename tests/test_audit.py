@@ -11,9 +11,9 @@ from conftest import read_output, tiny_config, write_prompts
 from synth_output import CLASSES, cli, known_rows, make_output
 
 import pipeline
-from pipeline import audit_stats as S
-from pipeline import audit_tables as T
-from pipeline.audit import SUMMARY_COLUMNS, run_audit, run_compare
+from pipeline.audit import stats as S
+from pipeline.audit import tables as T
+from pipeline.audit.runner import SUMMARY_COLUMNS, run_audit, run_compare
 
 B = 400
 
@@ -185,12 +185,12 @@ def test_posthoc_labels_equal_in_run_labels(two_runs, monkeypatch):
     meta = json.loads((plain / "audit" / "probes" / "toyworld.json").read_text())
     assert meta["attributes"]["colour"]["classes"] == ["red", "green", "blue", "yellow"] and meta["clip_model"] == "tiny"
     assert not any("attr_" in c for c in pd.read_parquet(plain / "data").columns)  # parts never rewritten
-    import pipeline.audit_data as D
+    import pipeline.audit.data as D
 
     monkeypatch.setattr(D, "_compute_probes", lambda *a, **k: pytest.fail("stored probes were not reused"))
     again = run_audit(str(plain), ["colour"], ["shape"], B=200, write=False, device="cpu")
     pd.testing.assert_frame_equal(again["summary"], r["summary"][r["summary"].attribute == "colour"].reset_index(drop=True))
-    from pipeline.report import build_report
+    from pipeline.audit.report import build_report
 
     build_report(str(plain), str(plain.parent / "r.html"), B=200)  # labels joined from audit/probes/
     html = (plain.parent / "r.html").read_text()

@@ -1,4 +1,4 @@
-"""Tests of pipeline.audit_stats: AUDIT.md "How to test without real weights", checks 1, 2 and 4.
+"""Tests of pipeline.audit.stats: AUDIT.md "How to test without real weights", checks 1, 2 and 4.
 
 Every test uses fixed seeds, so results are deterministic; replication counts are chosen so that a
 correctly calibrated method passes with a wide margin while the file stays well under a minute on
@@ -16,8 +16,8 @@ import pytest
 from scipy import stats
 from scipy.stats.contingency import association
 
-from pipeline import audit_stats as A
-from pipeline import audit_tables as T
+from pipeline.audit import stats as A
+from pipeline.audit import tables as T
 
 P3 = np.array([0.5, 0.3, 0.2])
 U3 = np.full(3, 1 / 3)

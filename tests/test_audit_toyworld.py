@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import yaml
 
 import pipeline
-from pipeline.audit import run_audit
+from pipeline.audit.runner import run_audit
 
 WORDINGS = ["a {}", "a photo of a {}", "an image of a {}", "a picture of a {}"]
 TRUTH = "pipeline/data/toyworld.yaml"

@@ -8,11 +8,11 @@ import pytest
 from conftest import tiny_config, tree_bytes, write_prompts
 
 import pipeline
-from pipeline.config import ConfigError
-from pipeline.models import ModelError
-from pipeline.score import ScorerError
-from pipeline.shards import InputError
-from pipeline.storage import OutputError
+from pipeline.core.config import ConfigError
+from pipeline.generate.models import ModelError
+from pipeline.probes.scorer import ScorerError
+from pipeline.generate.inputs import InputError
+from pipeline.core.storage import OutputError
 
 
 @pytest.fixture(autouse=True)
@@ -20,7 +20,7 @@ def no_model_loads(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a model was loaded before validation finished")
 
-    monkeypatch.setattr("pipeline.worker.load_pipeline", boom)
+    monkeypatch.setattr("pipeline.generate.worker.load_pipeline", boom)
 
 
 def run(cfg, *overrides):

@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline import config as C
+from pipeline.core import config as C
 
 BASE = {"input": "p.parquet", "output": "out", "model": "tiny"}
 

@@ -3,7 +3,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipeline.expand import TemplateError, expand, expand_file, prompt_id, template_slots
+from pipeline.tools.expand import TemplateError, expand, expand_file, prompt_id, template_slots
 
 BASE = {"templates": ["a photo of a {profession}", {"template": "a {adj} {profession}", "images_per_prompt": 3,
                                                     "columns": {"style": "adjective"}}],
@@ -90,7 +90,7 @@ def test_expanded_prompts_run_and_pass_through(tmp_path):
 
     raw = {"templates": ["a {shape}"], "slots": {"shape": ["circle", "square"]}, "columns": {"neutral": True},
            "images_per_prompt": 1}
-    from pipeline.expand import write_prompts
+    from pipeline.tools.expand import write_prompts
 
     write_prompts(expand(raw), str(tmp_path / "p.parquet"))
     pipeline.run(tiny_config(tmp_path / "p.parquet", tmp_path / "o"), progress=False)

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.generate import Generator, Sample, make_batches
-from pipeline.models import build_tiny_pipeline, set_scheduler
-from pipeline.seeds import sample_seed
+from pipeline.generate.diffusion import Generator, Sample, make_batches
+from pipeline.generate.models import build_tiny_pipeline, set_scheduler
+from pipeline.generate.seeds import sample_seed
 
 
 @pytest.fixture(scope="module")

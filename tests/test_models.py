@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from pipeline.generate import Generator, Sample
-from pipeline.models import ModelError, build_tiny_pipeline, check_model_spec, load_pipeline
-from pipeline.tokenizer import clip_tokenizer
+from pipeline.generate.diffusion import Generator, Sample
+from pipeline.generate.models import ModelError, build_tiny_pipeline, check_model_spec, load_pipeline
+from pipeline.generate.tokenizer import clip_tokenizer
 
 
 def one_image(pipe):
@@ -68,9 +68,9 @@ def test_directory_without_model_index(tmp_path):
 
 
 def test_native_resolution_from_configs(tmp_path):
-    from pipeline.config import from_dict
-    from pipeline.models import native_resolution
-    from pipeline.orchestrate import resolve_defaults
+    from pipeline.core.config import from_dict
+    from pipeline.generate.models import native_resolution
+    from pipeline.generate.driver import resolve_defaults
 
     build_tiny_pipeline().save_pretrained(tmp_path / "m")
     assert native_resolution(str(tmp_path / "m")) == 64 == native_resolution("tiny")
@@ -85,8 +85,8 @@ def test_native_resolution_from_configs(tmp_path):
 def test_model_dependent_defaults_guidance_and_scorer():
     """guidance null = the model's recommendation (toy 1.0: the setting that reproduces its world);
     clip_model auto = the CLIP that goes with the model. Explicit values always win."""
-    from pipeline.config import from_dict
-    from pipeline.orchestrate import resolve_defaults
+    from pipeline.core.config import from_dict
+    from pipeline.generate.driver import resolve_defaults
 
     base = {"input": "x", "output": "y"}
     toy = resolve_defaults(from_dict({**base, "model": "toy"}))
@@ -101,8 +101,8 @@ def test_model_dependent_defaults_guidance_and_scorer():
 
 
 def test_concept_list_on_another_clip_warns_and_is_recorded(tmp_path):
-    from pipeline.config import from_dict
-    from pipeline.orchestrate import _check_concept_clip, describe_probes, resolve_defaults
+    from pipeline.core.config import from_dict
+    from pipeline.generate.driver import _check_concept_clip, describe_probes, resolve_defaults
 
     cfg = resolve_defaults(from_dict({"input": "x", "output": "y", "model": "tiny",
                                       "safety": {"concepts": "toyworld"}}))

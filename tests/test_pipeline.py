@@ -8,7 +8,7 @@ import pytest
 from conftest import PROMPTS, decode, read_output, tiny_config, tree_bytes, write_prompts
 
 import pipeline
-from pipeline.seeds import sample_seed
+from pipeline.generate.seeds import sample_seed
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +112,7 @@ def test_failing_shard_is_retried_then_reported_and_committed_work_kept(tmp_path
     import yaml
 
     from pipeline.cli import main
-    from pipeline.worker import ShardWorker
+    from pipeline.generate.worker import ShardWorker
 
     src = write_prompts(tmp_path / "p.parquet", ["a", "b", "c", "d", "e", "f"])
     cfg = tiny_config(src, tmp_path / "o", ray={"executor": "inline", "max_shard_tries": 2})

@@ -7,8 +7,8 @@ import torch
 from conftest import read_output, tiny_config, write_prompts
 
 import pipeline
-from pipeline.probing import ImageProbes
-from pipeline.score import ClipScorer
+from pipeline.probes.image import ImageProbes
+from pipeline.probes.scorer import ClipScorer
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_mitigation_balanced_on_same_seeds(probed):
     neutral = df[df.source_prompt == "a square"].sort_values("sample_idx")
     assert list(neutral.mitigation_variant) == ["red", "red", "blue", "blue"]
     assert list(neutral.prompt) == ["a red a square"] * 2 + ["a blue a square"] * 2
-    from pipeline.seeds import sample_seed
+    from pipeline.generate.seeds import sample_seed
 
     assert list(neutral.seed) == [sample_seed(0, neutral.prompt_id.iloc[0], k) for k in range(4)]
     assert df[df.source_prompt == "a red circle"].mitigation_variant.isna().all()

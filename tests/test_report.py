@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from synth_output import cli, known_rows, make_output, row
 
-from pipeline.report import build_report
+from pipeline.audit.report import build_report
 
 CHROMIUM = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -87,7 +87,7 @@ def test_renders_in_headless_chromium(report, tmp_path):
 def test_images_per_prompt_as_stored():
     import pandas as pd
 
-    from pipeline.report import _per_prompt
+    from pipeline.audit.report import _per_prompt
 
     df = pd.DataFrame({"prompt_id": ["a"] * 8 + ["b"] * 4})
     assert _per_prompt(df, {"images_per_prompt": 24}) == "4–8 (config 24; per-row values override it)"

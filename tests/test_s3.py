@@ -10,7 +10,7 @@ import s3fs
 from conftest import PROMPTS, decode, tiny_config
 
 import pipeline
-from pipeline.status import output_status
+from pipeline.tools.status import output_status
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_s3_input_and_output_resume_and_redaction(s3, s3_server):
     assert again["committed_this_run"] == 1 and again["rows_total"] == 16
     assert all(fs.cat(f) == b for f, b in before.items())
 
-    from pipeline.config import StorageConfig
+    from pipeline.core.config import StorageConfig
 
     st = output_status(f"s3://{bucket}/out", StorageConfig(**storage))
     assert st["committed_shards"] == 4 and st["rows"] == 16 and st["success"]
@@ -57,8 +57,8 @@ def test_s3_input_and_output_resume_and_redaction(s3, s3_server):
 def test_model_from_s3_url_is_cached_then_loaded(s3, s3_server, tmp_path, monkeypatch):
     fs, bucket = s3
     monkeypatch.setenv("SDGEN_CACHE", str(tmp_path / "cache"))
-    from pipeline.config import StorageConfig
-    from pipeline.models import build_tiny_pipeline, fetch_url_to_cache, load_pipeline
+    from pipeline.core.config import StorageConfig
+    from pipeline.generate.models import build_tiny_pipeline, fetch_url_to_cache, load_pipeline
 
     build_tiny_pipeline().save_pretrained(tmp_path / "tiny")
     fs.put(str(tmp_path / "tiny"), f"{bucket}/models/tiny", recursive=True)

@@ -1,9 +1,9 @@
-"""Tests of pipeline.safety: prompt screening rules and concept-list loading."""
+"""Tests of pipeline.probes.safety: prompt screening rules and concept-list loading."""
 from __future__ import annotations
 
 import pytest
 
-from pipeline.safety import PromptScreen, load_concepts
+from pipeline.probes.safety import PromptScreen, load_concepts
 
 CONFIG = {"terms": {"weapons": ["gun", "assault rifle"], "age": ["18+"]},
           "patterns": {"year": r"\b(19|20)\d{2}\b"}}

@@ -1,6 +1,6 @@
 import torch
 
-from pipeline.score import ClipScorer, clip_score
+from pipeline.probes.scorer import ClipScorer, clip_score
 
 
 def test_clip_score_formula():

@@ -3,7 +3,7 @@ import struct
 
 import torch
 
-from pipeline.seeds import initial_latents, sample_seed, seeds_for_row
+from pipeline.generate.seeds import initial_latents, sample_seed, seeds_for_row
 
 
 def reference_seed(job_seed, prompt_id, k):

@@ -3,7 +3,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import write_prompts
 
-from pipeline.shards import (
+from pipeline.generate.inputs import (
     InputError,
     derive_prompt_id,
     list_input_files,

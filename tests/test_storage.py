@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from pipeline.storage import Output, OutputError
+from pipeline.core.storage import Output, OutputError
 
 
 def test_publish_then_commit_and_validity(tmp_path):

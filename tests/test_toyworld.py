@@ -139,7 +139,7 @@ def test_pipeline_loads_with_plain_diffusers_and_makes_64px_images(pipe):
 
 
 def test_sd_text_encoder_is_the_toy_clip_text_tower(pipe, toy_clip):
-    from pipeline.toyworld.convert import open_clip_hidden_states
+    from pipeline.toyworld.training.convert import open_clip_hidden_states
 
     model, tokenize = toy_clip
     caps = ["a red circle", "a photo of a triangle", "an x mark", ""]
@@ -154,7 +154,7 @@ def test_sd_text_encoder_is_the_toy_clip_text_tower(pipe, toy_clip):
 
 
 def test_toy_clip_zero_shot_on_held_out_world_images(toy_clip):
-    from pipeline.toyworld.common import EVAL_WORLD_SEED
+    from pipeline.toyworld.training.common import EVAL_WORLD_SEED
     from pipeline.toyworld.probes import ToyClipProbe, zero_shot_report
 
     b = W.sample_world((EVAL_WORLD_SEED, 7), 200)
@@ -165,7 +165,7 @@ def test_toy_clip_zero_shot_on_held_out_world_images(toy_clip):
 
 
 def test_generation_follows_colour_and_shape(pipe):
-    from pipeline.toyworld.evaluate import generate
+    from pipeline.toyworld.training.evaluate import generate
 
     combos = [("circle", "red"), ("circle", "yellow"), ("square", "green"), ("square", "blue"),
               ("triangle", "red"), ("triangle", "blue"), ("triangle", "green"), ("circle", "blue")]
@@ -180,7 +180,7 @@ def test_generation_follows_colour_and_shape(pipe):
 
 def test_unspecified_colour_follows_the_world_skews_at_guidance_1(pipe):
     """Cheap version of evaluate.py's skew check: 48 "a {shape}" samples per shape at guidance 1."""
-    from pipeline.toyworld.evaluate import generate
+    from pipeline.toyworld.training.evaluate import generate
 
     n = 48  # binomial SE ~0.07 at p = 0.7: the bounds below are ~3 SE wide, the full check lives in evaluate.py
     shares = {}
@@ -200,7 +200,7 @@ def test_other_samplers_built_from_the_shipped_config_work(pipe, name):
     SNR and clip_sample=False, so colours survive (DDIM's default clip_sample=True would wreck them)."""
     import diffusers
 
-    from pipeline.toyworld.evaluate import generate
+    from pipeline.toyworld.training.evaluate import generate
 
     original = pipe.scheduler
     try:

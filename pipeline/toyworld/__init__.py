@@ -10,8 +10,7 @@ Importing this package does not import torch.
 """
 from __future__ import annotations
 
-from .common import CLIP_DIR, SD_DIR, WEIGHTS_DIR
-from .pack import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from .shipped import CLIP_DIR, DEFAULT_GUIDANCE, DEFAULT_STEPS, SD_DIR, WEIGHTS_DIR
 
 #: Recommended settings for the toy preset (DPM-Solver++ 2M, shipped as the pipeline's scheduler).
 DEFAULTS = {"steps": DEFAULT_STEPS, "guidance_scale": DEFAULT_GUIDANCE, "width": 64, "height": 64}

@@ -1,0 +1,321 @@
+"""What an audit reads: the rows of an output (sdgen's, or any Parquet with an `image` column), and
+attribute labels, either stored by the run or probed after the fact from the stored PNGs.
+
+Post-hoc probes never rewrite a part. They go beside the output:
+
+    OUTPUT/audit/probes/<set>.parquet   prompt_id, sample_idx + the probe columns of the set
+    OUTPUT/audit/probes/<set>.json      class order (as run.json's `probes.attributes`), CLIP spec,
+                                        rows and a hash of their keys (reused while they match)
+
+They are computed exactly as in the actor: PNG -> uint8 (N, 3, H, W) tensor -> ClipScorer
+.encode_images -> ImageProbes.compute; PNG is lossless, so the same CLIP gives the same labels.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.core.storage import Output
+
+KEYS = ["prompt_id", "sample_idx"]
+
+
+class AuditError(ValueError):
+    """An audit cannot run as asked; the message names the output, column or value."""
+
+
+@dataclass
+class Source:
+    url: str
+    output: Output  # where audit/ is written (the output itself, or the foreign dataset's folder)
+    run: dict | None  # run.json; None for Parquet that sdgen did not make
+    files: list  # Parquet files in reading order: committed parts, or the foreign files
+    fs: object
+    audit_dir: str
+
+    @property
+    def foreign(self) -> bool:
+        return self.run is None
+
+    def columns(self) -> list[str]:
+        return pq.read_schema(self.files[0], filesystem=self.fs).names if self.files else []
+
+
+def open_source(url: str) -> Source:
+    """An sdgen output (run.json + committed parts) or a Parquet file / folder with an `image` column."""
+    out = Output(url)
+    run = None if out.fs.isfile(out.root) else out.read_json(out.path("run.json"))
+    if run is not None:
+        files = [out.part_path(s) for s in sorted(out.committed_markers())]
+        return Source(url, out, run, files, out.fs, out.path("audit"))
+    fs, root = out.fs, out.root
+    if fs.isfile(root):
+        files, base = [root], root.rsplit("/", 1)[0]
+        audit = f"{base}/{root.rsplit('/', 1)[-1].removesuffix('.parquet')}.audit"
+    elif fs.isdir(root):  # top level only: audit/ below it must never be read back as data
+        files = sorted(p for p in fs.ls(root, detail=False) if p.endswith(".parquet")
+                       and not p.rsplit("/", 1)[-1].startswith((".", "_")))
+        audit = f"{root}/audit"
+    else:
+        raise AuditError(f"{url!r} does not exist")
+    if not files:
+        raise AuditError(f"{url!r} is neither an sdgen output (no run.json) nor holds .parquet files")
+    src = Source(url, out, None, files, fs, audit)
+    if "image" not in src.columns():
+        raise AuditError(f"{url!r}: Parquet without run.json needs an `image` column (struct of bytes, path); "
+                         f"columns are {src.columns()}")
+    return src
+
+
+def read_rows(src: Source, columns=None) -> pd.DataFrame:
+    """Every row without the image bytes, in file order; foreign data gets prompt_id, sample_idx and
+    status when it lacks them (from the prompt text when there is one, else the row index)."""
+    names = src.columns()
+    cols = [c for c in names if c != "image"] if columns is None else [c for c in columns if c in names]
+    if src.foreign:
+        cols = list(dict.fromkeys([*cols, *(c for c in ("prompt", *KEYS, "status") if c in names)]))
+    parts = [pq.read_table(f, columns=cols, filesystem=src.fs) for f in src.files]
+    df = pa.concat_tables(parts, promote_options="default").to_pandas() if parts else pd.DataFrame(columns=cols)
+    if src.foreign:
+        df = _foreign_defaults(src, df)
+    return df.reset_index(drop=True)
+
+
+def _foreign_defaults(src: Source, df: pd.DataFrame) -> pd.DataFrame:
+    if "prompt_id" not in df.columns:
+        if "prompt" in df.columns:  # several images of one prompt form one cluster of the bootstrap
+            df["prompt_id"] = [hashlib.sha256(str(p).encode()).hexdigest()[:16] for p in df["prompt"]]
+        else:
+            df["prompt_id"] = [f"row{i}" for i in range(len(df))]
+    df["prompt_id"] = df["prompt_id"].astype(str)
+    if "sample_idx" not in df.columns:
+        df["sample_idx"] = df.groupby("prompt_id").cumcount()
+    if "status" not in df.columns:  # a row without an image counts as failed (coverage, not a label)
+        missing = np.concatenate([[png is None for png in pngs] for _, pngs in iter_images(src, 1024)] or [[]])
+        df["status"] = np.where(missing.astype(bool), "failed", "ok")
+    if df.duplicated(KEYS).any():
+        dup = df[df.duplicated(KEYS, keep=False)][KEYS].iloc[0].tolist()
+        raise AuditError(f"{src.url!r}: (prompt_id, sample_idx) must be unique, {dup} repeats")
+    return df
+
+
+def iter_images(src: Source, batch_rows: int = 64):
+    """(row offset, [PNG bytes or None]) batches in read_rows order, reading only the image column."""
+    offset = 0
+    for f in src.files:
+        with src.fs.open(f, "rb") as fh:
+            for batch in pq.ParquetFile(fh).iter_batches(batch_size=batch_rows, columns=["image"]):
+                images = batch.column(0).to_pylist()
+                yield offset, [_png(im) for im in images]
+                offset += len(images)
+
+
+def _png(im):
+    if im is None:
+        return None
+    if im.get("bytes") is not None:
+        return im["bytes"]
+    path = im.get("path")  # HF datasets may store a path instead of bytes
+    return open(path, "rb").read() if path and os.path.isfile(path) else None
+
+
+def decode_batch(pngs) -> dict[tuple, tuple[list[int], np.ndarray]]:
+    """{(H, W): (positions, uint8 N x 3 x H x W)}: images of one size are encoded together."""
+    from PIL import Image
+
+    groups: dict = {}
+    for i, png in enumerate(pngs):
+        if png is None:
+            continue
+        a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+        groups.setdefault(a.shape[:2], []).append((i, a))
+    return {hw: ([i for i, _ in items], np.stack([a for _, a in items]).transpose(0, 3, 1, 2))
+            for hw, items in groups.items()}
+
+
+# ---------------------------------------------------------------- attribute labels
+def stored_attribute(src: Source, attribute: str, columns) -> dict | None:
+    """run.json's description of an attribute the run probed (classes in order), if its column exists."""
+    if f"attr_{attribute}" not in columns:
+        return None
+    info = ((src.run or {}).get("probes") or {}).get("attributes", {}).get(attribute)
+    if info is None:
+        raise AuditError(f"{src.url!r} has column attr_{attribute} but no class order for it in run.json probes")
+    return {**info, "origin": "run"}
+
+
+def find_set(attribute: str, attribute_set: str | None) -> str:
+    """The attribute set to probe with: the one given, else the shipped set defining the attribute."""
+    from pipeline.probes.functions import load_attribute_set
+    from pipeline.probes.safety import DATA_DIR
+
+    if attribute_set:
+        try:
+            aset = load_attribute_set(attribute_set)
+        except ValueError as e:
+            raise AuditError(f"--attribute-set: {e}") from None
+        if attribute not in aset.attributes:
+            raise AuditError(f"attribute set {attribute_set!r} has no attribute {attribute!r}; it has "
+                             f"{list(aset.attributes)}")
+        return attribute_set
+    shipped = sorted(p.stem for p in (DATA_DIR / "attributes").glob("*.yaml"))
+    hits = [s for s in shipped if attribute in load_attribute_set(s).attributes]
+    if not hits:
+        raise AuditError(f"attribute {attribute!r} was not probed during the run and no shipped attribute set "
+                         f"defines it (shipped: {shipped}); pass --attribute-set NAME_OR_PATH")
+    return hits[0]
+
+
+def _keys_hash(df: pd.DataFrame) -> str:
+    keys = sorted(f"{p}#{i}" for p, i in zip(df["prompt_id"], df["sample_idx"]))
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()
+
+
+def _set_label(attribute_set: str) -> str:
+    """File stem for a set: its name for shipped sets, the YAML file's stem for paths."""
+    from pipeline.probes.functions import load_attribute_set
+
+    return load_attribute_set(attribute_set).name
+
+
+def posthoc_probes(src: Source, attribute: str, attribute_set: str | None = None,
+                   clip_model: str | None = None, clip_weights: str | None = None, device: str = "auto",
+                   batch_rows: int = 64) -> tuple[pd.DataFrame, dict]:
+    """(probe columns keyed by prompt_id, sample_idx; the attribute's description) for an attribute
+    the run did not probe: reused from audit/probes/ while they match, else computed and stored.
+    Always over every row of the source (not an audit's --where subset), so any later audit reuses them."""
+    keys = read_rows(src, columns=KEYS)
+    khash = _keys_hash(keys)
+    stored = _stored_probes(src, attribute, attribute_set, clip_model, clip_weights, khash)
+    if stored is not None:
+        return stored
+    set_name = find_set(attribute, attribute_set)
+    label = _set_label(set_name)
+    clip, weights = _clip_spec(src, clip_model, clip_weights)
+    table, attrs = _compute_probes(src, keys, set_name, clip, weights, device, batch_rows)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    src.output.write_bytes_atomic(f"{src.audit_dir}/probes/{label}.parquet", sink.getvalue().to_pybytes())
+    meta = {"set": label, "source": str(set_name), "attributes": attrs, "clip_model": clip, "clip_weights": weights,
+            "rows": len(keys), "keys_sha256": khash, "run_fingerprint": (src.run or {}).get("fingerprint"),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    src.output.write_json(f"{src.audit_dir}/probes/{label}.json", meta)
+    return table.to_pandas(), {**attrs[attribute], "origin": "posthoc"}
+
+
+def _stored_probes(src, attribute, attribute_set, clip_model, clip_weights, khash):
+    """Earlier post-hoc probes of ``attribute`` over exactly these rows, unless the call asks for
+    another set (or an edited one) or another CLIP; None when they must be computed."""
+    from pipeline.probes.image import describe
+
+    try:
+        names = sorted(n for n in src.fs.ls(f"{src.audit_dir}/probes", detail=False) if n.endswith(".json"))
+    except FileNotFoundError:
+        return None
+    wanted = describe([attribute_set])["attributes"] if attribute_set else None
+    for p in names:
+        meta = json.loads(src.fs.cat_file(p))
+        if attribute not in meta.get("attributes", {}) or meta.get("keys_sha256") != khash:
+            continue
+        if wanted is not None and meta["attributes"] != jsonable_attrs(wanted):
+            continue
+        if clip_model and (meta.get("clip_model"), meta.get("clip_weights")) != (clip_model, clip_weights):
+            continue
+        table = pd.read_parquet(p.removesuffix(".json") + ".parquet", filesystem=src.fs)
+        return table, {**meta["attributes"][attribute], "origin": "posthoc"}
+    return None
+
+
+def jsonable_attrs(attrs: dict) -> dict:
+    """describe()'s attribute dict as it reads back from JSON (tuples become lists)."""
+    return json.loads(json.dumps(attrs))
+
+
+def _clip_spec(src: Source, clip_model, clip_weights) -> tuple[str, str | None]:
+    scoring = ((src.run or {}).get("config") or {}).get("scoring") or {}
+    clip = clip_model or scoring.get("clip_model")
+    if not clip:
+        raise AuditError(f"{src.url!r} has no run.json naming its CLIP: pass --clip-model (tiny, toy, "
+                         f"local-dir:/path, or an open_clip name with --clip-weights)")
+    return clip, clip_weights if clip_model else (clip_weights or scoring.get("clip_weights"))
+
+
+def _compute_probes(src, keys, set_name, clip, weights, device, batch_rows):
+    import torch
+
+    from pipeline.generate.models import resolve_device_dtype
+    from pipeline.probes.image import ImageProbes, describe
+    from pipeline.probes.scorer import ClipScorer, check_scorer_spec
+
+    check_scorer_spec(clip, weights)
+    dev, dtype = resolve_device_dtype(device, "auto")  # as in the actor: float16 on CUDA, float32 on CPU
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise AuditError(f"--device {device!r}: no CUDA device is visible here; use --device cpu (or auto)")
+    scorer = ClipScorer(clip, weights, dev, dtype)
+    probes = ImageProbes(scorer, [set_name])
+    fields = probes.fields()
+    cols = {f.name: [None] * len(keys) for f in fields}
+    for offset, pngs in iter_images(src, batch_rows):
+        for positions, u8 in decode_batch(pngs).values():
+            values = probes.compute(scorer.encode_images(torch.from_numpy(u8)), torch.from_numpy(u8))
+            for name, vals in values.items():
+                for p, v in zip(positions, vals):
+                    cols[name][offset + p] = v
+    arrays = [pa.array(keys["prompt_id"].astype(str).tolist(), pa.string()),
+              pa.array(keys["sample_idx"].astype("int64").tolist(), pa.int32())]
+    table = pa.Table.from_arrays(arrays + [pa.array(cols[f.name], f.type) for f in fields],
+                                 schema=pa.schema([pa.field("prompt_id", pa.string()),
+                                                   pa.field("sample_idx", pa.int32()), *fields]))
+    return table, describe([set_name])["attributes"]
+
+
+def attribute_labels(src: Source, df: pd.DataFrame, attribute: str, **probe_args) -> tuple[pd.DataFrame, dict]:
+    """``df`` with the attribute's columns (stored, or joined from post-hoc probes) and its description
+    (classes in order, set, caveats, origin "run" or "posthoc")."""
+    info = None if probe_args.get("attribute_set") else stored_attribute(src, attribute, df.columns)
+    if info is not None:
+        return df, info
+    probes, info = posthoc_probes(src, attribute, **probe_args)
+    drop = [c for c in probes.columns if c in df.columns and c not in KEYS]
+    merged = df.drop(columns=drop).merge(probes.astype({"sample_idx": df["sample_idx"].dtype}), on=KEYS,
+                                         how="left", validate="one_to_one")
+    return merged, info
+
+
+def probed_attributes(src: Source) -> dict[str, dict]:
+    """Attributes with labels available without probing: the run's, then earlier post-hoc ones."""
+    out = {a: {**i, "origin": "run"} for a, i in ((src.run or {}).get("probes") or {}).get("attributes", {}).items()}
+    try:
+        names = src.fs.ls(f"{src.audit_dir}/probes", detail=False)
+    except FileNotFoundError:
+        names = []
+    for p in sorted(n for n in names if n.endswith(".json")):
+        meta = json.loads(src.fs.cat_file(p))
+        for a, i in meta.get("attributes", {}).items():
+            out.setdefault(a, {**i, "origin": "posthoc", "set_file": meta.get("source")})
+    return out
+
+
+def with_posthoc_labels(src: Source, df: pd.DataFrame, attribute: str) -> pd.DataFrame:
+    """``df`` joined with the stored post-hoc probe columns of ``attribute`` (as last computed), or
+    unchanged when there are none (e.g. a report of an output whose probes were removed)."""
+    try:
+        names = sorted(n for n in src.fs.ls(f"{src.audit_dir}/probes", detail=False) if n.endswith(".json"))
+    except FileNotFoundError:
+        return df
+    for p in names:
+        if attribute in json.loads(src.fs.cat_file(p)).get("attributes", {}):
+            probes = pd.read_parquet(p.removesuffix(".json") + ".parquet", filesystem=src.fs)
+            probes = probes.astype({"sample_idx": df["sample_idx"].dtype})
+            return df.drop(columns=[c for c in probes.columns if c in df.columns and c not in KEYS]).merge(
+                probes, on=KEYS, how="left")
+    return df

@@ -1,0 +1,258 @@
+"""`sdgen report OUTPUT [-o FILE.html]`: one self-contained HTML file of an output's audit.
+
+Per audited attribute: bar charts of class shares per group with CI whiskers and the target, the
+metric table (D² with CI, floor, excess, p, q, n, abstain rate, coverage), thumbnail grids per
+group labelled with the probe's label; then the safety table, policies applied, run provenance
+and the attribute set's caveats. Reads OUTPUT/audit/metrics.json; when there is none it runs the
+audit first (every probed attribute, grouped by --group-by or the first passthrough column), or
+explains in the report why it could not.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import io
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from pipeline.audit.runner import passthrough_columns, read_results, run_audit
+from pipeline.audit.data import KEYS, open_source, probed_attributes, read_rows, with_posthoc_labels
+from pipeline.audit.html import bar_chart, render
+
+THUMB = 96  # px: thumbnails are at most this big (smaller images are kept as stored)
+
+
+def _f(x, fmt="{:.3f}"):
+    return "–" if x is None or (isinstance(x, float) and not np.isfinite(x)) else fmt.format(x)
+
+
+def ensure_audit(src, group_by=None, B=2000, seed=0) -> tuple[dict | None, list[str]]:
+    """metrics.json, running the audit first when there is none; notes say what was done or missing."""
+    _, metrics = read_results(src.url)
+    notes = []
+    probed = probed_attributes(src)
+    if metrics is None:
+        if not probed:
+            return None, ["No attribute was probed in this run and none has been audited: run "
+                          "`sdgen audit OUTPUT --attribute A --attribute-set SET --group-by COL` first."]
+        cols = passthrough_columns(src.columns())
+        group_by = group_by or cols[:1]
+        if not group_by:
+            return None, ["The output has no passthrough column to group by: run "
+                          "`sdgen audit OUTPUT --group-by COL` with a column to compare groups."]
+        for a in probed:  # one by one: an attribute probed after the run may come from its own set file
+            set_file = probed[a].get("set_file") if probed[a]["origin"] == "posthoc" else None
+            run_audit(src.url, [a], group_by, B=B, seed=seed, attribute_set=set_file)
+        _, metrics = read_results(src.url)
+        notes.append(f"No audit existed; audited {', '.join(probed)} by {', '.join(group_by)} "
+                     f"(B={B}, seed {seed}) for this report.")
+    missing = [a for a in probed if a not in metrics.get("attributes", {})]
+    if missing:
+        notes.append(f"Probed but not audited: {', '.join(missing)} (run sdgen audit --attribute ...).")
+    return metrics, notes
+
+
+def _target_of(entry, group):
+    t = entry["target"]
+    if isinstance(t, dict) and "groups" in t:
+        t = t["groups"].get(group, t["default"])
+    if t == "uniform":
+        return {c: 1 / len(entry["classes"]) for c in entry["classes"]}
+    return t
+
+
+def _target_text(t) -> str:
+    if t == "uniform":
+        return "uniform"
+    if isinstance(t, dict) and "groups" in t:
+        return "per group (" + "; ".join(f"{g}: " + ", ".join(f"{c} {w:.2f}" for c, w in v.items())
+                                         if isinstance(v, dict) else f"{g}: {v}" for g, v in t["groups"].items()) + ")"
+    return ", ".join(f"{c} {w:.2f}" for c, w in t.items())
+
+
+def metric_rows(entry) -> tuple[list, list]:
+    classes = entry["classes"]
+    head = ["group", "n", "abstain", *classes, "D² [CI]", "floor E[MAD]", "MAD", "excess", "p", "q",
+            "KL", "H norm", "prompts", "blocked", "failed"]
+    rows = []
+    for g, m in entry["groups"].items():
+        p, lo, hi = (m.get(k) or {} for k in ("proportions", "ci_low", "ci_high"))
+        shares = [f"{_f(p.get(c), '{:.2f}')} [{_f(lo.get(c), '{:.2f}')}, {_f(hi.get(c), '{:.2f}')}]"
+                  if p.get(c) is not None else "–" for c in classes]
+        d2 = (f"{_f(m['d2'])} [{_f(m['d2_ci'][0])}, {_f(m['d2_ci'][1])}]" if m.get("d2") is not None
+              else f"n<{entry['min_n']}: floor only")
+        cov = m.get("coverage") or {}
+        rows.append([g, m.get("n", 0), _f(m.get("abstain_rate"), "{:.0%}"), *shares, d2, _f(m.get("floor")),
+                     _f(m.get("mad")), _f(m.get("excess")), _f(m.get("p_value"), "{:.2g}"), _f(m.get("q_value"), "{:.2g}"),
+                     _f(m.get("kl")), _f(m.get("entropy_norm")), m.get("n_prompts", 0),
+                     _f(cov.get("blocked_rate"), "{:.0%}"), _f(cov.get("failed_rate"), "{:.0%}")])
+    return head, rows
+
+
+def _thumb(png: bytes, blur: bool) -> str:
+    from PIL import Image, ImageFilter
+
+    im = Image.open(io.BytesIO(png))
+    if blur or max(im.size) > THUMB:  # small unflagged images go in as stored, byte for byte
+        im = im.convert("RGB")
+        if blur:  # flagged images are never shown in the clear, not even as thumbnails
+            im = im.filter(ImageFilter.GaussianBlur(max(2, max(im.size) // 12)))
+        im.thumbnail((THUMB, THUMB))
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        png = buf.getvalue()
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def pick_rows(df: pd.DataFrame, n: int) -> pd.DataFrame:
+    """Up to n rows, one prompt after another (round robin over sorted prompt ids): a grid shows
+    the spread of a group's prompts, and the same rows every time."""
+    df = df.sort_values(KEYS)
+    rank = df.groupby("prompt_id").cumcount()
+    return df.assign(_r=rank.to_numpy()).sort_values(["_r", "prompt_id"]).head(n).drop(columns="_r")
+
+
+def read_images(src, keys: pd.DataFrame) -> dict:
+    """{(prompt_id, sample_idx): PNG bytes} for the wanted rows, reading only their row groups."""
+    want = set(zip(keys["prompt_id"], keys["sample_idx"]))
+    all_keys = read_rows(src, columns=KEYS)  # read_rows order = file order, row by row
+    out, offset = {}, 0
+    for f in src.files:
+        with src.fs.open(f, "rb") as fh:
+            pf = pq.ParquetFile(fh)
+            start = offset
+            for rg in range(pf.metadata.num_row_groups):
+                size = pf.metadata.row_group(rg).num_rows
+                ks = list(zip(all_keys["prompt_id"][start:start + size], all_keys["sample_idx"][start:start + size]))
+                if want.intersection(ks):
+                    images = pf.read_row_group(rg, columns=["image"]).column(0).to_pylist()
+                    out.update({k: im["bytes"] for k, im in zip(ks, images) if k in want and im and im.get("bytes")})
+                start += size
+            offset += pf.metadata.num_rows
+    return out
+
+
+def _true(v) -> bool:
+    return v is not None and not (isinstance(v, float) and np.isnan(v)) and bool(v)
+
+
+def grids(src, df, entry, attribute, n) -> list[dict]:
+    from pipeline.audit.runner import apply_where
+    from pipeline.audit.tables import group_keys
+
+    label = f"attr_{attribute}"
+    ok = apply_where(df, entry.get("where"))
+    ok = ok[ok["status"] == "ok"]
+    ok = ok.assign(_g=group_keys(ok, entry["group_by"]).to_numpy())
+    picked = {g: pick_rows(ok[ok["_g"] == g], n) for g in entry["groups"]}
+    images = read_images(src, pd.concat(list(picked.values())) if picked else ok.head(0))
+    out = []
+    for g, rows in picked.items():
+        ims = []
+        for r in rows.itertuples(index=False):
+            png = images.get((r.prompt_id, r.sample_idx))
+            if png is None:
+                continue
+            flagged = any(_true(getattr(r, c, None)) for c in ("safety_flagged", "sd_checker_nsfw"))
+            lab, prompt = getattr(r, label, None), str(getattr(r, "prompt", ""))
+            ims.append({"src": _thumb(png, flagged), "alt": prompt,
+                        "label": f"{lab if isinstance(lab, str) else '–'}{' · flagged, blurred' if flagged else ''}"
+                                 f" · {prompt}"})
+        out.append({"group": g, "images": ims})
+    return out
+
+
+def attribute_section(src, df, entry, thumbnails) -> dict:
+    a = entry["attribute"]
+    if f"attr_{a}" not in df.columns:  # probed after the run: the labels stored under audit/probes/
+        df = with_posthoc_labels(src, df, a)
+    charts = [bar_chart(f"{g} (n={m.get('n', 0)})", entry["classes"], m.get("proportions") or {},
+                        m.get("ci_low") or {}, m.get("ci_high") or {}, _target_of(entry, g))
+              for g, m in entry["groups"].items()]
+    head, rows = metric_rows(entry)
+    ac = entry.get("across") or {}
+    across = (f"Across groups: χ² = {_f(ac.get('chi2'), '{:.2f}')} (dof {ac.get('dof')}), p = "
+              f"{_f(ac.get('p'), '{:.3g}')}; G = {_f(ac.get('G'), '{:.2f}')}; Cramér's V = "
+              f"{_f(ac.get('cramers_v'))}; smallest expected count {_f(ac.get('min_expected'), '{:.1f}')}.")
+    return {"attribute": a, "group_by": " × ".join(entry["group_by"]), "description": entry.get("description", ""),
+            "target_text": _target_text(entry["target"]), "level": int(round(entry.get("level", 0.95) * 100)),
+            "bootstrap": entry["bootstrap"], "seed": entry["seed"], "where": ", ".join(entry.get("where") or []),
+            "labels": {"run": "run (probed in the actor)", "posthoc": "stored PNGs (probed after the run)"}.get(
+                entry.get("labels"), str(entry.get("labels"))), "caveats": entry.get("caveats", ""),
+            "charts": charts, "head": head, "rows": rows, "across": across,
+            "grids": grids(src, df, entry, a, thumbnails)}
+
+
+def safety_section(metrics) -> dict:
+    s = (metrics or {}).get("safety") or {}
+    head = ["group", "detector", "n", "count", "rate", "95% CI", "P(≥1 in k)", "E[max] over k"]
+    rows = []
+    for r in s.get("rows", []):
+        if r["kind"] == "flag":
+            ci = f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]" + (" (rule of 3)" if r["ci_method"] == "rule_of_three" else "")
+            rows.append([r["group"], r["detector"], r["n"], int(r["count"] or 0), _f(r["rate"]), ci,
+                         _f(r["p_any_in_k"]), "–"])
+        else:
+            rows.append([r["group"], r["detector"] + " (raw score)", r["n"], "–", "–", "–", "–",
+                         _f(r["expected_max"])])
+    return {"head": head, "rows": rows, "k": s.get("k")}
+
+
+def provenance(src, df) -> list[tuple[str, str]]:
+    run = src.run or {}
+    cfg, gen = run.get("config") or {}, (run.get("config") or {}).get("generation") or {}
+    uniq = lambda c: ", ".join(sorted(map(str, df[c].dropna().unique()))) if c in df.columns else "–"  # noqa: E731
+    status = ", ".join(f"{k} {v}" for k, v in df["status"].value_counts().items())
+    rows = [("output", src.url), ("model", cfg.get("model", uniq("model"))), ("scheduler", uniq("scheduler")),
+            ("steps", uniq("steps")), ("guidance scale", uniq("guidance_scale")),
+            ("size", f"{gen.get('width', '–')}×{gen.get('height', '–')}"), ("job seed", gen.get("seed", "–")),
+            ("images per prompt", _per_prompt(df, gen)),
+            ("CLIP (scoring, probes)", (cfg.get("scoring") or {}).get("clip_model", "–")),
+            ("config fingerprint", run.get("fingerprint", "– (not an sdgen output)")),
+            ("run created", run.get("created", "–")), ("rows", f"{len(df)} ({status})")]
+    rows += [(f"version: {k}", v) for k, v in (run.get("versions") or {}).items()]
+    return [(k, str(v)) for k, v in rows]
+
+
+def _per_prompt(df, gen: dict) -> str:
+    """Images per prompt as stored (rows may override the config's value), e.g. "4–8 (config 24)"."""
+    want = gen.get("images_per_prompt", "–")
+    if "prompt_id" not in df.columns or df.empty:
+        return str(want)
+    n = df.groupby("prompt_id").size()
+    seen = str(n.min()) if n.min() == n.max() else f"{n.min()}–{n.max()}"
+    return seen if seen == str(want) else f"{seen} (config {want}; per-row values override it)"
+
+
+def policies(src) -> list[dict]:
+    try:
+        dirs = src.fs.ls(src.output.path("policy"), detail=False)
+    except FileNotFoundError:
+        return []
+    out = []
+    for d in sorted(dirs):
+        rec = src.output.read_json(f"{d}/policy.json")
+        if rec:
+            out.append({"name": rec["name"], "fingerprint": rec["fingerprint"][:12],
+                        "counts": ", ".join(f"{k} {v}" for k, v in sorted(rec["counts"].items()))})
+    return out
+
+
+def build_report(url, out_file=None, group_by=None, thumbnails=8, B=2000, seed=0) -> dict:
+    """Write the report; returns {"path", "bytes", "notes"}."""
+    src = open_source(url)
+    metrics, notes = ensure_audit(src, group_by, B, seed)
+    df = read_rows(src)
+    sections = [attribute_section(src, df, e, thumbnails) for e in ((metrics or {}).get("attributes") or {}).values()]
+    page = render(title=url, generated=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                  notes=notes, attributes=sections, safety=safety_section(metrics), policies=policies(src),
+                  provenance=provenance(src, df))
+    path = out_file or f"{src.audit_dir}/report.html"
+    if out_file:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(page)
+    else:
+        src.output.write_bytes_atomic(path, page.encode())
+    return {"path": path, "bytes": len(page.encode()), "notes": notes}

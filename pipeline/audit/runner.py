@@ -1,0 +1,340 @@
+"""`sdgen audit`: per-group attribute distributions and safety rates of an output, with CIs.
+
+Writes beside the output (never into its parts):
+    OUTPUT/audit/summary.parquet  group, attribute, class, n, abstained, proportion, ci_low, ci_high
+    OUTPUT/audit/metrics.json     {"attributes": {A: settings, per-group metrics and coverage, across-
+                                  group tests}, "safety": per-group detector rates, "source": ...}
+An audit of attribute A replaces A's rows and entry and keeps the other attributes' (so the report
+can show several attributes, each with the grouping it was audited by).
+
+Definitions are AUDIT.md's, computed by pipeline.audit.stats. Only status == "ok" rows enter a
+distribution; blocked, failed and invalid rows are counted in each group's coverage. Below min_n
+(30) non-abstained images a group shows its null floor, not a disparity.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipeline.audit import stats as S
+from pipeline.audit import tables as T
+from pipeline.audit.data import AuditError, attribute_labels, open_source, read_rows
+
+SUMMARY_COLUMNS = ["group", "attribute", "class", "n", "abstained", "proportion", "ci_low", "ci_high"]
+DETECTORS = ("safety_flagged", "sd_checker_nsfw")
+
+
+def jsonable(x):
+    """numpy scalars/arrays, tuples and DataFrames -> JSON types; NaN and ±inf -> None."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, pd.DataFrame):
+        return [jsonable(r) for r in x.to_dict("records")]
+    if isinstance(x, (np.bool_, bool)):
+        return bool(x)
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if x is pd.NA or x is pd.NaT:
+        return None
+    return x
+
+
+# ---------------------------------------------------------------- inputs
+def load_target(spec, classes):
+    """"uniform", a {class: weight} mapping, or {"groups": {group: {class: weight}}, "default": ...}.
+
+    A YAML path may hold any of these; `skews:` is read like `groups:` (so the toy world's
+    pipeline/data/toyworld.yaml gives the ground truth per shape).
+    """
+    import yaml
+
+    if spec is None or spec == "uniform":
+        return "uniform"
+    raw = spec
+    if isinstance(spec, str):
+        try:
+            with open(spec) as f:
+                raw = yaml.safe_load(f)
+        except OSError as e:
+            raise AuditError(f"--target {spec!r}: neither 'uniform' nor a readable YAML file ({e})") from None
+    if isinstance(raw, dict) and ("groups" in raw or "skews" in raw):
+        groups = raw.get("groups", raw.get("skews"))
+        out = {"groups": {str(g): _one_target(t, classes, f"group {g!r}") for g, t in groups.items()},
+               "default": _one_target(raw.get("default", "uniform"), classes, "default")}
+        return out
+    return _one_target(raw.get("target", raw) if isinstance(raw, dict) else raw, classes, "target")
+
+
+def _one_target(t, classes, where):
+    if t == "uniform":
+        return "uniform"
+    try:
+        S.resolve_target(t, classes)
+    except ValueError as e:
+        raise AuditError(f"--target {where}: {e}") from None
+    return {c: float(t[c]) for c in classes}
+
+
+def apply_where(df: pd.DataFrame, where) -> pd.DataFrame:
+    """Rows matching every COL=VALUE (VALUE read as YAML, so true/3 match bools/ints, or as text)."""
+    import yaml
+
+    for item in where or ():
+        col, sep, value = str(item).partition("=")
+        if not sep or col not in df.columns:
+            raise AuditError(f"--where expects COLUMN=VALUE with a column of the output, got {item!r} "
+                             f"(columns: {passthrough_columns(df.columns)})")
+        parsed = yaml.safe_load(value) if value else value
+        s = df[col]
+        df = df[(s == parsed).fillna(False).to_numpy(bool) | (s.astype(str) == value).to_numpy(bool)]
+    return df
+
+
+def passthrough_columns(columns) -> list[str]:
+    """Input columns carried through the run (what audits group by), in output order."""
+    from pipeline.core.schema import CORE_NAMES
+
+    derived = ("attr_", "subject_", "safety_", "sd_checker_")
+    return [c for c in columns if c not in CORE_NAMES and not c.startswith(derived)
+            and c not in ("source_prompt", "mitigation_variant", "timings")]
+
+
+# ---------------------------------------------------------------- metrics
+def coverage(df: pd.DataFrame, group_by) -> dict:
+    """Per group: rows by status, blocked/failed rates with Wilson CIs (all rows, not only ok)."""
+    keys = T.group_keys(df, group_by)
+    out = {}
+    for g, sub in df.groupby(keys, sort=True):
+        n = len(sub)
+        st = sub["status"].value_counts()
+        row = {"rows": n, **{s: int(st.get(s, 0)) for s in ("ok", "blocked", "failed", "invalid")}}
+        for s in ("blocked", "failed"):
+            lo, hi, _ = S.wilson(row[s], n)
+            row[f"{s}_rate"], row[f"{s}_ci"] = row[s] / n, (lo, hi)
+        out[str(g)] = row
+    return out
+
+
+def _audit_groups(ok, group_by, label, classes, target, B, seed, min_n):
+    """audit_table, or with per-group targets: audit_table per group and the across-group tests and
+    BH q-values recomputed over all of them (per-group seeds are the same either way)."""
+    if not isinstance(target, dict) or "groups" not in target:
+        return T.audit_table(ok, group_by, label, classes, target, B=B, seed=seed, min_n=min_n)
+    keys = T.group_keys(ok, group_by)
+    summaries, groups = [], {}
+    for g in sorted(keys.unique()):
+        t = target["groups"].get(g, target["default"])
+        s, m = T.audit_table(ok[keys == g], group_by, label, classes, t, B=B, seed=seed, min_n=min_n)
+        summaries.append(s)
+        groups.update({k: {**v, "target": t} for k, v in m["groups"].items()})
+    across = S.independence_test([[m["counts"][c] for c in classes] for m in groups.values()] or [[0]])
+    q = S.benjamini_hochberg([np.nan if m["p_value"] is None else m["p_value"] for m in groups.values()])
+    bh = {g: (None if np.isnan(v) else float(v)) for g, v in zip(groups, q)}
+    summary = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame(columns=SUMMARY_COLUMNS)
+    return summary, {"groups": groups, "across": across, "bh_q": bh}
+
+
+def audit_attribute(df, attribute, info, group_by, target="uniform", B=2000, seed=0, min_n=30):
+    """(summary rows, metrics entry) of one attribute over ``df`` (all statuses; ok rows counted)."""
+    label = f"attr_{attribute}"
+    classes = list(info["classes"])
+    target = load_target(target, classes)
+    ok = df[df["status"] == "ok"]
+    try:
+        summary, m = _audit_groups(ok, group_by, label, classes, target, B, seed, min_n)
+    except ValueError as e:
+        raise AuditError(f"attribute {attribute!r}: {e}") from None
+    summary["attribute"] = attribute
+    cov = coverage(df, group_by)
+    groups = {}
+    for g in sorted(set(cov) | set(m["groups"])):
+        gm = m["groups"].get(g) or {"n": 0, "abstained": 0, "note": "no ok images"}
+        groups[g] = {**gm, "floor": gm.get("null_mad"), "q_value": m["bh_q"].get(g), "coverage": cov.get(g)}
+    entry = {"attribute": attribute, "classes": classes, "group_by": list(group_by), "target": target,
+             "bootstrap": B, "seed": seed, "min_n": min_n, "level": S.LEVEL, "set": info.get("set"),
+             "labels": info.get("origin"), "caveats": info.get("caveats", ""),
+             "description": info.get("description", ""), "groups": groups, "across": m["across"]}
+    return summary[SUMMARY_COLUMNS], entry
+
+
+def safety_table(df: pd.DataFrame, group_by, k: int) -> pd.DataFrame:
+    """§6 rates per group for every stored detector, the screening block rate, and E[max] of raw scores."""
+    df = df.copy()
+    detectors = [c for c in DETECTORS if c in df.columns]
+    status = df["status"].to_numpy(object)  # invalid rows were never screened: not in n
+    df["screening_blocked"] = pd.Series(np.where(status == "invalid", None, status == "blocked"),
+                                        index=df.index, dtype=object)
+    scores = [c for c in df.columns if c.startswith("safety_") and c != "safety_flagged"
+              and pd.api.types.is_numeric_dtype(df[c])]
+    return T.safety_rates(df, [*detectors, "screening_blocked"], group_by, k=k, score_cols=scores)
+
+
+# ---------------------------------------------------------------- the command
+def run_audit(url, attributes, group_by, target="uniform", B=2000, seed=0, where=(), k=None, min_n=30,
+              write=True, **probe_args) -> dict:
+    """Audit ``attributes`` of the output at ``url`` grouped by ``group_by`` (a column or a list).
+
+    ``probe_args`` (attribute_set, clip_model, clip_weights, device) matter only for attributes the
+    run did not probe. Returns {"summary", "metrics", "paths"}; writes the files when ``write``.
+    """
+    src = open_source(url)
+    group_by = [group_by] if isinstance(group_by, str) else list(group_by)
+    df = read_rows(src)
+    if df.empty:
+        raise AuditError(f"{url!r} has no committed rows")
+    missing = [c for c in group_by if c not in df.columns]
+    if missing:
+        raise AuditError(f"--group-by {missing[0]!r} is not a column of {url!r}; passthrough columns are "
+                         f"{passthrough_columns(df.columns)}")
+    df = apply_where(df, where)
+    if df.empty:
+        raise AuditError(f"--where {list(where)} leaves no rows")
+    summaries, entries = [], {}
+    for a in attributes:
+        labelled, info = attribute_labels(src, df, a, **probe_args)
+        s, e = audit_attribute(labelled, a, info, group_by, target, B, seed, min_n)
+        summaries.append(s)
+        entries[a] = {**e, "where": list(where)}
+    if k is None:
+        k = int(((src.run or {}).get("config") or {}).get("generation", {}).get("images_per_prompt") or 25)
+    safety = safety_table(df, group_by, k)
+    metrics = {"attributes": entries, "safety": {"group_by": group_by, "k": k, "where": list(where),
+                                                 "rows": safety},
+               "source": {"output": url, "run_fingerprint": (src.run or {}).get("fingerprint"),
+                          "rows": len(df), "sdgen_output": not src.foreign},
+               "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    summary = pd.concat(summaries, ignore_index=True)
+    paths = write_results(src, summary, metrics) if write else {}
+    return {"summary": summary, "metrics": jsonable(metrics), "paths": paths}
+
+
+def write_results(src, summary: pd.DataFrame, metrics: dict) -> dict:
+    """Merge into audit/summary.parquet and audit/metrics.json (other attributes' results kept)."""
+    import pyarrow.parquet as pq
+
+    spath, mpath = f"{src.audit_dir}/summary.parquet", f"{src.audit_dir}/metrics.json"
+    old = src.output.read_json(mpath) or {}
+    if src.output.exists(spath):
+        prev = pd.read_parquet(spath, filesystem=src.fs)
+        summary = pd.concat([prev[~prev["attribute"].isin(summary["attribute"].unique())], summary],
+                            ignore_index=True)
+    merged = {**old, **metrics, "attributes": {**old.get("attributes", {}), **metrics["attributes"]}}
+    table = pa.Table.from_pandas(summary[SUMMARY_COLUMNS].astype({"n": "int64", "abstained": "int64"}),
+                                 preserve_index=False)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    src.output.write_bytes_atomic(spath, sink.getvalue().to_pybytes())
+    src.output.write_bytes_atomic(mpath, _dumps(jsonable(merged)).encode())
+    return {"summary": spath, "metrics": mpath}
+
+
+def _dumps(obj) -> str:
+    import json
+
+    return json.dumps(obj, indent=1, sort_keys=True, allow_nan=False)
+
+
+def read_results(url) -> tuple[pd.DataFrame | None, dict | None]:
+    """(summary, metrics) of the last audits of an output, or (None, None)."""
+    src = open_source(url)
+    mpath = f"{src.audit_dir}/metrics.json"
+    metrics = src.output.read_json(mpath)
+    if metrics is None:
+        return None, None
+    return pd.read_parquet(f"{src.audit_dir}/summary.parquet", filesystem=src.fs), metrics
+
+
+# ---------------------------------------------------------------- compare
+def run_compare(url_a, url_b, attribute, group_by, target="uniform", B=2000, seed=0, where=(), min_n=30,
+                out_file=None, name=None, **probe_args) -> dict:
+    """Run B minus run A per group (proportions and D², with CIs; paired where prompt ids match)."""
+    group_by = [group_by] if isinstance(group_by, str) else list(group_by)
+    frames, infos = [], []
+    for url in (url_a, url_b):
+        src = open_source(url)
+        df = apply_where(read_rows(src), where)
+        labelled, info = attribute_labels(src, df, attribute, **probe_args)
+        frames.append(labelled[labelled["status"] == "ok"])
+        infos.append(info)
+    if list(infos[0]["classes"]) != list(infos[1]["classes"]):
+        raise AuditError(f"attribute {attribute!r} has classes {infos[0]['classes']} in {url_a!r} but "
+                         f"{infos[1]['classes']} in {url_b!r}: the runs cannot be compared")
+    classes = list(infos[0]["classes"])
+    t = load_target(target, classes)
+    if isinstance(t, dict) and "groups" in t:
+        raise AuditError("--compare takes one target (uniform or a {class: weight} file), not per-group targets")
+    try:
+        table = T.compare(frames[0], frames[1], group_by, f"attr_{attribute}", classes, t, B=B, seed=seed,
+                          min_n=min_n)
+    except ValueError as e:
+        raise AuditError(f"compare: {e}") from None
+    result = {"a": url_a, "b": url_b, "attribute": attribute, "classes": classes, "group_by": group_by,
+              "target": t, "bootstrap": B, "seed": seed, "where": list(where), "rows": table,
+              "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    result = jsonable(result)
+    if out_file:
+        path = out_file
+        with open(path, "w") as f:
+            f.write(_dumps(result))
+    else:
+        src_b = open_source(url_b)
+        path = f"{src_b.audit_dir}/compare-{name or _stem(url_a)}.json"
+        src_b.output.write_bytes_atomic(path, _dumps(result).encode())
+    return {"table": table, "result": result, "path": path}
+
+
+def _stem(url: str) -> str:
+    import re
+
+    return re.sub(r"[^\w.-]", "_", url.rstrip("/").rsplit("/", 1)[-1]) or "a"
+
+
+# ---------------------------------------------------------------- text tables
+def _f(x, fmt="{:.2f}"):
+    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else fmt.format(x)
+
+
+def format_attribute(entry: dict) -> str:
+    """One attribute's table: group, n, abstain rate, shares [CI], D² [CI] (or the floor), p, q."""
+    classes = entry["classes"]
+    tgt = entry["target"] if isinstance(entry["target"], str) else "per-group" if "groups" in entry["target"] \
+        else "file"
+    head = (f"{entry['attribute']} by {' x '.join(entry['group_by'])}: target {tgt}; "
+            f"{int(entry['level'] * 100)}% CIs (hierarchical bootstrap, B={entry['bootstrap']}); "
+            f"ok rows only; labels from the {entry['labels']}")
+    cols = ["group", "n", "abstain"] + classes + ["D2 [CI]", "floor", "p", "q"]
+    rows = []
+    for g, m in entry["groups"].items():
+        p, lo, hi = (m.get(k) or {} for k in ("proportions", "ci_low", "ci_high"))
+        shares = [f"{_f(p.get(c))} [{_f(lo.get(c))},{_f(hi.get(c))}]" if p.get(c) is not None else "-"
+                  for c in classes]
+        d2 = (f"{_f(m['d2'], '{:.3f}')} [{_f(m['d2_ci'][0], '{:.3f}')},{_f(m['d2_ci'][1], '{:.3f}')}]"
+              if m.get("d2") is not None else f"n<{entry['min_n']}: floor only")
+        rows.append([g, str(m.get("n", 0)), _f(m.get("abstain_rate"), "{:.0%}"), *shares, d2,
+                     _f(m.get("floor"), "{:.3f}"), _f(m.get("p_value"), "{:.2g}"), _f(m.get("q_value"), "{:.2g}")])
+    across = entry.get("across") or {}
+    foot = (f"across groups: chi2={_f(across.get('chi2'))} (dof {across.get('dof')}), p={_f(across.get('p'), '{:.3g}')}, "
+            f"Cramer's V={_f(across.get('cramers_v'))}")
+    return "\n".join([head, _grid([cols, *rows]), foot])
+
+
+def format_compare(table: pd.DataFrame) -> str:
+    cols = ["group", "quantity", "class", "a", "b", "diff (B-A)", "95% CI", "paired", "note"]
+    rows = [[str(r["group"]), str(r["quantity"]), "" if pd.isna(r["class"]) else str(r["class"]),
+             _f(r["a"], "{:.3f}"), _f(r["b"], "{:.3f}"), _f(r["diff"], "{:+.3f}"),
+             f"[{_f(r['ci_low'], '{:+.3f}')},{_f(r['ci_high'], '{:+.3f}')}]", str(r["paired"]),
+             "" if pd.isna(r["note"]) else str(r["note"])] for r in jsonable(table)]
+    return _grid([cols, *rows])
+
+
+def _grid(rows) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

@@ -1,0 +1,169 @@
+"""Audit tables over an output DataFrame (AUDIT.md): per-group attribute shares and disparities
+(`audit_table`), safety rates (`safety_rates`), and run-vs-run differences (`compare`). The
+statistics themselves are in pipeline/audit_stats.py; this module groups, encodes and assembles."""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+from pipeline.audit.stats import (
+    LEVEL,
+    _prompt_strings,
+    benjamini_hochberg,
+    bootstrap_tables,
+    debiased_d2,
+    encode_labels,
+    expected_max_over_k,
+    group_metrics,
+    independence_test,
+    p_at_least_one,
+    percentile_ci,
+    prompt_table,
+    resolve_target,
+    wilson,
+)
+
+
+# ---------------------------------------------------------------- tables
+def group_keys(df, group_by):
+    """One string key per row: the column's value, or values of several columns joined with "|".
+
+    Missing values become "<NA>", so a row is never silently dropped from the audit.
+    """
+    cols = [group_by] if isinstance(group_by, str) else list(group_by)
+    missing = [c for c in cols if c not in df.columns]
+    if not cols or missing:
+        raise ValueError(f"group_by columns {missing or cols!r} not in the table {list(df.columns)}")
+    parts = [df[c].astype(object).where(df[c].notna(), "<NA>").astype(str) for c in cols]
+    key = parts[0]
+    for p in parts[1:]:
+        key = key + "|" + p
+    return key
+
+
+def group_seed(seed, key):
+    """Per-group seed [seed, sha256(key)]: a group's draws do not depend on which other groups exist."""
+    return [int(seed), int.from_bytes(hashlib.sha256(str(key).encode()).digest()[:8], "big")]
+
+
+def _groups(df, group_by):
+    keys = group_keys(df, group_by)
+    return {g: df.loc[idx] for g, idx in sorted(keys.groupby(keys, sort=False).groups.items())}
+
+
+def audit_table(df, group_by, label_col, classes, target="uniform", prompt_col="prompt_id", B=2000, seed=0,
+                min_n=30, level=LEVEL):
+    """Per-group audit of one attribute → (summary DataFrame, metrics dict).
+
+    Summary columns: group, attribute, class, n, abstained, proportion, ci_low, ci_high (one row per
+    group × class, groups sorted, classes in the given order). Metrics: {"groups": {group:
+    group_metrics(...)}, "across": independence_test over groups with n > 0 (§5, all of them, whatever
+    n; see min_expected), "bh_q": {group: BH q-value of its null p-value, None when not computed}}.
+    """
+    classes = list(classes)
+    for col in (label_col, prompt_col):
+        if col not in df.columns:
+            raise ValueError(f"column {col!r} not in the table {list(df.columns)}")
+    groups = {g: group_metrics(sub[prompt_col], sub[label_col], classes, target, B, group_seed(seed, g),
+                               min_n, level) for g, sub in _groups(df, group_by).items()}
+    rows = [(g, label_col, c, m["n"], m["abstained"], m["proportions"][c], m["ci_low"][c], m["ci_high"][c])
+            for g, m in groups.items() for c in classes]
+    summary = pd.DataFrame(rows, columns=["group", "attribute", "class", "n", "abstained", "proportion",
+                                          "ci_low", "ci_high"])
+    across = independence_test([[m["counts"][c] for c in classes] for m in groups.values()] or [[0]])
+    pv = np.array([np.nan if m["p_value"] is None else m["p_value"] for m in groups.values()])
+    q = benjamini_hochberg(pv)
+    bh = {g: (None if np.isnan(v) else float(v)) for g, v in zip(groups, q)}
+    return summary, {"groups": groups, "across": across, "bh_q": bh}
+
+
+def _flags(series):
+    """A detector column as bool with NaN kept for missing rows; anything but bool/0/1 raises."""
+    s = series.astype(object)
+    bad = s[s.notna() & ~s.isin([True, False, 0, 1])]
+    if len(bad):
+        raise ValueError(f"detector column {series.name!r} must be bool, got {bad.iloc[0]!r}")
+    return s[s.notna()].astype(bool)
+
+
+def safety_rates(df, detector_cols, group_by=None, k=25, score_cols=(), replace=False):
+    """§6 per group and detector: count, n, rate, Wilson CI (ci_method says when it is the rule of
+    three), P(≥1 unsafe in k), and for each score column the exact E[max over k] (``replace``: k
+    draws with replacement, as I2P's bootstrap; default without). Missing values are not counted in n.
+    group_by None puts every row in group "all".
+    """
+    parts = {"all": df} if group_by is None else _groups(df, group_by)
+    rows = []
+    for g, sub in parts.items():
+        for col in detector_cols:
+            f = _flags(sub[col])
+            c, n = int(f.sum()), int(f.size)
+            lo, hi, method = wilson(c, n)
+            rows.append({"group": g, "detector": col, "kind": "flag", "n": n, "count": c,
+                         "rate": c / n if n else np.nan, "ci_low": lo, "ci_high": hi, "ci_method": method,
+                         "k": int(k), "p_any_in_k": p_at_least_one(n, c, k) if n else np.nan,
+                         "expected_max": np.nan})
+        for col in score_cols:
+            s = pd.to_numeric(sub[col], errors="raise").to_numpy(float)
+            rows.append({"group": g, "detector": col, "kind": "score", "n": int((~np.isnan(s)).sum()),
+                         "count": np.nan, "rate": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+                         "ci_method": None, "k": int(k), "p_any_in_k": np.nan,
+                         "expected_max": expected_max_over_k(s, k, replace)})
+    return pd.DataFrame(rows)
+
+
+def _compare_group(ga, gb, classes, t, B, seed, min_n, paired, level):
+    """Rows of compare() for one group: B − A for each class share, then for D²."""
+    tabs, ids = [], []
+    for g in (ga, gb):
+        codes = encode_labels(g[1], classes)
+        p = _prompt_strings(g[0])
+        tabs.append(prompt_table(p, codes, len(classes)))
+        ids.append(np.unique(p[codes >= 0]))
+    same = len(ids[0]) == len(ids[1]) and bool((ids[0] == ids[1]).all())
+    if paired and not same:
+        raise ValueError(f"paired=True but the runs' prompt ids differ: {len(ids[0])} vs {len(ids[1])} prompts")
+    pair = same if paired is None else bool(paired)
+    n_a, n_b = (int(x.sum()) for x in tabs)
+    base = {"n_a": n_a, "n_b": n_b, "paired": pair}
+    if min(n_a, n_b) == 0:
+        return [{**base, "quantity": "proportion", "class": c, "note": "no images in one run"} for c in classes]
+    ca, cb = bootstrap_tables(np.random.default_rng(np.random.SeedSequence(seed)), tabs, B, pair)
+    pa, pb = ca / ca.sum(1, keepdims=True), cb / cb.sum(1, keepdims=True)
+    lo, hi = percentile_ci(pb - pa, level)
+    ea, eb = tabs[0].sum(0) / n_a, tabs[1].sum(0) / n_b
+    rows = [{**base, "quantity": "proportion", "class": c, "a": ea[i], "b": eb[i], "diff": eb[i] - ea[i],
+             "ci_low": lo[i], "ci_high": hi[i]} for i, c in enumerate(classes)]
+    row = {**base, "quantity": "d2", "class": None}
+    if min(n_a, n_b) < min_n:
+        return rows + [{**row, "note": f"n < {min_n} in a run: D² difference not shown"}]
+    da, db = debiased_d2(ea, t, n_a), debiased_d2(eb, t, n_b)
+    dlo, dhi = percentile_ci(debiased_d2(pb, t, cb.sum(1)) - debiased_d2(pa, t, ca.sum(1)), level)
+    return rows + [{**row, "a": float(da), "b": float(db), "diff": float(db - da), "ci_low": dlo, "ci_high": dhi}]
+
+
+def compare(df_a, df_b, group_by, label_col, classes, target="uniform", prompt_col="prompt_id", B=2000,
+            seed=0, min_n=30, paired=None, level=LEVEL):
+    """Run B minus run A per group: each class share and D², with percentile bootstrap CIs.
+
+    The runs are resampled independently (the images differ), except that with ``paired`` (None =
+    automatic: when a group has exactly the same prompt ids in both runs, e.g. two models on one prompt
+    set) stage 1 draws the same prompts for both runs, which removes shared prompt-to-prompt variation
+    from the difference; seeds are always resampled independently. Columns: group, quantity
+    ("proportion" | "d2"), class, a, b, diff, ci_low, ci_high, n_a, n_b, paired, note.
+    """
+    classes = list(classes)
+    t = resolve_target(target, classes)
+    ga, gb = _groups(df_a, group_by), _groups(df_b, group_by)
+    rows = []
+    for g in sorted(set(ga) | set(gb)):
+        if g not in ga or g not in gb:
+            rows.append({"group": g, "quantity": "proportion", "note": f"group only in run {'A' if g in ga else 'B'}"})
+            continue
+        sub = [(x[prompt_col], x[label_col]) for x in (ga[g], gb[g])]
+        rows += [{"group": g, **r} for r in _compare_group(*sub, classes, t, B, group_seed(seed, g), min_n,
+                                                           paired, level)]
+    cols = ["group", "quantity", "class", "a", "b", "diff", "ci_low", "ci_high", "n_a", "n_b", "paired", "note"]
+    return pd.DataFrame(rows, columns=cols)

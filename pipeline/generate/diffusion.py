@@ -1,0 +1,107 @@
+"""Generation inside the actor: expand rows into samples, bucket them, run the diffusers pipeline
+with per-sample seeded latents, and return uint8 images still on the device.
+
+Batches are bucketed by (width, height, steps, guidance) so one UNet call never mixes shapes or
+schedules. A failing batch (out of memory, anything) is retried at half size down to one row, and a
+row that still fails becomes a failed row, not a missing one (DESIGN.md §6).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from pipeline.generate.seeds import initial_latents
+
+
+@dataclass
+class Sample:
+    row: int  # index of the source row within the shard
+    prompt_id: str
+    sample_idx: int
+    prompt: str
+    negative_prompt: str
+    seed: int
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    source_prompt: str | None = None  # the input prompt, when mitigation rewrote `prompt`
+    variant: str | None = None  # the mitigation variant's name
+
+    @property
+    def bucket(self) -> tuple:
+        return (self.width, self.height, self.steps, self.guidance_scale)
+
+
+@dataclass
+class BatchResult:
+    samples: list  # the Samples, in order
+    images: object  # uint8 (N, 3, H, W) on the device; zeros where a sample failed
+    errors: list  # None or an error message per sample
+    seconds: float  # wall time of the generation calls
+
+
+def make_batches(samples: list[Sample], batch_size: int) -> list[list[Sample]]:
+    """Deterministic batches: buckets in order of first appearance, samples in input order."""
+    buckets: dict[tuple, list[Sample]] = {}
+    for s in samples:
+        buckets.setdefault(s.bucket, []).append(s)
+    return [b[i:i + batch_size] for b in buckets.values() for i in range(0, len(b), batch_size)]
+
+
+def _is_oom(e: BaseException) -> bool:
+    import torch
+
+    return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+class Generator:
+    """Wraps a loaded pipeline: seeded latents in, uint8 device images out."""
+
+    def __init__(self, pipe, device, dtype):
+        self.pipe, self.device, self.dtype = pipe, device, dtype
+        self.latent_channels = pipe.unet.config.in_channels
+        self.scale = getattr(pipe, "vae_scale_factor", 8)
+        self.oom_splits = 0  # how often a batch was halved after an out-of-memory error
+
+    def _run(self, batch: list[Sample]):
+        """One pipeline call for a bucket-homogeneous batch -> (uint8 images, finite mask)."""
+        import torch
+
+        s0 = batch[0]
+        shape = (self.latent_channels, s0.height // self.scale, s0.width // self.scale)
+        # Stochastic schedulers (euler_a) draw step noise from the same per-sample generators, so
+        # their noise too is independent of batch composition.
+        latents, gens = initial_latents([s.seed for s in batch], shape, self.device, self.dtype)
+        with torch.inference_mode():
+            out = self.pipe(
+                prompt=[s.prompt for s in batch], negative_prompt=[s.negative_prompt for s in batch],
+                height=s0.height, width=s0.width, num_inference_steps=s0.steps,
+                guidance_scale=s0.guidance_scale, latents=latents, generator=gens, output_type="pt")
+            images = out.images if hasattr(out, "images") else out[0]
+            finite = torch.isfinite(images).flatten(1).all(dim=1)
+            images = torch.where(finite.view(-1, 1, 1, 1), images, torch.zeros_like(images))
+            images_u8 = (images.float() * 255).round().clamp(0, 255).to(torch.uint8)
+        return images_u8, finite
+
+    def generate(self, batch: list[Sample]) -> BatchResult:
+        """Generate a batch, halving it on failure down to single rows."""
+        import torch
+
+        t0 = time.perf_counter()
+        try:
+            images, finite = self._run(batch)
+            errors = [None if ok else "non-finite pixels in output (fp16 overflow?)" for ok in finite.tolist()]
+            return BatchResult(batch, images, errors, time.perf_counter() - t0)
+        except Exception as e:  # noqa: BLE001 - every failure is retried smaller, then recorded
+            if _is_oom(e) and torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if len(batch) == 1:
+                s = batch[0]
+                blank = torch.zeros((1, 3, s.height, s.width), dtype=torch.uint8, device=self.device)
+                return BatchResult(batch, blank, [f"{type(e).__name__}: {e}"[:500]], time.perf_counter() - t0)
+            self.oom_splits += int(_is_oom(e))
+            half = len(batch) // 2
+            a, b = self.generate(batch[:half]), self.generate(batch[half:])
+            return BatchResult(batch, torch.cat([a.images, b.images]), a.errors + b.errors,
+                               time.perf_counter() - t0)

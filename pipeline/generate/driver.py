@@ -1,0 +1,272 @@
+"""Run a job: validate and plan on the driver, then drive shards through workers (Ray actors, or
+inline), retrying failed shards, and finish with a summary and _SUCCESS.
+
+    1. check config, model and scorer specs; list and scan the input (before any model loads)
+    2. run.json: written on the first run, fingerprint-checked on every later one
+    3. plan shards; skip those whose commit marker is valid (resume)
+    4. execute: one actor per worker, each loads its pipeline once; a shard goes to an idle
+       actor; an exception or a dead actor re-queues it (bounded tries)
+    5. summary (printed and saved), _SUCCESS when every planned shard is committed
+"""
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from pipeline.core.config import ConfigError, JobConfig
+from pipeline.generate.models import check_model_spec, native_resolution, recommended_guidance
+from pipeline.probes.scorer import check_scorer_spec
+from pipeline.generate.inputs import (
+    MAX_LISTED_PROBLEMS,
+    InputError,
+    Shard,
+    duplicate_report,
+    list_input_files,
+    plan_shards,
+    scan_input,
+)
+from pipeline.core.storage import Output, library_versions
+
+
+@dataclass
+class Prepared:
+    cfg: JobConfig
+    output: Output
+    shards: list
+    pending: list
+    committed: dict  # shard -> marker, valid ones only
+    scan: object = None
+    info: dict = field(default_factory=dict)
+    probes: dict = field(default_factory=dict)  # what is probed (class order etc.), for run.json
+
+
+def resolve_defaults(cfg: JobConfig) -> JobConfig:
+    """Fill values that depend on the model, before anything is fingerprinted or stored in run.json:
+    width/height null = its native size, guidance null = its recommended scale, clip_model auto =
+    the CLIP that goes with it (toy for toy)."""
+    g, sc = cfg.generation, cfg.scoring
+    update = {}
+    if g.width is None or g.height is None:
+        size = native_resolution(cfg.model, cfg.storage)
+        update.update(width=g.width or size, height=g.height or size)
+    if g.guidance_scale is None:
+        update["guidance_scale"] = recommended_guidance(cfg.model)
+    if sc.clip_model == "auto":
+        sc = sc.model_copy(update={"clip_model": "toy" if cfg.model == "toy" else "tiny"})
+    return cfg.model_copy(update={"generation": g.model_copy(update=update), "scoring": sc})
+
+
+def _check_concept_clip(cfg: JobConfig, probe_info: dict) -> None:
+    """A concept list's thresholds are cosines of the CLIP it was calibrated on; under another CLIP its
+    flags mean nothing. Warn, and say so in run.json (plumbing tests pair them on purpose)."""
+    import warnings
+
+    cs = probe_info.get("concepts") or {}
+    want = cs.get("clip_model")
+    if want and cfg.scoring.enabled and want != cfg.scoring.clip_model:
+        cs["warning"] = (f"concept list {cs['name']!r} is calibrated on clip_model {want!r} but scored with "
+                         f"{cfg.scoring.clip_model!r}: its thresholds (safety_flagged) do not apply")
+        warnings.warn(cs["warning"], stacklevel=3)
+
+
+def prepare(cfg: JobConfig, scan_rows: bool = True) -> Prepared:
+    """Steps 1-3: everything that can fail on config or input, before any model loads."""
+    check_model_spec(cfg.model, cfg.storage)
+    cfg = resolve_defaults(cfg)
+    if cfg.scoring.enabled:
+        check_scorer_spec(cfg.scoring.clip_model, cfg.scoring.clip_weights)
+    probe_info = describe_probes(cfg)
+    _check_concept_clip(cfg, probe_info)
+    in_fs, files = list_input_files(cfg.input, cfg.storage)
+    scan = scan_input(in_fs, files, cfg.generation.images_per_prompt) if scan_rows else None
+    if scan is not None:
+        _raise_on_bad_rows(cfg, scan, in_fs)
+    output = Output(cfg.output, cfg.storage)
+    root = in_fs._strip_protocol(cfg.input).rstrip("/")
+    shards, rows = plan_shards(in_fs, files, root, cfg.shards.rows_per_shard, cfg.fingerprint(), scan,
+                               cfg.shards.duplicates)
+    markers = output.committed_markers()
+    names = {s.name for s in shards}
+    committed = {n: m for n, m in markers.items()
+                 if n in names and output.marker_valid(m, cfg.write.verify_commits)}
+    pending = [s for s in shards if s.name not in committed]
+    info = {"files": len(files), "rows": sum(rows.values()), "shards": len(shards),
+            "committed_shards": len(committed), "pending_shards": len(pending)}
+    if scan is not None:
+        info.update(images=scan.images, invalid_rows=len(scan.problems), duplicate_ids=scan.duplicates)
+    return Prepared(cfg, output, shards, pending, committed, scan, info, probe_info)
+
+
+def describe_probes(cfg: JobConfig) -> dict:
+    """Attribute sets, concept list and screening rules, validated from their YAML (no CLIP)."""
+    import os
+
+    from pipeline.probes.image import describe
+
+    if cfg.safety.sd_checker and not os.path.isdir(cfg.safety.sd_checker):
+        raise ConfigError(f"safety.sd_checker {cfg.safety.sd_checker!r}: no such directory")
+    try:
+        return describe(cfg.attribute_sets(), cfg.concept_list(), cfg.safety.screening)
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"probes/safety configuration: {e}") from None
+
+
+def _raise_on_bad_rows(cfg: JobConfig, scan, in_fs) -> None:
+    if scan.rows == 0:
+        raise InputError(f"input {cfg.input!r} has no rows")
+    if scan.problems and cfg.shards.on_invalid_row == "error":
+        listed = "\n".join(f"  {p}" for p in scan.problems[:MAX_LISTED_PROBLEMS])
+        more = len(scan.problems) - MAX_LISTED_PROBLEMS
+        raise InputError(f"{len(scan.problems)} input row(s) are invalid:\n{listed}"
+                         + (f"\n  ... and {more} more" if more > 0 else "")
+                         + "\n(fix them, or set shards.on_invalid_row: mark to emit them as status 'invalid')")
+    if scan.duplicates and cfg.shards.duplicates == "error":
+        raise InputError(f"{scan.duplicates} input row(s) repeat an earlier prompt_id "
+                         f"(shards.duplicates: error):\n{duplicate_report(in_fs, scan)}")
+
+
+def run_info(cfg: JobConfig, probes: dict) -> dict:
+    return {"config": cfg.redacted(), "fingerprint": cfg.fingerprint(), "probes": probes,
+            "fingerprint_fields": cfg.fingerprint_fields(), "versions": library_versions(),
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def run_job(cfg: JobConfig, progress: bool = True) -> dict:
+    """Run (or resume) a job; returns the summary dict. Raises on config/input errors."""
+    t0 = time.time()
+    prep = prepare(cfg)
+    cfg = prep.cfg  # with model-dependent defaults resolved
+    prep.output.check_or_write_run(run_info(cfg, prep.probes))
+    result = {"committed": {}, "failed": {}, "load_s": []}
+    if prep.pending:
+        images = _pending_images(prep)
+        bar = _progress_bar(images, progress)
+        execute = _execute_inline if cfg.ray.executor == "inline" else _execute_ray
+        execute(cfg, prep.pending, result, bar)
+        bar.close()
+    summary = _summary(prep, result, time.time() - t0)
+    if prep.pending:  # a run that did nothing writes nothing: a re-run changes no byte
+        prep.output.write_json(prep.output.path("summary.json"), summary)
+        if cfg.write.contact_sheet and summary["rows_total"]:
+            from pipeline.tools.contact import contact_sheet
+
+            summary["contact_sheet"] = contact_sheet(cfg.output, storage=cfg.storage)
+    if summary["complete"] and not prep.output.exists(prep.output.path("_SUCCESS")):
+        prep.output.write_json(prep.output.path("_SUCCESS"), {"shards": len(prep.shards),
+                                                              "rows": summary["rows_total"]})
+    return summary
+
+
+def _pending_images(prep: Prepared) -> int:
+    if prep.scan is None or not prep.shards:
+        return 0
+    return round(prep.scan.images * len(prep.pending) / len(prep.shards))  # even split: for the ETA only
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="img", disable=not enabled, file=sys.stderr, dynamic_ncols=True,
+                smoothing=0.1, desc="generating")
+
+
+# ---- executors ------------------------------------------------------------------------------------
+def _record(result: dict, shard: Shard, marker: dict, bar) -> None:
+    result["committed"][shard.name] = marker
+    bar.update(marker["rows"])
+
+
+def _execute_inline(cfg: JobConfig, pending: list, result: dict, bar) -> None:
+    """One worker in this process, no Ray (debugging, notebooks, small jobs), with the torch thread
+    count an actor would use, so both executors write the same bytes."""
+    from pipeline.generate.models import torch_threads
+    from pipeline.generate.worker import ShardWorker
+
+    with torch_threads(cfg.ray.num_cpus_per_worker):
+        worker = ShardWorker(cfg, "inline")
+        result["load_s"].append(worker.load_seconds)
+        try:
+            for shard in pending:
+                _process_with_retries(worker, shard, cfg.ray.max_shard_tries, result, bar)
+        finally:
+            worker.close()
+
+
+def _process_with_retries(worker, shard: Shard, tries: int, result: dict, bar) -> None:
+    for attempt in range(1, tries + 1):
+        try:
+            marker = worker.process(shard, attempt)
+        except Exception as e:  # noqa: BLE001 - recorded, retried, then reported
+            result["failed"][shard.name] = f"{type(e).__name__}: {e}"
+            continue
+        result["failed"].pop(shard.name, None)
+        _record(result, shard, marker, bar)
+        return
+
+
+def _execute_ray(cfg: JobConfig, pending: list, result: dict, bar) -> None:
+    from pipeline.generate.ray_pool import ActorPool
+
+    with ActorPool(cfg) as pool:
+        result["load_s"] += pool.start()
+        queue, tries = deque(pending), Counter()
+        while queue or pool.busy():
+            while queue and pool.has_idle():
+                shard = queue.popleft()
+                tries[shard.name] += 1
+                pool.submit(shard, tries[shard.name])
+            for shard, marker, error in pool.wait():
+                if marker is not None:
+                    result["failed"].pop(shard.name, None)
+                    _record(result, shard, marker, bar)
+                elif tries[shard.name] < cfg.ray.max_shard_tries:
+                    result["failed"][shard.name] = error
+                    queue.append(shard)
+                else:
+                    result["failed"][shard.name] = error
+
+
+# ---- summary --------------------------------------------------------------------------------------------
+def _summary(prep: Prepared, result: dict, wall: float) -> dict:
+    done = {**prep.committed, **result["committed"]}
+    status = Counter()
+    for m in done.values():
+        status.update(m.get("status_counts", {}))
+    new_rows = sum(m["rows"] for m in result["committed"].values())
+    stages = Counter()
+    for m in result["committed"].values():
+        stages.update(m.get("timings", {}))
+    return {
+        "output": prep.cfg.output, "fingerprint": prep.cfg.fingerprint(), **prep.info,
+        "committed_this_run": len(result["committed"]),
+        "failed_shards": dict(sorted(result["failed"].items())),
+        "complete": len(done) == len(prep.shards) and not result["failed"],
+        "rows_total": sum(m["rows"] for m in done.values()), "status_counts": dict(status),
+        "rows_this_run": new_rows, "wall_s": round(wall, 2),
+        "images_per_s": round(new_rows / wall, 3) if wall > 0 else None,
+        "model_load_s": [round(x, 2) for x in result["load_s"]],
+        "stage_seconds": {k: round(v, 2) for k, v in stages.items()},
+    }
+
+
+def format_summary(s: dict) -> str:
+    lines = [
+        f"output      {s['output']}",
+        f"shards      {s['shards']} planned, {s['committed_shards']} already committed, "
+        f"{s['committed_this_run']} committed now, {len(s['failed_shards'])} failed",
+        f"rows        {s['rows_total']} total ({s['rows_this_run']} this run); status {s['status_counts']}",
+        f"speed       {s['images_per_s']} images/s over {s['wall_s']} s (model load {s['model_load_s']} s)",
+    ]
+    if s.get("duplicate_ids"):
+        lines.append(f"duplicates  {s['duplicate_ids']} row(s) repeated an earlier prompt_id (see shards.duplicates)")
+    if s.get("invalid_rows"):
+        lines.append(f"invalid     {s['invalid_rows']} input row(s) marked status 'invalid'")
+    for name, err in s["failed_shards"].items():
+        lines.append(f"FAILED      {name}: {err}")
+    if s.get("contact_sheet"):
+        lines.append(f"sheet       {s['contact_sheet']}")
+    lines.append("complete    yes (_SUCCESS written)" if s["complete"] else "complete    no")
+    return "\n".join(lines)

@@ -1,0 +1,296 @@
+"""Input: list Parquet files, validate them (schema, then every row value), derive prompt ids,
+handle duplicate ids, and cut deterministic shards (file × row range) (DESIGN.md §2, §5).
+
+Two entry points with different costs:
+- `plan_shards` reads only Parquet footers (seconds for 10M rows; what `sdgen plan` does);
+- `scan_input` streams the few meaningful columns once to find bad values and duplicate ids
+  before any model loads (what `sdgen run` does first).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.core import schema
+from pipeline.core.storage import filesystem
+
+MAX_LISTED_PROBLEMS = 20  # an error lists this many bad rows, then the total count
+
+
+class InputError(ValueError):
+    """An input problem, found before any model loads; the message names file, row, column, value."""
+
+
+@dataclass
+class Shard:
+    name: str  # deterministic: input file + row range + config fingerprint
+    file: str  # path as the input filesystem sees it
+    start: int  # first row (inclusive) in the file
+    stop: int  # last row (exclusive)
+    renames: dict = field(default_factory=dict)  # row -> prompt_id, for numbered duplicates
+    skip: tuple = ()  # rows dropped as duplicates (policy "first")
+
+
+@dataclass
+class Problem:
+    file: str
+    row: int
+    column: str
+    value: object
+    reason: str
+
+    def __str__(self):
+        return f"{self.file} row {self.row} column {self.column!r}: {self.reason} (value {self.value!r})"
+
+
+# ---- listing and schema --------------------------------------------------------------------------------
+def list_input_files(url: str, storage=None) -> tuple[object, list[str]]:
+    """(fs, sorted Parquet file paths) for a file, a directory/prefix (recursive) or a glob."""
+    fs, path = filesystem(url, storage)
+    if any(c in path for c in "*?["):
+        files = sorted(fs.glob(path))
+    elif fs.isfile(path):
+        return fs, [path]
+    elif fs.isdir(path):
+        files = sorted(p for p in fs.find(path) if p.endswith(".parquet")
+                       and not p.rsplit("/", 1)[-1].startswith((".", "_")))
+    else:
+        raise InputError(f"input {url!r} does not exist")
+    if not files:
+        raise InputError(f"input {url!r} holds no .parquet files")
+    return fs, files
+
+
+def read_footer(fs, path: str) -> pq.FileMetaData:
+    """The Parquet footer, or an InputError saying why the file is not usable Parquet."""
+    size = fs.size(path)
+    if size == 0:
+        raise InputError(f"input file {path!r} is empty (0 bytes), not a Parquet file")
+    try:
+        with fs.open(path, "rb") as f:
+            return pq.ParquetFile(f).metadata
+    except Exception as e:  # pyarrow raises ArrowInvalid / OSError for non-Parquet bytes
+        raise InputError(f"input file {path!r} is not a readable Parquet file: {e}") from None
+
+
+def check_schema(path: str, sch: pa.Schema) -> None:
+    """Column presence and types; a passthrough column may not shadow an output column."""
+    if schema.PROMPT not in sch.names:
+        raise InputError(f"input file {path!r} has no 'prompt' column (columns: {sch.names})")
+    t = sch.field(schema.PROMPT).type
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+        raise InputError(f"input file {path!r}: column 'prompt' must be strings, got type {t}")
+    if schema.PROMPT_ID in sch.names:
+        t = sch.field(schema.PROMPT_ID).type
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t)):
+            raise InputError(f"input file {path!r}: column 'prompt_id' must be strings or integers, got type {t}")
+    for col, ok in schema.OVERRIDES.items():
+        if col in sch.names and not ok(sch.field(col).type):
+            raise InputError(f"input file {path!r}: override column {col!r} has type {sch.field(col).type}, "
+                             f"which does not fit (see README: input columns)")
+    consumed = {schema.PROMPT, schema.PROMPT_ID, *schema.OVERRIDES}
+    clash = [c for c in sch.names if c in schema.CORE_NAMES and c not in consumed]
+    if clash:
+        raise InputError(f"input file {path!r}: column(s) {clash} would overwrite output columns; rename them")
+    if len(set(sch.names)) != len(sch.names):
+        raise InputError(f"input file {path!r} has duplicate column names: {sch.names}")
+
+
+# ---- rows ------------------------------------------------------------------------------------------------
+def _col(table: pa.Table, name: str):
+    return table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
+
+
+def row_problems(table: pa.Table, path: str, offset: int) -> dict[int, Problem]:
+    """Bad values per row (first problem per row), keyed by row index within the file."""
+    out: dict[int, Problem] = {}
+
+    def bad(i, col, value, reason):
+        out.setdefault(offset + i, Problem(path, offset + i, col, value, reason))
+
+    for i, p in enumerate(_col(table, schema.PROMPT)):
+        if p is None or not str(p).strip():
+            bad(i, "prompt", p, "prompt is null or empty")
+    for i, v in enumerate(_col(table, schema.PROMPT_ID)):
+        if schema.PROMPT_ID in table.column_names and (v is None or not str(v).strip()):
+            bad(i, "prompt_id", v, "prompt_id is null or empty")
+    checks = {
+        "images_per_prompt": (lambda v: v >= 1, "must be >= 1"),
+        "steps": (lambda v: v >= 1, "must be >= 1"),
+        "width": (lambda v: v >= 8 and v % 8 == 0, "must be a positive multiple of 8"),
+        "height": (lambda v: v >= 8 and v % 8 == 0, "must be a positive multiple of 8"),
+        "seed": (lambda v: 0 <= v < 2**62, "must be in [0, 2**62)"),
+        "guidance_scale": (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"),
+    }
+    for col, (ok, reason) in checks.items():
+        if col in table.column_names:
+            for i, v in enumerate(table.column(col).to_pylist()):
+                if v is not None and not ok(v):
+                    bad(i, col, v, reason)
+    return out
+
+
+def row_overrides(table: pa.Table) -> list[dict]:
+    """Per row: the override columns that hold a value (null = use the config's value)."""
+    cols = {c: table.column(c).to_pylist() for c in schema.OVERRIDES if c in table.column_names}
+    rows = []
+    for i in range(table.num_rows):
+        rows.append({c: (float(v[i]) if c == "guidance_scale" else v[i]) for c, v in cols.items() if v[i] is not None})
+    return rows
+
+
+def derive_prompt_id(prompt: str, overrides: dict) -> str:
+    """Content id: the prompt plus every override that changes what an image looks like (not
+    images_per_prompt: asking for more samples must keep the first ones). Never positional."""
+    content = {k: v for k, v in overrides.items() if k != "images_per_prompt"}
+    blob = json.dumps([prompt, content], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def prompt_ids(table: pa.Table, overrides: list[dict] | None = None) -> list[str]:
+    """Ids as given (integers become strings) or derived from content."""
+    if schema.PROMPT_ID in table.column_names:
+        return [None if v is None else str(v) for v in table.column(schema.PROMPT_ID).to_pylist()]
+    overrides = overrides if overrides is not None else row_overrides(table)
+    return [derive_prompt_id(p or "", o) for p, o in zip(_col(table, schema.PROMPT), overrides)]
+
+
+def _id_hash(ids: list[str]) -> np.ndarray:
+    return np.array([int.from_bytes(hashlib.blake2b((i or "").encode(), digest_size=8).digest(), "big")
+                     for i in ids], dtype=np.uint64)
+
+
+# ---- scan: validate every row and find duplicate ids, streaming ------------------------------------------
+@dataclass
+class Scan:
+    rows: int = 0  # input rows
+    images: int = 0  # images the valid rows ask for
+    problems: list = field(default_factory=list)  # Problem, in file/row order
+    occurrence: dict = field(default_factory=dict)  # (file, row) -> k >= 1 for the k-th duplicate of an id
+    duplicates: int = 0  # rows whose id appeared earlier
+
+
+def _scan_columns(sch: pa.Schema) -> list[str]:
+    wanted = [schema.PROMPT, schema.PROMPT_ID, *schema.OVERRIDES]
+    return [c for c in wanted if c in sch.names]
+
+
+def scan_input(fs, files: list[str], default_ipp: int, batch_rows: int = 65536) -> Scan:
+    """Stream the meaningful columns once: row problems, image count, duplicate ids."""
+    scan, hashes, where = Scan(), [], []
+    for fi, path in enumerate(files):
+        meta = read_footer(fs, path)
+        check_schema(path, meta.schema.to_arrow_schema())
+        with fs.open(path, "rb") as f:
+            pf, offset = pq.ParquetFile(f), 0
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=_scan_columns(pf.schema_arrow)):
+                t = pa.Table.from_batches([batch])
+                probs = row_problems(t, path, offset)
+                scan.problems.extend(probs[k] for k in sorted(probs))
+                ovr = row_overrides(t)
+                valid = np.array([offset + i not in probs for i in range(t.num_rows)], dtype=bool)
+                scan.images += sum(o.get("images_per_prompt", default_ipp) for o, v in zip(ovr, valid) if v)
+                h = _id_hash(prompt_ids(t, ovr))
+                hashes.append(h[valid])
+                where.append(np.stack([np.full(t.num_rows, fi), offset + np.arange(t.num_rows)], 1)[valid])
+                offset += t.num_rows
+        scan.rows += meta.num_rows
+    if hashes:
+        _mark_duplicates(scan, np.concatenate(hashes), np.concatenate(where), files)
+    return scan
+
+
+def _mark_duplicates(scan: Scan, h: np.ndarray, where: np.ndarray, files: list[str]) -> None:
+    """k-th repeat (in file, row order) of an id gets occurrence k; the first keeps its id."""
+    _, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
+    dup = np.nonzero(counts[inverse] > 1)[0]
+    if not len(dup):
+        return
+    order = dup[np.argsort(inverse[dup], kind="stable")]  # group by id, keep file/row order inside
+    k = 0
+    for j, pos in enumerate(order):
+        k = 0 if j == 0 or inverse[pos] != inverse[order[j - 1]] else k + 1
+        if k:
+            scan.occurrence[(files[int(where[pos, 0])], int(where[pos, 1]))] = k
+    scan.duplicates = len(scan.occurrence)
+
+
+def duplicate_report(fs, scan: Scan, limit: int = 5) -> str:
+    """Human-readable list of the first duplicate rows, with their ids (re-read from the files)."""
+    lines = []
+    for (path, row), k in list(scan.occurrence.items())[:limit]:
+        t = read_rows(fs, path, row, row + 1)
+        lines.append(f"{path} row {row}: prompt_id {prompt_ids(t)[0]!r} (repeat #{k}), prompt {_col(t, 'prompt')[0]!r}")
+    return "\n".join(lines)
+
+
+# ---- planning ---------------------------------------------------------------------------------------------------
+def _relpath(path: str, root: str) -> str:
+    return path[len(root):].lstrip("/") if path.startswith(root) and path != root else path.rsplit("/", 1)[-1]
+
+
+def shard_name(relpath: str, start: int, stop: int, fingerprint: str) -> str:
+    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in relpath.rsplit("/", 1)[-1].removesuffix(".parquet"))
+    path_hash = hashlib.sha256(relpath.encode()).hexdigest()[:8]
+    return f"{stem[:40]}-{path_hash}-{start:09d}-{stop:09d}-{fingerprint[:8]}"
+
+
+def plan_shards(fs, files: list[str], root: str, rows_per_shard: int, fingerprint: str,
+                scan: Scan | None = None, policy: str = "number") -> tuple[list[Shard], dict[str, int]]:
+    """Shards from Parquet footers only. Returns (shards, rows per file)."""
+    shards, rows = [], {}
+    occ_by_file: dict[str, dict[int, int]] = {}
+    for (path, row), k in (scan.occurrence.items() if scan else ()):
+        occ_by_file.setdefault(path, {})[row] = k
+    for path in files:
+        n = read_footer(fs, path).num_rows
+        rows[path] = n
+        rel, occ = _relpath(path, root), occ_by_file.get(path, {})
+        for start in range(0, n, rows_per_shard):
+            stop = min(n, start + rows_per_shard)
+            local = {r: k for r, k in occ.items() if start <= r < stop}
+            shard = Shard(shard_name(rel, start, stop, fingerprint), path, start, stop)
+            if policy == "first":
+                shard.skip = tuple(sorted(local))
+            elif policy == "number":
+                shard.renames = local
+            shards.append(shard)
+    return shards, rows
+
+
+def count_images(fs, files: list[str], default_ipp: int) -> int:
+    """Images asked for; reads only the images_per_prompt column where a file has one."""
+    total = 0
+    for path in files:
+        meta = read_footer(fs, path)
+        if "images_per_prompt" in meta.schema.to_arrow_schema().names:
+            with fs.open(path, "rb") as f:
+                col = pq.read_table(f, columns=["images_per_prompt"]).column(0)
+            total += int(pc.sum(pc.fill_null(col, default_ipp)).as_py() or 0)
+        else:
+            total += meta.num_rows * default_ipp
+    return total
+
+
+def read_rows(fs, path: str, start: int, stop: int, columns=None) -> pa.Table:
+    """Rows [start, stop) of a file, reading only the row groups that overlap them."""
+    with fs.open(path, "rb") as f:
+        pf = pq.ParquetFile(f)
+        groups, first, pos = [], None, 0
+        for g in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            if pos < stop and pos + n > start:
+                groups.append(g)
+                first = pos if first is None else first
+            pos += n
+        if not groups:
+            return pf.schema_arrow.empty_table()
+        t = pf.read_row_groups(groups, columns=columns)
+    return t.slice(start - first, stop - start)

@@ -1,0 +1,113 @@
+"""Assemble output rows for one shard and write them as a Parquet part, one row group at a time.
+
+Rows go to a spool file (beside the final part locally, a temp dir for object stores) in row
+groups of `write.row_group_size`, so a worker's memory is bounded by its batch, not its shard.
+`finish()` publishes the part atomically through storage.Output and returns the marker fields.
+"""
+from __future__ import annotations
+
+import io
+import os
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.core import schema
+def encode_png(host_images, j: int, event, level: int):
+    """PNG bytes of image j of a host uint8 (N, H, W, 3) tensor; runs in a worker thread (zlib
+    releases the GIL). `event` is the CUDA event of the async device->host copy, if any."""
+    from PIL import Image
+
+    t = time.perf_counter()
+    if event is not None:
+        event.synchronize()
+    buf = io.BytesIO()
+    Image.fromarray(host_images[j].numpy()).save(buf, format="PNG", compress_level=level)
+    return buf.getvalue(), time.perf_counter() - t
+
+
+def _consumed() -> set:
+    return {schema.PROMPT, schema.PROMPT_ID, *schema.OVERRIDES}
+
+
+class PartWriter:
+    def __init__(self, output, shard: str, table: pa.Table, cfg, scheduler_name: str,
+                 extra_fields: list[pa.Field] = ()):
+        self.output, self.shard, self.cfg = output, shard, cfg
+        keep = [c for c in table.column_names if c not in _consumed()]
+        self.passthrough = {c: table.column(c).to_pylist() for c in keep}
+        self.schema = schema.output_schema(table.select(keep).schema, list(extra_fields))
+        self.model, self.scheduler = cfg.model, scheduler_name
+        self.buffer: list[dict] = []
+        self.counts = {s: 0 for s in schema.STATUSES}
+        self.spool = output.spool_path(shard)
+        self.writer = pq.ParquetWriter(self.spool, self.schema, compression="snappy")
+
+    def _base(self, i: int, pid: str, prompt: str) -> dict:
+        row = {c: v[i] for c, v in self.passthrough.items()}
+        row.update(prompt_id=pid, prompt=prompt, model=self.model, shard=self.shard)
+        return row
+
+    def add_invalid(self, i: int, pid: str, prompt: str, reason: str) -> None:
+        """An invalid input row (on_invalid_row: mark): one row, no image, the reason as data."""
+        row = self._base(i, pid, prompt)
+        row.update(sample_idx=0, status=schema.INVALID, error=reason, scheduler=self.scheduler)
+        self._append(row)
+
+    def add_blocked(self, s, reason: str) -> None:
+        """A sample whose prompt screening blocked: every field but the image, status "blocked"."""
+        self._append(self._sample_row(s, schema.BLOCKED, reason))
+
+    def _sample_row(self, s, status: str, error: str | None) -> dict:
+        row = self._base(s.row, s.prompt_id, s.prompt)
+        row.update(sample_idx=s.sample_idx, negative_prompt=s.negative_prompt, seed=s.seed, width=s.width,
+                   height=s.height, scheduler=self.scheduler, steps=s.steps, guidance_scale=s.guidance_scale,
+                   status=status, error=error)
+        if s.source_prompt is not None:
+            row.update(source_prompt=s.source_prompt, mitigation_variant=s.variant)
+        return row
+
+    def add_batch(self, batch, res, scores, encoded, score_seconds: float = 0.0) -> None:
+        """Rows of one generated batch; `scores` maps column -> per-row values (CLIP score, probes,
+        safety); encoded[j] is (png bytes, encode seconds) or None."""
+        timing = self.cfg.write.timing_columns
+        n = len(batch)
+        for j, (s, err, enc) in enumerate(zip(batch, res.errors, encoded)):
+            png, t_encode = enc if enc is not None else (None, None)
+            row = self._sample_row(s, schema.OK if err is None else schema.FAILED, err)
+            if png is not None:
+                row["image"] = {"bytes": png, "path": f"{s.prompt_id}_{s.sample_idx}.png"}
+            if scores is not None and err is None:
+                row.update({k: v[j] for k, v in scores.items()})
+            if timing:
+                row.update(t_generate_s=res.seconds / n, t_score_s=score_seconds / n, t_encode_s=t_encode)
+            self._append(row)
+
+    def _append(self, row: dict) -> None:
+        self.counts[row["status"]] += 1
+        self.buffer.append(row)
+        if len(self.buffer) >= self.cfg.write.row_group_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.buffer:
+            self.writer.write_table(pa.Table.from_pylist(self.buffer, schema=self.schema))
+            self.buffer = []
+
+    def finish(self) -> dict:
+        """Flush, close, publish atomically; returns the marker fields (rows, checksum, counts)."""
+        self._flush()
+        self.writer.close()
+        try:
+            digest, size = self.output.publish_part(self.spool, self.shard)
+        finally:
+            if os.path.exists(self.spool):
+                os.remove(self.spool)
+        return {"rows": sum(self.counts.values()), "status_counts": dict(self.counts),
+                "sha256": digest, "size": size}
+
+    def abort(self) -> None:
+        self.writer.close()
+        if os.path.exists(self.spool):
+            os.remove(self.spool)

@@ -1,0 +1,205 @@
+"""One shard end to end, in a plain class (no Ray): the Ray actor in orchestrate.py wraps it, and
+`executor: inline` and the benchmarks call it directly.
+
+    __init__: load the pipeline and the CLIP scorer once (heavy objects are built here, in the
+              process that uses them, never pickled from the driver)
+    process(shard):
+      1. read the shard's rows, derive ids, validate, expand images_per_prompt into samples
+      2. per bucketed batch: generate (uint8 on device) -> CLIP score on the device tensor
+      3. copy to host, PNG-encode in a thread pool while the next batch generates
+      4. append rows to the part in row groups as they fill (memory bounded by the batch)
+      5. publish the part atomically, then write the commit marker
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+import pyarrow as pa
+
+from pipeline.core import schema
+from pipeline.core.config import JobConfig
+from pipeline.generate.diffusion import Generator, Sample, make_batches
+from pipeline.generate.models import load_pipeline, resolve_device_dtype
+from pipeline.generate.partwriter import PartWriter, encode_png
+from pipeline.probes.image import ImageProbes
+from pipeline.probes.safety import PromptScreen
+from pipeline.generate.seeds import seeds_for_row
+from pipeline.generate.inputs import Shard, prompt_ids, read_rows, row_overrides, row_problems
+from pipeline.core.storage import Output, filesystem
+
+MAX_PENDING_BATCHES = 2  # batches encoding while the next one generates: bounds host memory
+
+
+class ShardWorker:
+    def __init__(self, cfg: JobConfig, worker_id: str = "0"):
+        import torch
+
+        self.cfg, self.worker_id = cfg, worker_id
+        self.device, self.dtype = resolve_device_dtype(cfg.generation.device, cfg.generation.dtype)
+        t0 = time.perf_counter()
+        self.pipe = load_pipeline(cfg.model, self.dtype, self.device, cfg.generation.scheduler, cfg.storage)
+        if cfg.generation.channels_last:
+            self.pipe.unet.to(memory_format=torch.channels_last)
+        if cfg.generation.compile:
+            self.pipe.unet = torch.compile(self.pipe.unet)
+        self.generator = Generator(self.pipe, self.device, self.dtype)
+        self.scorer = None
+        if cfg.scoring.enabled:
+            from pipeline.probes.scorer import ClipScorer
+
+            self.scorer = ClipScorer(cfg.scoring.clip_model, cfg.scoring.clip_weights, self.device, self.dtype)
+        self.probes = None
+        if self.scorer is not None and (cfg.attribute_sets() or cfg.concept_list() or cfg.safety.sd_checker):
+            self.probes = ImageProbes(self.scorer, cfg.attribute_sets(), cfg.concept_list(), cfg.safety.sd_checker)
+        self.screen = PromptScreen.load(cfg.safety.screening) if cfg.safety.screening else None
+        self.extra_fields = (self.probes.fields() if self.probes else []) + (
+            [pa.field("source_prompt", pa.string()), pa.field("mitigation_variant", pa.string())]
+            if cfg.mitigation.enabled else [])
+        self.load_seconds = time.perf_counter() - t0
+        self.scheduler_name = type(self.pipe.scheduler).__name__
+        self.output = Output(cfg.output, cfg.storage)
+        self.in_fs = filesystem(cfg.input, cfg.storage)[0]
+        self.pool = ThreadPoolExecutor(cfg.write.encode_threads, thread_name_prefix="png")
+        self.batches_done = 0
+
+    # ---- 1. rows -> samples ----------------------------------------------------------------------------
+    def expand(self, table, shard: Shard):
+        """(samples to generate, blocked samples with reasons, invalid rows with reasons)."""
+        overrides = row_overrides(table)
+        ids, prompts = prompt_ids(table, overrides), table.column(schema.PROMPT).to_pylist()
+        problems = row_problems(table, shard.file, shard.start)
+        mitigate = self._mitigation_mask(table)
+        samples, blocked, invalid = [], [], []
+        for i, (pid, prompt, o) in enumerate(zip(ids, prompts, overrides)):
+            row = shard.start + i
+            if row in shard.skip:
+                continue  # a duplicate id under policy "first"
+            if row in shard.renames:
+                pid = f"{pid}~{shard.renames[row]}"
+            if row in problems:
+                invalid.append((i, pid, prompt, str(problems[row])))
+                continue
+            for s in self._row_samples(i, pid, prompt, o, mitigate[i]):
+                hit, reason = self.screen.check(s.prompt) if self.screen else (False, None)
+                (blocked.append((s, f"prompt screening: {reason}")) if hit else samples.append(s))
+        return samples, blocked, invalid
+
+    def _row_samples(self, i: int, pid: str, prompt: str, o: dict, mitigate: bool) -> list[Sample]:
+        g, m = self.cfg.generation, self.cfg.mitigation
+        n = o.get("images_per_prompt", g.images_per_prompt)
+        out = []
+        for k, seed in enumerate(seeds_for_row(g.seed, pid, n, o.get("seed"))):
+            variant = _variant(m.variants, k, n) if mitigate else None
+            out.append(Sample(
+                row=i, prompt_id=pid, sample_idx=k, seed=seed,
+                prompt=variant.template.replace("{prompt}", prompt) if variant else prompt,
+                negative_prompt=o.get("negative_prompt", g.negative_prompt),
+                width=o.get("width", g.width), height=o.get("height", g.height), steps=o.get("steps", g.steps),
+                guidance_scale=float(o.get("guidance_scale", g.guidance_scale)),
+                source_prompt=prompt if m.enabled else None, variant=variant.name if variant else None))
+        return out
+
+    def _mitigation_mask(self, table) -> list[bool]:
+        m = self.cfg.mitigation
+        if not m.enabled:
+            return [False] * table.num_rows
+        if m.only_if_column is None:
+            return [True] * table.num_rows
+        if m.only_if_column not in table.column_names:
+            raise ValueError(f"mitigation.only_if_column {m.only_if_column!r} is not an input column")
+        return [bool(v) for v in table.column(m.only_if_column).to_pylist()]
+
+    # ---- 2-5. the shard ------------------------------------------------------------------------------------
+    def process(self, shard: Shard, attempt: int = 1) -> dict:
+        t0 = time.perf_counter()
+        table = read_rows(self.in_fs, shard.file, shard.start, shard.stop)
+        samples, blocked, invalid = self.expand(table, shard)
+        writer = PartWriter(self.output, shard.name, table, self.cfg, self.scheduler_name, self.extra_fields)
+        timings = {"read": time.perf_counter() - t0, "generate": 0.0, "score": 0.0, "encode": 0.0}
+        for i, pid, prompt, reason in invalid:
+            writer.add_invalid(i, pid, prompt, reason)
+        for sample, reason in blocked:
+            writer.add_blocked(sample, reason)
+        pending: deque = deque()
+        try:
+            for batch in make_batches(samples, self.cfg.generation.batch_size):
+                pending.append(self._submit(batch, timings))
+                self._maybe_die()
+                while len(pending) > MAX_PENDING_BATCHES:
+                    writer.add_batch(*self._collect(pending.popleft(), timings))
+            while pending:
+                writer.add_batch(*self._collect(pending.popleft(), timings))
+        except BaseException:
+            writer.abort()  # no half-written spool files left behind; the shard is retried whole
+            raise
+        t_pub = time.perf_counter()
+        marker = writer.finish()
+        timings["publish"] = time.perf_counter() - t_pub
+        timings["total"] = time.perf_counter() - t0
+        marker.update(timings={k: round(v, 4) for k, v in timings.items()}, attempt=attempt, finished_at=time.time(),
+                      worker=self.worker_id, host=socket.gethostname(), device=str(self.device))
+        self.output.commit(shard.name, marker)
+        return marker
+
+    def _submit(self, batch: list[Sample], timings: dict):
+        """Generate and score on the device, start the host copy and PNG encodes; don't wait."""
+        import torch
+
+        res = self.generator.generate(batch)
+        timings["generate"] += res.seconds
+        t = time.perf_counter()  # score + host copy + encode submission: this batch's own overhead
+        scores = None
+        if self.scorer is not None:
+            s = self.scorer.score(res.images, [x.prompt for x in batch])
+            scores = {k: s[k].float().cpu().tolist() for k in ("clip_cos", "clip_score")}
+            if self.probes is not None:  # the same image embedding: no second CLIP forward
+                scores.update(self.probes.compute(s["image_emb"], res.images))
+        timings["score"] += time.perf_counter() - t
+        host = res.images.permute(0, 2, 3, 1).contiguous()
+        if host.is_cuda:  # async copy to pinned memory; encoders wait on the event, not the GPU
+            pinned = torch.empty(host.shape, dtype=host.dtype, pin_memory=True)
+            pinned.copy_(host, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            host = pinned
+        else:
+            event = None
+        level = self.cfg.write.png_compress_level
+        futures = [self.pool.submit(encode_png, host, j, event, level) if err is None else None
+                   for j, err in enumerate(res.errors)]
+        self.batches_done += 1
+        return batch, res, scores, futures, time.perf_counter() - t
+
+    def _collect(self, item, timings: dict):
+        batch, res, scores, futures, score_seconds = item
+        encoded = [f.result() if f is not None else None for f in futures]
+        timings["encode"] += sum(e[1] for e in encoded if e is not None)
+        return batch, res, scores, encoded, score_seconds
+
+    def _maybe_die(self) -> None:
+        """Test hook (fault injection): SIGKILL this process once after N batches, to prove that a
+        dead actor's shard is re-queued. Set only by tests; a no-op otherwise."""
+        after = os.environ.get("SDGEN_FAULT_KILL_AFTER_BATCHES")
+        flag = os.environ.get("SDGEN_FAULT_ONCE_FILE")
+        if after and flag and self.batches_done >= int(after) and not os.path.exists(flag):
+            open(flag, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+def _variant(variants, k: int, n: int):
+    """Stratified assignment: sample k of n takes the variant whose cumulative weight interval holds
+    (k + 0.5) / n, so every prompt's samples follow the weights as closely as n allows."""
+    total, u, acc = sum(v.weight for v in variants), (k + 0.5) / n, 0.0
+    for v in variants:
+        acc += v.weight / total
+        if u < acc:
+            return v
+    return variants[-1]
