@@ -36,6 +36,7 @@ def sync():
 
 def make_worker(tmp: str, n_rows: int, name: str):
     from pipeline.core.config import from_dict
+    from pipeline.generate.driver import resolve_job
     from pipeline.generate.worker import ShardWorker
 
     src = write_prompt_file(os.path.join(tmp, f"{name}.parquet"), n_rows)
@@ -45,7 +46,7 @@ def make_worker(tmp: str, n_rows: int, name: str):
                        "images_per_prompt": 1, "scheduler": "pndm"},
         "scoring": {"clip_model": "tiny" if TINY else "random:ViT-L-14"},
         "shards": {"rows_per_shard": n_rows}, "write": {"encode_threads": 8}, "ray": {"executor": "inline"}})
-    return cfg, ShardWorker(cfg, "bench")
+    return cfg, ShardWorker(resolve_job(cfg), "bench")
 
 
 def shard_of(cfg):

@@ -52,6 +52,7 @@ WORKER_SNIPPET = """
 import sys, os, resource
 from pipeline.core.config import from_dict
 from pipeline.generate.inputs import list_input_files, plan_shards
+from pipeline.generate.driver import resolve_job
 from pipeline.generate.worker import ShardWorker
 from benchmarks.common import write_prompt_file
 rows, tmp = int(sys.argv[1]), sys.argv[2]
@@ -59,7 +60,8 @@ src = write_prompt_file(os.path.join(tmp, f"p{rows}.parquet"), rows)
 cfg = from_dict({"input": src, "output": os.path.join(tmp, f"out{rows}"), "model": "tiny",
     "generation": {"width": 256, "height": 256, "steps": 2, "batch_size": 8, "images_per_prompt": 1},
     "shards": {"rows_per_shard": rows}, "write": {"png_compress_level": 1}, "ray": {"executor": "inline"}})
-w = ShardWorker(cfg)
+job = resolve_job(cfg)  # workers run resolved jobs only
+w = ShardWorker(job)
 fs, files = list_input_files(src)
 shard = plan_shards(fs, files, tmp, rows, cfg.fingerprint())[0][0]
 m = w.process(shard)

@@ -219,18 +219,11 @@ class JobConfig(_Strict):
         for key in ("input", "output", "model"):
             if not str(getattr(self, key)).strip():
                 raise ValueError(f"{key} must not be empty")
-        if not self.scoring.enabled and (self.attribute_sets() or self.concept_list() or self.safety.sd_checker):
+        probed = (isinstance(self.probes.attributes, list) and self.probes.attributes) or \
+            self.safety.concepts not in (None, "auto") or self.safety.sd_checker
+        if not self.scoring.enabled and probed:  # "auto" is checked once resolved (core/job.py)
             raise ValueError("probes and safety concepts need scoring.enabled: true (they reuse its CLIP forward)")
         return self
-
-    def attribute_sets(self) -> list[str]:
-        """Probed attribute sets, with `auto` resolved (toyworld for the toy model)."""
-        a = self.probes.attributes
-        return (["toyworld"] if self.model == "toy" else []) if a == "auto" else list(a)
-
-    def concept_list(self) -> Optional[str]:
-        c = self.safety.concepts
-        return ("toyworld" if self.model == "toy" else None) if c == "auto" else c
 
     # ---- derived --------------------------------------------------------------------------------
     def fingerprint_fields(self) -> dict:

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 
 from pipeline.core import schema
-from pipeline.core.config import JobConfig
+from pipeline.core.job import ResolvedJob
 from pipeline.generate.diffusion import Generator, Sample, make_batches
 from pipeline.generate.models import load_pipeline, resolve_device_dtype
 from pipeline.generate.partwriter import PartWriter, encode_png
@@ -36,10 +36,11 @@ MAX_PENDING_BATCHES = 2  # batches encoding while the next one generates: bounds
 
 
 class ShardWorker:
-    def __init__(self, cfg: JobConfig, worker_id: str = "0"):
+    def __init__(self, job: ResolvedJob, worker_id: str = "0"):
         import torch
 
-        self.cfg, self.worker_id = cfg, worker_id
+        cfg = job.config
+        self.job, self.cfg, self.worker_id = job, cfg, worker_id
         self.device, self.dtype = resolve_device_dtype(cfg.generation.device, cfg.generation.dtype)
         t0 = time.perf_counter()
         self.pipe = load_pipeline(cfg.model, self.dtype, self.device, cfg.generation.scheduler, cfg.storage)
@@ -54,8 +55,8 @@ class ShardWorker:
 
             self.scorer = ClipScorer(cfg.scoring.clip_model, cfg.scoring.clip_weights, self.device, self.dtype)
         self.probes = None
-        if self.scorer is not None and (cfg.attribute_sets() or cfg.concept_list() or cfg.safety.sd_checker):
-            self.probes = ImageProbes(self.scorer, cfg.attribute_sets(), cfg.concept_list(), cfg.safety.sd_checker)
+        if self.scorer is not None and job.probed:
+            self.probes = ImageProbes(self.scorer, list(job.attribute_sets), job.concept_list, cfg.safety.sd_checker)
         self.screen = PromptScreen.load(cfg.safety.screening) if cfg.safety.screening else None
         self.extra_fields = (self.probes.fields() if self.probes else []) + (
             [pa.field("source_prompt", pa.string()), pa.field("mitigation_variant", pa.string())]
