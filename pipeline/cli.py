@@ -7,6 +7,8 @@ import json
 import sys
 
 from pipeline.core import config as config_mod
+
+
 def _load(args):
     return config_mod.load(args.config, args.set)
 
@@ -99,11 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from pipeline.core.storage import OutputError
+    from pipeline.generate.inputs import InputError
     from pipeline.generate.models import ModelError
     from pipeline.generate.ray_pool import WorkerStartError
     from pipeline.probes.scorer import ScorerError
-    from pipeline.generate.inputs import InputError
-    from pipeline.core.storage import OutputError
 
     known = (config_mod.ConfigError, InputError, ModelError, ScorerError, OutputError, WorkerStartError)
     try:

@@ -13,8 +13,8 @@ def _errors_exit_2(fn):
 
     @functools.wraps(fn)
     def run(args) -> int:
-        from pipeline.probes.scorer import ScorerError
         from pipeline.core.storage import OutputError
+        from pipeline.probes.scorer import ScorerError
 
         try:
             return fn(args)
@@ -42,8 +42,8 @@ def _probe_args(args) -> dict:
 
 
 def _default_group_by(url) -> list[str]:
-    from pipeline.audit.runner import AuditError, passthrough_columns
     from pipeline.audit.data import open_source
+    from pipeline.audit.runner import AuditError, passthrough_columns
 
     cols = passthrough_columns(open_source(url).columns())
     if not cols:
@@ -52,8 +52,8 @@ def _default_group_by(url) -> list[str]:
 
 
 def _default_attributes(url, given) -> list[str]:
-    from pipeline.audit.runner import AuditError
     from pipeline.audit.data import open_source, probed_attributes
+    from pipeline.audit.runner import AuditError
 
     if given:
         return list(dict.fromkeys(given))

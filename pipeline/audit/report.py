@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipeline.audit.runner import passthrough_columns, read_results, run_audit
 from pipeline.audit.data import KEYS, open_source, probed_attributes, read_rows, with_posthoc_labels
 from pipeline.audit.html import bar_chart, render
+from pipeline.audit.runner import passthrough_columns, read_results, run_audit
 
 THUMB = 96  # px: thumbnails are at most this big (smaller images are kept as stored)
 

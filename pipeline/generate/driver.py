@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 
 from pipeline.core.config import ConfigError, JobConfig
 from pipeline.core.job import ResolvedJob
-from pipeline.generate.models import check_model_spec, native_resolution, recommended_guidance
-from pipeline.probes.scorer import check_scorer_spec
+from pipeline.core.storage import Output, library_versions
 from pipeline.generate.inputs import (
     MAX_LISTED_PROBLEMS,
     InputError,
@@ -29,7 +28,8 @@ from pipeline.generate.inputs import (
     plan_shards,
     scan_input,
 )
-from pipeline.core.storage import Output, library_versions
+from pipeline.generate.models import check_model_spec, native_resolution, recommended_guidance
+from pipeline.probes.scorer import check_scorer_spec
 
 
 @dataclass

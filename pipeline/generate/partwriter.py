@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.core import schema
+
+
 def encode_png(host_images, j: int, event, level: int):
     """PNG bytes of image j of a host uint8 (N, H, W, 3) tensor; runs in a worker thread (zlib
     releases the GIL). `event` is the CUDA event of the async device->host copy, if any."""

@@ -23,14 +23,14 @@ import pyarrow as pa
 
 from pipeline.core import schema
 from pipeline.core.job import ResolvedJob
+from pipeline.core.storage import Output, filesystem
 from pipeline.generate.diffusion import Generator, Sample, make_batches
+from pipeline.generate.inputs import Shard, prompt_ids, read_rows, row_overrides, row_problems
 from pipeline.generate.models import load_pipeline, resolve_device_dtype
 from pipeline.generate.partwriter import PartWriter, encode_png
+from pipeline.generate.seeds import seeds_for_row
 from pipeline.probes.image import ImageProbes
 from pipeline.probes.safety import PromptScreen
-from pipeline.generate.seeds import seeds_for_row
-from pipeline.generate.inputs import Shard, prompt_ids, read_rows, row_overrides, row_problems
-from pipeline.core.storage import Output, filesystem
 
 MAX_PENDING_BATCHES = 2  # batches encoding while the next one generates: bounds host memory
 

@@ -8,10 +8,10 @@ import io
 import numpy as np
 
 from pipeline.core.config import JobConfig
+from pipeline.core.storage import Output, OutputError
 from pipeline.generate.diffusion import Generator, Sample
 from pipeline.generate.models import load_pipeline, resolve_device_dtype, torch_threads
 from pipeline.generate.partwriter import encode_png
-from pipeline.core.storage import Output, OutputError
 
 
 def _decode(png: bytes) -> np.ndarray:

@@ -9,10 +9,10 @@ from conftest import tiny_config, tree_bytes, write_prompts
 
 import pipeline
 from pipeline.core.config import ConfigError
+from pipeline.core.storage import OutputError
+from pipeline.generate.inputs import InputError
 from pipeline.generate.models import ModelError
 from pipeline.probes.scorer import ScorerError
-from pipeline.generate.inputs import InputError
-from pipeline.core.storage import OutputError
 
 
 @pytest.fixture(autouse=True)

@@ -69,8 +69,8 @@ def test_directory_without_model_index(tmp_path):
 
 def test_native_resolution_from_configs(tmp_path):
     from pipeline.core.config import from_dict
-    from pipeline.generate.models import native_resolution
     from pipeline.generate.driver import resolve_defaults
+    from pipeline.generate.models import native_resolution
 
     build_tiny_pipeline().save_pretrained(tmp_path / "m")
     assert native_resolution(str(tmp_path / "m")) == 64 == native_resolution("tiny")

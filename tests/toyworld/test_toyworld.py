@@ -154,8 +154,8 @@ def test_sd_text_encoder_is_the_toy_clip_text_tower(pipe, toy_clip):
 
 
 def test_toy_clip_zero_shot_on_held_out_world_images(toy_clip):
-    from pipeline.toyworld.training.common import EVAL_WORLD_SEED
     from pipeline.toyworld.probes import ToyClipProbe, zero_shot_report
+    from pipeline.toyworld.training.common import EVAL_WORLD_SEED
 
     b = W.sample_world((EVAL_WORLD_SEED, 7), 200)
     rep = zero_shot_report(ToyClipProbe(*toy_clip), b.images, b.shapes, b.colours)
