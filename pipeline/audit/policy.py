@@ -316,8 +316,8 @@ def materialize(output_url: str, name: str, dest: str, blur_radius: float) -> di
         t = t.append_column("policy_rule", pa.array(d["rule"].tolist(), pa.string(), from_pandas=True))
         spool = dst.spool_path(shard)
         pq.write_table(t, spool)
-        digest, size = dst.publish_part(spool, shard)
-        dst.commit(shard, {"rows": t.num_rows, "sha256": digest, "size": size})
+        counts = {k: int(v) for k, v in pd.Series(t.column("status").to_pylist()).value_counts().items()}
+        dst.commit_part(shard, spool, {"rows": t.num_rows, "status_counts": counts})
         rows += t.num_rows
     run = src.read_json(src.path("run.json")) or {}
     policy_rec = src.read_json(f"{policy_dir(src, name)}/policy.json")

@@ -109,10 +109,7 @@ def prepare(cfg: JobConfig | ResolvedJob, scan_rows: bool = True) -> Prepared:
     root = in_fs._strip_protocol(cfg.input).rstrip("/")
     shards, rows = plan_shards(in_fs, files, root, cfg.shards.rows_per_shard, cfg.fingerprint(), scan,
                                cfg.shards.duplicates)
-    markers = output.committed_markers()
-    names = {s.name for s in shards}
-    committed = {n: m for n, m in markers.items()
-                 if n in names and output.marker_valid(m, cfg.write.verify_commits)}
+    committed = output.valid_commits(cfg.write.verify_commits, names={s.name for s in shards})
     pending = [s for s in shards if s.name not in committed]
     info = {"files": len(files), "rows": sum(rows.values()), "shards": len(shards),
             "committed_shards": len(committed), "pending_shards": len(pending)}
