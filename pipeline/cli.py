@@ -65,6 +65,9 @@ def cmd_contact_sheet(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sdgen", description="Synthetic image datasets from prompt sets, "
                                 "with deterministic seeds, exactly-once commits and bias audits.")
+    from pipeline import __version__
+
+    p.add_argument("--version", action="version", version=f"sdgen {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_config(name, help_):

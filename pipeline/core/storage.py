@@ -230,8 +230,10 @@ def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
 def library_versions() -> dict:
     import importlib.metadata as md
 
-    out = {}
-    for name in ("sdgen", "torch", "diffusers", "transformers", "open_clip_torch", "ray", "pyarrow", "numpy"):
+    from pipeline import __version__
+
+    out = {"sdgen": __version__}  # from the package itself: right even for a source checkout
+    for name in ("torch", "diffusers", "transformers", "open_clip_torch", "ray", "pyarrow", "numpy"):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
