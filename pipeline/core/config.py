@@ -312,6 +312,17 @@ def read_yaml(path: str | Path, what: str, error: type[Exception] = ConfigError)
         raise error(f"{what} {str(path)!r} is not valid YAML: {e}") from None
 
 
+def load_storage(path: str | Path) -> StorageConfig:
+    """Only the `storage:` section of a job config file (read-side commands: the rest may not apply)."""
+    raw = read_yaml(path, "config") or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {str(path)!r} must be a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return StorageConfig.model_validate(raw.get("storage") or {})
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, repr(str(path))).replace("\n  ", "\n  storage.")) from None
+
+
 def load(path: str | Path, overrides: list[str] | None = None) -> JobConfig:
     """Read a YAML config file, apply overrides, validate."""
     raw = read_yaml(path, "config") or {}
