@@ -2,6 +2,7 @@
 run with the default toy model from a directory outside the checkout. Catches package data that a
 source checkout has and an installation lacks (the toy weights, the shipped YAML)."""
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -23,9 +24,15 @@ def _run(cmd, **kw):
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
-    dist = tmp_path_factory.mktemp("dist")
+    dist, src = tmp_path_factory.mktemp("dist"), tmp_path_factory.mktemp("src") / "sdgen"
+    # build from a copy of the tracked files: no build/ left in the checkout, no stale file in the wheel
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for rel in filter(None, files.decode().split("\0")):
+        if (ROOT / rel).is_file():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, src / rel)
     # --no-build-isolation: the test venv's setuptools; nothing is downloaded
-    _run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
+    _run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q",
           "-w", str(dist)])
     (whl,) = dist.glob("sdgen-*.whl")
     return whl

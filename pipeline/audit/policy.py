@@ -1,6 +1,6 @@
 """Safety policy: keep / flag / blur / drop decisions from the raw score columns, as new data.
 
-AUDIT.md ("Per-image columns"): detectors store raw numbers; the policy is a separate step that can
+docs/AUDIT.md ("Per-image columns"): detectors store raw numbers; the policy is a separate step that can
 be re-run with other thresholds without regenerating. `sdgen filter OUTPUT --policy POLICY.yaml`
 never rewrites a committed part; it writes
 

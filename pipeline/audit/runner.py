@@ -7,7 +7,7 @@ Writes beside the output (never into its parts):
 An audit of attribute A replaces A's rows and entry and keeps the other attributes' (so the report
 can show several attributes, each with the grouping it was audited by).
 
-Definitions are AUDIT.md's, computed by pipeline.audit.stats. Only status == "ok" rows enter a
+Definitions are docs/AUDIT.md's, computed by pipeline.audit.stats. Only status == "ok" rows enter a
 distribution; blocked, failed and invalid rows are counted in each group's coverage. Below min_n
 (30) non-abstained images a group shows its null floor, not a disparity.
 """

@@ -53,7 +53,7 @@ class GenerationConfig(_Strict):
     dtype: str = "auto"  # auto = float16 on CUDA, float32 on CPU; or float32 | float16 | bfloat16
     negative_prompt: str = ""  # used for rows without a `negative_prompt` column value
     device: str = "auto"  # auto = cuda when present, else cpu; or an explicit torch device string
-    channels_last: bool = False  # UNet memory format; measured slower eager on H200 (PERFORMANCE.md)
+    channels_last: bool = False  # UNet memory format; measured slower eager on H200 (docs/PERFORMANCE.md)
     compile: bool = False  # torch.compile the UNet once per actor (~1 min compile; pays off on long runs)
 
     @field_validator("images_per_prompt", "steps", "batch_size")
@@ -156,7 +156,7 @@ class RayConfig(_Strict):
 
 
 class ProbesConfig(_Strict):
-    # attribute sets probed by CLIP zero-shot on every image (AUDIT.md): shipped names (people,
+    # attribute sets probed by CLIP zero-shot on every image (docs/AUDIT.md): shipped names (people,
     # toyworld: pipeline/data/attributes/) or YAML paths. auto = [toyworld] for model toy, else none
     attributes: Union[Literal["auto"], list[str]] = "auto"
 
@@ -183,7 +183,7 @@ class MitigationVariant(_Strict):
 
 
 class MitigationConfig(_Strict):
-    # Prompt intervention (AUDIT.md "Mitigation"): each prompt's samples are split over the variants
+    # Prompt intervention (docs/AUDIT.md "Mitigation"): each prompt's samples are split over the variants
     # in proportion to their weights (sample k -> variant by stratified position, so 4 samples and
     # two equal weights give exactly 2 + 2). Seeds are unchanged, so before/after audits pair up.
     enabled: bool = False

@@ -1,4 +1,4 @@
-"""Model presets and loading (DESIGN.md §7).
+"""Model presets and loading (docs/DESIGN.md §7).
 
 `model:` is one of
 - `tiny`: an SD1.5-shaped pipeline with small widths and random weights from a fixed seed, built

@@ -1,7 +1,7 @@
 """Per-image probes on CLIP embeddings: CLIPScore, zero-shot attribute labels, concept thresholds.
 
 Pure functions of embeddings (torch tensors; no model is loaded here), so they are tested with fake
-unit vectors. Definitions follow /work/shared/guide/AUDIT.md, "Per-image columns". Attribute labels
+unit vectors. Definitions follow docs/AUDIT.md, "Per-image columns". Attribute labels
 are always *perceived* presentation as judged by CLIP, never identity.
 """
 from __future__ import annotations
