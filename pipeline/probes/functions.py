@@ -133,5 +133,5 @@ def concept_flags(image_emb, concept_emb, thresholds, special_care=None, adjustm
     return ConceptFlags(cos, scores, flags, flags[:, ~special].any(1), special_fired)
 
 
-# Attribute sets live in pipeline/attributes.py (YAML only, no torch); re-exported for callers.
+# Attribute sets live in pipeline/probes/attributes.py (YAML only, no torch); re-exported for callers.
 from pipeline.probes.attributes import AttributeSet, AttributeSpec, load_attribute_set  # noqa: E402,F401
