@@ -22,15 +22,13 @@ def test_config_plan_and_audit_statistics_import_no_torch():
 
 
 def test_sdgen_plan_runs_without_torch(tmp_path):
-    from conftest import tiny_config, write_prompts
+    from conftest import tiny_config, write_job, write_prompts
 
     cfg = tiny_config(write_prompts(tmp_path / "p.parquet"), tmp_path / "out")
     code = ("import sys, json\nfrom pipeline.cli import main\n"
             f"rc = main(['plan', {str(tmp_path / 'job.yaml')!r}, '--json'])\n"
             "assert rc == 0, rc\nprint('torch' in sys.modules)\n")
-    import yaml
-
-    (tmp_path / "job.yaml").write_text(yaml.safe_dump(cfg))
+    write_job(tmp_path / "job.yaml", cfg)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == "False"

@@ -10,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import write_prompts
+from conftest import write_job, write_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -62,9 +62,8 @@ def test_installed_wheel_runs_the_toy_model_outside_the_checkout(wheel, tmp_path
     work = tmp_path / "elsewhere"
     work.mkdir()
     write_prompts(work / "p.parquet", ["a red circle", "a blue square"])
-    (work / "job.yaml").write_text(
-        f"input: {work / 'p.parquet'}\noutput: {work / 'out'}\nmodel: toy\n"
-        "generation: {images_per_prompt: 1, steps: 4}\nray: {executor: inline}\n")
+    write_job(work / "job.yaml", {"input": str(work / "p.parquet"), "output": str(work / "out"), "model": "toy",
+                                  "generation": {"images_per_prompt": 1, "steps": 4}, "ray": {"executor": "inline"}})
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
     where = _run([str(py), "-c", "import pipeline, pipeline.toyworld as t; print(pipeline.__file__, t.SD_DIR)"],
                  cwd=work, env=env).stdout

@@ -2,6 +2,7 @@
 shipped toy model at guidance 1 recovers the world's known colour skews (toyworld.yaml `skews`)."""
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
 import pipeline
@@ -11,6 +12,7 @@ WORDINGS = ["a {}", "a photo of a {}", "an image of a {}", "a picture of a {}"]
 TRUTH = "pipeline/data/toyworld.yaml"
 
 
+@pytest.mark.slow
 def test_audit_recovers_the_known_skews(tmp_path):
     rows = [(w.format(s), s) for s in ("circle", "square", "triangle") for w in WORDINGS]
     pq.write_table(pa.table({"prompt": [r[0] for r in rows], "shape": [r[1] for r in rows]}), tmp_path / "p.parquet")

@@ -7,8 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import s3fs
-import yaml
-from conftest import PROMPTS, decode, tiny_config, write_prompts
+from conftest import PROMPTS, decode, tiny_config, write_job, write_prompts
 
 import pipeline
 from pipeline.cli import main
@@ -56,8 +55,7 @@ def test_read_side_commands_reach_s3_with_the_job_configs_storage(s3_server, tmp
     fs.pipe(f"{bucket}/p.parquet", buf.getvalue())
     storage = {"endpoint_url": s3_server, "key": "testing", "secret": "testing"}
     cfg = tiny_config(f"s3://{bucket}/p.parquet", f"s3://{bucket}/out", storage=storage)
-    job = tmp_path / "job.yaml"
-    job.write_text(yaml.safe_dump(cfg))
+    job = write_job(tmp_path / "job.yaml", cfg)
     assert main(["run", str(job), "--no-progress"]) == 0
     out, c = f"s3://{bucket}/out", ["--config", str(job)]
     assert main(["status", out, *c]) == 0
