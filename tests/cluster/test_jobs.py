@@ -74,3 +74,17 @@ def test_token_file_option(head, tmp_path):
     r = _submit(head, _write(tmp_path / "job.yaml", cfg), "--token-file", str(token), token=False)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert r.stdout.startswith("submitted raysubmit_")  # no --wait: submitted, not followed
+
+
+def test_ray_job_submit_cli_as_documented(head, tmp_path):
+    """The README's `ray job submit --working-dir DIR -- python -m pipeline.cli run job.yaml`."""
+    prompts = write_prompts(tmp_path / "prompts.parquet", prompts=["a red circle", "a blue square"])
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    _write(wd / "job.yaml", tiny_config(prompts, tmp_path / "out", generation={"images_per_prompt": 1}))
+    cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", head.address,
+           "--working-dir", str(wd), "--", "python", "-m", "pipeline.cli", "run", "job.yaml", "--no-progress"]
+    r = subprocess.run(cmd, env=head.client_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert "succeeded" in (r.stdout + r.stderr).lower()
+    assert len(read_output(tmp_path / "out")) == 2
