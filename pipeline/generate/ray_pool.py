@@ -7,7 +7,6 @@ lost, SIGKILL) is replaced by a fresh one and its shard re-queued.
 from __future__ import annotations
 
 import math
-import os
 
 from pipeline.core.job import ResolvedJob
 
@@ -47,9 +46,14 @@ class ActorPool:
         import ray
 
         if not ray.is_initialized():
-            env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith(("SDGEN_", "HF_", "AWS_"))}}
-            env.update(self.cfg.ray.runtime_env)
-            kwargs = dict(include_dashboard=False, log_to_driver=True, runtime_env=env)
+            # Only the config's ray.runtime_env goes to ray.init, never the driver's variables: a local
+            # Ray's workers inherit this process's environment anyway, a cluster's nodes have their own
+            # (secrets from the node, a mounted Secret or an instance role, never a runtime env, which
+            # Ray shows in its dashboard), and inside a Ray job the job's runtime env already applies
+            # (Ray refuses to merge a ray.init env that repeats one of its fields or variables).
+            kwargs = dict(include_dashboard=False, log_to_driver=True)
+            if self.cfg.ray.runtime_env:
+                kwargs["runtime_env"] = dict(self.cfg.ray.runtime_env)
             if self.cfg.ray.address:
                 ray.init(address=self.cfg.ray.address, **kwargs)
             else:
