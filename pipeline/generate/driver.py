@@ -29,6 +29,7 @@ from pipeline.generate.inputs import (
     scan_input,
 )
 from pipeline.generate.models import check_model_spec, native_resolution, recommended_guidance
+from pipeline.generate.presets import default_clip_model
 from pipeline.probes.scorer import check_scorer_spec
 
 
@@ -60,7 +61,7 @@ def resolve_defaults(cfg: JobConfig) -> JobConfig:
     if g.guidance_scale is None:
         update["guidance_scale"] = recommended_guidance(cfg.model)
     if sc.clip_model == "auto":
-        sc = sc.model_copy(update={"clip_model": "toy" if cfg.model == "toy" else "tiny"})
+        sc = sc.model_copy(update={"clip_model": default_clip_model(cfg.model)})
     return cfg.model_copy(update={"generation": g.model_copy(update=update), "scoring": sc})
 
 
