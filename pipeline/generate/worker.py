@@ -25,7 +25,7 @@ from pipeline.core import schema
 from pipeline.core.config import JobConfig
 from pipeline.generate.diffusion import Generator, Sample, make_batches
 from pipeline.generate.models import load_pipeline, resolve_device_dtype
-from pipeline.generate.partwriter import PartWriter, encode_png
+from pipeline.generate.partwriter import PHASH_FIELD, PartWriter, embedding_field, encode_png
 from pipeline.probes.image import ImageProbes
 from pipeline.probes.safety import PromptScreen
 from pipeline.generate.seeds import seeds_for_row
@@ -60,6 +60,9 @@ class ShardWorker:
         self.extra_fields = (self.probes.fields() if self.probes else []) + (
             [pa.field("source_prompt", pa.string()), pa.field("mitigation_variant", pa.string())]
             if cfg.mitigation.enabled else [])
+        self.extra_fields += [PHASH_FIELD] if cfg.write.phash else []
+        if cfg.write.embeddings:
+            self.extra_fields.append(embedding_field(self.scorer.embed_dim()))
         self.load_seconds = time.perf_counter() - t0
         self.scheduler_name = type(self.pipe.scheduler).__name__
         self.output = Output(cfg.output, cfg.storage)
@@ -159,6 +162,8 @@ class ShardWorker:
             scores = {k: s[k].float().cpu().tolist() for k in ("clip_cos", "clip_score")}
             if self.probes is not None:  # the same image embedding: no second CLIP forward
                 scores.update(self.probes.compute(s["image_emb"], res.images))
+            if self.cfg.write.embeddings:  # the same embedding again, stored as float16
+                scores["clip_image_embedding"] = list(s["image_emb"].half().cpu().numpy())
         timings["score"] += time.perf_counter() - t
         host = res.images.permute(0, 2, 3, 1).contiguous()
         if host.is_cuda:  # async copy to pinned memory; encoders wait on the event, not the GPU
@@ -170,7 +175,8 @@ class ShardWorker:
         else:
             event = None
         level = self.cfg.write.png_compress_level
-        futures = [self.pool.submit(encode_png, host, j, event, level) if err is None else None
+        phash = self.cfg.write.phash
+        futures = [self.pool.submit(encode_png, host, j, event, level, phash) if err is None else None
                    for j, err in enumerate(res.errors)]
         self.batches_done += 1
         return batch, res, scores, futures, time.perf_counter() - t
