@@ -76,3 +76,9 @@ def test_phash_only_adds_a_column_and_old_outputs_resume(tmp_path):
     assert table.num_rows == 8
     ph = table.column("phash").to_pylist()
     assert sum(h is None for h in ph) == markers[kept]["rows"] and sum(h is not None for h in ph) == markers[drop]["rows"]
+    from pipeline.tools.dedup import _ok_rows  # dedup hashes the old part's PNGs itself
+
+    keys, hashes = _ok_rows(out, "phash")
+    df = read_output(tmp_path / "out").set_index(["prompt_id", "sample_idx"])
+    want = [int(phash_png(df.loc[(p, s), "image"]["bytes"]), 16) for p, s in zip(keys.prompt_id, keys.sample_idx)]
+    assert len(keys) == 8 and hashes.tolist() == want
