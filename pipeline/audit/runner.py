@@ -179,7 +179,7 @@ def safety_table(df: pd.DataFrame, group_by, k: int) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- the command
 def run_audit(url, attributes, group_by, target="uniform", B=2000, seed=0, where=(), k=None, min_n=30,
-              write=True, **probe_args) -> dict:
+              write=True, diversity=True, **probe_args) -> dict:
     """Audit ``attributes`` of the output at ``url`` grouped by ``group_by`` (a column or a list).
 
     ``probe_args`` (attribute_set, clip_model, clip_weights, device) matter only for attributes the
@@ -211,9 +211,21 @@ def run_audit(url, attributes, group_by, target="uniform", B=2000, seed=0, where
                "source": {"output": url, "run_fingerprint": (src.run or {}).get("fingerprint"),
                           "rows": len(df), "sdgen_output": not src.foreign},
                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    if diversity:  # Vendi score and mean cosine per prompt and group (pipeline/audit/diversity.py)
+        metrics["diversity"] = _diversity(src, df, group_by, seed, probe_args)
     summary = pd.concat(summaries, ignore_index=True)
     paths = write_results(src, summary, metrics) if write else {}
     return {"summary": summary, "metrics": jsonable(metrics), "paths": paths}
+
+
+def _diversity(src, df, group_by, seed, probe_args) -> dict:
+    from pipeline.audit.diversity import diversity_metrics
+    from pipeline.probes.scorer import ScorerError
+
+    try:
+        return diversity_metrics(src, df, group_by, seed, **probe_args)
+    except (AuditError, ScorerError) as e:  # e.g. foreign data without a CLIP named: the rest of the audit stands
+        return {"skipped": str(e)}
 
 
 def write_results(src, summary: pd.DataFrame, metrics: dict) -> dict:
