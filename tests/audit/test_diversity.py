@@ -74,3 +74,8 @@ def test_posthoc_embeddings_from_stored_pngs(tmp_path):
     assert {g["group"] for g in div["per_group"]} == {"circle", "square", "triangle"}
     again = run_audit(url, ["colour"], ["shape"], B=200)["metrics"]["diversity"]  # reuses embeddings.parquet
     assert again["per_prompt"][0]["vendi"] == div["per_prompt"][0]["vendi"]
+    from pipeline.audit.report import build_report
+
+    html = open(build_report(url, str(tmp_path / "r.html"), B=300)["path"]).read()
+    section = html.split("<h2>Diversity</h2>")[1].split("<h2>")[0]
+    assert section.count("<tr>") == 4 and "triangle" in section and "posthoc" in section
