@@ -80,19 +80,73 @@ def bench_embeddings(n: int, dim: int, threshold: float = 0.95) -> dict:
             "peak_rss_mb": round(peak_rss_mb(), 1)}
 
 
+def _synthetic_output(root: str, n: int, size: int = 64, parts: int = 4) -> str:
+    """An sdgen-shaped output of n noisy size x size PNGs in committed parts (as a run writes them)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from pipeline.core import schema
+    from pipeline.core.storage import Output
+
+    out, rng = Output(root), np.random.default_rng(0)
+    sch = schema.output_schema(pa.schema([pa.field("group", pa.string())]), [pa.field("phash", pa.string())])
+    for k, idx in enumerate(np.array_split(np.arange(n), parts)):
+        rows = []
+        for i in idx:
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), np.uint8)).save(buf, format="PNG")
+            rows.append({"prompt_id": f"p{i // 8}", "sample_idx": int(i % 8), "prompt": f"prompt {i // 8}",
+                         "seed": int(i), "status": "ok", "group": "ab"[i % 2], "phash": f"{int(i):016x}",
+                         "image": {"bytes": buf.getvalue(), "path": f"p{i // 8}_{i % 8}.png"}})
+        spool = out.spool_path(f"s{k}")
+        pq.write_table(pa.Table.from_pylist(rows, schema=sch), spool, row_group_size=32)
+        digest, size_b = out.publish_part(spool, f"s{k}")
+        out.commit(f"s{k}", {"rows": len(rows), "sha256": digest, "size": size_b})
+    out.write_json(out.path("run.json"), {"config": {"model": "synthetic"}, "fingerprint": "0" * 64})
+    return root
+
+
+def bench_export(n: int = 1000) -> dict:
+    import shutil
+    import tempfile
+
+    from benchmarks.common import peak_rss_mb
+    from pipeline.tools.export import export
+
+    tmp = tempfile.mkdtemp(prefix="sdgen-bench-export-")
+    try:
+        url = _synthetic_output(os.path.join(tmp, "out"), n)
+        size_mb = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(url) for f in fs) / 1e6
+        r = {"images": n, "output_mb": round(size_mb, 1)}
+        for fmt in ("webdataset", "imagefolder"):
+            t = time.perf_counter()
+            export(url, fmt, os.path.join(tmp, fmt), shard_size=1000)
+            r[f"{fmt}_s"] = round(time.perf_counter() - t, 2)
+            t = time.perf_counter()
+            export(url, fmt, os.path.join(tmp, fmt), shard_size=1000)  # everything reused
+            r[f"{fmt}_rerun_s"] = round(time.perf_counter() - t, 3)
+        r["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        return r
+    finally:
+        shutil.rmtree(tmp)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=1_000_000)
     p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--only", choices=["phash", "hashes", "embeddings"])
+    p.add_argument("--only", choices=["phash", "hashes", "embeddings", "export"])
     a = p.parse_args()
     if a.only:
         r = {"phash": bench_phash, "hashes": lambda: bench_hashes(a.n),
-             "embeddings": lambda: bench_embeddings(a.n, a.dim)}[a.only]()
+             "embeddings": lambda: bench_embeddings(a.n, a.dim), "export": bench_export}[a.only]()
         print(json.dumps(r))
         return
     results = {}
-    for stage in ("phash", "hashes", "embeddings"):
+    for stage in ("phash", "hashes", "embeddings", "export"):
         cmd = [sys.executable, __file__, "--only", stage, "--n", str(a.n), "--dim", str(a.dim)]
         env = {**os.environ, "OMP_NUM_THREADS": "1" if stage == "phash" else os.environ.get("OMP_NUM_THREADS", "2")}
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
