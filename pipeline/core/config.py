@@ -106,6 +106,9 @@ class ScoringConfig(_Strict):
     # | auto (toy for model toy, else tiny: no real CLIP can be assumed offline)
     clip_model: str = "auto"
     clip_weights: Optional[str] = None  # local weights file for a named open_clip model (no downloads)
+    # LAION aesthetic MLP (local safetensors) over the same image embedding -> `aesthetic` column; its
+    # published weights need clip_model ViT-L-14. null = off (and left out of the fingerprint)
+    aesthetic_weights: Optional[str] = None
 
 
 class ShardsConfig(_Strict):
@@ -227,8 +230,8 @@ class JobConfig(_Strict):
         for key in ("input", "output", "model"):
             if not str(getattr(self, key)).strip():
                 raise ValueError(f"{key} must not be empty")
-        if self.write.embeddings and not self.scoring.enabled:
-            raise ValueError("write.embeddings: true needs scoring.enabled: true (it stores the scorer's embedding)")
+        if (self.write.embeddings or self.scoring.aesthetic_weights) and not self.scoring.enabled:
+            raise ValueError("write.embeddings: true and scoring.aesthetic_weights need scoring.enabled: true (they use its embedding)")
         if not self.scoring.enabled and (self.attribute_sets() or self.concept_list() or self.safety.sd_checker):
             raise ValueError("probes and safety concepts need scoring.enabled: true (they reuse its CLIP forward)")
         return self
@@ -252,8 +255,9 @@ class JobConfig(_Strict):
         write = {k: v for k, v in d["write"].items() if k in ("row_group_size", "png_compress_level")}
         if d["write"]["embeddings"]:  # only when on, so fingerprints of existing outputs stay as they were
             write["embeddings"] = True
+        scoring = {k: v for k, v in d["scoring"].items() if not (k == "aesthetic_weights" and v is None)}
         return {"input": d["input"].rstrip("/"), "model": d["model"], "generation": gen,
-                "scoring": d["scoring"], "shards": d["shards"], "write": write, "probes": d["probes"],
+                "scoring": scoring, "shards": d["shards"], "write": write, "probes": d["probes"],
                 "safety": d["safety"], "mitigation": d["mitigation"]}
 
     def fingerprint(self) -> str:

@@ -63,6 +63,12 @@ class ShardWorker:
         self.extra_fields += [PHASH_FIELD] if cfg.write.phash else []
         if cfg.write.embeddings:
             self.extra_fields.append(embedding_field(self.scorer.embed_dim()))
+        self.aesthetic = None
+        if cfg.scoring.aesthetic_weights:
+            from pipeline.probes.quality import AestheticScorer
+
+            self.aesthetic = AestheticScorer(cfg.scoring.aesthetic_weights, self.scorer.embed_dim(), self.device)
+            self.extra_fields.append(pa.field("aesthetic", pa.float32()))
         self.load_seconds = time.perf_counter() - t0
         self.scheduler_name = type(self.pipe.scheduler).__name__
         self.output = Output(cfg.output, cfg.storage)
@@ -162,6 +168,8 @@ class ShardWorker:
             scores = {k: s[k].float().cpu().tolist() for k in ("clip_cos", "clip_score")}
             if self.probes is not None:  # the same image embedding: no second CLIP forward
                 scores.update(self.probes.compute(s["image_emb"], res.images))
+            if self.aesthetic is not None:  # an MLP on the same embedding: no second image forward
+                scores["aesthetic"] = self.aesthetic(s["image_emb"])
             if self.cfg.write.embeddings:  # the same embedding again, stored as float16
                 scores["clip_image_embedding"] = list(s["image_emb"].half().cpu().numpy())
         timings["score"] += time.perf_counter() - t
