@@ -109,6 +109,11 @@ class ScoringConfig(_Strict):
     # LAION aesthetic MLP (local safetensors) over the same image embedding -> `aesthetic` column; its
     # published weights need clip_model ViT-L-14. null = off (and left out of the fingerprint)
     aesthetic_weights: Optional[str] = None
+    # PickScore/HPSv2-style preference tower -> `preference` column = logit_scale x cos(image, prompt):
+    # a clip_model spec (tiny | toy | open_clip name | local-dir:) and its local weights; the same
+    # spec and weights as clip_model reuse its forward. null = off (and left out of the fingerprint)
+    preference_model: Optional[str] = None
+    preference_weights: Optional[str] = None
 
 
 class ShardsConfig(_Strict):
@@ -230,8 +235,9 @@ class JobConfig(_Strict):
         for key in ("input", "output", "model"):
             if not str(getattr(self, key)).strip():
                 raise ValueError(f"{key} must not be empty")
-        if (self.write.embeddings or self.scoring.aesthetic_weights) and not self.scoring.enabled:
-            raise ValueError("write.embeddings: true and scoring.aesthetic_weights need scoring.enabled: true (they use its embedding)")
+        if (self.write.embeddings or self.scoring.aesthetic_weights or self.scoring.preference_model) \
+                and not self.scoring.enabled:
+            raise ValueError("write.embeddings: true and quality scores need scoring.enabled: true (they use its embedding)")
         if not self.scoring.enabled and (self.attribute_sets() or self.concept_list() or self.safety.sd_checker):
             raise ValueError("probes and safety concepts need scoring.enabled: true (they reuse its CLIP forward)")
         return self
@@ -255,7 +261,8 @@ class JobConfig(_Strict):
         write = {k: v for k, v in d["write"].items() if k in ("row_group_size", "png_compress_level")}
         if d["write"]["embeddings"]:  # only when on, so fingerprints of existing outputs stay as they were
             write["embeddings"] = True
-        scoring = {k: v for k, v in d["scoring"].items() if not (k == "aesthetic_weights" and v is None)}
+        optional = ("aesthetic_weights", "preference_model", "preference_weights")  # absent when null
+        scoring = {k: v for k, v in d["scoring"].items() if not (k in optional and v is None)}
         return {"input": d["input"].rstrip("/"), "model": d["model"], "generation": gen,
                 "scoring": scoring, "shards": d["shards"], "write": write, "probes": d["probes"],
                 "safety": d["safety"], "mitigation": d["mitigation"]}

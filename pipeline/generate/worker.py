@@ -69,6 +69,13 @@ class ShardWorker:
 
             self.aesthetic = AestheticScorer(cfg.scoring.aesthetic_weights, self.scorer.embed_dim(), self.device)
             self.extra_fields.append(pa.field("aesthetic", pa.float32()))
+        self.preference = None
+        if cfg.scoring.preference_model:
+            from pipeline.probes.quality import PreferenceScorer
+
+            self.preference = PreferenceScorer(cfg.scoring.preference_model, cfg.scoring.preference_weights,
+                                               self.scorer)
+            self.extra_fields.append(pa.field("preference", pa.float32()))
         self.load_seconds = time.perf_counter() - t0
         self.scheduler_name = type(self.pipe.scheduler).__name__
         self.output = Output(cfg.output, cfg.storage)
@@ -170,6 +177,8 @@ class ShardWorker:
                 scores.update(self.probes.compute(s["image_emb"], res.images))
             if self.aesthetic is not None:  # an MLP on the same embedding: no second image forward
                 scores["aesthetic"] = self.aesthetic(s["image_emb"])
+            if self.preference is not None:
+                scores["preference"] = self.preference(res.images, [x.prompt for x in batch], s)
             if self.cfg.write.embeddings:  # the same embedding again, stored as float16
                 scores["clip_image_embedding"] = list(s["image_emb"].half().cpu().numpy())
         timings["score"] += time.perf_counter() - t

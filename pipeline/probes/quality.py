@@ -52,3 +52,29 @@ class AestheticScorer:
 
         with torch.inference_mode():
             return self.model(image_emb.float()).squeeze(-1).cpu().tolist()
+
+
+class PreferenceScorer:
+    """PickScore / HPSv2-style preference: logit_scale x cos(image, prompt) of an open_clip model
+    fine-tuned on human preferences (`scoring.preference_model` + `.preference_weights`, a local
+    file). When that model is the scoring CLIP itself, the scorer's embeddings are reused (no second
+    forward); otherwise the preference tower encodes the same device tensor once more."""
+
+    def __init__(self, spec: str, weights: str | None, scorer):
+        from pipeline.probes.scorer import ClipScorer, check_scorer_spec
+
+        self.shared = (spec, weights) == (scorer.spec, getattr(scorer, "weights", None))
+        if self.shared:
+            self.tower = scorer
+        else:
+            check_scorer_spec(spec, weights)
+            self.tower = ClipScorer(spec, weights, scorer.device, scorer.dtype)
+        scale = getattr(self.tower.model, "logit_scale", None)
+        self.scale = float(scale.detach().exp()) if scale is not None else 100.0
+
+    def __call__(self, images_u8, prompts: list[str], scored: dict) -> list[float]:
+        if self.shared:
+            cos = scored["clip_cos"]
+        else:
+            cos = (self.tower.encode_images(images_u8) * self.tower.encode_texts(prompts)).sum(-1)
+        return (self.scale * cos.float()).cpu().tolist()

@@ -94,6 +94,7 @@ class ClipScorer:
         model, self.tokenizer = load_open_clip(spec, weights)
         self.model = model.to(device=device, dtype=dtype).eval()
         self.device, self.dtype, self.spec = torch.device(device), dtype, spec
+        self.weights = weights
         size = getattr(model.visual, "image_size", 224)
         self.size = size[0] if isinstance(size, (tuple, list)) else int(size)
         pcfg = getattr(model.visual, "preprocess_cfg", {}) or {}

@@ -47,3 +47,24 @@ def test_wrong_width_and_layout_are_named(tmp_path):
         AestheticScorer(str(tmp_path / "bad.safetensors"), 32, "cpu")
     with pytest.raises(ScorerError, match="file not found"):
         AestheticScorer(str(tmp_path / "none.safetensors"), 32, "cpu")
+
+
+def test_preference_shared_forward_and_second_tower(tmp_path):
+    """Same model as the scorer: logit_scale x clip_cos (no second forward); another model (toy):
+    its own cosine of the same images and prompts."""
+    from conftest import decode
+
+    from pipeline.probes.scorer import ClipScorer
+
+    prompts = write_prompts(tmp_path / "p.parquet", ["a red circle", "a blue square"])
+    run_job(from_dict(tiny_config(prompts, tmp_path / "a", scoring={"preference_model": "tiny"})), progress=False)
+    a = read_output(tmp_path / "a")
+    tiny = ClipScorer("tiny", None, "cpu", torch.float32)
+    scale = float(tiny.model.logit_scale.detach().exp())
+    assert np.allclose(a.preference, scale * a.clip_cos, rtol=1e-5)
+    run_job(from_dict(tiny_config(prompts, tmp_path / "b", scoring={"preference_model": "toy"})), progress=False)
+    b = read_output(tmp_path / "b")
+    toy = ClipScorer("toy", None, "cpu", torch.float32)
+    img = torch.from_numpy(np.stack([decode(x["bytes"]) for x in b.image]).transpose(0, 3, 1, 2).copy())
+    want = float(toy.model.logit_scale.detach().exp()) * (toy.encode_images(img) * toy.encode_texts(list(b.prompt))).sum(-1)
+    assert np.allclose(b.preference, want.numpy(), atol=1e-3)
