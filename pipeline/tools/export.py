@@ -25,6 +25,7 @@ import tarfile
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import yaml
 
 from pipeline.core.storage import Output
 
@@ -70,16 +71,12 @@ class Selection:
         self.where, self.keep_only, self.dedup = list(where), keep_only, dedup
         self.decisions = self.dups = None
         self.blur_radius = 8.0
+        out = Output(output_url)
         try:
             if keep_only:
                 self.decisions = read_decisions(output_url, keep_only).set_index(["prompt_id", "sample_idx"])
-                pol = Output(output_url).read_json(Output(output_url).path("policy", keep_only, "policy.json"))
-                import yaml
-
-                raw = yaml.safe_load(Output(output_url).fs.cat_file(
-                    Output(output_url).path("policy", keep_only, "policy.yaml")))
-                self.blur_radius = float(raw.get("blur_radius", 8.0))
-                self.policy_record = pol
+                raw = yaml.safe_load(out.fs.cat_file(out.path("policy", keep_only, "policy.yaml")))
+                self.blur_radius = float(raw.get("blur_radius", 8.0))  # as sdgen filter --materialize
             if dedup:
                 d = read_dedup(output_url, dedup)
                 self.dups = set(zip(d.loc[d["duplicate"], "prompt_id"], d.loc[d["duplicate"], "sample_idx"]))
