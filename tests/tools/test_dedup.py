@@ -49,7 +49,8 @@ def test_toy_world_same_seed_found_different_colours_not(tmp_path):
     path = write_prompts(tmp_path / "p.parquet", prompts, prompt_id=["r1", "r2", "b", "g", "y", "bc"],
                          seed=[7, 7, 11, 12, 13, 14])
     cfg = tiny_config(path, tmp_path / "out", model="toy", generation={"images_per_prompt": 1, "steps": 10,
-                                                                        "width": None, "height": None})
+                                                                        "width": None, "height": None},
+                      write={"embeddings": True})
     run_job(from_dict(cfg), progress=False)
     assert cli(["dedup", tmp_path / "out"]) == 0
     d = pd.read_parquet(tmp_path / "out" / "dedup" / "phash" / "decisions.parquet").set_index("prompt_id")
@@ -62,4 +63,14 @@ def test_toy_world_same_seed_found_different_colours_not(tmp_path):
     assert cli(["filter", tmp_path / "out", "--policy", pol]) == 0
     dec = pd.read_parquet(tmp_path / "out" / "policy" / "nodup" / "decisions.parquet").set_index("prompt_id")
     assert dec.loc["r2", "decision"] == "drop" and (dec.drop(index="r2")["decision"] == "keep").all()
-    assert cli(["dedup", tmp_path / "out", "--by-embedding"]) == 2  # no stored embeddings: a clear error
+    assert cli(["dedup", tmp_path / "out", "--by-embedding"]) == 0
+    e = pd.read_parquet(tmp_path / "out" / "dedup" / "embedding" / "decisions.parquet").set_index("prompt_id")
+    assert e["duplicate"].sum() == 1 and e.loc["r2", "dup_of"] == "r1#0" and e.loc["r2", "distance"] < 1e-3
+
+
+def test_by_embedding_without_the_column_is_a_clear_error(tmp_path, capsys):
+    from synth_output import known_rows, make_output
+
+    url = make_output(tmp_path / "out", known_rows())
+    assert cli(["dedup", url, "--by-embedding"]) == 2
+    assert "write.embeddings: true" in capsys.readouterr().err
