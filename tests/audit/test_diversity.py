@@ -43,7 +43,7 @@ def test_toy_world_known_answers(tmp_path):
     run_job(from_dict(cfg), progress=False)
     r = run_audit(str(tmp_path / "out"), ["colour"], ["setting"], B=200)
     div = {p["prompt_id"]: p for p in r["metrics"]["diversity"]["per_prompt"]}
-    print({k: (round(v["vendi"], 3), round(v["mean_cos"], 3)) for k, v in div.items()})
+    print({k: (round(v["vendi"], 3), [round(c, 2) for c in v["vendi_ci"]], round(v["mean_cos"], 3)) for k, v in div.items()})
     assert div["circle_g7"]["vendi"] < div["circle_g1"]["vendi"]
     assert div["circle_g7"]["mean_cos"] > div["circle_g1"]["mean_cos"]
     assert div["square"]["vendi"] > div["triangle"]["vendi"]
