@@ -23,8 +23,8 @@ TINY = "--tiny" in sys.argv
 BATCH = 2 if TINY else int(os.environ.get("BENCH_BATCH", "16"))
 N_BATCHES = 2 if TINY else int(os.environ.get("BENCH_BATCHES", "4"))
 RES, STEPS = (64, 3) if TINY else (512, 50)
-TFLOP_PER_IMAGE = 82.8  # PERFORMANCE.md: SD1.5 image, 50 steps with CFG, VAE decode included
-PEAK_TFLOPS = 800.0  # measured large bf16 matmul on H100/H200 (PERFORMANCE.md, device KINDS.md)
+TFLOP_PER_IMAGE = 82.8  # docs/PERFORMANCE.md: SD1.5 image, 50 steps with CFG, VAE decode included
+PEAK_TFLOPS = 800.0  # measured large bf16 matmul on H100/H200 (docs/PERFORMANCE.md, device KINDS.md)
 
 
 def sync():
@@ -36,6 +36,7 @@ def sync():
 
 def make_worker(tmp: str, n_rows: int, name: str):
     from pipeline.core.config import from_dict
+    from pipeline.generate.driver import resolve_job
     from pipeline.generate.worker import ShardWorker
 
     src = write_prompt_file(os.path.join(tmp, f"{name}.parquet"), n_rows)
@@ -45,7 +46,7 @@ def make_worker(tmp: str, n_rows: int, name: str):
                        "images_per_prompt": 1, "scheduler": "pndm"},
         "scoring": {"clip_model": "tiny" if TINY else "random:ViT-L-14"},
         "shards": {"rows_per_shard": n_rows}, "write": {"encode_threads": 8}, "ray": {"executor": "inline"}})
-    return cfg, ShardWorker(cfg, "bench")
+    return cfg, ShardWorker(resolve_job(cfg), "bench")
 
 
 def shard_of(cfg):

@@ -52,6 +52,7 @@ WORKER_SNIPPET = """
 import sys, os, resource
 from pipeline.core.config import from_dict
 from pipeline.generate.inputs import list_input_files, plan_shards
+from pipeline.generate.driver import resolve_job
 from pipeline.generate.worker import ShardWorker
 from benchmarks.common import write_prompt_file
 rows, tmp = int(sys.argv[1]), sys.argv[2]
@@ -59,7 +60,8 @@ src = write_prompt_file(os.path.join(tmp, f"p{rows}.parquet"), rows)
 cfg = from_dict({"input": src, "output": os.path.join(tmp, f"out{rows}"), "model": "tiny",
     "generation": {"width": 256, "height": 256, "steps": 2, "batch_size": 8, "images_per_prompt": 1},
     "shards": {"rows_per_shard": rows}, "write": {"png_compress_level": 1}, "ray": {"executor": "inline"}})
-w = ShardWorker(cfg)
+job = resolve_job(cfg)  # workers run resolved jobs only
+w = ShardWorker(job)
 fs, files = list_input_files(src)
 shard = plan_shards(fs, files, tmp, rows, cfg.fingerprint())[0][0]
 m = w.process(shard)
@@ -88,11 +90,12 @@ def main():
                                        env={**os.environ, "HF_HUB_OFFLINE": "1"})
     res.update(plan_s=round(seconds, 2), plan_peak_rss_MB=round(peak, 1), plan_output=out.strip())
     # peak RSS levels off once the batch pipeline is warm: a shard 4x larger costs no more memory
-    res["actor_by_shard_size"] = [actor_memory(tmp, n) for n in (32, 256, 1024)]
+    sizes = (8, 16, 32) if "--quick" in sys.argv else (32, 256, 1024)  # --quick: a smoke run, not a measurement
+    res["actor_by_shard_size"] = [actor_memory(tmp, n) for n in sizes]
     mid, big = res["actor_by_shard_size"][1:]
     res["actor_rss_256_to_1024_images_MB"] = round(big["peak_rss_MB"] - mid["peak_rss_MB"], 1)
     res["part_growth_256_to_1024_images_MB"] = round(big["part_MB"] - mid["part_MB"], 1)
-    report("bench_scale", res)
+    report("bench_scale_quick" if "--quick" in sys.argv else "bench_scale", res)
 
 
 if __name__ == "__main__":

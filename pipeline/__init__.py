@@ -7,7 +7,8 @@ Python API (the same as `sdgen run`):
 """
 from __future__ import annotations
 
-__all__ = ["run", "load_config"]
+__version__ = "0.2.0"  # the one version source: the wheel's metadata, `sdgen --version`, run.json
+__all__ = ["__version__", "run", "load_config"]
 
 
 def load_config(source, overrides=None):

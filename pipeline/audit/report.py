@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipeline.audit.runner import passthrough_columns, read_results, run_audit
 from pipeline.audit.data import KEYS, open_source, probed_attributes, read_rows, with_posthoc_labels
 from pipeline.audit.html import bar_chart, render
+from pipeline.audit.runner import passthrough_columns, read_results, run_audit
 
 THUMB = 96  # px: thumbnails are at most this big (smaller images are kept as stored)
 
@@ -29,8 +29,9 @@ def _f(x, fmt="{:.3f}"):
 
 
 def ensure_audit(src, group_by=None, B=2000, seed=0) -> tuple[dict | None, list[str]]:
-    """metrics.json, running the audit first when there is none; notes say what was done or missing."""
-    _, metrics = read_results(src.url)
+    """metrics.json, running the audit first when there is none (its result is used directly, not
+    read back); notes say what was done or missing."""
+    _, metrics = read_results(src)
     notes = []
     probed = probed_attributes(src)
     if metrics is None:
@@ -44,8 +45,7 @@ def ensure_audit(src, group_by=None, B=2000, seed=0) -> tuple[dict | None, list[
                           "`sdgen audit OUTPUT --group-by COL` with a column to compare groups."]
         for a in probed:  # one by one: an attribute probed after the run may come from its own set file
             set_file = probed[a].get("set_file") if probed[a]["origin"] == "posthoc" else None
-            run_audit(src.url, [a], group_by, B=B, seed=seed, attribute_set=set_file)
-        _, metrics = read_results(src.url)
+            metrics = run_audit(src, [a], group_by, B=B, seed=seed, attribute_set=set_file).merged
         notes.append(f"No audit existed; audited {', '.join(probed)} by {', '.join(group_by)} "
                      f"(B={B}, seed {seed}) for this report.")
     missing = [a for a in probed if a not in metrics.get("attributes", {})]
@@ -249,9 +249,9 @@ def policies(src) -> list[dict]:
     return out
 
 
-def build_report(url, out_file=None, group_by=None, thumbnails=8, B=2000, seed=0) -> dict:
-    """Write the report; returns {"path", "bytes", "notes"}."""
-    src = open_source(url)
+def build_report(url, out_file=None, group_by=None, thumbnails=8, B=2000, seed=0, storage=None) -> dict:
+    """Write the report; returns {"path", "bytes", "notes"}. The output is opened once."""
+    src = open_source(url, storage)
     metrics, notes = ensure_audit(src, group_by, B, seed)
     df = read_rows(src)
     sections = [attribute_section(src, df, e, thumbnails) for e in ((metrics or {}).get("attributes") or {}).values()]

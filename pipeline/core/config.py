@@ -53,7 +53,7 @@ class GenerationConfig(_Strict):
     dtype: str = "auto"  # auto = float16 on CUDA, float32 on CPU; or float32 | float16 | bfloat16
     negative_prompt: str = ""  # used for rows without a `negative_prompt` column value
     device: str = "auto"  # auto = cuda when present, else cpu; or an explicit torch device string
-    channels_last: bool = False  # UNet memory format; measured slower eager on H200 (PERFORMANCE.md)
+    channels_last: bool = False  # UNet memory format; measured slower eager on H200 (docs/PERFORMANCE.md)
     compile: bool = False  # torch.compile the UNet once per actor (~1 min compile; pays off on long runs)
 
     @field_validator("images_per_prompt", "steps", "batch_size")
@@ -172,7 +172,7 @@ class RayConfig(_Strict):
 
 
 class ProbesConfig(_Strict):
-    # attribute sets probed by CLIP zero-shot on every image (AUDIT.md): shipped names (people,
+    # attribute sets probed by CLIP zero-shot on every image (docs/AUDIT.md): shipped names (people,
     # toyworld: pipeline/data/attributes/) or YAML paths. auto = [toyworld] for model toy, else none
     attributes: Union[Literal["auto"], list[str]] = "auto"
 
@@ -199,7 +199,7 @@ class MitigationVariant(_Strict):
 
 
 class MitigationConfig(_Strict):
-    # Prompt intervention (AUDIT.md "Mitigation"): each prompt's samples are split over the variants
+    # Prompt intervention (docs/AUDIT.md "Mitigation"): each prompt's samples are split over the variants
     # in proportion to their weights (sample k -> variant by stratified position, so 4 samples and
     # two equal weights give exactly 2 + 2). Seeds are unchanged, so before/after audits pair up.
     enabled: bool = False
@@ -238,18 +238,11 @@ class JobConfig(_Strict):
         if (self.write.embeddings or self.scoring.aesthetic_weights or self.scoring.preference_model) \
                 and not self.scoring.enabled:
             raise ValueError("write.embeddings: true and quality scores need scoring.enabled: true (they use its embedding)")
-        if not self.scoring.enabled and (self.attribute_sets() or self.concept_list() or self.safety.sd_checker):
+        probed = (isinstance(self.probes.attributes, list) and self.probes.attributes) or \
+            self.safety.concepts not in (None, "auto") or self.safety.sd_checker
+        if not self.scoring.enabled and probed:  # "auto" is checked once resolved (core/job.py)
             raise ValueError("probes and safety concepts need scoring.enabled: true (they reuse its CLIP forward)")
         return self
-
-    def attribute_sets(self) -> list[str]:
-        """Probed attribute sets, with `auto` resolved (toyworld for the toy model)."""
-        a = self.probes.attributes
-        return (["toyworld"] if self.model == "toy" else []) if a == "auto" else list(a)
-
-    def concept_list(self) -> Optional[str]:
-        c = self.safety.concepts
-        return ("toyworld" if self.model == "toy" else None) if c == "auto" else c
 
     # ---- derived --------------------------------------------------------------------------------
     def fingerprint_fields(self) -> dict:
@@ -340,6 +333,17 @@ def read_yaml(path: str | Path, what: str, error: type[Exception] = ConfigError)
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise error(f"{what} {str(path)!r} is not valid YAML: {e}") from None
+
+
+def load_storage(path: str | Path) -> StorageConfig:
+    """Only the `storage:` section of a job config file (read-side commands: the rest may not apply)."""
+    raw = read_yaml(path, "config") or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {str(path)!r} must be a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return StorageConfig.model_validate(raw.get("storage") or {})
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, repr(str(path))).replace("\n  ", "\n  storage.")) from None
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> JobConfig:

@@ -1,4 +1,4 @@
-"""Column names, status values and the Arrow schema of output rows (DESIGN.md §4)."""
+"""Column names, status values and the Arrow schema of output rows (docs/DESIGN.md §4)."""
 from __future__ import annotations
 
 import json

@@ -1,6 +1,6 @@
 """The only module that writes: output layout, atomic part publish, commit markers, run.json.
 
-Layout (DESIGN.md §4):
+Layout (docs/DESIGN.md §4):
     OUTPUT/run.json                 resolved config (secrets redacted), fingerprint, versions
     OUTPUT/data/part-<shard>.parquet one row per image
     OUTPUT/_commits/<shard>.json    commit marker: rows, sha256 and size of the part, timings
@@ -151,8 +151,43 @@ class Output:
             return False
         return check == "size" or sha256_file(self.fs, part) == marker.get("sha256")
 
-    def publish_part(self, local_tmp: str, shard: str) -> tuple[str, int]:
-        """Move a finished local part file into place atomically; returns (sha256, size)."""
+    def valid_commits(self, check: str = "sha256", names=None) -> dict[str, dict]:
+        """The committed shards: markers whose part matches them (``check``: sha256 | size), by shard
+        name, optionally only those in ``names``. What resume skips and what readers read."""
+        markers = self.committed_markers()
+        return {n: m for n, m in sorted(markers.items())
+                if (names is None or n in names) and self.marker_valid(m, check)}
+
+    def spool_path(self, shard: str) -> str:
+        """Where a part is written before commit: beside the final file locally (so publishing is a
+        rename), a local temp dir for object stores."""
+        name = f".tmp-part-{shard}-{uuid.uuid4().hex[:8]}.parquet"
+        d = self.path("data") if self.local else tempfile.gettempdir()
+        os.makedirs(d, exist_ok=True)
+        for stale in glob.glob(os.path.join(glob.escape(d), f".tmp-part-{glob.escape(shard)}-*.parquet")):
+            os.remove(stale)  # left by an attempt whose process was killed; this attempt replaces it
+        return os.path.join(d, name)
+
+    def commit_part(self, shard: str, spool: str, fields: dict) -> dict:
+        """The one commit path (docs/DESIGN.md §5): publish the finished spool file as the shard's
+        part atomically, then write its marker {shard, sha256, size, **fields}; returns the marker.
+
+        A crash between the two steps leaves a part without a marker: not committed, redone by the
+        next run, whose publish replaces it. The spool is gone afterwards, whatever happened."""
+        import time
+
+        t0 = time.perf_counter()
+        try:
+            digest, size = self._publish(spool, shard)
+        finally:
+            if os.path.exists(spool):
+                os.remove(spool)
+        timings = {**fields.get("timings", {}), "publish": round(time.perf_counter() - t0, 4)}
+        marker = {"shard": shard, **fields, "sha256": digest, "size": size, "timings": timings}
+        self._write_marker(shard, marker)
+        return marker
+
+    def _publish(self, local_tmp: str, shard: str) -> tuple[str, int]:
         digest = sha256_file(fsspec.filesystem("file"), local_tmp)
         size = os.path.getsize(local_tmp)
         final = self.part_path(shard)
@@ -161,21 +196,10 @@ class Output:
             os.replace(local_tmp, final)  # same directory (see spool_path): atomic rename
         else:
             self.fs.put_file(local_tmp, final)  # one PUT or multipart complete: atomic on S3
-            os.remove(local_tmp)
         return digest, size
 
-    def spool_path(self, shard: str) -> str:
-        """Where a part is written before publish: beside the final file locally (so os.replace is
-        a rename), a local temp dir for object stores."""
-        name = f".tmp-part-{shard}-{uuid.uuid4().hex[:8]}.parquet"
-        d = self.path("data") if self.local else tempfile.gettempdir()
-        os.makedirs(d, exist_ok=True)
-        for stale in glob.glob(os.path.join(glob.escape(d), f".tmp-part-{glob.escape(shard)}-*.parquet")):
-            os.remove(stale)  # left by an attempt whose process was killed; this attempt replaces it
-        return os.path.join(d, name)
-
-    def commit(self, shard: str, marker: dict) -> None:
-        self.write_json(self.marker_path(shard), {"shard": shard, **marker})
+    def _write_marker(self, shard: str, marker: dict) -> None:
+        self.write_json(self.marker_path(shard), marker)
 
     def data_files(self) -> list[str]:
         try:
@@ -206,8 +230,10 @@ def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
 def library_versions() -> dict:
     import importlib.metadata as md
 
-    out = {}
-    for name in ("sdgen", "torch", "diffusers", "transformers", "open_clip_torch", "ray", "pyarrow", "numpy"):
+    from pipeline import __version__
+
+    out = {"sdgen": __version__}  # from the package itself: right even for a source checkout
+    for name in ("torch", "diffusers", "transformers", "open_clip_torch", "ray", "pyarrow", "numpy"):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:

@@ -17,8 +17,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from pipeline.core.config import ConfigError, JobConfig
-from pipeline.generate.models import check_model_spec, native_resolution, recommended_guidance
-from pipeline.probes.scorer import check_scorer_spec
+from pipeline.core.job import ResolvedJob
+from pipeline.core.storage import Output, library_versions
 from pipeline.generate.inputs import (
     MAX_LISTED_PROBLEMS,
     InputError,
@@ -28,12 +28,14 @@ from pipeline.generate.inputs import (
     plan_shards,
     scan_input,
 )
-from pipeline.core.storage import Output, library_versions
+from pipeline.generate.models import check_model_spec, native_resolution, recommended_guidance
+from pipeline.generate.presets import default_attribute_sets, default_clip_model, default_concept_list
+from pipeline.probes.scorer import check_scorer_spec
 
 
 @dataclass
 class Prepared:
-    cfg: JobConfig
+    job: ResolvedJob
     output: Output
     shards: list
     pending: list
@@ -41,6 +43,10 @@ class Prepared:
     scan: object = None
     info: dict = field(default_factory=dict)
     probes: dict = field(default_factory=dict)  # what is probed (class order etc.), for run.json
+
+    @property
+    def cfg(self) -> JobConfig:
+        return self.job.config
 
 
 def resolve_defaults(cfg: JobConfig) -> JobConfig:
@@ -55,8 +61,27 @@ def resolve_defaults(cfg: JobConfig) -> JobConfig:
     if g.guidance_scale is None:
         update["guidance_scale"] = recommended_guidance(cfg.model)
     if sc.clip_model == "auto":
-        sc = sc.model_copy(update={"clip_model": "toy" if cfg.model == "toy" else "tiny"})
+        sc = sc.model_copy(update={"clip_model": default_clip_model(cfg.model)})
     return cfg.model_copy(update={"generation": g.model_copy(update=update), "scoring": sc})
+
+
+def _auto_probes(cfg: JobConfig) -> tuple[tuple[str, ...], str | None]:
+    """probes.attributes / safety.concepts "auto": the preset's own sets (the toy world's for `toy`,
+    whose CLIP is calibrated for them), none for other models, and none when scoring is off (they
+    reuse its forward)."""
+    on = cfg.scoring.enabled
+    a, c = cfg.probes.attributes, cfg.safety.concepts
+    attribute_sets = (default_attribute_sets(cfg.model) if on else ()) if a == "auto" else tuple(a)
+    concept_list = (default_concept_list(cfg.model) if on else None) if c == "auto" else c
+    return attribute_sets, concept_list
+
+
+def resolve_job(cfg: JobConfig) -> ResolvedJob:
+    """Decide every "auto"/null value once (core/job.py lists them); checks the model spec first."""
+    check_model_spec(cfg.model, cfg.storage)
+    cfg = resolve_defaults(cfg)
+    attribute_sets, concept_list = _auto_probes(cfg)
+    return ResolvedJob(cfg, attribute_sets, concept_list)
 
 
 def _check_concept_clip(cfg: JobConfig, probe_info: dict) -> None:
@@ -72,13 +97,13 @@ def _check_concept_clip(cfg: JobConfig, probe_info: dict) -> None:
         warnings.warn(cs["warning"], stacklevel=3)
 
 
-def prepare(cfg: JobConfig, scan_rows: bool = True) -> Prepared:
+def prepare(cfg: JobConfig | ResolvedJob, scan_rows: bool = True) -> Prepared:
     """Steps 1-3: everything that can fail on config or input, before any model loads."""
-    check_model_spec(cfg.model, cfg.storage)
-    cfg = resolve_defaults(cfg)
+    job = cfg if isinstance(cfg, ResolvedJob) else resolve_job(cfg)
+    cfg = job.config
     if cfg.scoring.enabled:
         check_scorer_spec(cfg.scoring.clip_model, cfg.scoring.clip_weights)
-    probe_info = describe_probes(cfg)
+    probe_info = describe_probes(job)
     _check_concept_clip(cfg, probe_info)
     in_fs, files = list_input_files(cfg.input, cfg.storage)
     scan = scan_input(in_fs, files, cfg.generation.images_per_prompt) if scan_rows else None
@@ -88,28 +113,26 @@ def prepare(cfg: JobConfig, scan_rows: bool = True) -> Prepared:
     root = in_fs._strip_protocol(cfg.input).rstrip("/")
     shards, rows = plan_shards(in_fs, files, root, cfg.shards.rows_per_shard, cfg.fingerprint(), scan,
                                cfg.shards.duplicates)
-    markers = output.committed_markers()
-    names = {s.name for s in shards}
-    committed = {n: m for n, m in markers.items()
-                 if n in names and output.marker_valid(m, cfg.write.verify_commits)}
+    committed = output.valid_commits(cfg.write.verify_commits, names={s.name for s in shards})
     pending = [s for s in shards if s.name not in committed]
     info = {"files": len(files), "rows": sum(rows.values()), "shards": len(shards),
             "committed_shards": len(committed), "pending_shards": len(pending)}
     if scan is not None:
         info.update(images=scan.images, invalid_rows=len(scan.problems), duplicate_ids=scan.duplicates)
-    return Prepared(cfg, output, shards, pending, committed, scan, info, probe_info)
+    return Prepared(job, output, shards, pending, committed, scan, info, probe_info)
 
 
-def describe_probes(cfg: JobConfig) -> dict:
+def describe_probes(job: ResolvedJob) -> dict:
     """Attribute sets, concept list and screening rules, validated from their YAML (no CLIP)."""
     import os
 
     from pipeline.probes.image import describe
 
+    cfg = job.config
     if cfg.safety.sd_checker and not os.path.isdir(cfg.safety.sd_checker):
         raise ConfigError(f"safety.sd_checker {cfg.safety.sd_checker!r}: no such directory")
     try:
-        return describe(cfg.attribute_sets(), cfg.concept_list(), cfg.safety.screening)
+        return describe(job.attribute_sets, job.concept_list, cfg.safety.screening)
     except (ValueError, OSError) as e:
         raise ConfigError(f"probes/safety configuration: {e}") from None
 
@@ -128,9 +151,9 @@ def _raise_on_bad_rows(cfg: JobConfig, scan, in_fs) -> None:
                          f"(shards.duplicates: error):\n{duplicate_report(in_fs, scan)}")
 
 
-def run_info(cfg: JobConfig, probes: dict) -> dict:
-    return {"config": cfg.redacted(), "fingerprint": cfg.fingerprint(), "probes": probes,
-            "fingerprint_fields": cfg.fingerprint_fields(), "versions": library_versions(),
+def run_info(job: ResolvedJob, probes: dict) -> dict:
+    return {"config": job.redacted(), "resolved": job.resolved_probes(), "fingerprint": job.fingerprint(),
+            "probes": probes, "fingerprint_fields": job.fingerprint_fields(), "versions": library_versions(),
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -139,13 +162,13 @@ def run_job(cfg: JobConfig, progress: bool = True) -> dict:
     t0 = time.time()
     prep = prepare(cfg)
     cfg = prep.cfg  # with model-dependent defaults resolved
-    prep.output.check_or_write_run(run_info(cfg, prep.probes))
+    prep.output.check_or_write_run(run_info(prep.job, prep.probes))
     result = {"committed": {}, "failed": {}, "load_s": []}
     if prep.pending:
         images = _pending_images(prep)
         bar = _progress_bar(images, progress)
         execute = _execute_inline if cfg.ray.executor == "inline" else _execute_ray
-        execute(cfg, prep.pending, result, bar)
+        execute(prep.job, prep.pending, result, bar)
         bar.close()
     summary = _summary(prep, result, time.time() - t0)
     if prep.pending:  # a run that did nothing writes nothing: a re-run changes no byte
@@ -179,14 +202,15 @@ def _record(result: dict, shard: Shard, marker: dict, bar) -> None:
     bar.update(marker["rows"])
 
 
-def _execute_inline(cfg: JobConfig, pending: list, result: dict, bar) -> None:
+def _execute_inline(job: ResolvedJob, pending: list, result: dict, bar) -> None:
     """One worker in this process, no Ray (debugging, notebooks, small jobs), with the torch thread
     count an actor would use, so both executors write the same bytes."""
     from pipeline.generate.models import torch_threads
     from pipeline.generate.worker import ShardWorker
 
+    cfg = job.config
     with torch_threads(cfg.ray.num_cpus_per_worker):
-        worker = ShardWorker(cfg, "inline")
+        worker = ShardWorker(job, "inline")
         result["load_s"].append(worker.load_seconds)
         try:
             for shard in pending:
@@ -207,10 +231,11 @@ def _process_with_retries(worker, shard: Shard, tries: int, result: dict, bar) -
         return
 
 
-def _execute_ray(cfg: JobConfig, pending: list, result: dict, bar) -> None:
+def _execute_ray(job: ResolvedJob, pending: list, result: dict, bar) -> None:
     from pipeline.generate.ray_pool import ActorPool
 
-    with ActorPool(cfg) as pool:
+    cfg = job.config
+    with ActorPool(job) as pool:
         result["load_s"] += pool.start()
         queue, tries = deque(pending), Counter()
         while queue or pool.busy():

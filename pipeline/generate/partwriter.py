@@ -2,7 +2,7 @@
 
 Rows go to a spool file (beside the final part locally, a temp dir for object stores) in row
 groups of `write.row_group_size`, so a worker's memory is bounded by its batch, not its shard.
-`finish()` publishes the part atomically through storage.Output and returns the marker fields.
+`finish()` closes the spool; the worker commits it through ``Output.commit_part`` (the one commit path).
 """
 from __future__ import annotations
 
@@ -114,16 +114,11 @@ class PartWriter:
             self.buffer = []
 
     def finish(self) -> dict:
-        """Flush, close, publish atomically; returns the marker fields (rows, checksum, counts)."""
+        """Flush and close the spool file; returns the marker fields (rows, counts) for
+        ``Output.commit_part``, which publishes it. The writer publishes nothing itself."""
         self._flush()
         self.writer.close()
-        try:
-            digest, size = self.output.publish_part(self.spool, self.shard)
-        finally:
-            if os.path.exists(self.spool):
-                os.remove(self.spool)
-        return {"rows": sum(self.counts.values()), "status_counts": dict(self.counts),
-                "sha256": digest, "size": size}
+        return {"rows": sum(self.counts.values()), "status_counts": dict(self.counts)}
 
     def abort(self) -> None:
         self.writer.close()

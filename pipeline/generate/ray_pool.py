@@ -7,9 +7,8 @@ lost, SIGKILL) is replaced by a fresh one and its shard re-queued.
 from __future__ import annotations
 
 import math
-import os
 
-from pipeline.core.config import JobConfig
+from pipeline.core.job import ResolvedJob
 
 
 class WorkerStartError(RuntimeError):
@@ -19,13 +18,13 @@ class WorkerStartError(RuntimeError):
 class ShardActor:
     """Actor body (made remote in ActorPool.start): a ShardWorker built inside the actor process."""
 
-    def __init__(self, cfg_dict: dict, worker_id: str, num_threads: int):
+    def __init__(self, job_dict: dict, worker_id: str, num_threads: int):
         import torch
 
         torch.set_num_threads(max(1, num_threads))  # the CPU share Ray reserved for this actor
         from pipeline.generate.worker import ShardWorker
 
-        self.worker = ShardWorker(JobConfig.model_validate(cfg_dict), worker_id)
+        self.worker = ShardWorker(ResolvedJob.from_dict(job_dict), worker_id)
 
     def ready(self) -> float:
         return self.worker.load_seconds
@@ -35,8 +34,8 @@ class ShardActor:
 
 
 class ActorPool:
-    def __init__(self, cfg: JobConfig):
-        self.cfg = cfg
+    def __init__(self, job: ResolvedJob):
+        self.job, self.cfg = job, job.config
         self.started_ray = False
         self.actors: dict[str, object] = {}  # worker id -> handle
         self.idle: list[str] = []
@@ -47,9 +46,14 @@ class ActorPool:
         import ray
 
         if not ray.is_initialized():
-            env = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith(("SDGEN_", "HF_", "AWS_"))}}
-            env.update(self.cfg.ray.runtime_env)
-            kwargs = dict(include_dashboard=False, log_to_driver=True, runtime_env=env)
+            # Only the config's ray.runtime_env goes to ray.init, never the driver's variables: a local
+            # Ray's workers inherit this process's environment anyway, a cluster's nodes have their own
+            # (secrets from the node, a mounted Secret or an instance role, never a runtime env, which
+            # Ray shows in its dashboard), and inside a Ray job the job's runtime env already applies
+            # (Ray refuses to merge a ray.init env that repeats one of its fields or variables).
+            kwargs = dict(include_dashboard=False, log_to_driver=True)
+            if self.cfg.ray.runtime_env:
+                kwargs["runtime_env"] = dict(self.cfg.ray.runtime_env)
             if self.cfg.ray.address:
                 ray.init(address=self.cfg.ray.address, **kwargs)
             else:
@@ -90,7 +94,7 @@ class ActorPool:
         if self.cfg.ray.runtime_env and not self.started_ray:  # joined cluster: per-actor environment
             opts["runtime_env"] = self.cfg.ray.runtime_env
         remote = ray.remote(ShardActor).options(**opts)
-        return remote.remote(self.cfg.model_dump(), worker_id, max(1, int(cpus)))
+        return remote.remote(self.job.to_dict(), worker_id, max(1, int(cpus)))
 
     def start(self) -> list[float]:
         """Create the actors and wait until each has loaded its models; returns load seconds."""

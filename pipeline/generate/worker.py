@@ -4,11 +4,12 @@
     __init__: load the pipeline and the CLIP scorer once (heavy objects are built here, in the
               process that uses them, never pickled from the driver)
     process(shard):
-      1. read the shard's rows, derive ids, validate, expand images_per_prompt into samples
-      2. per bucketed batch: generate (uint8 on device) -> CLIP score on the device tensor
-      3. copy to host, PNG-encode in a thread pool while the next batch generates
+      1. read the shard's rows (range read of the overlapping row groups)
+      2. rows -> samples: derive ids, validate, screen, expand images_per_prompt and mitigation
+      3. per bucketed batch: generate (uint8 on device) -> CLIP score on the device tensor, then copy
+         to host and PNG-encode in a thread pool while the next batch generates
       4. append rows to the part in row groups as they fill (memory bounded by the batch)
-      5. publish the part atomically, then write the commit marker
+      5. commit: publish the part atomically, then its marker (``Output.commit_part``)
 """
 from __future__ import annotations
 
@@ -22,24 +23,25 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 
 from pipeline.core import schema
-from pipeline.core.config import JobConfig
+from pipeline.core.job import ResolvedJob
+from pipeline.core.storage import Output, filesystem
 from pipeline.generate.diffusion import Generator, Sample, make_batches
+from pipeline.generate.inputs import Shard, prompt_ids, read_rows, row_overrides, row_problems
 from pipeline.generate.models import load_pipeline, resolve_device_dtype
 from pipeline.generate.partwriter import PHASH_FIELD, PartWriter, embedding_field, encode_png
+from pipeline.generate.seeds import seeds_for_row
 from pipeline.probes.image import ImageProbes
 from pipeline.probes.safety import PromptScreen
-from pipeline.generate.seeds import seeds_for_row
-from pipeline.generate.inputs import Shard, prompt_ids, read_rows, row_overrides, row_problems
-from pipeline.core.storage import Output, filesystem
 
 MAX_PENDING_BATCHES = 2  # batches encoding while the next one generates: bounds host memory
 
 
 class ShardWorker:
-    def __init__(self, cfg: JobConfig, worker_id: str = "0"):
+    def __init__(self, job: ResolvedJob, worker_id: str = "0"):
         import torch
 
-        self.cfg, self.worker_id = cfg, worker_id
+        cfg = job.config
+        self.job, self.cfg, self.worker_id = job, cfg, worker_id
         self.device, self.dtype = resolve_device_dtype(cfg.generation.device, cfg.generation.dtype)
         t0 = time.perf_counter()
         self.pipe = load_pipeline(cfg.model, self.dtype, self.device, cfg.generation.scheduler, cfg.storage)
@@ -54,8 +56,8 @@ class ShardWorker:
 
             self.scorer = ClipScorer(cfg.scoring.clip_model, cfg.scoring.clip_weights, self.device, self.dtype)
         self.probes = None
-        if self.scorer is not None and (cfg.attribute_sets() or cfg.concept_list() or cfg.safety.sd_checker):
-            self.probes = ImageProbes(self.scorer, cfg.attribute_sets(), cfg.concept_list(), cfg.safety.sd_checker)
+        if self.scorer is not None and job.probed:
+            self.probes = ImageProbes(self.scorer, list(job.attribute_sets), job.concept_list, cfg.safety.sd_checker)
         self.screen = PromptScreen.load(cfg.safety.screening) if cfg.safety.screening else None
         self.extra_fields = (self.probes.fields() if self.probes else []) + (
             [pa.field("source_prompt", pa.string()), pa.field("mitigation_variant", pa.string())]
@@ -132,8 +134,12 @@ class ShardWorker:
 
     # ---- 2-5. the shard ------------------------------------------------------------------------------------
     def process(self, shard: Shard, attempt: int = 1) -> dict:
+        """One shard, start to commit; returns its marker. Any exception leaves nothing behind (the
+        spool is removed) and the driver retries the whole shard."""
         t0 = time.perf_counter()
+        # 1. read the shard's rows (only the row groups that overlap it)
         table = read_rows(self.in_fs, shard.file, shard.start, shard.stop)
+        # 2. rows -> samples: ids, duplicates, invalid rows, screening, mitigation variants
         samples, blocked, invalid = self.expand(table, shard)
         writer = PartWriter(self.output, shard.name, table, self.cfg, self.scheduler_name, self.extra_fields)
         timings = {"read": time.perf_counter() - t0, "generate": 0.0, "score": 0.0, "encode": 0.0}
@@ -143,6 +149,8 @@ class ShardWorker:
             writer.add_blocked(sample, reason)
         pending: deque = deque()
         try:
+            # 3. per bucketed batch: generate + CLIP score on the device, start host copy + PNG encodes
+            # 4. collect finished batches into the part's row groups (memory bounded by the batch)
             for batch in make_batches(samples, self.cfg.generation.batch_size):
                 pending.append(self._submit(batch, timings))
                 self._maybe_die()
@@ -150,17 +158,15 @@ class ShardWorker:
                     writer.add_batch(*self._collect(pending.popleft(), timings))
             while pending:
                 writer.add_batch(*self._collect(pending.popleft(), timings))
+            fields = writer.finish()
         except BaseException:
             writer.abort()  # no half-written spool files left behind; the shard is retried whole
             raise
-        t_pub = time.perf_counter()
-        marker = writer.finish()
-        timings["publish"] = time.perf_counter() - t_pub
+        # 5. commit: publish the part atomically, then its marker (Output.commit_part)
         timings["total"] = time.perf_counter() - t0
-        marker.update(timings={k: round(v, 4) for k, v in timings.items()}, attempt=attempt, finished_at=time.time(),
+        fields.update(timings={k: round(v, 4) for k, v in timings.items()}, attempt=attempt, finished_at=time.time(),
                       worker=self.worker_id, host=socket.gethostname(), device=str(self.device))
-        self.output.commit(shard.name, marker)
-        return marker
+        return self.output.commit_part(shard.name, writer.spool, fields)
 
     def _submit(self, batch: list[Sample], timings: dict):
         """Generate and score on the device, start the host copy and PNG encodes; don't wait."""

@@ -1,5 +1,5 @@
 """CLIP scoring on the device tensor (open_clip): one image forward per batch serves the CLIP score,
-and (issue 4) the attribute probes and safety concepts, through the normalised image embedding.
+and the attribute probes and safety concepts, through the normalised image embedding.
 
 `clip_model` is `tiny` (small random config, fixed seed), `toy` (the shipped toy-world CLIP), an
 open_clip model name with a local weights file, `local-dir:/path` (an open_clip directory), or

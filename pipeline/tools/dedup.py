@@ -213,8 +213,8 @@ def run_dedup(output_url: str, threshold=None, by_embedding: bool = False, name:
     return record
 
 
-def read_dedup(output_url: str, name: str) -> pd.DataFrame:
-    out = Output(output_url)
+def read_dedup(output_url: str, name: str, storage=None) -> pd.DataFrame:
+    out = Output(output_url, storage)
     path = f"{dedup_dir(out, name)}/decisions.parquet"
     if not out.exists(path):
         raise DedupError(f"no dedup decisions at {path!r}; run sdgen dedup {output_url} first")

@@ -32,6 +32,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from pipeline.core import schema
+
 RESERVED = {schema.PROMPT, schema.PROMPT_ID, "template", *schema.OVERRIDES}
 TEMPLATE_KEYS = {"template", "images_per_prompt", "columns"}
 TOP_KEYS = {"templates", "slots", "columns", "images_per_prompt", "description", "name"}

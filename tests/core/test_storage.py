@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 
@@ -6,21 +7,36 @@ import pytest
 from pipeline.core.storage import Output, OutputError
 
 
-def test_publish_then_commit_and_validity(tmp_path):
+def test_commit_part_publishes_then_marks_and_validity(tmp_path):
     out = Output(str(tmp_path / "o"))
     spool = out.spool_path("s1")
     open(spool, "wb").write(b"part-bytes")
-    digest, size = out.publish_part(spool, "s1")
-    assert not os.path.exists(spool) and size == 10
+    marker = out.commit_part("s1", spool, {"rows": 1, "status_counts": {"ok": 1}})
+    assert not os.path.exists(spool) and marker["size"] == 10 and marker["rows"] == 1
+    assert marker["sha256"] == hashlib.sha256(b"part-bytes").hexdigest()
     assert os.listdir(tmp_path / "o" / "data") == ["part-s1.parquet"]
-    assert out.committed_markers() == {}  # published but not committed: not done
-    out.commit("s1", {"rows": 1, "sha256": digest, "size": size})
-    marker = out.committed_markers()["s1"]
-    assert out.marker_valid(marker)
+    assert out.committed_markers()["s1"] == marker and out.valid_commits() == {"s1": marker}
     open(out.part_path("s1"), "wb").write(b"part-BYTES")  # same size, other bytes
     assert out.marker_valid(marker, "size") and not out.marker_valid(marker, "sha256")
+    assert out.valid_commits("size") == {"s1": marker} and out.valid_commits("sha256") == {}
     os.remove(out.part_path("s1"))
-    assert not out.marker_valid(marker, "size")
+    assert not out.marker_valid(marker, "size") and out.valid_commits("size") == {}
+
+
+def test_crash_between_publish_and_marker_is_not_a_commit(tmp_path, monkeypatch):
+    """The part is published first; if the marker never lands, the shard is not committed."""
+    out = Output(str(tmp_path / "o"))
+    spool = out.spool_path("s1")
+    open(spool, "wb").write(b"part-bytes")
+
+    def die(*a):
+        raise OSError("killed before the marker")
+
+    monkeypatch.setattr(out, "_write_marker", die)
+    with pytest.raises(OSError, match="killed"):
+        out.commit_part("s1", spool, {"rows": 1})
+    assert os.path.exists(out.part_path("s1")) and not os.path.exists(spool)
+    assert out.committed_markers() == {} and out.valid_commits() == {}
 
 
 def test_run_json_fingerprint_guard(tmp_path):

@@ -43,11 +43,16 @@ def test_local_directory_roundtrip_safetensors_only(tmp_path):
     assert ddim.scheduler.config.beta_schedule == "scaled_linear"  # the model's schedule is kept
 
 
-def test_pickled_weights_are_never_loaded(tmp_path):
+def test_pickled_weights_are_never_loaded(tmp_path, monkeypatch):
+    """Only safetensors: a directory of .bin (pickle) weights is refused for that reason, and no
+    pickle is ever unpickled on the way (torch.load is never called)."""
     tiny = build_tiny_pipeline()
     tiny.save_pretrained(tmp_path / "m", safe_serialization=False)
-    with pytest.raises(ModelError, match="could not load model"):
+    calls = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(AssertionError))
+    with pytest.raises(ModelError, match=r"could not load model .*no file named \S+\.safetensors"):
         load_pipeline(str(tmp_path / "m"), torch.float32, "cpu")
+    assert calls == []
 
 
 @pytest.mark.parametrize("spec,needle", [
@@ -69,8 +74,8 @@ def test_directory_without_model_index(tmp_path):
 
 def test_native_resolution_from_configs(tmp_path):
     from pipeline.core.config import from_dict
-    from pipeline.generate.models import native_resolution
     from pipeline.generate.driver import resolve_defaults
+    from pipeline.generate.models import native_resolution
 
     build_tiny_pipeline().save_pretrained(tmp_path / "m")
     assert native_resolution(str(tmp_path / "m")) == 64 == native_resolution("tiny")
@@ -102,15 +107,40 @@ def test_model_dependent_defaults_guidance_and_scorer():
 
 def test_concept_list_on_another_clip_warns_and_is_recorded(tmp_path):
     from pipeline.core.config import from_dict
-    from pipeline.generate.driver import _check_concept_clip, describe_probes, resolve_defaults
+    from pipeline.generate.driver import _check_concept_clip, describe_probes, resolve_job
 
-    cfg = resolve_defaults(from_dict({"input": "x", "output": "y", "model": "tiny",
-                                      "safety": {"concepts": "toyworld"}}))
-    info = describe_probes(cfg)
+    job = resolve_job(from_dict({"input": "x", "output": "y", "model": "tiny",
+                                 "safety": {"concepts": "toyworld"}}))
+    info = describe_probes(job)
     with pytest.warns(UserWarning, match="calibrated on clip_model 'toy' but scored with 'tiny'"):
-        _check_concept_clip(cfg, info)
+        _check_concept_clip(job.config, info)
     assert "do not apply" in info["concepts"]["warning"]
-    ok = resolve_defaults(from_dict({"input": "x", "output": "y", "model": "toy"}))
+    ok = resolve_job(from_dict({"input": "x", "output": "y", "model": "toy"}))
     info = describe_probes(ok)
-    _check_concept_clip(ok, info)
+    _check_concept_clip(ok.config, info)
     assert "warning" not in info["concepts"]
+
+
+def test_resolved_job_decides_every_auto_once():
+    """ResolvedJob holds no auto/null; the fingerprint of a resolved job is the one of its declared
+    probes (auto is a function of the model), so outputs made before the type existed still resume."""
+    from pipeline.core.config import from_dict
+    from pipeline.core.job import ResolvedJob
+    from pipeline.generate.driver import resolve_job
+
+    base = {"input": "x", "output": "y", "model": "toy"}
+    toy = resolve_job(from_dict(base))
+    assert toy.attribute_sets == ("toyworld",) and toy.concept_list == "toyworld" and toy.probed
+    g = toy.config.generation
+    assert (g.width, g.height, g.guidance_scale, toy.config.scoring.clip_model) == (64, 64, 1.0, "toy")
+    assert toy.config.probes.attributes == "auto"  # declared value kept for the fingerprint
+    assert ResolvedJob.from_dict(toy.to_dict()) == toy
+    explicit = resolve_job(from_dict({**base, "probes": {"attributes": ["people"]}, "safety": {"concepts": None}}))
+    assert explicit.attribute_sets == ("people",) and explicit.concept_list is None
+    assert explicit.fingerprint() != toy.fingerprint()
+    tiny = resolve_job(from_dict({**base, "model": "tiny"}))
+    assert tiny.attribute_sets == () and tiny.concept_list is None and not tiny.probed
+    off = resolve_job(from_dict({**base, "scoring": {"enabled": False}}))  # auto probes need the CLIP
+    assert off.attribute_sets == () and off.concept_list is None
+    with pytest.raises(ValueError, match="generation.width"):
+        ResolvedJob(from_dict(base))

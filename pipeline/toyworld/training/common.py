@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..shipped import CLIP_DIR, LOG_PATH, SD_DIR, WEIGHTS_DIR  # noqa: F401 (re-exported for the stages)
+
 #: Stage outputs before they are packed into SD_DIR / CLIP_DIR (not shipped); train_all adds a
 #: sub-directory per --out unless SDGEN_TOY_WORK is set.
 WORK_DIR = Path(os.environ.get("SDGEN_TOY_WORK", os.path.join(tempfile.gettempdir(), "sdgen_toy_work")))

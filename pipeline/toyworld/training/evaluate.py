@@ -113,9 +113,9 @@ def eval_x_mark(pipe, n: int, steps: int, guidance: float) -> dict:
 def run(n_full: int, n_skew: int, steps: int, guidances: list[float], skew_guidances: list[float]) -> dict:
     """All quality-bar numbers on the shipped weights (bar 1 at each of ``guidances``; CLIPScore on the first)."""
     from .. import load_toy_clip, load_toy_pipeline
-    from .common import EVAL_WORLD_SEED
     from ..probes import ToyClipProbe, zero_shot_report
     from ..world import sample_world
+    from .common import EVAL_WORLD_SEED
 
     t0 = time.time()
     pipe = load_toy_pipeline()

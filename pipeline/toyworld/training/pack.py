@@ -11,9 +11,8 @@ import json
 import shutil
 from pathlib import Path
 
-from . import common as C
-
 from ..shipped import DEFAULT_GUIDANCE, DEFAULT_STEPS  # noqa: F401 (written into the shipped scheduler)
+from . import common as C
 
 
 def sampler_config() -> dict:
