@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.audit.commands import add_commands  # expand, audit, filter, report
 
     add_commands(sub)
+    from pipeline.tools.commands import add_commands as add_dataset_commands  # dedup, export
+
+    add_dataset_commands(sub)
     return p
 
 

@@ -17,6 +17,9 @@ A policy file:
       - {name: x_mark, when: "safety_x_mark > 0.25", action: drop}
       - {name: concept, when: safety_flagged, action: blur}        # a bare column: true = match
       - {name: unsure, when: "attr_colour == abstain", action: flag}
+    dedup: phash                  # optional: join OUTPUT/dedup/<name>/decisions.parquet (sdgen dedup),
+                                  # so rules can read `duplicate` (bool) and `distance`, e.g.
+                                  # {name: near_duplicate, when: duplicate, action: drop}
 
 Severity: keep < flag < blur < drop (ties: the earlier rule). A comparison with a missing value
 never matches. Rows the prompt screen blocked stay `blocked` whatever the rules say; failed and
@@ -92,13 +95,14 @@ class Policy:
     description: str = ""
     source: str = ""
     overrides: dict = field(default_factory=dict)
+    dedup: str | None = None  # name of the sdgen dedup decisions joined before deciding
 
     def as_dict(self) -> dict:
         """The effective policy (what policy.yaml holds); parse(as_dict()) gives the same policy."""
         rules = [{"name": r.name, "when": r.when, "action": r.action, **({"if_missing": "skip"} if
                   r.if_missing == "skip" else {})} for r in self.rules]
         return {"name": self.name, "description": self.description, "default": self.default,
-                "blur_radius": self.blur_radius, "rules": rules}
+                "blur_radius": self.blur_radius, "rules": rules, **({"dedup": self.dedup} if self.dedup else {})}
 
     def fingerprint(self) -> str:
         """sha256 of what decides (rules, default, blur radius): equal fingerprints, equal decisions."""
@@ -133,7 +137,7 @@ def parse_policy(raw: dict, source: str = "<dict>", overrides=()) -> Policy:
     """Validate a policy mapping; overrides "RULE=VALUE" replace a rule's threshold."""
     if not isinstance(raw, dict):
         raise PolicyError(f"policy {source} must be a YAML mapping, got {type(raw).__name__}")
-    unknown = set(raw) - {"name", "description", "default", "blur_radius", "rules"}
+    unknown = set(raw) - {"name", "description", "default", "blur_radius", "rules", "dedup"}
     if unknown:
         raise PolicyError(f"policy {source}: unknown keys {sorted(unknown)}")
     rules = raw.get("rules")
@@ -151,6 +155,7 @@ def parse_policy(raw: dict, source: str = "<dict>", overrides=()) -> Policy:
         raise PolicyError(f"policy {source}: blur_radius must be a number > 0, got {radius!r}")
     pol = Policy(str(raw.get("name") or Path(source).stem), parsed, default, float(radius),
                  str(raw.get("description", "")).strip(), source)
+    pol.dedup = str(raw["dedup"]) if raw.get("dedup") else None
     _apply_overrides(pol, overrides)
     return pol
 
@@ -237,6 +242,8 @@ def apply_policy(output_url: str, policy: Policy, name: str | None = None, stora
         raise PolicyError(f"{output_url!r} is not an sdgen output (no run.json)")
     names = ds.columns()
     df = ds.table(columns=["prompt_id", "sample_idx", "status", *policy.columns()]).to_pandas()
+    if policy.dedup:  # near-duplicate decisions (sdgen dedup) joined as columns
+        df, names = _join_dedup(output_url, policy.dedup, df, names, storage)
     if df.empty:
         raise PolicyError(f"{output_url!r} has no committed rows yet")
     dec = decide(df, policy)
@@ -253,6 +260,17 @@ def apply_policy(output_url: str, policy: Policy, name: str | None = None, stora
               "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "dir": d}
     out.write_json(f"{d}/policy.json", record)
     return record
+
+
+def _join_dedup(output_url: str, name: str, df: pd.DataFrame, names: list[str], storage=None):
+    from pipeline.tools.dedup import DedupError, read_dedup
+
+    try:
+        dd = read_dedup(output_url, name, storage)[["prompt_id", "sample_idx", "duplicate", "distance"]]
+    except DedupError as e:
+        raise PolicyError(f"policy dedup: {name!r}: {e}") from None
+    df = df.merge(dd, on=["prompt_id", "sample_idx"], how="left")  # rows without an image: missing
+    return df, [*names, "duplicate", "distance"]
 
 
 def read_decisions(output_url: str, name: str, storage=None) -> pd.DataFrame:

@@ -200,6 +200,15 @@ def safety_section(metrics) -> dict:
     return {"head": head, "rows": rows, "k": s.get("k")}
 
 
+def diversity_section(metrics) -> dict:
+    d = (metrics or {}).get("diversity") or {}
+    head = ["group", "prompts", "images", "Vendi", "95% CI", "mean cos", "95% CI"]
+    ci = lambda c: f"[{_f(c[0], '{:.2f}')}, {_f(c[1], '{:.2f}')}]" if c else "–"  # noqa: E731
+    rows = [[g["group"], g["prompts"], g["n"], _f(g["vendi"], "{:.2f}"), ci(g.get("vendi_ci")),
+             _f(g["mean_cos"]), ci(g.get("mean_cos_ci"))] for g in d.get("per_group", [])]
+    return {"head": head, "rows": rows, "source": d.get("embedding", "–"), "note": d.get("skipped", "")}
+
+
 def provenance(src, df) -> list[tuple[str, str]]:
     run = src.run or {}
     cfg, gen = run.get("config") or {}, (run.get("config") or {}).get("generation") or {}
@@ -248,6 +257,7 @@ def build_report(url, out_file=None, group_by=None, thumbnails=8, B=2000, seed=0
     sections = [attribute_section(src, df, e, thumbnails) for e in ((metrics or {}).get("attributes") or {}).values()]
     page = render(title=url, generated=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                   notes=notes, attributes=sections, safety=safety_section(metrics), policies=policies(src),
+                  diversity=diversity_section(metrics),
                   provenance=provenance(src, df))
     path = out_file or f"{src.audit_dir}/report.html"
     if out_file:

@@ -198,7 +198,7 @@ class AuditResult:
 
 
 def run_audit(url, attributes, group_by, target="uniform", B=2000, seed=0, where=(), k=None, min_n=30,
-              write=True, storage=None, **probe_args) -> AuditResult:
+              write=True, storage=None, diversity=True, **probe_args) -> AuditResult:
     """Audit ``attributes`` of the output at ``url`` (a URL or an opened Source) grouped by
     ``group_by`` (a column or a list); ``storage`` is the job config's storage section for cloud URLs.
 
@@ -232,9 +232,21 @@ def run_audit(url, attributes, group_by, target="uniform", B=2000, seed=0, where
                "source": {"output": url, "run_fingerprint": (src.run or {}).get("fingerprint"),
                           "rows": len(df), "sdgen_output": not src.foreign},
                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    if diversity:  # Vendi score and mean cosine per prompt and group (pipeline/audit/diversity.py)
+        metrics["diversity"] = _diversity(src, df, group_by, seed, probe_args)
     summary = pd.concat(summaries, ignore_index=True)
     paths, merged = write_results(src, summary, metrics) if write else ({}, jsonable(metrics))
     return AuditResult(summary, jsonable(metrics), merged, paths, src, df)
+
+
+def _diversity(src, df, group_by, seed, probe_args) -> dict:
+    from pipeline.audit.diversity import diversity_metrics
+    from pipeline.probes.scorer import ScorerError
+
+    try:
+        return diversity_metrics(src, df, group_by, seed, **probe_args)
+    except (AuditError, ScorerError) as e:  # e.g. foreign data without a CLIP named: the rest of the audit stands
+        return {"skipped": str(e)}
 
 
 def write_results(src, summary: pd.DataFrame, metrics: dict) -> tuple[dict, dict]:
