@@ -44,7 +44,8 @@ class ShardWorker:
         self.job, self.cfg, self.worker_id = job, cfg, worker_id
         self.device, self.dtype = resolve_device_dtype(cfg.generation.device, cfg.generation.dtype)
         t0 = time.perf_counter()
-        self.pipe = load_pipeline(cfg.model, self.dtype, self.device, cfg.generation.scheduler, cfg.storage)
+        self.pipe = load_pipeline(cfg.model, self.dtype, self.device, cfg.generation.scheduler, cfg.storage,
+                                  cfg.lora, cfg.single_file_config)
         if cfg.generation.channels_last:
             self.pipe.unet.to(memory_format=torch.channels_last)
         if cfg.generation.compile:
