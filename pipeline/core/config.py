@@ -211,8 +211,10 @@ class LoraConfig(_Strict):
 class AccelConfig(_Strict):
     # GPU speed levers (issue 11), all opt-in. The first group keeps numerics (outputs within the
     # 2/255 batch-composition tolerance) and is not fingerprinted: a resume may change it.
-    # prompt embeddings once per unique (prompt, negative) pair in a batch instead of once per image
-    encode_unique_prompts: bool = True
+    # prompt embeddings once per unique (prompt, negative) pair in a batch instead of once per image;
+    # null = on for CUDA only: on CPU with CFG the text encoder's smaller batch moves a few pixels by
+    # 1/255 (measured), so CPU outputs of existing jobs stay byte-identical; CFG off is identical
+    encode_unique_prompts: Optional[bool] = None
     # with generation.compile: full = the whole UNet; regional = only its repeated transformer
     # blocks (diffusers compile_repeated_blocks: a fraction of the compile time, most of the speed)
     compile_scope: Literal["full", "regional"] = "full"

@@ -50,7 +50,9 @@ class ShardWorker:
             self.pipe.unet.to(memory_format=torch.channels_last)
         if cfg.generation.compile:
             self.pipe.unet = torch.compile(self.pipe.unet)
-        self.generator = Generator(self.pipe, self.device, self.dtype)
+        unique = cfg.accel.encode_unique_prompts
+        unique = self.device.type == "cuda" if unique is None else unique
+        self.generator = Generator(self.pipe, self.device, self.dtype, unique)
         self.scorer = None
         if cfg.scoring.enabled:
             from pipeline.probes.scorer import ClipScorer
