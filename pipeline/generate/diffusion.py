@@ -59,8 +59,9 @@ def _is_oom(e: BaseException) -> bool:
 class Generator:
     """Wraps a loaded pipeline: seeded latents in, uint8 device images out."""
 
-    def __init__(self, pipe, device, dtype, encode_unique_prompts: bool = False):
+    def __init__(self, pipe, device, dtype, encode_unique_prompts: bool = False, pad_to: int | None = None):
         self.pipe, self.device, self.dtype = pipe, device, dtype
+        self.pad_to = pad_to  # compiled UNets: short batches padded to this size (no batch-dim recompiles)
         self.encode_unique_prompts = encode_unique_prompts  # text encoder once per unique pair (encode.py)
         self.latent_channels = pipe.unet.config.in_channels
         self.scale = getattr(pipe, "vae_scale_factor", 8)
@@ -96,7 +97,15 @@ class Generator:
         return {"prompt": prompts, "negative_prompt": negatives}
 
     def generate(self, batch: list[Sample]) -> BatchResult:
-        """Generate a batch, halving it on failure down to single rows."""
+        """Generate a batch (padded to `pad_to` with copies of its last sample, discarded after:
+        every real row keeps its own seeded latents), halving it on failure down to single rows."""
+        n = len(batch)
+        if not self.pad_to or n >= self.pad_to:
+            return self._generate(batch)
+        res = self._generate(batch + [batch[-1]] * (self.pad_to - n))
+        return BatchResult(batch, res.images[:n], res.errors[:n], res.seconds)
+
+    def _generate(self, batch: list[Sample]) -> BatchResult:
         import torch
 
         t0 = time.perf_counter()
@@ -113,6 +122,6 @@ class Generator:
                 return BatchResult(batch, blank, [f"{type(e).__name__}: {e}"[:500]], time.perf_counter() - t0)
             self.oom_splits += int(_is_oom(e))
             half = len(batch) // 2
-            a, b = self.generate(batch[:half]), self.generate(batch[half:])
+            a, b = self._generate(batch[:half]), self._generate(batch[half:])
             return BatchResult(batch, torch.cat([a.images, b.images]), a.errors + b.errors,
                                time.perf_counter() - t0)
