@@ -100,13 +100,13 @@ def recommended_guidance(spec: str) -> float:
 DEFAULT_RESOLUTION = 512  # when a model's native size cannot be read without loading it
 
 
-def native_resolution(spec: str, storage=None, model_config: str | None = None) -> int:
+def native_resolution(spec: str, storage=None, single_file_config: str | None = None) -> int:
     """The model's native image size from its configs alone (UNet sample_size x VAE scale factor);
-    a single-file checkpoint's come from its `model_config` directory."""
+    a single-file checkpoint's come from its `single_file_config` directory."""
     import json
 
-    if model_config and spec.endswith(".safetensors"):
-        spec = model_config
+    if single_file_config and spec.endswith(".safetensors"):
+        spec = single_file_config
 
     preset = presets.get(spec)
     if preset is not None:
@@ -210,14 +210,14 @@ def apply_lora(pipe, path: str, scale: float) -> None:
 
 
 def load_pipeline(spec: str, dtype, device, scheduler: str = "default", storage=None, lora=None,
-                  model_config: str | None = None):
+                  single_file_config: str | None = None):
     """The text-to-image pipeline for `spec`, on `device` in `dtype`, with the chosen scheduler;
     `lora` (a LoraConfig) is fused in when it has a path."""
     preset = presets.get(spec)
     if preset is not None:  # built ones are created in float32 and cast; loaded ones get the dtype kwarg
         pipe = preset.build(device, dtype)
     elif spec.endswith(".safetensors"):
-        pipe = from_single_file(spec.removeprefix("file://"), model_config, dtype)
+        pipe = from_single_file(spec.removeprefix("file://"), single_file_config, dtype)
     elif os.path.isdir(spec.removeprefix("file://")):
         pipe = from_pretrained(spec.removeprefix("file://"), dtype)
     elif is_url(spec):

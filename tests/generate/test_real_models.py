@@ -90,4 +90,25 @@ def test_single_file_needs_local_configs(tmp_path):
     (tmp_path / "m.safetensors").write_bytes(b"")
     assert check_model_spec(str(tmp_path / "m.safetensors")) == "file"
     with pytest.raises(ModelError, match="no model_index.json"):
-        load_pipeline(str(tmp_path / "m.safetensors"), torch.float32, "cpu", model_config=str(tmp_path))
+        load_pipeline(str(tmp_path / "m.safetensors"), torch.float32, "cpu", single_file_config=str(tmp_path))
+
+
+def test_single_file_checkpoint_loads_offline_with_local_configs(tmp_path):
+    """The tiny model written as one original-layout .safetensors (tests/generate/ldm_keys.py) loads
+    through from_single_file with the local config dir: same weights, same images, nothing fetched."""
+    from safetensors.torch import save_file
+
+    from tests.generate.ldm_keys import to_original
+
+    pipe = presets.get("tiny").build()
+    pipe.save_pretrained(tmp_path / "cfg")
+    save_file(to_original(pipe), str(tmp_path / "tiny.safetensors"))
+    loaded = load_pipeline(str(tmp_path / "tiny.safetensors"), torch.float32, "cpu",
+                           single_file_config=str(tmp_path / "cfg"))
+    for name in ("unet", "vae", "text_encoder"):
+        a, b = getattr(pipe, name).state_dict(), getattr(loaded, name).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert torch.equal(images(pipe), images(loaded))
+    cfg = from_dict({"input": "x", "output": "y", "model": str(tmp_path / "tiny.safetensors"),
+                     "single_file_config": str(tmp_path / "cfg")})
+    assert native_resolution(cfg.model, None, cfg.single_file_config) == 64
