@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import os
 
+from pipeline.generate.models import ModelError
 
-class AccelError(ValueError):
-    """An acceleration option cannot run here; the message names the key."""
+
+class AccelError(ModelError):
+    """An acceleration option cannot run here; the message names the key (`sdgen: error`, exit 2)."""
 
 
 def set_compile_cache(path: str) -> None:
