@@ -216,6 +216,43 @@ class MitigationConfig(_Strict):
         return self
 
 
+class LoraConfig(_Strict):
+    # LoRA weights from a local path (a directory or .safetensors file written by diffusers'
+    # save_lora_weights / peft): users fine-tune styles and subjects this way. Fused into the UNet
+    # (and text encoder) once at load, so generation costs nothing extra per step.
+    path: Optional[str] = None  # null = no LoRA
+    scale: float = 1.0  # LoRA strength fused into the weights (0 = base model, 1 = as trained)
+
+
+class AccelConfig(_Strict):
+    # GPU speed levers (issue 11), all opt-in. The first group keeps numerics (outputs within the
+    # 2/255 batch-composition tolerance) and is not fingerprinted: a resume may change it.
+    # prompt embeddings once per unique (prompt, negative) pair in a batch instead of once per image;
+    # null = on for CUDA only: on CPU with CFG the text encoder's smaller batch moves a few pixels by
+    # 1/255 (measured), so CPU outputs of existing jobs stay byte-identical; CFG off is identical
+    encode_unique_prompts: Optional[bool] = None
+    # with generation.compile: full = the whole UNet; regional = only its repeated transformer
+    # blocks (diffusers compile_repeated_blocks: a fraction of the compile time, most of the speed)
+    compile_scope: Literal["full", "regional"] = "full"
+    # torch.compile mode: default | reduce-overhead (CUDA graphs: static shapes, no launch gaps)
+    # | max-autotune-no-cudagraphs (slow to compile)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "default"
+    # with generation.compile: distinct (width, height) shapes compiled per actor; later shapes run
+    # eager, so a job with many sizes never spends its time recompiling
+    max_compiled_shapes: int = Field(4, ge=1)
+    # with generation.compile: pad a bucket's last, short batch to generation.batch_size (padding
+    # rows are discarded; real rows keep their seeds) so the batch dimension never recompiles
+    pad_batches: bool = True
+    channels_last_vae: bool = False  # VAE decoder in channels_last (generation.channels_last is the UNet's)
+    fuse_qkv: bool = False  # fuse attention Q/K/V projections into one matmul (slower eager; try compiled)
+    # persistent torch.compile cache (inductor FX graph / autotune cache) on local or shared disk:
+    # a second actor or run with the same shapes starts in seconds instead of recompiling; null = torch's default
+    compile_cache_dir: Optional[str] = None
+    # The second group changes numerics; it is fingerprinted when set and recorded in run.json:
+    # fp8 = torchao float8 dynamic quantisation of the UNet's linear layers (CUDA, sm89+ only)
+    fp8: bool = False
+
+
 class JobConfig(_Strict):
     input: str  # Parquet prompts: a file, a directory or a cloud prefix (s3://bucket/prompts/)
     output: str  # output directory or cloud prefix (layout in README: data/, _commits/, run.json)
@@ -229,6 +266,19 @@ class JobConfig(_Strict):
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
     mitigation: MitigationConfig = Field(default_factory=MitigationConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    accel: AccelConfig = Field(default_factory=AccelConfig)
+    # for a single-file checkpoint (model: /path/model.safetensors): a local diffusers directory
+    # whose configs (model_index.json, */config.json, tokenizers) describe it; its weights are not
+    # read. diffusers would fetch these from the hub otherwise, which offline runs cannot.
+    single_file_config: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _single_file_needs_config(self):
+        if str(self.model).endswith(".safetensors") and not self.single_file_config:
+            raise ValueError(f"model {self.model!r} is a single-file checkpoint: set single_file_config to a local "
+                             f"diffusers directory with its configs (e.g. the matching base model's)")
+        return self
 
     @model_validator(mode="after")
     def _non_empty(self):
@@ -258,7 +308,18 @@ class JobConfig(_Strict):
         scoring = {k: v for k, v in d["scoring"].items() if not (k in optional and v is None)}
         return {"input": d["input"].rstrip("/"), "model": d["model"], "generation": gen,
                 "scoring": scoring, "shards": d["shards"], "write": write, "probes": d["probes"],
-                "safety": d["safety"], "mitigation": d["mitigation"]}
+                "safety": d["safety"], "mitigation": d["mitigation"], **self._optional_fingerprint(d)}
+
+    @staticmethod
+    def _optional_fingerprint(d: dict) -> dict:
+        """Output-changing keys added after outputs existed: hashed only when set, so older outputs
+        keep their fingerprint and resume."""
+        extra = {"lora": d["lora"]} if d["lora"]["path"] else {}
+        if d["single_file_config"]:
+            extra["single_file_config"] = d["single_file_config"]
+        if d["accel"]["fp8"]:
+            extra["accel"] = {"fp8": True}
+        return extra
 
     def fingerprint(self) -> str:
         blob = json.dumps(self.fingerprint_fields(), sort_keys=True, default=str)

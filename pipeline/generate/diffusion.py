@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from pipeline.generate.encode import embed_batch
 from pipeline.generate.seeds import initial_latents
 
 
@@ -58,8 +59,10 @@ def _is_oom(e: BaseException) -> bool:
 class Generator:
     """Wraps a loaded pipeline: seeded latents in, uint8 device images out."""
 
-    def __init__(self, pipe, device, dtype):
+    def __init__(self, pipe, device, dtype, encode_unique_prompts: bool = False, pad_to: int | None = None):
         self.pipe, self.device, self.dtype = pipe, device, dtype
+        self.pad_to = pad_to  # compiled UNets: short batches padded to this size (no batch-dim recompiles)
+        self.encode_unique_prompts = encode_unique_prompts  # text encoder once per unique pair (encode.py)
         self.latent_channels = pipe.unet.config.in_channels
         self.scale = getattr(pipe, "vae_scale_factor", 8)
         self.oom_splits = 0  # how often a batch was halved after an out-of-memory error
@@ -74,9 +77,9 @@ class Generator:
         # their noise too is independent of batch composition.
         latents, gens = initial_latents([s.seed for s in batch], shape, self.device, self.dtype)
         with torch.inference_mode():
+            text = self._text_kwargs(batch)
             out = self.pipe(
-                prompt=[s.prompt for s in batch], negative_prompt=[s.negative_prompt for s in batch],
-                height=s0.height, width=s0.width, num_inference_steps=s0.steps,
+                **text, height=s0.height, width=s0.width, num_inference_steps=s0.steps,
                 guidance_scale=s0.guidance_scale, latents=latents, generator=gens, output_type="pt")
             images = out.images if hasattr(out, "images") else out[0]
             finite = torch.isfinite(images).flatten(1).all(dim=1)
@@ -84,8 +87,25 @@ class Generator:
             images_u8 = (images.float() * 255).round().clamp(0, 255).to(torch.uint8)
         return images_u8, finite
 
+    def _text_kwargs(self, batch: list[Sample]) -> dict:
+        """Prompt embeddings of the batch's unique pairs (encode.py), or the prompts as text."""
+        prompts, negatives = [s.prompt for s in batch], [s.negative_prompt for s in batch]
+        if self.encode_unique_prompts:
+            embeds = embed_batch(self.pipe, prompts, negatives, batch[0].guidance_scale, self.device)
+            if embeds is not None:
+                return embeds
+        return {"prompt": prompts, "negative_prompt": negatives}
+
     def generate(self, batch: list[Sample]) -> BatchResult:
-        """Generate a batch, halving it on failure down to single rows."""
+        """Generate a batch (padded to `pad_to` with copies of its last sample, discarded after:
+        every real row keeps its own seeded latents), halving it on failure down to single rows."""
+        n = len(batch)
+        if not self.pad_to or n >= self.pad_to:
+            return self._generate(batch)
+        res = self._generate(batch + [batch[-1]] * (self.pad_to - n))
+        return BatchResult(batch, res.images[:n], res.errors[:n], res.seconds)
+
+    def _generate(self, batch: list[Sample]) -> BatchResult:
         import torch
 
         t0 = time.perf_counter()
@@ -102,6 +122,6 @@ class Generator:
                 return BatchResult(batch, blank, [f"{type(e).__name__}: {e}"[:500]], time.perf_counter() - t0)
             self.oom_splits += int(_is_oom(e))
             half = len(batch) // 2
-            a, b = self.generate(batch[:half]), self.generate(batch[half:])
+            a, b = self._generate(batch[:half]), self._generate(batch[half:])
             return BatchResult(batch, torch.cat([a.images, b.images]), a.errors + b.errors,
                                time.perf_counter() - t0)

@@ -56,7 +56,7 @@ def resolve_defaults(cfg: JobConfig) -> JobConfig:
     g, sc = cfg.generation, cfg.scoring
     update = {}
     if g.width is None or g.height is None:
-        size = native_resolution(cfg.model, cfg.storage)
+        size = native_resolution(cfg.model, cfg.storage, cfg.single_file_config)
         update.update(width=g.width or size, height=g.height or size)
     if g.guidance_scale is None:
         update["guidance_scale"] = recommended_guidance(cfg.model)

@@ -57,6 +57,10 @@ def check_model_spec(spec: str, storage=None) -> str:
                 raise ModelError(str(e)) from None
         return "preset"
     local = spec.removeprefix("file://")
+    if local.endswith(".safetensors"):
+        if not os.path.isfile(local):
+            raise ModelError(f"model {spec!r}: no such single-file checkpoint")
+        return "file"
     if os.path.isdir(local):
         if not os.path.isfile(os.path.join(local, "model_index.json")):
             raise ModelError(f"model {spec!r} is a directory without model_index.json (not a diffusers pipeline)")
@@ -96,9 +100,13 @@ def recommended_guidance(spec: str) -> float:
 DEFAULT_RESOLUTION = 512  # when a model's native size cannot be read without loading it
 
 
-def native_resolution(spec: str, storage=None) -> int:
-    """The model's native image size from its configs alone (UNet sample_size x VAE scale factor)."""
+def native_resolution(spec: str, storage=None, single_file_config: str | None = None) -> int:
+    """The model's native image size from its configs alone (UNet sample_size x VAE scale factor);
+    a single-file checkpoint's come from its `single_file_config` directory."""
     import json
+
+    if single_file_config and spec.endswith(".safetensors"):
+        spec = single_file_config
 
     preset = presets.get(spec)
     if preset is not None:
@@ -168,17 +176,56 @@ def from_pretrained(source: str, dtype, offline_hint: bool = False):
         raise ModelError(f"could not load model {source!r}{hint}: {type(e).__name__}: {e}") from e
 
 
-def load_pipeline(spec: str, dtype, device, scheduler: str = "default", storage=None):
-    """The text-to-image pipeline for `spec`, on `device` in `dtype`, with the chosen scheduler."""
+def from_single_file(path: str, config_dir: str, dtype):
+    """A single-file checkpoint (original Stable Diffusion key layout, .safetensors) with the configs
+    of a local diffusers directory: nothing is fetched from the hub (local_files_only)."""
+    import json
+
+    import diffusers
+
+    index = Path(config_dir, "model_index.json")
+    if not index.is_file():
+        raise ModelError(f"single_file_config {config_dir!r}: no model_index.json (a diffusers directory is needed)")
+    cls = getattr(diffusers, json.loads(index.read_text())["_class_name"])
+    kwargs = {_dtype_kwarg(): dtype, "config": config_dir, "local_files_only": True}
+    if "safety_checker" in json.loads(index.read_text()):
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    try:
+        return cls.from_single_file(path, **kwargs)
+    except Exception as e:
+        raise ModelError(f"could not load single-file model {path!r} with configs {config_dir!r}: "
+                         f"{type(e).__name__}: {e}") from e
+
+
+def apply_lora(pipe, path: str, scale: float) -> None:
+    """Load LoRA weights from a local path and fuse them at `scale` (no per-step adapter cost)."""
+    if not os.path.exists(path):
+        raise ModelError(f"lora.path {path!r}: no such file or directory")
+    try:
+        pipe.load_lora_weights(path, adapter_name="sdgen")
+        pipe.fuse_lora(lora_scale=scale, adapter_names=["sdgen"])
+        pipe.unload_lora_weights()  # the fused weights stay; the adapter modules go
+    except Exception as e:
+        raise ModelError(f"could not apply lora.path {path!r}: {type(e).__name__}: {e}") from e
+
+
+def load_pipeline(spec: str, dtype, device, scheduler: str = "default", storage=None, lora=None,
+                  single_file_config: str | None = None):
+    """The text-to-image pipeline for `spec`, on `device` in `dtype`, with the chosen scheduler;
+    `lora` (a LoraConfig) is fused in when it has a path."""
     preset = presets.get(spec)
     if preset is not None:  # built ones are created in float32 and cast; loaded ones get the dtype kwarg
         pipe = preset.build(device, dtype)
+    elif spec.endswith(".safetensors"):
+        pipe = from_single_file(spec.removeprefix("file://"), single_file_config, dtype)
     elif os.path.isdir(spec.removeprefix("file://")):
         pipe = from_pretrained(spec.removeprefix("file://"), dtype)
     elif is_url(spec):
         pipe = from_pretrained(fetch_url_to_cache(spec, storage), dtype)
     else:
         pipe = from_pretrained(spec, dtype, True)
+    if lora is not None and lora.path:
+        apply_lora(pipe, lora.path, lora.scale)
     set_scheduler(pipe, scheduler)
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)

@@ -25,6 +25,7 @@ import pyarrow as pa
 from pipeline.core import schema
 from pipeline.core.job import ResolvedJob
 from pipeline.core.storage import Output, filesystem
+from pipeline.generate.accel import apply as apply_accel
 from pipeline.generate.diffusion import Generator, Sample, make_batches
 from pipeline.generate.inputs import Shard, prompt_ids, read_rows, row_overrides, row_problems
 from pipeline.generate.models import load_pipeline, resolve_device_dtype
@@ -38,18 +39,17 @@ MAX_PENDING_BATCHES = 2  # batches encoding while the next one generates: bounds
 
 class ShardWorker:
     def __init__(self, job: ResolvedJob, worker_id: str = "0"):
-        import torch
-
         cfg = job.config
         self.job, self.cfg, self.worker_id = job, cfg, worker_id
         self.device, self.dtype = resolve_device_dtype(cfg.generation.device, cfg.generation.dtype)
         t0 = time.perf_counter()
-        self.pipe = load_pipeline(cfg.model, self.dtype, self.device, cfg.generation.scheduler, cfg.storage)
-        if cfg.generation.channels_last:
-            self.pipe.unet.to(memory_format=torch.channels_last)
-        if cfg.generation.compile:
-            self.pipe.unet = torch.compile(self.pipe.unet)
-        self.generator = Generator(self.pipe, self.device, self.dtype)
+        self.pipe = load_pipeline(cfg.model, self.dtype, self.device, cfg.generation.scheduler, cfg.storage,
+                                  cfg.lora, cfg.single_file_config)
+        self.accel = apply_accel(self.pipe, cfg, self.device)  # fuse, layout, fp8, compile (accel.py)
+        unique = cfg.accel.encode_unique_prompts
+        unique = self.device.type == "cuda" if unique is None else unique
+        self.generator = Generator(self.pipe, self.device, self.dtype, unique,
+                                   cfg.generation.batch_size if cfg.generation.compile and cfg.accel.pad_batches else None)
         self.scorer = None
         if cfg.scoring.enabled:
             from pipeline.probes.scorer import ClipScorer
@@ -166,6 +166,8 @@ class ShardWorker:
         timings["total"] = time.perf_counter() - t0
         fields.update(timings={k: round(v, 4) for k, v in timings.items()}, attempt=attempt, finished_at=time.time(),
                       worker=self.worker_id, host=socket.gethostname(), device=str(self.device))
+        if self.accel:
+            fields["accel"] = self.accel  # speed levers in effect for this shard (provenance)
         return self.output.commit_part(shard.name, writer.spool, fields)
 
     def _submit(self, batch: list[Sample], timings: dict):

@@ -48,7 +48,7 @@ def _regenerate(cfg: JobConfig, rows, batch_size: int, device: str) -> dict:
     import torch
 
     dev, dtype = resolve_device_dtype(device if device != "auto" else cfg.generation.device, cfg.generation.dtype)
-    pipe = load_pipeline(cfg.model, dtype, dev, cfg.generation.scheduler, cfg.storage)
+    pipe = load_pipeline(cfg.model, dtype, dev, cfg.generation.scheduler, cfg.storage, cfg.lora, cfg.single_file_config)
     gen = Generator(pipe, dev, dtype)
     samples = [Sample(i, r.prompt_id, int(r.sample_idx), r.prompt, r.negative_prompt or "", int(r.seed),
                       int(r.width), int(r.height), int(r.steps), float(r.guidance_scale))

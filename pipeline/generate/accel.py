@@ -1,0 +1,85 @@
+"""GPU speed levers applied to a loaded pipeline, once per actor (issue 11; keys under `accel:` in
+config.py, plus generation.compile / generation.channels_last).
+
+Numerics-preserving (within the 2/255 batch-composition tolerance): fused QKV projections,
+channels_last UNet/VAE, torch.compile of the whole UNet or only its repeated transformer blocks
+(regional), CUDA graphs (compile mode reduce-overhead), a persistent compile cache, and a bounded
+number of compiled shapes (later shapes run eager instead of recompiling). Numerics-changing, so
+fingerprinted and recorded: FP8 (torchao float8 on the UNet's linear layers, CUDA only).
+
+`apply` returns what was done; the worker stores it in every commit marker (per-shard provenance).
+"""
+from __future__ import annotations
+
+import os
+
+from pipeline.generate.models import ModelError
+
+
+class AccelError(ModelError):
+    """An acceleration option cannot run here; the message names the key (`sdgen: error`, exit 2)."""
+
+
+def set_compile_cache(path: str) -> None:
+    """Point inductor's FX-graph/autotune cache and Triton's kernel cache at `path` (a shared disk
+    makes a second actor's compile mostly cache hits). Must run before the first compile."""
+    import torch
+
+    os.makedirs(path, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = path
+    os.environ.setdefault("TRITON_CACHE_DIR", os.path.join(path, "triton"))
+    torch._inductor.config.fx_graph_cache = True
+
+
+def _fp8(unet, device) -> None:
+    if device.type != "cuda":
+        raise AccelError("accel.fp8 needs a CUDA device (float8 matmuls are sm89+), got "
+                         f"device {str(device)!r}")
+    try:
+        from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, quantize_
+    except ImportError as e:
+        raise AccelError(f"accel.fp8 needs torchao (pip install torchao): {e}") from None
+    quantize_(unet, Float8DynamicActivationFloat8WeightConfig())
+
+
+def compile_unet(pipe, scope: str, mode: str, max_shapes: int) -> None:
+    """torch.compile the UNet with static shapes, at most `max_shapes` (w, h, batch) variants;
+    dynamo runs eager beyond that instead of recompiling."""
+    import torch
+
+    torch._dynamo.config.cache_size_limit = max_shapes
+    if hasattr(torch._dynamo.config, "recompile_limit"):
+        torch._dynamo.config.recompile_limit = max_shapes
+    kwargs = {"dynamic": False} if mode == "default" else {"dynamic": False, "mode": mode}
+    if scope == "regional":
+        pipe.unet.compile_repeated_blocks(fullgraph=True, **kwargs)
+    else:
+        pipe.unet = torch.compile(pipe.unet, **kwargs)
+
+
+def apply(pipe, cfg, device) -> dict:
+    """Apply the configured levers in a safe order (fuse, layout, quantise, compile); returns them."""
+    import torch
+
+    g, a = cfg.generation, cfg.accel
+    done: dict = {}
+    if a.compile_cache_dir:
+        set_compile_cache(a.compile_cache_dir)
+        done["compile_cache_dir"] = a.compile_cache_dir
+    if a.fuse_qkv:
+        pipe.fuse_qkv_projections()
+        done["fuse_qkv"] = True
+    if g.channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+        done["channels_last"] = True
+    if a.channels_last_vae:
+        pipe.vae.to(memory_format=torch.channels_last)
+        done["channels_last_vae"] = True
+    if a.fp8:
+        _fp8(pipe.unet, device)
+        done["fp8"] = "torchao float8 dynamic activation + weight, UNet linear layers"
+    if g.compile:
+        compile_unet(pipe, a.compile_scope, a.compile_mode, a.max_compiled_shapes)
+        done["compile"] = {"scope": a.compile_scope, "mode": a.compile_mode, "max_shapes": a.max_compiled_shapes,
+                           "pad_batches": a.pad_batches}
+    return done
