@@ -136,6 +136,10 @@ class WriteConfig(_Strict):
     # a shard. false = null timings, so a retried shard's part is byte-identical too
     timing_columns: bool = True
     contact_sheet: bool = False  # after a run that did work: OUTPUT/contact_sheet.png, a labelled image grid
+    # one run at a time per output (pipeline/core/lease.py): OUTPUT/_lock, renewed every ttl/3 s while
+    # running; an overlapping run exits 3 and does nothing; a lease older than this (holder killed)
+    # is taken over. null = no lease (and no _runs/ history), for outputs shared by design
+    lease_ttl_s: Optional[float] = Field(300.0, gt=0)
 
 
 class RayConfig(_Strict):
