@@ -209,3 +209,17 @@ def read_history(output) -> list[dict]:
     except FileNotFoundError:
         return []
     return [r for r in (output.read_json(p) for p in names) if r]
+
+
+def history_trend(output, last: int = 10) -> str:
+    """The last runs, one line each (what a nightly job's operator reads)."""
+    hist = read_history(output)[-last:]
+    if not hist:
+        return f"no runs recorded in {output.url}/_runs"
+    lines = [f"{'started':25s} {'seconds':>8s} {'new':>5s} {'committed':>9s} {'rows':>7s} {'failed':>6s} "
+             f"{'img/s':>7s}  complete"]
+    for h in hist:
+        lines.append(f"{h.get('started', '?'):25s} {h.get('duration_s') or 0:8.1f} {h.get('new_shards') or 0:5d} "
+                     f"{h.get('committed_shards') or 0:9d} {h.get('committed_rows') or 0:7d} "
+                     f"{h.get('failed_shards') or 0:6d} {h.get('images_per_s') or 0:7.2f}  {h.get('complete')}")
+    return "\n".join(lines)

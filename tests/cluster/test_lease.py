@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -147,3 +148,21 @@ def test_lease_on_s3_is_exclusive(s3_server):
         with pytest.raises(LeaseHeld):
             Lease(out, ttl_s=60).acquire()
     assert not out.exists(out.path("_lock"))
+
+
+def test_scheduled_run_script_skips_cleanly_and_prints_the_trend(tmp_path):
+    src = write_prompts(tmp_path / "p.parquet", ["a red circle", "a blue square"])
+    out = tmp_path / "out"
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(tiny_config(src, out)))
+    script = [str(Path(__file__).resolve().parents[2] / "jobs" / "scheduled_run.sh"), str(job)]
+    env = dict(os.environ, SDGEN_PYTHON=sys.executable, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    r = subprocess.run(script, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (line,) = [x for x in r.stdout.splitlines() if x[:4].isdigit()]  # one run in the trend
+    assert line.split()[2:5] == ["1", "1", "4"]  # 1 new shard, 1 committed, 4 rows
+    _stale(out)  # a live lease of another host: the next run is skipped
+    r = subprocess.run(script, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "scheduled_run: skipped" in r.stdout, r.stdout + r.stderr[-2000:]
+    assert "another run holds the lease" in r.stderr
+    assert len(_runs(out)) == 1
