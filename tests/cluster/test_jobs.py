@@ -88,3 +88,15 @@ def test_ray_job_submit_cli_as_documented(head, tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert "succeeded" in (r.stdout + r.stderr).lower()
     assert len(read_output(tmp_path / "out")) == 2
+
+
+def test_joining_the_head_with_address_auto(head, tmp_path):
+    """`sdgen run job.yaml --set ray.address=auto` from a node of the cluster (RAY_ADDRESS names the head)."""
+    prompts = write_prompts(tmp_path / "prompts.parquet", prompts=["a red circle", "a blue square", "a square"])
+    job = _write(tmp_path / "job.yaml", tiny_config(prompts, tmp_path / "out", ray={"executor": "ray"}))
+    env = dict(head.client_env(), RAY_ADDRESS=f"127.0.0.1:{head.gcs}")
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(job), "--set", "ray.address=auto",
+                        "--no-progress"], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert f"Using address 127.0.0.1:{head.gcs}" in r.stderr and "Connected to Ray cluster" in r.stderr
+    assert len(read_output(tmp_path / "out")) == 6
