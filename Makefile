@@ -14,7 +14,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch/torchvision pinned to the builds that work together here (see README: installation)
+	# torch/torchvision pinned to the builds that work together here (README.md, "Install")
 	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(BIN)/pip install -q torch torchvision
 	$(BIN)/pip install -q -e ".[test]"
 	touch $(STAMP)
@@ -30,7 +30,8 @@ test-fast: setup
 	$(BIN)/python -m pytest -q -x -m "not slow" $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check pipeline tests jobs
+	$(BIN)/ruff check pipeline tests jobs benchmarks
+	$(BIN)/ruff format --check pipeline tests jobs benchmarks
 
 bench: setup
 	$(BIN)/python -m benchmarks.bench_cpu

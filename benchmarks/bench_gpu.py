@@ -23,8 +23,8 @@ TINY = "--tiny" in sys.argv
 BATCH = 2 if TINY else int(os.environ.get("BENCH_BATCH", "16"))
 N_BATCHES = 2 if TINY else int(os.environ.get("BENCH_BATCHES", "4"))
 RES, STEPS = (64, 3) if TINY else (512, 50)
-TFLOP_PER_IMAGE = 82.8  # PERFORMANCE.md: SD1.5 image, 50 steps with CFG, VAE decode included
-PEAK_TFLOPS = 800.0  # measured large bf16 matmul on H100/H200 (PERFORMANCE.md, device KINDS.md)
+TFLOP_PER_IMAGE = 82.8  # docs/PERFORMANCE.md: SD1.5 image, 50 steps with CFG, VAE decode included
+PEAK_TFLOPS = 800.0  # measured large bf16 matmul on H100/H200 (docs/PERFORMANCE.md, device KINDS.md)
 
 
 def sync():

@@ -90,11 +90,12 @@ def main():
                                        env={**os.environ, "HF_HUB_OFFLINE": "1"})
     res.update(plan_s=round(seconds, 2), plan_peak_rss_MB=round(peak, 1), plan_output=out.strip())
     # peak RSS levels off once the batch pipeline is warm: a shard 4x larger costs no more memory
-    res["actor_by_shard_size"] = [actor_memory(tmp, n) for n in (32, 256, 1024)]
+    sizes = (8, 16, 32) if "--quick" in sys.argv else (32, 256, 1024)  # --quick: a smoke run, not a measurement
+    res["actor_by_shard_size"] = [actor_memory(tmp, n) for n in sizes]
     mid, big = res["actor_by_shard_size"][1:]
     res["actor_rss_256_to_1024_images_MB"] = round(big["peak_rss_MB"] - mid["peak_rss_MB"], 1)
     res["part_growth_256_to_1024_images_MB"] = round(big["part_MB"] - mid["part_MB"], 1)
-    report("bench_scale", res)
+    report("bench_scale_quick" if "--quick" in sys.argv else "bench_scale", res)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,19 @@ def _load(args):
     return config_mod.load(args.config, args.set)
 
 
+def add_storage_option(sp) -> None:
+    """Read-side commands take the job config whose `storage:` section reaches the output."""
+    sp.add_argument("--config", dest="storage_config", metavar="JOB.yaml",
+                    help="take storage settings (endpoint, keys, region) from this job config's storage "
+                         "section; default: the environment (AWS_*)")
+
+
+def storage_of(args):
+    """The StorageConfig named by --config, or None (fsspec reads the environment)."""
+    path = getattr(args, "storage_config", None)
+    return config_mod.load_storage(path) if path else None
+
+
 def cmd_run(args) -> int:
     from pipeline.generate.driver import format_summary, run_job
 
@@ -38,7 +51,7 @@ def cmd_plan(args) -> int:
 def cmd_status(args) -> int:
     from pipeline.tools.status import output_status
 
-    st = output_status(args.output)
+    st = output_status(args.output, storage_of(args))
     print(json.dumps(st, indent=1, default=str))
     return 0
 
@@ -46,7 +59,7 @@ def cmd_status(args) -> int:
 def cmd_verify(args) -> int:
     from pipeline.tools.verify import verify
 
-    rep = verify(args.output, n=args.n, batch_size=args.batch_size)
+    rep = verify(args.output, n=args.n, batch_size=args.batch_size, storage=storage_of(args))
     for r in rep["rows"]:
         print(f"{r['prompt_id']}#{r['sample_idx']} seed={r['seed']} bytes_equal={r['bytes_equal']} "
               f"max_pixel_diff={r['max_pixel_diff']}")
@@ -58,7 +71,7 @@ def cmd_verify(args) -> int:
 def cmd_contact_sheet(args) -> int:
     from pipeline.tools.contact import contact_sheet
 
-    print(contact_sheet(args.output, args.o, max_images=args.max_images))
+    print(contact_sheet(args.output, args.o, max_images=args.max_images, storage=storage_of(args)))
     return 0
 
 
@@ -85,20 +98,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_plan)
     sp = sub.add_parser("status", help="what an output holds: committed shards, rows per status")
     sp.add_argument("output")
+    add_storage_option(sp)
     sp.set_defaults(func=cmd_status)
     sp = sub.add_parser("verify", help="regenerate N rows from their metadata and compare with the stored PNGs")
     sp.add_argument("output")
     sp.add_argument("--n", type=int, default=8)
     sp.add_argument("--batch-size", type=int, default=1)
+    add_storage_option(sp)
     sp.set_defaults(func=cmd_verify)
     sp = sub.add_parser("contact-sheet", help="a labelled PNG grid of an output's images")
     sp.add_argument("output")
     sp.add_argument("-o", default=None, help="PNG path (default OUTPUT/contact_sheet.png)")
     sp.add_argument("--max-images", type=int, default=64)
+    add_storage_option(sp)
     sp.set_defaults(func=cmd_contact_sheet)
     from pipeline.audit.commands import add_commands  # expand, audit, filter, report
 
     add_commands(sub)
+    from pipeline.tools.commands import add_commands as add_dataset_commands  # dedup, export
+
+    add_dataset_commands(sub)
     return p
 
 

@@ -41,6 +41,15 @@ def tiny_config(input_path, output, **sections) -> dict:
     return cfg
 
 
+def write_job(path, cfg: dict) -> str:
+    """The one way tests write a job YAML: ``cfg`` (e.g. from tiny_config) dumped to ``path``."""
+    import yaml
+
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    return str(path)
+
+
 def decode(png: bytes) -> np.ndarray:
     from PIL import Image
 

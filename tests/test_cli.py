@@ -1,8 +1,7 @@
 import json
 import os
 
-import yaml
-from conftest import tiny_config, write_prompts
+from conftest import tiny_config, write_job, write_prompts
 
 from pipeline.cli import main
 
@@ -10,9 +9,7 @@ from pipeline.cli import main
 def write_cfg(tmp_path, **kw):
     src = write_prompts(tmp_path / "p.parquet", [f"prompt {i}" for i in range(5)])
     cfg = tiny_config(src, tmp_path / "out", **kw)
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return str(path)
+    return write_job(tmp_path / "job.yaml", cfg)
 
 
 def test_plan_run_status_verify(tmp_path, capsys):

@@ -29,6 +29,7 @@ def _text(nb) -> str:
     return "\n".join(out)
 
 
+@pytest.mark.slow
 def test_bias_audit_notebook(tmp_path):
     nb = _execute("bias_audit.ipynb", tmp_path)
     text = _text(nb)
@@ -44,6 +45,7 @@ def test_bias_audit_notebook(tmp_path):
     assert (after.groupby("prompt_id").mitigation_variant.value_counts() == 2).all()
 
 
+@pytest.mark.slow
 def test_quickstart_notebook(tmp_path):
     """The quickstart runs the toy model, shows rows and a contact sheet, and checks the seed promise."""
     nb = _execute("quickstart.ipynb", tmp_path)

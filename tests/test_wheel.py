@@ -2,6 +2,7 @@
 run with the default toy model from a directory outside the checkout. Catches package data that a
 source checkout has and an installation lacks (the toy weights, the shipped YAML)."""
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -9,7 +10,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import write_prompts
+from conftest import write_job, write_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -23,9 +24,15 @@ def _run(cmd, **kw):
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
-    dist = tmp_path_factory.mktemp("dist")
+    dist, src = tmp_path_factory.mktemp("dist"), tmp_path_factory.mktemp("src") / "sdgen"
+    # build from a copy of the tracked files: no build/ left in the checkout, no stale file in the wheel
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for rel in filter(None, files.decode().split("\0")):
+        if (ROOT / rel).is_file():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, src / rel)
     # --no-build-isolation: the test venv's setuptools; nothing is downloaded
-    _run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
+    _run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q",
           "-w", str(dist)])
     (whl,) = dist.glob("sdgen-*.whl")
     return whl
@@ -55,9 +62,8 @@ def test_installed_wheel_runs_the_toy_model_outside_the_checkout(wheel, tmp_path
     work = tmp_path / "elsewhere"
     work.mkdir()
     write_prompts(work / "p.parquet", ["a red circle", "a blue square"])
-    (work / "job.yaml").write_text(
-        f"input: {work / 'p.parquet'}\noutput: {work / 'out'}\nmodel: toy\n"
-        "generation: {images_per_prompt: 1, steps: 4}\nray: {executor: inline}\n")
+    write_job(work / "job.yaml", {"input": str(work / "p.parquet"), "output": str(work / "out"), "model": "toy",
+                                  "generation": {"images_per_prompt": 1, "steps": 4}, "ray": {"executor": "inline"}})
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
     where = _run([str(py), "-c", "import pipeline, pipeline.toyworld as t; print(pipeline.__file__, t.SD_DIR)"],
                  cwd=work, env=env).stdout

@@ -41,23 +41,30 @@ def _probe_args(args) -> dict:
             "clip_weights": args.clip_weights, "device": args.device}
 
 
-def _default_group_by(url) -> list[str]:
-    from pipeline.audit.data import open_source
+def _storage(args):
+    from pipeline.cli import storage_of
+
+    return storage_of(args)
+
+
+def _default_group_by(src) -> list[str]:
     from pipeline.audit.runner import AuditError, passthrough_columns
 
-    cols = passthrough_columns(open_source(url).columns())
+    url = src.url
+    cols = passthrough_columns(src.columns())
     if not cols:
         raise AuditError(f"{url!r} has no passthrough column to group by; pass --group-by COLUMN")
     return cols[:1]
 
 
-def _default_attributes(url, given) -> list[str]:
-    from pipeline.audit.data import open_source, probed_attributes
+def _default_attributes(src, given) -> list[str]:
+    from pipeline.audit.data import probed_attributes
     from pipeline.audit.runner import AuditError
 
+    url = src.url
     if given:
         return list(dict.fromkeys(given))
-    attrs = list(probed_attributes(open_source(url)))
+    attrs = list(probed_attributes(src))
     if not attrs:
         raise AuditError(f"{url!r} holds no probed attribute: pass --attribute A (and --attribute-set SET "
                          f"to probe the stored images now)")
@@ -66,22 +73,26 @@ def _default_attributes(url, given) -> list[str]:
 
 @_errors_exit_2
 def cmd_audit(args) -> int:
+    from pipeline.audit.data import open_source
     from pipeline.audit.runner import AuditError, format_attribute, format_compare, run_audit, run_compare
 
+    storage = _storage(args)
     if args.compare:
         if args.output or len(args.attribute or []) != 1:
             raise AuditError("--compare OUT_A OUT_B takes no positional OUTPUT and exactly one --attribute")
-        group_by = args.group_by or _default_group_by(args.compare[1])
-        r = run_compare(*args.compare, args.attribute[0], group_by, args.target, args.bootstrap, args.seed,
+        a, b = (open_source(u, storage) for u in args.compare)
+        group_by = args.group_by or _default_group_by(b)
+        r = run_compare(a, b, args.attribute[0], group_by, args.target, args.bootstrap, args.seed,
                         args.where, args.min_n, args.out, args.name, **_probe_args(args))
         print(format_compare(r["table"]))
         print(f"wrote {r['path']}")
         return 0
     if not args.output:
         raise AuditError("give an OUTPUT to audit, or --compare OUT_A OUT_B")
-    group_by = args.group_by or _default_group_by(args.output)
-    attrs = _default_attributes(args.output, args.attribute)
-    r = run_audit(args.output, attrs, group_by, args.target, args.bootstrap, args.seed, args.where, args.k,
+    src = open_source(args.output, storage)  # opened once: defaults, labels and metrics all read it
+    group_by = args.group_by or _default_group_by(src)
+    attrs = _default_attributes(src, args.attribute)
+    r = run_audit(src, attrs, group_by, args.target, args.bootstrap, args.seed, args.where, args.k,
                   args.min_n, **_probe_args(args))
     for a in attrs:
         print(format_attribute(r["metrics"]["attributes"][a]))
@@ -95,12 +106,13 @@ def cmd_filter(args) -> int:
     from pipeline.audit.policy import apply_policy, load_policy, materialize, summary_lines
 
     policy = load_policy(args.policy, args.threshold)
-    record = apply_policy(args.output, policy, args.name)
+    storage = _storage(args)
+    record = apply_policy(args.output, policy, args.name, storage)
     print("\n".join(summary_lines(record)))
     if record["skipped_rules"]:
         print(f"skipped (column not in this output): {', '.join(record['skipped_rules'])}")
     if args.materialize:
-        m = materialize(args.output, record["name"], args.materialize, policy.blur_radius)
+        m = materialize(args.output, record["name"], args.materialize, policy.blur_radius, storage)
         print(f"materialised {m['rows']} rows to {m['dest']}")
     return 0
 
@@ -110,11 +122,17 @@ def cmd_report(args) -> int:
     from pipeline.audit.report import build_report
 
     r = build_report(args.output, args.out, group_by=args.group_by, thumbnails=args.thumbnails,
-                     B=args.bootstrap, seed=args.seed)
+                     B=args.bootstrap, seed=args.seed, storage=_storage(args))
     for note in r["notes"]:
         print(f"note: {note}")
     print(f"wrote {r['path']} ({r['bytes'] / 1e6:.1f} MB)")
     return 0
+
+
+def add_storage_option(sp) -> None:
+    from pipeline.cli import add_storage_option as add
+
+    add(sp)
 
 
 def _audit_options(sp) -> None:
@@ -136,6 +154,7 @@ def _audit_options(sp) -> None:
     sp.add_argument("--clip-model", help="CLIP for post-hoc probes (default: run.json scoring.clip_model)")
     sp.add_argument("--clip-weights", help="local weights file for --clip-model")
     sp.add_argument("--device", default="auto", help="device for post-hoc probes (auto = cuda when present)")
+    add_storage_option(sp)
 
 
 def add_commands(subparsers) -> None:
@@ -161,6 +180,7 @@ def add_commands(subparsers) -> None:
                     help="replace a rule's threshold (repeatable)")
     sp.add_argument("--name", help="decisions folder OUTPUT/policy/<name> (default: the policy's name)")
     sp.add_argument("--materialize", metavar="DIR", help="also write a filtered, blurred copy of the dataset")
+    add_storage_option(sp)
     sp.set_defaults(func=cmd_filter)
 
     sp = subparsers.add_parser("report", help="one self-contained HTML report (charts, tables, image grids)")
@@ -171,4 +191,5 @@ def add_commands(subparsers) -> None:
     sp.add_argument("--thumbnails", type=int, default=8, help="images per group in the grids")
     sp.add_argument("--bootstrap", type=int, default=2000, metavar="B")
     sp.add_argument("--seed", type=int, default=0)
+    add_storage_option(sp)
     sp.set_defaults(func=cmd_report)

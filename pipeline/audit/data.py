@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.core.dataset import Dataset
 from pipeline.core.storage import Output
 
 KEYS = ["prompt_id", "sample_idx"]
@@ -50,13 +51,15 @@ class Source:
         return pq.read_schema(self.files[0], filesystem=self.fs).names if self.files else []
 
 
-def open_source(url: str) -> Source:
-    """An sdgen output (run.json + committed parts) or a Parquet file / folder with an `image` column."""
-    out = Output(url)
-    run = None if out.fs.isfile(out.root) else out.read_json(out.path("run.json"))
-    if run is not None:
-        files = [out.part_path(s) for s in sorted(out.committed_markers())]
-        return Source(url, out, run, files, out.fs, out.path("audit"))
+def open_source(url, storage=None) -> Source:
+    """An sdgen output (run.json + committed parts, read through core.dataset.Dataset) or a Parquet
+    file / folder with an `image` column. Given a Source, returns it: open once, pass it on."""
+    if isinstance(url, Source):
+        return url
+    ds = Dataset(url, storage)
+    out = ds.output
+    if ds.run is not None:
+        return Source(url, out, ds.run, ds.files, out.fs, out.path("audit"))
     fs, root = out.fs, out.root
     if fs.isfile(root):
         files, base = [root], root.rsplit("/", 1)[0]

@@ -102,6 +102,12 @@ E[max]: expected largest raw score among k. Screening-blocked rows never reach a
 {% for r in safety.rows %}<tr>{% for v in r %}<td{% if loop.index <= 2 %} class="l"{% endif %}>{{ v }}</td>{% endfor %}</tr>
 {% endfor %}</table>{% else %}<p class="muted">No safety results.</p>{% endif %}
 {% for p in policies %}<p>Policy <b>{{ p.name }}</b> ({{ p.fingerprint }}): {{ p.counts }}</p>{% endfor %}
+<h2>Diversity</h2>
+{% if diversity.rows %}<p class="muted">Per group: Vendi score (effective number of distinct images; 1 = all alike) and
+mean pairwise cosine of CLIP image embeddings ({{ diversity.source }}), 95% bootstrap intervals over prompts, then seeds.</p>
+<table><tr>{% for h in diversity.head %}<th{% if loop.index == 1 %} class="l"{% endif %}>{{ h }}</th>{% endfor %}</tr>
+{% for r in diversity.rows %}<tr>{% for v in r %}<td{% if loop.index == 1 %} class="l"{% endif %}>{{ v }}</td>{% endfor %}</tr>
+{% endfor %}</table>{% else %}<p class="muted">No diversity results{% if diversity.note %}: {{ diversity.note }}{% endif %}.</p>{% endif %}
 <h2>Provenance</h2><dl>{% for k, v in provenance %}<dt>{{ k }}</dt><dd>{{ v }}</dd>{% endfor %}</dl>
 <script>{{ js | safe }}</script>
 </body></html>

@@ -1,6 +1,6 @@
 """Safety policy: keep / flag / blur / drop decisions from the raw score columns, as new data.
 
-AUDIT.md ("Per-image columns"): detectors store raw numbers; the policy is a separate step that can
+docs/AUDIT.md ("Per-image columns"): detectors store raw numbers; the policy is a separate step that can
 be re-run with other thresholds without regenerating. `sdgen filter OUTPUT --policy POLICY.yaml`
 never rewrites a committed part; it writes
 
@@ -17,6 +17,9 @@ A policy file:
       - {name: x_mark, when: "safety_x_mark > 0.25", action: drop}
       - {name: concept, when: safety_flagged, action: blur}        # a bare column: true = match
       - {name: unsure, when: "attr_colour == abstain", action: flag}
+    dedup: phash                  # optional: join OUTPUT/dedup/<name>/decisions.parquet (sdgen dedup),
+                                  # so rules can read `duplicate` (bool) and `distance`, e.g.
+                                  # {name: near_duplicate, when: duplicate, action: drop}
 
 Severity: keep < flag < blur < drop (ties: the earlier rule). A comparison with a missing value
 never matches. Rows the prompt screen blocked stay `blocked` whatever the rules say; failed and
@@ -92,13 +95,14 @@ class Policy:
     description: str = ""
     source: str = ""
     overrides: dict = field(default_factory=dict)
+    dedup: str | None = None  # name of the sdgen dedup decisions joined before deciding
 
     def as_dict(self) -> dict:
         """The effective policy (what policy.yaml holds); parse(as_dict()) gives the same policy."""
         rules = [{"name": r.name, "when": r.when, "action": r.action, **({"if_missing": "skip"} if
                   r.if_missing == "skip" else {})} for r in self.rules]
         return {"name": self.name, "description": self.description, "default": self.default,
-                "blur_radius": self.blur_radius, "rules": rules}
+                "blur_radius": self.blur_radius, "rules": rules, **({"dedup": self.dedup} if self.dedup else {})}
 
     def fingerprint(self) -> str:
         """sha256 of what decides (rules, default, blur radius): equal fingerprints, equal decisions."""
@@ -133,7 +137,7 @@ def parse_policy(raw: dict, source: str = "<dict>", overrides=()) -> Policy:
     """Validate a policy mapping; overrides "RULE=VALUE" replace a rule's threshold."""
     if not isinstance(raw, dict):
         raise PolicyError(f"policy {source} must be a YAML mapping, got {type(raw).__name__}")
-    unknown = set(raw) - {"name", "description", "default", "blur_radius", "rules"}
+    unknown = set(raw) - {"name", "description", "default", "blur_radius", "rules", "dedup"}
     if unknown:
         raise PolicyError(f"policy {source}: unknown keys {sorted(unknown)}")
     rules = raw.get("rules")
@@ -151,6 +155,7 @@ def parse_policy(raw: dict, source: str = "<dict>", overrides=()) -> Policy:
         raise PolicyError(f"policy {source}: blur_radius must be a number > 0, got {radius!r}")
     pol = Policy(str(raw.get("name") or Path(source).stem), parsed, default, float(radius),
                  str(raw.get("description", "")).strip(), source)
+    pol.dedup = str(raw["dedup"]) if raw.get("dedup") else None
     _apply_overrides(pol, overrides)
     return pol
 
@@ -224,20 +229,21 @@ def policy_dir(output, name: str) -> str:
     return output.path("policy", name)
 
 
-def apply_policy(output_url: str, policy: Policy, name: str | None = None) -> dict:
+def apply_policy(output_url: str, policy: Policy, name: str | None = None, storage=None) -> dict:
     """Decide every committed row and write the decisions beside the parts; returns the record."""
     import pyarrow.parquet as pq
     import yaml
 
-    from pipeline.core.storage import Output
+    from pipeline.core.dataset import Dataset
 
-    out = Output(output_url)
-    run = out.read_json(out.path("run.json"))
+    ds = Dataset(output_url, storage)
+    out, run = ds.output, ds.run
     if run is None:
         raise PolicyError(f"{output_url!r} is not an sdgen output (no run.json)")
-    names = _part_columns(out)
-    cols = [c for c in ["prompt_id", "sample_idx", "status", *policy.columns()] if c in names]
-    df = out.read_table(columns=cols).to_pandas()
+    names = ds.columns()
+    df = ds.table(columns=["prompt_id", "sample_idx", "status", *policy.columns()]).to_pandas()
+    if policy.dedup:  # near-duplicate decisions (sdgen dedup) joined as columns
+        df, names = _join_dedup(output_url, policy.dedup, df, names, storage)
     if df.empty:
         raise PolicyError(f"{output_url!r} has no committed rows yet")
     dec = decide(df, policy)
@@ -256,19 +262,21 @@ def apply_policy(output_url: str, policy: Policy, name: str | None = None) -> di
     return record
 
 
-def _part_columns(out) -> list[str]:
-    import pyarrow.parquet as pq
+def _join_dedup(output_url: str, name: str, df: pd.DataFrame, names: list[str], storage=None):
+    from pipeline.tools.dedup import DedupError, read_dedup
 
-    markers = out.committed_markers()
-    if not markers:
-        return []
-    return pq.read_schema(out.part_path(sorted(markers)[0]), filesystem=out.fs).names
+    try:
+        dd = read_dedup(output_url, name, storage)[["prompt_id", "sample_idx", "duplicate", "distance"]]
+    except DedupError as e:
+        raise PolicyError(f"policy dedup: {name!r}: {e}") from None
+    df = df.merge(dd, on=["prompt_id", "sample_idx"], how="left")  # rows without an image: missing
+    return df, [*names, "duplicate", "distance"]
 
 
-def read_decisions(output_url: str, name: str) -> pd.DataFrame:
+def read_decisions(output_url: str, name: str, storage=None) -> pd.DataFrame:
     from pipeline.core.storage import Output
 
-    out = Output(output_url)
+    out = Output(output_url, storage)
     path = f"{policy_dir(out, name)}/decisions.parquet"
     if not out.exists(path):
         raise PolicyError(f"no decisions at {path!r}; run sdgen filter {output_url} --policy ... first")
@@ -287,20 +295,22 @@ def blur_png(png: bytes, radius: float) -> bytes:
     return buf.getvalue()
 
 
-def materialize(output_url: str, name: str, dest: str, blur_radius: float) -> dict:
+def materialize(output_url: str, name: str, dest: str, blur_radius: float, storage=None) -> dict:
     """A filtered copy of the output at ``dest`` (an sdgen output itself: parts, markers, run.json):
     rows decided keep/flag/blur only (no blocked, dropped or imageless rows), blurred images where
     decided, plus columns policy_decision and policy_rule. The source is only read."""
     import pyarrow.parquet as pq
 
+    from pipeline.core.dataset import Dataset
     from pipeline.core.storage import Output
 
-    src, dst = Output(output_url), Output(dest)
+    ds, dst = Dataset(output_url, storage), Output(dest, storage)
+    src = ds.output
     if dst.committed_markers():
         raise PolicyError(f"--materialize {dest!r} already holds a dataset; choose an empty location")
-    dec = read_decisions(output_url, name).set_index(["prompt_id", "sample_idx"])
+    dec = read_decisions(output_url, name, storage).set_index(["prompt_id", "sample_idx"])
     rows = 0
-    for shard in sorted(src.committed_markers()):
+    for shard in ds.commits:
         t = pq.read_table(src.part_path(shard), filesystem=src.fs)
         keys = t.select(["prompt_id", "sample_idx"]).to_pandas()
         d = dec.reindex(pd.MultiIndex.from_frame(keys))

@@ -29,8 +29,9 @@ def _f(x, fmt="{:.3f}"):
 
 
 def ensure_audit(src, group_by=None, B=2000, seed=0) -> tuple[dict | None, list[str]]:
-    """metrics.json, running the audit first when there is none; notes say what was done or missing."""
-    _, metrics = read_results(src.url)
+    """metrics.json, running the audit first when there is none (its result is used directly, not
+    read back); notes say what was done or missing."""
+    _, metrics = read_results(src)
     notes = []
     probed = probed_attributes(src)
     if metrics is None:
@@ -44,8 +45,7 @@ def ensure_audit(src, group_by=None, B=2000, seed=0) -> tuple[dict | None, list[
                           "`sdgen audit OUTPUT --group-by COL` with a column to compare groups."]
         for a in probed:  # one by one: an attribute probed after the run may come from its own set file
             set_file = probed[a].get("set_file") if probed[a]["origin"] == "posthoc" else None
-            run_audit(src.url, [a], group_by, B=B, seed=seed, attribute_set=set_file)
-        _, metrics = read_results(src.url)
+            metrics = run_audit(src, [a], group_by, B=B, seed=seed, attribute_set=set_file).merged
         notes.append(f"No audit existed; audited {', '.join(probed)} by {', '.join(group_by)} "
                      f"(B={B}, seed {seed}) for this report.")
     missing = [a for a in probed if a not in metrics.get("attributes", {})]
@@ -200,6 +200,15 @@ def safety_section(metrics) -> dict:
     return {"head": head, "rows": rows, "k": s.get("k")}
 
 
+def diversity_section(metrics) -> dict:
+    d = (metrics or {}).get("diversity") or {}
+    head = ["group", "prompts", "images", "Vendi", "95% CI", "mean cos", "95% CI"]
+    ci = lambda c: f"[{_f(c[0], '{:.2f}')}, {_f(c[1], '{:.2f}')}]" if c else "–"  # noqa: E731
+    rows = [[g["group"], g["prompts"], g["n"], _f(g["vendi"], "{:.2f}"), ci(g.get("vendi_ci")),
+             _f(g["mean_cos"]), ci(g.get("mean_cos_ci"))] for g in d.get("per_group", [])]
+    return {"head": head, "rows": rows, "source": d.get("embedding", "–"), "note": d.get("skipped", "")}
+
+
 def provenance(src, df) -> list[tuple[str, str]]:
     run = src.run or {}
     cfg, gen = run.get("config") or {}, (run.get("config") or {}).get("generation") or {}
@@ -240,14 +249,15 @@ def policies(src) -> list[dict]:
     return out
 
 
-def build_report(url, out_file=None, group_by=None, thumbnails=8, B=2000, seed=0) -> dict:
-    """Write the report; returns {"path", "bytes", "notes"}."""
-    src = open_source(url)
+def build_report(url, out_file=None, group_by=None, thumbnails=8, B=2000, seed=0, storage=None) -> dict:
+    """Write the report; returns {"path", "bytes", "notes"}. The output is opened once."""
+    src = open_source(url, storage)
     metrics, notes = ensure_audit(src, group_by, B, seed)
     df = read_rows(src)
     sections = [attribute_section(src, df, e, thumbnails) for e in ((metrics or {}).get("attributes") or {}).values()]
     page = render(title=url, generated=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                   notes=notes, attributes=sections, safety=safety_section(metrics), policies=policies(src),
+                  diversity=diversity_section(metrics),
                   provenance=provenance(src, df))
     path = out_file or f"{src.audit_dir}/report.html"
     if out_file:

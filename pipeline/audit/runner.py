@@ -7,7 +7,7 @@ Writes beside the output (never into its parts):
 An audit of attribute A replaces A's rows and entry and keeps the other attributes' (so the report
 can show several attributes, each with the grouping it was audited by).
 
-Definitions are AUDIT.md's, computed by pipeline.audit.stats. Only status == "ok" rows enter a
+Definitions are docs/AUDIT.md's, computed by pipeline.audit.stats. Only status == "ok" rows enter a
 distribution; blocked, failed and invalid rows are counted in each group's coverage. Below min_n
 (30) non-abstained images a group shows its null floor, not a disparity.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -178,14 +179,34 @@ def safety_table(df: pd.DataFrame, group_by, k: int) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- the command
+@dataclass
+class AuditResult:
+    """What one audit computed, for the caller (the CLI, the report) to use without re-reading:
+    ``summary`` (rows of summary.parquet), ``metrics`` (this audit's metrics.json entries),
+    ``merged`` (metrics.json as written: earlier audits of other attributes kept), ``paths``,
+    ``source`` (the opened output) and ``rows`` (the audited rows, after --where)."""
+
+    summary: pd.DataFrame
+    metrics: dict
+    merged: dict
+    paths: dict
+    source: object
+    rows: pd.DataFrame
+
+    def __getitem__(self, key):  # result["metrics"]: the dict-style access of earlier notebooks
+        return getattr(self, key)
+
+
 def run_audit(url, attributes, group_by, target="uniform", B=2000, seed=0, where=(), k=None, min_n=30,
-              write=True, **probe_args) -> dict:
-    """Audit ``attributes`` of the output at ``url`` grouped by ``group_by`` (a column or a list).
+              write=True, storage=None, diversity=True, **probe_args) -> AuditResult:
+    """Audit ``attributes`` of the output at ``url`` (a URL or an opened Source) grouped by
+    ``group_by`` (a column or a list); ``storage`` is the job config's storage section for cloud URLs.
 
     ``probe_args`` (attribute_set, clip_model, clip_weights, device) matter only for attributes the
-    run did not probe. Returns {"summary", "metrics", "paths"}; writes the files when ``write``.
+    run did not probe. Writes audit/summary.parquet and audit/metrics.json when ``write``.
     """
-    src = open_source(url)
+    src = open_source(url, storage)
+    url = src.url
     group_by = [group_by] if isinstance(group_by, str) else list(group_by)
     df = read_rows(src)
     if df.empty:
@@ -211,13 +232,26 @@ def run_audit(url, attributes, group_by, target="uniform", B=2000, seed=0, where
                "source": {"output": url, "run_fingerprint": (src.run or {}).get("fingerprint"),
                           "rows": len(df), "sdgen_output": not src.foreign},
                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    if diversity:  # Vendi score and mean cosine per prompt and group (pipeline/audit/diversity.py)
+        metrics["diversity"] = _diversity(src, df, group_by, seed, probe_args)
     summary = pd.concat(summaries, ignore_index=True)
-    paths = write_results(src, summary, metrics) if write else {}
-    return {"summary": summary, "metrics": jsonable(metrics), "paths": paths}
+    paths, merged = write_results(src, summary, metrics) if write else ({}, jsonable(metrics))
+    return AuditResult(summary, jsonable(metrics), merged, paths, src, df)
 
 
-def write_results(src, summary: pd.DataFrame, metrics: dict) -> dict:
-    """Merge into audit/summary.parquet and audit/metrics.json (other attributes' results kept)."""
+def _diversity(src, df, group_by, seed, probe_args) -> dict:
+    from pipeline.audit.diversity import diversity_metrics
+    from pipeline.probes.scorer import ScorerError
+
+    try:
+        return diversity_metrics(src, df, group_by, seed, **probe_args)
+    except (AuditError, ScorerError) as e:  # e.g. foreign data without a CLIP named: the rest of the audit stands
+        return {"skipped": str(e)}
+
+
+def write_results(src, summary: pd.DataFrame, metrics: dict) -> tuple[dict, dict]:
+    """Merge into audit/summary.parquet and audit/metrics.json (other attributes' results kept);
+    returns (paths, the merged metrics as written)."""
     import pyarrow.parquet as pq
 
     spath, mpath = f"{src.audit_dir}/summary.parquet", f"{src.audit_dir}/metrics.json"
@@ -232,8 +266,9 @@ def write_results(src, summary: pd.DataFrame, metrics: dict) -> dict:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     src.output.write_bytes_atomic(spath, sink.getvalue().to_pybytes())
-    src.output.write_bytes_atomic(mpath, _dumps(jsonable(merged)).encode())
-    return {"summary": spath, "metrics": mpath}
+    merged = jsonable(merged)
+    src.output.write_bytes_atomic(mpath, _dumps(merged).encode())
+    return {"summary": spath, "metrics": mpath}, merged
 
 
 def _dumps(obj) -> str:
@@ -242,9 +277,9 @@ def _dumps(obj) -> str:
     return json.dumps(obj, indent=1, sort_keys=True, allow_nan=False)
 
 
-def read_results(url) -> tuple[pd.DataFrame | None, dict | None]:
-    """(summary, metrics) of the last audits of an output, or (None, None)."""
-    src = open_source(url)
+def read_results(url, storage=None) -> tuple[pd.DataFrame | None, dict | None]:
+    """(summary, metrics) of the last audits of an output (a URL or an opened Source), or (None, None)."""
+    src = open_source(url, storage)
     mpath = f"{src.audit_dir}/metrics.json"
     metrics = src.output.read_json(mpath)
     if metrics is None:
@@ -255,11 +290,13 @@ def read_results(url) -> tuple[pd.DataFrame | None, dict | None]:
 # ---------------------------------------------------------------- compare
 def run_compare(url_a, url_b, attribute, group_by, target="uniform", B=2000, seed=0, where=(), min_n=30,
                 out_file=None, name=None, **probe_args) -> dict:
-    """Run B minus run A per group (proportions and D², with CIs; paired where prompt ids match)."""
+    """Run B minus run A per group (proportions and D², with CIs; paired where prompt ids match).
+    ``url_a``/``url_b``: URLs or opened Sources."""
     group_by = [group_by] if isinstance(group_by, str) else list(group_by)
+    src_a, src_b = open_source(url_a), open_source(url_b)
+    url_a, url_b = src_a.url, src_b.url
     frames, infos = [], []
-    for url in (url_a, url_b):
-        src = open_source(url)
+    for src in (src_a, src_b):
         df = apply_where(read_rows(src), where)
         labelled, info = attribute_labels(src, df, attribute, **probe_args)
         frames.append(labelled[labelled["status"] == "ok"])
@@ -285,7 +322,6 @@ def run_compare(url_a, url_b, attribute, group_by, target="uniform", B=2000, see
         with open(path, "w") as f:
             f.write(_dumps(result))
     else:
-        src_b = open_source(url_b)
         path = f"{src_b.audit_dir}/compare-{name or _stem(url_a)}.json"
         src_b.output.write_bytes_atomic(path, _dumps(result).encode())
     return {"table": table, "result": result, "path": path}

@@ -1,6 +1,6 @@
 """Bias and safety statistics of the audit: pure numpy/scipy/pandas functions of the output table.
 
-Every definition follows /work/shared/guide/AUDIT.md ("Per-group metrics", "Uncertainty"); section
+Every definition follows docs/AUDIT.md ("Per-group metrics", "Uncertainty"); section
 numbers in docstrings (§1 ... §7) refer to that list. All randomness comes from
 ``np.random.default_rng(seed)``; rows are reduced to per-prompt count tables keyed by sorted prompt id
 before any draw, so shuffling rows changes no output bit.

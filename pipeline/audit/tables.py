@@ -1,6 +1,6 @@
-"""Audit tables over an output DataFrame (AUDIT.md): per-group attribute shares and disparities
+"""Audit tables over an output DataFrame (docs/AUDIT.md): per-group attribute shares and disparities
 (`audit_table`), safety rates (`safety_rates`), and run-vs-run differences (`compare`). The
-statistics themselves are in pipeline/audit_stats.py; this module groups, encodes and assembles."""
+statistics themselves are in pipeline/audit/stats.py; this module groups, encodes and assembles."""
 from __future__ import annotations
 
 import hashlib

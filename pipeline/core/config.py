@@ -53,7 +53,7 @@ class GenerationConfig(_Strict):
     dtype: str = "auto"  # auto = float16 on CUDA, float32 on CPU; or float32 | float16 | bfloat16
     negative_prompt: str = ""  # used for rows without a `negative_prompt` column value
     device: str = "auto"  # auto = cuda when present, else cpu; or an explicit torch device string
-    channels_last: bool = False  # UNet memory format; measured slower eager on H200 (PERFORMANCE.md)
+    channels_last: bool = False  # UNet memory format; measured slower eager on H200 (docs/PERFORMANCE.md)
     compile: bool = False  # torch.compile the UNet once per actor (~1 min compile; pays off on long runs)
 
     @field_validator("images_per_prompt", "steps", "batch_size")
@@ -106,6 +106,14 @@ class ScoringConfig(_Strict):
     # | auto (toy for model toy, else tiny: no real CLIP can be assumed offline)
     clip_model: str = "auto"
     clip_weights: Optional[str] = None  # local weights file for a named open_clip model (no downloads)
+    # LAION aesthetic MLP (local safetensors) over the same image embedding -> `aesthetic` column; its
+    # published weights need clip_model ViT-L-14. null = off (and left out of the fingerprint)
+    aesthetic_weights: Optional[str] = None
+    # PickScore/HPSv2-style preference tower -> `preference` column = logit_scale x cos(image, prompt):
+    # a clip_model spec (tiny | toy | open_clip name | local-dir:) and its local weights; the same
+    # spec and weights as clip_model reuse its forward. null = off (and left out of the fingerprint)
+    preference_model: Optional[str] = None
+    preference_weights: Optional[str] = None
 
 
 class ShardsConfig(_Strict):
@@ -136,6 +144,14 @@ class WriteConfig(_Strict):
     # a shard. false = null timings, so a retried shard's part is byte-identical too
     timing_columns: bool = True
     contact_sheet: bool = False  # after a run that did work: OUTPUT/contact_sheet.png, a labelled image grid
+    # `phash` column: 64-bit perceptual hash (16 hex digits) of every ok image, for `sdgen dedup`;
+    # ~1 ms per 512x512 image in the PNG encode threads. Not in the fingerprint: it only adds a
+    # column, so outputs written before it existed still resume (dedup hashes their PNGs itself)
+    phash: bool = True
+    # `clip_image_embedding` column: the scorer's normalised image embedding as float16 (2 bytes x
+    # the CLIP width per image: 1.5 KB for ViT-L/14, 1 KB for ViT-B); for dedup --by-embedding and the
+    # audit's diversity without re-encoding PNGs. In the fingerprint only when true (changes the schema)
+    embeddings: bool = False
     # one run at a time per output (pipeline/core/lease.py): OUTPUT/_lock, renewed every ttl/3 s while
     # running; an overlapping run exits 3 and does nothing; a lease older than this (holder killed)
     # is taken over. null = no lease (and no _runs/ history), for outputs shared by design
@@ -160,7 +176,7 @@ class RayConfig(_Strict):
 
 
 class ProbesConfig(_Strict):
-    # attribute sets probed by CLIP zero-shot on every image (AUDIT.md): shipped names (people,
+    # attribute sets probed by CLIP zero-shot on every image (docs/AUDIT.md): shipped names (people,
     # toyworld: pipeline/data/attributes/) or YAML paths. auto = [toyworld] for model toy, else none
     attributes: Union[Literal["auto"], list[str]] = "auto"
 
@@ -187,7 +203,7 @@ class MitigationVariant(_Strict):
 
 
 class MitigationConfig(_Strict):
-    # Prompt intervention (AUDIT.md "Mitigation"): each prompt's samples are split over the variants
+    # Prompt intervention (docs/AUDIT.md "Mitigation"): each prompt's samples are split over the variants
     # in proportion to their weights (sample k -> variant by stratified position, so 4 samples and
     # two equal weights give exactly 2 + 2). Seeds are unchanged, so before/after audits pair up.
     enabled: bool = False
@@ -223,6 +239,9 @@ class JobConfig(_Strict):
         for key in ("input", "output", "model"):
             if not str(getattr(self, key)).strip():
                 raise ValueError(f"{key} must not be empty")
+        if (self.write.embeddings or self.scoring.aesthetic_weights or self.scoring.preference_model) \
+                and not self.scoring.enabled:
+            raise ValueError("write.embeddings: true and quality scores need scoring.enabled: true (they use its embedding)")
         probed = (isinstance(self.probes.attributes, list) and self.probes.attributes) or \
             self.safety.concepts not in (None, "auto") or self.safety.sd_checker
         if not self.scoring.enabled and probed:  # "auto" is checked once resolved (core/job.py)
@@ -237,8 +256,12 @@ class JobConfig(_Strict):
         d = self.model_dump()
         gen = {k: v for k, v in d["generation"].items() if k not in ("batch_size", "device", "compile")}
         write = {k: v for k, v in d["write"].items() if k in ("row_group_size", "png_compress_level")}
+        if d["write"]["embeddings"]:  # only when on, so fingerprints of existing outputs stay as they were
+            write["embeddings"] = True
+        optional = ("aesthetic_weights", "preference_model", "preference_weights")  # absent when null
+        scoring = {k: v for k, v in d["scoring"].items() if not (k in optional and v is None)}
         return {"input": d["input"].rstrip("/"), "model": d["model"], "generation": gen,
-                "scoring": d["scoring"], "shards": d["shards"], "write": write, "probes": d["probes"],
+                "scoring": scoring, "shards": d["shards"], "write": write, "probes": d["probes"],
                 "safety": d["safety"], "mitigation": d["mitigation"]}
 
     def fingerprint(self) -> str:
@@ -314,6 +337,17 @@ def read_yaml(path: str | Path, what: str, error: type[Exception] = ConfigError)
         return yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise error(f"{what} {str(path)!r} is not valid YAML: {e}") from None
+
+
+def load_storage(path: str | Path) -> StorageConfig:
+    """Only the `storage:` section of a job config file (read-side commands: the rest may not apply)."""
+    raw = read_yaml(path, "config") or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {str(path)!r} must be a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return StorageConfig.model_validate(raw.get("storage") or {})
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, repr(str(path))).replace("\n  ", "\n  storage.")) from None
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> JobConfig:

@@ -1,4 +1,4 @@
-"""Column names, status values and the Arrow schema of output rows (DESIGN.md §4)."""
+"""Column names, status values and the Arrow schema of output rows (docs/DESIGN.md §4)."""
 from __future__ import annotations
 
 import json
@@ -62,6 +62,8 @@ def _hf_feature(t: pa.DataType):
         return {"_type": "Image"}
     if pa.types.is_list(t) or pa.types.is_large_list(t):
         return {"_type": "List", "feature": _hf_feature(t.value_type)}
+    if pa.types.is_fixed_size_list(t):
+        return {"_type": "List", "feature": _hf_feature(t.value_type), "length": t.list_size}
     if pa.types.is_struct(t):
         return {f.name: _hf_feature(f.type) for f in t}
     name = {pa.string(): "string", pa.large_string(): "large_string", pa.binary(): "binary",

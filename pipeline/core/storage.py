@@ -1,6 +1,6 @@
 """The only module that writes: output layout, atomic part publish, commit markers, run.json.
 
-Layout (DESIGN.md §4):
+Layout (docs/DESIGN.md §4):
     OUTPUT/run.json                 resolved config (secrets redacted), fingerprint, versions
     OUTPUT/data/part-<shard>.parquet one row per image
     OUTPUT/_commits/<shard>.json    commit marker: rows, sha256 and size of the part, timings
@@ -169,7 +169,7 @@ class Output:
         return os.path.join(d, name)
 
     def commit_part(self, shard: str, spool: str, fields: dict) -> dict:
-        """The one commit path (DESIGN.md "Commits"): publish the finished spool file as the shard's
+        """The one commit path (docs/DESIGN.md §5): publish the finished spool file as the shard's
         part atomically, then write its marker {shard, sha256, size, **fields}; returns the marker.
 
         A crash between the two steps leaves a part without a marker: not committed, redone by the

@@ -3,7 +3,7 @@ with per-sample seeded latents, and return uint8 images still on the device.
 
 Batches are bucketed by (width, height, steps, guidance) so one UNet call never mixes shapes or
 schedules. A failing batch (out of memory, anything) is retried at half size down to one row, and a
-row that still fails becomes a failed row, not a missing one (DESIGN.md §6).
+row that still fails becomes a failed row, not a missing one (docs/DESIGN.md §6).
 """
 from __future__ import annotations
 

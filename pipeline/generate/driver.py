@@ -29,6 +29,7 @@ from pipeline.generate.inputs import (
     scan_input,
 )
 from pipeline.generate.models import check_model_spec, native_resolution, recommended_guidance
+from pipeline.generate.presets import default_attribute_sets, default_clip_model, default_concept_list
 from pipeline.probes.scorer import check_scorer_spec
 
 
@@ -60,16 +61,19 @@ def resolve_defaults(cfg: JobConfig) -> JobConfig:
     if g.guidance_scale is None:
         update["guidance_scale"] = recommended_guidance(cfg.model)
     if sc.clip_model == "auto":
-        sc = sc.model_copy(update={"clip_model": "toy" if cfg.model == "toy" else "tiny"})
+        sc = sc.model_copy(update={"clip_model": default_clip_model(cfg.model)})
     return cfg.model_copy(update={"generation": g.model_copy(update=update), "scoring": sc})
 
 
 def _auto_probes(cfg: JobConfig) -> tuple[tuple[str, ...], str | None]:
-    """probes.attributes / safety.concepts "auto": the toy world's sets for the toy model (its CLIP
-    is calibrated for them), none otherwise, and none when scoring is off (they reuse its forward)."""
-    toy = cfg.model == "toy" and cfg.scoring.enabled
+    """probes.attributes / safety.concepts "auto": the preset's own sets (the toy world's for `toy`,
+    whose CLIP is calibrated for them), none for other models, and none when scoring is off (they
+    reuse its forward)."""
+    on = cfg.scoring.enabled
     a, c = cfg.probes.attributes, cfg.safety.concepts
-    return (("toyworld",) if toy else ()) if a == "auto" else tuple(a), ("toyworld" if toy else None) if c == "auto" else c
+    attribute_sets = (default_attribute_sets(cfg.model) if on else ()) if a == "auto" else tuple(a)
+    concept_list = (default_concept_list(cfg.model) if on else None) if c == "auto" else c
+    return attribute_sets, concept_list
 
 
 def resolve_job(cfg: JobConfig) -> ResolvedJob:

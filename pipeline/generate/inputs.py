@@ -1,5 +1,5 @@
 """Input: list Parquet files, validate them (schema, then every row value), derive prompt ids,
-handle duplicate ids, and cut deterministic shards (file × row range) (DESIGN.md §2, §5).
+handle duplicate ids, and cut deterministic shards (file × row range) (docs/DESIGN.md §2, §5).
 
 Two entry points with different costs:
 - `plan_shards` reads only Parquet footers (seconds for 10M rows; what `sdgen plan` does);
@@ -94,7 +94,7 @@ def check_schema(path: str, sch: pa.Schema) -> None:
     for col, ok in schema.OVERRIDES.items():
         if col in sch.names and not ok(sch.field(col).type):
             raise InputError(f"input file {path!r}: override column {col!r} has type {sch.field(col).type}, "
-                             f"which does not fit (see README: input columns)")
+                             f"which does not fit (README.md, section Input)")
     consumed = {schema.PROMPT, schema.PROMPT_ID, *schema.OVERRIDES}
     clash = [c for c in sch.names if c in schema.CORE_NAMES and c not in consumed]
     if clash:

@@ -1,10 +1,8 @@
-"""Model presets and loading (DESIGN.md §7).
+"""Model presets and loading (docs/DESIGN.md §7).
 
 `model:` is one of
-- `tiny`: an SD1.5-shaped pipeline with small widths and random weights from a fixed seed, built
-  in seconds on CPU (tests, plumbing);
-- `toy`: the shipped toy-world pipeline (pipeline/toyworld/weights/sd), trained on the toy world;
-- `sd15-random`: the SD1.5 architecture with random weights (benchmarks: real compute, noise out);
+- a preset name (pipeline/generate/presets.py: tiny, tiny-sdxl, tiny-sd2, toy, sd15-random,
+  sd2-random, sdxl-random), which also knows the preset's size, guidance and default CLIP;
 - a local diffusers directory (model_index.json + safetensors);
 - a cloud URL of such a directory (s3://..., gs://...): copied through fsspec into a local cache;
 - a hub id (org/name): works where the hub is reachable or cached, a clear error offline.
@@ -20,10 +18,16 @@ import shutil
 from pathlib import Path
 
 from pipeline.core.storage import filesystem
-from pipeline.generate.tokenizer import cache_dir, clip_tokenizer
+from pipeline.generate import presets
+from pipeline.generate.presets import (  # noqa: F401 - re-exported: older imports keep working
+    DEFAULT_GUIDANCE,
+    PRESETS,
+    TINY_SEED,
+    build_sd15_random,
+    build_tiny_pipeline,
+)
+from pipeline.generate.tokenizer import cache_dir
 
-PRESETS = ("tiny", "toy", "sd15-random")
-TINY_SEED = 20260101  # fixed: every process builds the same random tiny model
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 SCHEDULER_CLASSES = {  # config name -> (diffusers class, extra config)
     "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
@@ -44,12 +48,13 @@ def is_url(spec: str) -> bool:
 
 def check_model_spec(spec: str, storage=None) -> str:
     """Cheap up-front check (no weights read). Returns the kind: preset | dir | url | hub."""
-    if spec in PRESETS:
-        if spec == "toy":
-            from pipeline.toyworld import SD_DIR
-
-            if not (Path(SD_DIR) / "model_index.json").exists():
-                raise ModelError(f"model 'toy': shipped weights missing at {SD_DIR}; run `make toy-models`")
+    preset = presets.get(spec)
+    if preset is not None:
+        if preset.check is not None:
+            try:
+                preset.check()
+            except ValueError as e:
+                raise ModelError(str(e)) from None
         return "preset"
     local = spec.removeprefix("file://")
     if os.path.isdir(local):
@@ -64,7 +69,7 @@ def check_model_spec(spec: str, storage=None) -> str:
     if os.path.sep in spec and not HUB_ID.match(spec) or spec.startswith((".", "/")):
         raise ModelError(f"model {spec!r}: no such local directory")
     if not HUB_ID.match(spec):
-        raise ModelError(f"model {spec!r} is not a preset ({', '.join(PRESETS)}), a local directory, "
+        raise ModelError(f"model {spec!r} is not a preset ({', '.join(presets.PRESETS)}), a local directory, "
                          f"a cloud URL or a hub id")
     if os.environ.get("HF_HUB_OFFLINE") == "1" and not _in_hub_cache(spec):
         raise ModelError(f"model {spec!r} looks like a hub id, but the hub is offline (HF_HUB_OFFLINE=1) and "
@@ -81,17 +86,11 @@ def _in_hub_cache(repo_id: str) -> bool:
         return False
 
 
-DEFAULT_GUIDANCE = 7.5  # diffusers' StableDiffusionPipeline default
-
-
 def recommended_guidance(spec: str) -> float:
-    """generation.guidance_scale when the config leaves it null: the toy model's own recommendation
-    (it follows colour and shape words at 1.0 and reproduces its world's skews only there), else 7.5."""
-    if spec == "toy":
-        from pipeline.toyworld import DEFAULTS
-
-        return float(DEFAULTS["guidance_scale"])
-    return DEFAULT_GUIDANCE
+    """generation.guidance_scale when the config leaves it null: the preset's recommendation (toy
+    1.0: it follows colour and shape words there and reproduces its world's skews), else 7.5."""
+    preset = presets.get(spec)
+    return preset.guidance if preset else DEFAULT_GUIDANCE
 
 
 DEFAULT_RESOLUTION = 512  # when a model's native size cannot be read without loading it
@@ -101,12 +100,9 @@ def native_resolution(spec: str, storage=None) -> int:
     """The model's native image size from its configs alone (UNet sample_size x VAE scale factor)."""
     import json
 
-    if spec in ("tiny", "sd15-random"):
-        return 64 if spec == "tiny" else 512
-    if spec == "toy":
-        from pipeline.toyworld import SD_DIR
-
-        spec = str(SD_DIR)
+    preset = presets.get(spec)
+    if preset is not None:
+        return preset.native_size
     local = spec.removeprefix("file://")
     if os.path.isdir(local):
         read = lambda rel: Path(local, rel).read_text()  # noqa: E731
@@ -144,60 +140,6 @@ def fetch_url_to_cache(url: str, storage=None) -> str:
     return str(dest)
 
 
-def build_tiny_pipeline():
-    """SD1.5-shaped StableDiffusionPipeline with small widths and random weights (fixed seed).
-    The VAE downsamples by 8 like SD's, so the same width/height rules apply."""
-    import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    with torch.random.fork_rng(devices=[]):  # never disturb (or depend on) the caller's RNG
-        torch.manual_seed(TINY_SEED)
-        unet = UNet2DConditionModel(
-            block_out_channels=(32, 64), layers_per_block=1, sample_size=8, cross_attention_dim=32,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=8)
-        vae = AutoencoderKL(
-            block_out_channels=(16, 16, 32, 32), norm_num_groups=8, latent_channels=4, layers_per_block=1,
-            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-        text = CLIPTextModel(CLIPTextConfig(
-            hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-            vocab_size=49408, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407))
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              skip_prk_steps=True, steps_offset=1)
-    return StableDiffusionPipeline(
-        unet=unet.eval(), vae=vae.eval(), text_encoder=text.eval(), tokenizer=clip_tokenizer(77),
-        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-
-
-def build_sd15_random(device="cpu"):
-    """The Stable Diffusion 1.5 architecture (859M-parameter UNet, 512x512) with random weights,
-    initialised directly on `device`: same compute as the real model, for benchmarks only (its
-    images are noise). Configs as in shared/gpu/sd_anchor.py."""
-    import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    with torch.random.fork_rng(devices=[]), torch.device(device):
-        torch.manual_seed(TINY_SEED)
-        unet = UNet2DConditionModel(
-            sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
-            cross_attention_dim=768, attention_head_dim=8,
-            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
-        vae = AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, sample_size=512,
-            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-        text = CLIPTextModel(CLIPTextConfig(
-            hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
-            vocab_size=49408, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, hidden_act="quick_gelu"))
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              skip_prk_steps=True, steps_offset=1)
-    return StableDiffusionPipeline(
-        unet=unet.eval(), vae=vae.eval(), text_encoder=text.eval(), tokenizer=clip_tokenizer(77),
-        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-
-
 def _dtype_kwarg() -> str:
     """diffusers renamed from_pretrained's torch_dtype to dtype (the old name warns): use what it has."""
     from diffusers.utils import deprecation_utils
@@ -205,7 +147,7 @@ def _dtype_kwarg() -> str:
     return "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
 
 
-def _from_pretrained(source: str, dtype, offline_hint: bool):
+def from_pretrained(source: str, dtype, offline_hint: bool = False):
     import json
 
     from diffusers import AutoPipelineForText2Image
@@ -228,20 +170,15 @@ def _from_pretrained(source: str, dtype, offline_hint: bool):
 
 def load_pipeline(spec: str, dtype, device, scheduler: str = "default", storage=None):
     """The text-to-image pipeline for `spec`, on `device` in `dtype`, with the chosen scheduler."""
-    if spec in ("tiny", "sd15-random"):  # built in float32; loaded ones get torch_dtype instead
-        pipe = build_tiny_pipeline() if spec == "tiny" else build_sd15_random(device)
-        if dtype != pipe.unet.dtype:
-            pipe = pipe.to(dtype=dtype)
-    elif spec == "toy":
-        from pipeline.toyworld import SD_DIR
-
-        pipe = _from_pretrained(str(SD_DIR), dtype, False)
+    preset = presets.get(spec)
+    if preset is not None:  # built ones are created in float32 and cast; loaded ones get the dtype kwarg
+        pipe = preset.build(device, dtype)
     elif os.path.isdir(spec.removeprefix("file://")):
-        pipe = _from_pretrained(spec.removeprefix("file://"), dtype, False)
+        pipe = from_pretrained(spec.removeprefix("file://"), dtype)
     elif is_url(spec):
-        pipe = _from_pretrained(fetch_url_to_cache(spec, storage), dtype, False)
+        pipe = from_pretrained(fetch_url_to_cache(spec, storage), dtype)
     else:
-        pipe = _from_pretrained(spec, dtype, True)
+        pipe = from_pretrained(spec, dtype, True)
     set_scheduler(pipe, scheduler)
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)

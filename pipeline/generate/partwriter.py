@@ -15,18 +15,32 @@ import pyarrow.parquet as pq
 
 from pipeline.core import schema
 
+PHASH_FIELD = pa.field("phash", pa.string())  # 64-bit perceptual hash, 16 hex digits (probes/phash.py)
 
-def encode_png(host_images, j: int, event, level: int):
-    """PNG bytes of image j of a host uint8 (N, H, W, 3) tensor; runs in a worker thread (zlib
-    releases the GIL). `event` is the CUDA event of the async device->host copy, if any."""
+
+def embedding_field(dim: int) -> pa.Field:
+    """The scorer's normalised image embedding, float16, fixed size (write.embeddings)."""
+    return pa.field("clip_image_embedding", pa.list_(pa.float16(), dim))
+
+
+def encode_png(host_images, j: int, event, level: int, phash: bool = False):
+    """(PNG bytes, seconds, pHash hex or None) of image j of a host uint8 (N, H, W, 3) tensor; runs
+    in a worker thread (zlib releases the GIL). `event` is the CUDA event of the async device->host
+    copy, if any. The pHash is taken from the same host pixels, off the GPU path."""
     from PIL import Image
 
     t = time.perf_counter()
     if event is not None:
         event.synchronize()
     buf = io.BytesIO()
-    Image.fromarray(host_images[j].numpy()).save(buf, format="PNG", compress_level=level)
-    return buf.getvalue(), time.perf_counter() - t
+    img = Image.fromarray(host_images[j].numpy())
+    img.save(buf, format="PNG", compress_level=level)
+    h = None
+    if phash:
+        from pipeline.probes.phash import phash_image
+
+        h = phash_image(img)
+    return buf.getvalue(), time.perf_counter() - t, h
 
 
 def _consumed() -> set:
@@ -76,10 +90,12 @@ class PartWriter:
         timing = self.cfg.write.timing_columns
         n = len(batch)
         for j, (s, err, enc) in enumerate(zip(batch, res.errors, encoded)):
-            png, t_encode = enc if enc is not None else (None, None)
+            png, t_encode, ph = enc if enc is not None else (None, None, None)
             row = self._sample_row(s, schema.OK if err is None else schema.FAILED, err)
             if png is not None:
                 row["image"] = {"bytes": png, "path": f"{s.prompt_id}_{s.sample_idx}.png"}
+            if ph is not None:
+                row["phash"] = ph
             if scores is not None and err is None:
                 row.update({k: v[j] for k, v in scores.items()})
             if timing:

@@ -1,4 +1,4 @@
-"""The seed contract (DESIGN.md §3): a sample's seed depends on (job seed, prompt id, sample index)
+"""The seed contract (docs/DESIGN.md §3): a sample's seed depends on (job seed, prompt id, sample index)
 only, never on batch composition, worker, retry or position in the file."""
 from __future__ import annotations
 

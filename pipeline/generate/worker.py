@@ -28,7 +28,7 @@ from pipeline.core.storage import Output, filesystem
 from pipeline.generate.diffusion import Generator, Sample, make_batches
 from pipeline.generate.inputs import Shard, prompt_ids, read_rows, row_overrides, row_problems
 from pipeline.generate.models import load_pipeline, resolve_device_dtype
-from pipeline.generate.partwriter import PartWriter, encode_png
+from pipeline.generate.partwriter import PHASH_FIELD, PartWriter, embedding_field, encode_png
 from pipeline.generate.seeds import seeds_for_row
 from pipeline.probes.image import ImageProbes
 from pipeline.probes.safety import PromptScreen
@@ -62,6 +62,22 @@ class ShardWorker:
         self.extra_fields = (self.probes.fields() if self.probes else []) + (
             [pa.field("source_prompt", pa.string()), pa.field("mitigation_variant", pa.string())]
             if cfg.mitigation.enabled else [])
+        self.extra_fields += [PHASH_FIELD] if cfg.write.phash else []
+        if cfg.write.embeddings:
+            self.extra_fields.append(embedding_field(self.scorer.embed_dim()))
+        self.aesthetic = None
+        if cfg.scoring.aesthetic_weights:
+            from pipeline.probes.quality import AestheticScorer
+
+            self.aesthetic = AestheticScorer(cfg.scoring.aesthetic_weights, self.scorer.embed_dim(), self.device)
+            self.extra_fields.append(pa.field("aesthetic", pa.float32()))
+        self.preference = None
+        if cfg.scoring.preference_model:
+            from pipeline.probes.quality import PreferenceScorer
+
+            self.preference = PreferenceScorer(cfg.scoring.preference_model, cfg.scoring.preference_weights,
+                                               self.scorer)
+            self.extra_fields.append(pa.field("preference", pa.float32()))
         self.load_seconds = time.perf_counter() - t0
         self.scheduler_name = type(self.pipe.scheduler).__name__
         self.output = Output(cfg.output, cfg.storage)
@@ -165,6 +181,12 @@ class ShardWorker:
             scores = {k: s[k].float().cpu().tolist() for k in ("clip_cos", "clip_score")}
             if self.probes is not None:  # the same image embedding: no second CLIP forward
                 scores.update(self.probes.compute(s["image_emb"], res.images))
+            if self.aesthetic is not None:  # an MLP on the same embedding: no second image forward
+                scores["aesthetic"] = self.aesthetic(s["image_emb"])
+            if self.preference is not None:
+                scores["preference"] = self.preference(res.images, [x.prompt for x in batch], s)
+            if self.cfg.write.embeddings:  # the same embedding again, stored as float16
+                scores["clip_image_embedding"] = list(s["image_emb"].half().cpu().numpy())
         timings["score"] += time.perf_counter() - t
         host = res.images.permute(0, 2, 3, 1).contiguous()
         if host.is_cuda:  # async copy to pinned memory; encoders wait on the event, not the GPU
@@ -176,7 +198,8 @@ class ShardWorker:
         else:
             event = None
         level = self.cfg.write.png_compress_level
-        futures = [self.pool.submit(encode_png, host, j, event, level) if err is None else None
+        phash = self.cfg.write.phash
+        futures = [self.pool.submit(encode_png, host, j, event, level, phash) if err is None else None
                    for j, err in enumerate(res.errors)]
         self.batches_done += 1
         return batch, res, scores, futures, time.perf_counter() - t

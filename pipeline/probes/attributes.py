@@ -1,4 +1,4 @@
-"""Attribute sets for the probes (AUDIT.md "Per-image columns"): YAML with class prompts, abstain
+"""Attribute sets for the probes (docs/AUDIT.md "Per-image columns"): YAML with class prompts, abstain
 margins, an optional subject detector and caveats. Pure YAML (no torch), so the driver can
 validate and describe them before any model loads."""
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Per-image probes on CLIP embeddings: CLIPScore, zero-shot attribute labels, concept thresholds.
 
 Pure functions of embeddings (torch tensors; no model is loaded here), so they are tested with fake
-unit vectors. Definitions follow /work/shared/guide/AUDIT.md, "Per-image columns". Attribute labels
+unit vectors. Definitions follow docs/AUDIT.md, "Per-image columns". Attribute labels
 are always *perceived* presentation as judged by CLIP, never identity.
 """
 from __future__ import annotations
@@ -133,5 +133,5 @@ def concept_flags(image_emb, concept_emb, thresholds, special_care=None, adjustm
     return ConceptFlags(cos, scores, flags, flags[:, ~special].any(1), special_fired)
 
 
-# Attribute sets live in pipeline/attributes.py (YAML only, no torch); re-exported for callers.
+# Attribute sets live in pipeline/probes/attributes.py (YAML only, no torch); re-exported for callers.
 from pipeline.probes.attributes import AttributeSet, AttributeSpec, load_attribute_set  # noqa: E402,F401

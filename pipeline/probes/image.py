@@ -1,6 +1,6 @@
 """Per-image probe and safety columns from the one CLIP image embedding the scorer already has.
 
-For every configured attribute A (AUDIT.md "Per-image columns"):
+For every configured attribute A (docs/AUDIT.md "Per-image columns"):
     attr_<A>         class label, or "abstain" (top-two margin below abstain_margin, or no subject)
     attr_<A>_margin  top1 - top2 probability
     attr_<A>_probs   class probabilities, in the class order recorded in run.json

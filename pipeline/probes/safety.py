@@ -1,6 +1,6 @@
 """Safety configuration, pure Python: prompt screening rules and CLIP concept lists (YAML).
 
-The detectors produce raw numbers (AUDIT.md, "Per-image columns": safety scores are kept as
+The detectors produce raw numbers (docs/AUDIT.md, "Per-image columns": safety scores are kept as
 numbers; the flag / blur / drop policy is a separate step). This module holds what needs no model:
 ``PromptScreen`` (term lists and regular expressions, checked before any GPU work) and
 ``load_concepts`` (concept prompts with per-concept thresholds for ``probes.concept_flags``).

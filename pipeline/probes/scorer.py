@@ -1,5 +1,5 @@
 """CLIP scoring on the device tensor (open_clip): one image forward per batch serves the CLIP score,
-and (issue 4) the attribute probes and safety concepts, through the normalised image embedding.
+and the attribute probes and safety concepts, through the normalised image embedding.
 
 `clip_model` is `tiny` (small random config, fixed seed), `toy` (the shipped toy-world CLIP), an
 open_clip model name with a local weights file, `local-dir:/path` (an open_clip directory), or
@@ -94,6 +94,7 @@ class ClipScorer:
         model, self.tokenizer = load_open_clip(spec, weights)
         self.model = model.to(device=device, dtype=dtype).eval()
         self.device, self.dtype, self.spec = torch.device(device), dtype, spec
+        self.weights = weights
         size = getattr(model.visual, "image_size", 224)
         self.size = size[0] if isinstance(size, (tuple, list)) else int(size)
         pcfg = getattr(model.visual, "preprocess_cfg", {}) or {}
@@ -101,6 +102,15 @@ class ClipScorer:
         self.mean = torch.tensor(mean, device=device, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=device, dtype=torch.float32).view(1, 3, 1, 1)
         self._text_cache: OrderedDict = OrderedDict()
+
+    def embed_dim(self) -> int:
+        """Width of the image embedding (from the model, or one forward of a blank image)."""
+        import torch
+
+        dim = getattr(self.model.visual, "output_dim", None)
+        if dim is None:
+            dim = self.encode_images(torch.zeros(1, 3, self.size, self.size, dtype=torch.uint8)).shape[-1]
+        return int(dim)
 
     def preprocess(self, images_u8):
         """uint8 (N,3,H,W) on any device -> normalised float (N,3,S,S) on the scorer's device."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from pipeline.core.storage import Output
+from pipeline.core.dataset import Dataset
 
 CELL = 128  # pixels per image in the sheet (small images are upscaled with nearest neighbour)
 LABEL_LINES = 3
@@ -26,13 +26,15 @@ def contact_sheet(output_url: str, path: str | None = None, max_images: int = 64
     """Write the sheet (default OUTPUT/contact_sheet.png); returns where it went."""
     from PIL import Image, ImageDraw
 
-    out = Output(output_url, storage)
-    table = out.read_table()
-    if table.num_rows == 0:
+    ds = Dataset(output_url, storage)
+    meta = ds.table(columns=None)  # no image bytes: only the rows shown are read below
+    if meta.num_rows == 0:
         raise ValueError(f"{output_url!r} has no committed rows")
-    rows = sorted((r for r in table.to_pylist() if r.get("image")), key=lambda r: (r["prompt"], r["sample_idx"]))
-    rows = rows[:max_images]
-    attrs = [c for c in table.column_names if c.startswith("attr_") and not c.endswith(("_margin", "_probs"))]
+    rows = sorted((r for r in meta.to_pylist() if r.get("status") == "ok"),
+                  key=lambda r: (r["prompt"], r["sample_idx"]))[:max_images]
+    pngs = ds.images((r["prompt_id"], r["sample_idx"]) for r in rows)
+    rows = [{**r, "image": {"bytes": pngs[(r["prompt_id"], r["sample_idx"])]}} for r in rows]
+    attrs = [c for c in meta.column_names if c.startswith("attr_") and not c.endswith(("_margin", "_probs"))]
     cols = min(columns, max(1, len(rows)))
     cell_h = CELL + LABEL_LINES * LINE_H + 6
     sheet = Image.new("RGB", (cols * CELL, ((len(rows) + cols - 1) // cols) * cell_h), "white")
@@ -49,8 +51,8 @@ def contact_sheet(output_url: str, path: str | None = None, max_images: int = 64
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
     if path is None:
-        path = out.path("contact_sheet.png")
-        out.write_bytes_atomic(path, buf.getvalue())
+        path = ds.output.path("contact_sheet.png")
+        ds.output.write_bytes_atomic(path, buf.getvalue())
     else:
         with open(path, "wb") as f:
             f.write(buf.getvalue())

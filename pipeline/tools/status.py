@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 
-from pipeline.core.storage import Output, OutputError
+from pipeline.core.dataset import Dataset
 
 
 def output_status(url: str, storage=None) -> dict:
-    out = Output(url, storage)
-    run = out.read_json(out.path("run.json"))
-    if run is None:
-        raise OutputError(f"{url!r} has no run.json: not an sdgen output")
+    ds = Dataset(url, storage).require_run()
+    out, run = ds.output, ds.run
     markers = out.committed_markers()
-    valid = {n: m for n, m in markers.items() if out.marker_valid(m, "size")}
+    valid = ds.commits
     status = Counter()
     for m in valid.values():
         status.update(m.get("status_counts", {}))
@@ -26,7 +24,7 @@ def output_status(url: str, storage=None) -> dict:
         "committed_shards": len(valid),
         "invalid_markers": sorted(set(markers) - set(valid)),
         "uncommitted_parts": sorted(parts - set(valid)),  # published, marker missing: redone on resume
-        "rows": sum(m["rows"] for m in valid.values()),
+        "rows": ds.rows,
         "status_counts": dict(status),
         "success": out.exists(out.path("_SUCCESS")),
         "last_summary": out.read_json(out.path("summary.json")),

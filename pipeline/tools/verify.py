@@ -8,7 +8,8 @@ import io
 import numpy as np
 
 from pipeline.core.config import JobConfig
-from pipeline.core.storage import Output, OutputError
+from pipeline.core.dataset import Dataset
+from pipeline.core.storage import OutputError
 from pipeline.generate.diffusion import Generator, Sample
 from pipeline.generate.models import load_pipeline, resolve_device_dtype, torch_threads
 from pipeline.generate.partwriter import encode_png
@@ -20,26 +21,25 @@ def _decode(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
 
-def pick_rows(output: Output, n: int, seed: int = 0):
-    """n committed ok rows, chosen at random with a fixed seed (deterministic)."""
+def pick_rows(ds: Dataset, n: int, seed: int = 0):
+    """n committed ok rows, chosen at random with a fixed seed (deterministic); only their images are read."""
     cols = ["prompt_id", "sample_idx", "prompt", "negative_prompt", "seed", "width", "height", "steps",
-            "guidance_scale", "status", "image"]
-    t = output.read_table(columns=cols)
-    if t.num_rows == 0:
-        raise OutputError(f"output {output.url!r} has no committed rows to verify")
-    df = t.to_pandas()
+            "guidance_scale", "status"]
+    df = ds.table(columns=cols).to_pandas()
+    if df.empty:
+        raise OutputError(f"output {ds.url!r} has no committed rows to verify")
     df = df[df["status"] == "ok"].sort_values(["prompt_id", "sample_idx"]).reset_index(drop=True)
     idx = np.random.default_rng(seed).choice(len(df), size=min(n, len(df)), replace=False)
-    return df.iloc[np.sort(idx)]
+    rows = df.iloc[np.sort(idx)].reset_index(drop=True)
+    pngs = ds.images(zip(rows["prompt_id"], rows["sample_idx"]))
+    rows["image"] = [{"bytes": pngs[(p, int(i))]} for p, i in zip(rows["prompt_id"], rows["sample_idx"])]
+    return rows
 
 
 def verify(output_url: str, n: int = 8, batch_size: int = 1, storage=None, device: str = "auto") -> dict:
-    output = Output(output_url, storage)
-    run = output.read_json(output.path("run.json"))
-    if run is None:
-        raise OutputError(f"{output_url!r} has no run.json: not an sdgen output")
-    cfg = JobConfig.model_validate(run["config"] | {"storage": storage.model_dump() if storage else {}})
-    rows = pick_rows(output, n)
+    ds = Dataset(output_url, storage).require_run()
+    cfg = JobConfig.model_validate(ds.run["config"] | {"storage": storage.model_dump() if storage else {}})
+    rows = pick_rows(ds, n)
     with torch_threads(cfg.ray.num_cpus_per_worker):  # as the run's workers did
         return _regenerate(cfg, rows, batch_size, device)
 

@@ -90,6 +90,7 @@ def test_row_order_and_sharding_change_nothing(known, tmp_path):
     other = make_output(tmp_path / "shuffled", [rows[i] for i in rng.permutation(len(rows))], shards=3)
     again = run_audit(other, ["colour"], ["shape"], B=B, seed=0)
     pd.testing.assert_frame_equal(again["summary"], res["summary"])
+    assert len(again["summary"]) > 0 and again["metrics"]["attributes"] == res["metrics"]["attributes"]
 
 
 def test_where_and_per_group_truth_target(known, tmp_path):

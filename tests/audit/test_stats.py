@@ -1,4 +1,4 @@
-"""Tests of pipeline.audit.stats: AUDIT.md "How to test without real weights", checks 1, 2 and 4.
+"""Tests of pipeline.audit.stats: docs/AUDIT.md "How to test without real weights", checks 1, 2 and 4.
 
 Every test uses fixed seeds, so results are deterministic; replication counts are chosen so that a
 correctly calibrated method passes with a wide margin while the file stays well under a minute on

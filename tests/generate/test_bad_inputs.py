@@ -17,10 +17,13 @@ from pipeline.probes.scorer import ScorerError
 
 @pytest.fixture(autouse=True)
 def no_model_loads(monkeypatch):
+    """Validation must finish before any worker exists: building one (inline or as a Ray actor pool)
+    fails the test, whichever model or scorer it would have loaded."""
     def boom(*a, **k):
-        raise AssertionError("a model was loaded before validation finished")
+        raise AssertionError("a worker was started before validation finished")
 
-    monkeypatch.setattr("pipeline.generate.worker.load_pipeline", boom)
+    monkeypatch.setattr("pipeline.generate.worker.ShardWorker.__init__", boom)
+    monkeypatch.setattr("pipeline.generate.ray_pool.ActorPool.__enter__", boom)
 
 
 def run(cfg, *overrides):

@@ -43,11 +43,16 @@ def test_local_directory_roundtrip_safetensors_only(tmp_path):
     assert ddim.scheduler.config.beta_schedule == "scaled_linear"  # the model's schedule is kept
 
 
-def test_pickled_weights_are_never_loaded(tmp_path):
+def test_pickled_weights_are_never_loaded(tmp_path, monkeypatch):
+    """Only safetensors: a directory of .bin (pickle) weights is refused for that reason, and no
+    pickle is ever unpickled on the way (torch.load is never called)."""
     tiny = build_tiny_pipeline()
     tiny.save_pretrained(tmp_path / "m", safe_serialization=False)
-    with pytest.raises(ModelError, match="could not load model"):
+    calls = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(AssertionError))
+    with pytest.raises(ModelError, match=r"could not load model .*no file named \S+\.safetensors"):
         load_pipeline(str(tmp_path / "m"), torch.float32, "cpu")
+    assert calls == []
 
 
 @pytest.mark.parametrize("spec,needle", [

@@ -7,8 +7,8 @@ import sys
 import time
 
 import numpy as np
-import yaml
-from conftest import decode, read_output, tiny_config, write_prompts
+import pytest
+from conftest import decode, read_output, tiny_config, write_job, write_prompts
 
 import pipeline
 
@@ -20,6 +20,7 @@ def images(out) -> dict:
     return {(r.prompt_id, r.sample_idx): (r.seed, r.image["bytes"]) for r in df.itertuples()}
 
 
+@pytest.mark.slow
 def test_batch_and_worker_count_invariance(ray_cluster, tmp_path):
     src = write_prompts(tmp_path / "p.parquet", PROMPTS)
     one = tiny_config(src, tmp_path / "one", generation={"batch_size": 1}, ray={"executor": "ray", "num_workers": 1})
@@ -33,6 +34,7 @@ def test_batch_and_worker_count_invariance(ray_cluster, tmp_path):
     assert all(a[k][0] == b[k][0] for k in a)  # seeds identical
 
 
+@pytest.mark.slow
 def test_actor_killed_mid_shard_job_finishes(ray_cluster, tmp_path):
     src = write_prompts(tmp_path / "p.parquet", PROMPTS)
     flag = tmp_path / "killed-once"
@@ -49,12 +51,12 @@ def test_actor_killed_mid_shard_job_finishes(ray_cluster, tmp_path):
     assert not [f for f in os.listdir(tmp_path / "o" / "data") if f.startswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_driver_sigkill_then_rerun_equals_uninterrupted(ray_cluster, tmp_path):
     src = write_prompts(tmp_path / "p.parquet", PROMPTS)
     cfg = tiny_config(src, tmp_path / "killed", shards={"rows_per_shard": 1},
                       generation={"batch_size": 1, "steps": 4}, ray={"executor": "ray", "address": "auto"})
-    path = tmp_path / "job.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path = write_job(tmp_path / "job.yaml", cfg)
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(path), "--no-progress"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     commits = tmp_path / "killed" / "_commits"

@@ -7,7 +7,7 @@ from pipeline.generate.seeds import initial_latents, sample_seed, seeds_for_row
 
 
 def reference_seed(job_seed, prompt_id, k):
-    """DESIGN.md §3, computed independently: first 8 bytes big-endian, masked to 63 bits."""
+    """docs/DESIGN.md §3, computed independently: first 8 bytes big-endian, masked to 63 bits."""
     digest = hashlib.sha256(f"{job_seed}:{prompt_id}:{k}".encode()).digest()
     (value,) = struct.unpack(">Q", digest[:8])
     return value % (2**63)

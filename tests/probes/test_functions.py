@@ -1,4 +1,4 @@
-"""Tests of pipeline.probes.functions with fake embeddings: AUDIT.md "How to test without real weights", check 3.
+"""Tests of pipeline.probes.functions with fake embeddings: docs/AUDIT.md "How to test without real weights", check 3.
 
 Text vectors are unit basis vectors; image vectors mix them with known weights, so every cosine,
 probability and decision is known in advance. Boundary cases use values exactly representable in

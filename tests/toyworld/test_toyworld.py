@@ -45,6 +45,7 @@ def test_captions_follow_the_templates():
     assert {"a photo of a circle", "an image of an x mark"} & set(b.captions)
 
 
+@pytest.mark.slow
 def test_unnamed_colour_follows_the_skews_within_binomial_tolerance():
     b = W.sample_world(11, 30000)
     shapes, colours, kinds = map(np.asarray, (b.shapes, b.colours, b.kinds))
@@ -178,6 +179,7 @@ def test_generation_follows_colour_and_shape(pipe):
     assert shape >= 0.6, shape
 
 
+@pytest.mark.slow
 def test_unspecified_colour_follows_the_world_skews_at_guidance_1(pipe):
     """Cheap version of evaluate.py's skew check: 48 "a {shape}" samples per shape at guidance 1."""
     from pipeline.toyworld.training.evaluate import generate
