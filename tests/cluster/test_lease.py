@@ -112,6 +112,10 @@ def test_history_records_each_run_that_did_work(tmp_path):
     pipeline.run(cfg, progress=False)
     hist = read_history(Output(str(out)))
     assert [(h["new_shards"], h["committed_rows"], h["rows_total"]) for h in hist] == [(3, 14, 14), (1, 4, 18)]
+    from pipeline.tools.status import output_status
+
+    st = output_status(str(out))
+    assert st["lease"] is None and [r["committed_rows"] for r in st["last_runs"]] == [14, 4]
 
 
 def test_renewal_extends_the_lease_and_notices_a_new_holder(tmp_path):
