@@ -93,7 +93,8 @@ def follow(client, job_id: str) -> int:
     while (info := client.get_job_info(job_id)).status not in TERMINAL:
         time.sleep(2)
     code = exit_code(str(info.status), info.driver_exit_code)
-    print(f"job {job_id}: {info.status} (exit code {code}){': ' + info.message if code else ''}"[:2000])
+    why = (info.message or "").splitlines()[0] if code else ""  # its first line: the logs were streamed above
+    print(f"job {job_id}: {info.status} (exit code {code}){': ' + why if why else ''}"[:2000])
     return code
 
 

@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from pipeline.core.lease import LEASE_EXIT_CODE, LeaseHeld
     from pipeline.core.storage import OutputError
     from pipeline.generate.inputs import InputError
     from pipeline.generate.models import ModelError
@@ -132,6 +133,9 @@ def main(argv=None) -> int:
     known = (config_mod.ConfigError, InputError, ModelError, ScorerError, OutputError, WorkerStartError)
     try:
         return args.func(args)
+    except LeaseHeld as e:  # an overlapping (scheduled) run: not an error of this config
+        print(f"sdgen: {e}", file=sys.stderr)
+        return LEASE_EXIT_CODE
     except known as e:
         print(f"sdgen: error: {e}", file=sys.stderr)
         return 2

@@ -152,6 +152,10 @@ class WriteConfig(_Strict):
     # the CLIP width per image: 1.5 KB for ViT-L/14, 1 KB for ViT-B); for dedup --by-embedding and the
     # audit's diversity without re-encoding PNGs. In the fingerprint only when true (changes the schema)
     embeddings: bool = False
+    # one run at a time per output (pipeline/core/lease.py): OUTPUT/_lock, renewed every ttl/3 s while
+    # running; an overlapping run exits 3 and does nothing; a lease older than this (holder killed)
+    # is taken over. null = no lease (and no _runs/ history), for outputs shared by design
+    lease_ttl_s: Optional[float] = Field(300.0, gt=0)
 
 
 class RayConfig(_Strict):

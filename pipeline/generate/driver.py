@@ -158,9 +158,23 @@ def run_info(job: ResolvedJob, probes: dict) -> dict:
 
 
 def run_job(cfg: JobConfig, progress: bool = True) -> dict:
-    """Run (or resume) a job; returns the summary dict. Raises on config/input errors."""
+    """Run (or resume) a job; returns the summary dict. Raises on config/input errors, and LeaseHeld
+    (exit 3) when another run holds the output's lease (pipeline/core/lease.py)."""
+    from contextlib import nullcontext
+
+    from pipeline.core.lease import Lease, write_history
+
     t0 = time.time()
     prep = prepare(cfg)
+    ttl = prep.cfg.write.lease_ttl_s
+    with Lease(prep.output, ttl, log=lambda m: print(m, file=sys.stderr)) if ttl else nullcontext() as lease:
+        summary = _run_prepared(prep, progress, t0)
+        if prep.pending and ttl:  # a run that did work leaves its record: the scheduled job's trend
+            summary["history"] = write_history(prep.output, t0, summary, lease)
+    return summary
+
+
+def _run_prepared(prep: Prepared, progress: bool, t0: float) -> dict:
     cfg = prep.cfg  # with model-dependent defaults resolved
     prep.output.check_or_write_run(run_info(prep.job, prep.probes))
     result = {"committed": {}, "failed": {}, "load_s": []}

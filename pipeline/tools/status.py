@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from pipeline.core.dataset import Dataset
+from pipeline.core.lease import read_history
 
 
 def output_status(url: str, storage=None) -> dict:
@@ -28,4 +29,6 @@ def output_status(url: str, storage=None) -> dict:
         "status_counts": dict(status),
         "success": out.exists(out.path("_SUCCESS")),
         "last_summary": out.read_json(out.path("summary.json")),
+        "lease": out.read_json(out.path("_lock")),  # the running run's holder and expiry; null = none
+        "last_runs": read_history(out)[-3:],  # OUTPUT/_runs/: the latest run records
     }

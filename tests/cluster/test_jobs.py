@@ -88,3 +88,53 @@ def test_ray_job_submit_cli_as_documented(head, tmp_path):
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert "succeeded" in (r.stdout + r.stderr).lower()
     assert len(read_output(tmp_path / "out")) == 2
+
+
+def test_joining_the_head_with_address_auto(head, tmp_path):
+    """`sdgen run job.yaml --set ray.address=auto` from a node of the cluster (RAY_ADDRESS names the head)."""
+    prompts = write_prompts(tmp_path / "prompts.parquet", prompts=["a red circle", "a blue square", "a square"])
+    job = _write(tmp_path / "job.yaml", tiny_config(prompts, tmp_path / "out", ray={"executor": "ray"}))
+    env = dict(head.client_env(), RAY_ADDRESS=f"127.0.0.1:{head.gcs}")
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(job), "--set", "ray.address=auto",
+                        "--no-progress"], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert f"Using address 127.0.0.1:{head.gcs}" in r.stderr and "Connected to Ray cluster" in r.stderr
+    assert len(read_output(tmp_path / "out")) == 6
+
+
+@pytest.mark.slow  # ~70 s on 2 shared cores: a worker is killed and replaced
+def test_failed_shards_make_submit_exit_1(head, tmp_path):
+    """A worker killed mid-shard with ray.max_shard_tries 1: the shard fails, the rest commit, the job
+    ends FAILED with sdgen's exit code 1, and submit.py exits 1 too."""
+    prompts = write_prompts(tmp_path / "prompts.parquet", prompts=["a red circle", "a blue square", "a square"])
+    out = tmp_path / "out"
+    cfg = tiny_config(prompts, out, shards={"rows_per_shard": 1}, generation={"batch_size": 1},
+                      ray={"executor": "ray", "max_shard_tries": 1})
+    flag = tmp_path / "killed-once"
+    r = _submit(head, _write(tmp_path / "job.yaml", cfg), "--wait", "--env", "SDGEN_FAULT_KILL_AFTER_BATCHES=1",
+                "--env", f"SDGEN_FAULT_ONCE_FILE={flag}")
+    assert flag.exists(), "the fault was never injected"
+    assert r.returncode == 1, (r.stdout + r.stderr)[-3000:]
+    assert "FAILED (exit code 1)" in r.stdout and "FAILED      " in r.stdout  # sdgen lists the failed shard
+    assert len(read_output(out)) == 2 * 2  # the two other shards committed
+
+
+def test_submit_helpers():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("submit", SUBMIT)
+    submit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(submit)
+    assert submit.parse_env(["HF_HUB_OFFLINE=1", "A=b=c"]) == {"HF_HUB_OFFLINE": "1", "A": "b=c"}
+    for bad in ("AWS_SECRET_ACCESS_KEY=x", "RAY_AUTH_TOKEN=x", "NOVALUE", "1BAD=x"):
+        with pytest.raises(ValueError, match=bad.split("=")[0]):
+            submit.parse_env([bad])
+    assert [submit.exit_code(s, c) for s, c in [("SUCCEEDED", 0), ("FAILED", 2), ("FAILED", 1), ("FAILED", None),
+                                                ("STOPPED", None)]] == [0, 2, 1, 1, 1]
+    args = submit.build_parser().parse_args(["job.yaml", "--set", "generation.steps=5"])
+    from pipeline.cli import build_parser
+
+    argv = submit.entrypoint(args).split()
+    parsed = build_parser().parse_args(argv[3:])
+    assert argv[:3] == ["python", "-m", "pipeline.cli"] and parsed.config == "job.yaml"
+    assert parsed.set == ["generation.steps=5", "ray.address=auto"] and parsed.no_progress
