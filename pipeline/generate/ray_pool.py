@@ -115,11 +115,19 @@ class ActorPool:
         gpus_now = ray.cluster_resources().get("GPU", 0)
         self._gpus = r.num_gpus_per_worker if r.num_gpus_per_worker is not None else (1.0 if gpus_now else 0.0)
         self._cpus, self._limit = r.num_cpus_per_worker, max(1, shards)
-        if self.started_ray:
+        if not r.address:  # a local Ray we started: no autoscaler will ever add capacity
             self._check_capacity()
-        self.progress = ray.remote(ProgressTally).options(num_cpus=0).remote()
+        self.progress = self._new_tally()
         self._grow()
         self._no_ready_since = self._recount_at = time.monotonic()
+
+    def _new_tally(self):
+        """The progress tally lives on the driver's node: a lost worker node must not take it along."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        return ray.remote(ProgressTally).options(num_cpus=0, scheduling_strategy=here).remote()
 
     def _grow(self) -> None:
         for i in range(len(self.slots), self._target()):
@@ -160,7 +168,11 @@ class ActorPool:
         if self.progress is None or now - self._progress_at < WAIT_TICK_S:
             return {}
         self._progress_at = now
-        return ray.get(self.progress.take.remote())
+        try:
+            return ray.get(self.progress.take.remote())
+        except ray.exceptions.RayActorError:  # progress is best effort: never fail a run for it
+            self.progress = None
+            return {}
 
     def wait(self) -> list:
         """Wait (at most WAIT_TICK_S) for actors to become ready and shards to finish; returns the
@@ -206,7 +218,7 @@ class ActorPool:
             marker = ray.get(ref)
         except ray.exceptions.RayActorError as e:  # the actor process (or its node) is gone
             error = f"worker {wid} on {slot.host or '?'} died: {_cause(e)}"
-            self.events.emit("worker_died", worker=wid, host=slot.host, error=error)
+            self.events.emit("worker_died", worker=wid, host=slot.host, error=error, rerequested=True)
             ray.kill(slot.handle, no_restart=True)
             self._request(wid)  # re-requested: it waits for capacity like any pending actor
             return None, error
