@@ -207,7 +207,7 @@ class ActorPool:
         slot.ready, slot.host, slot.start_failures = True, info["host"], 0
         self.ever_ready += 1
         self.load_seconds.append(info["load_s"])
-        self.events.emit("worker_ready", worker=wid, host=info["host"], node=info["node_id"][:12],
+        self.events.emit("worker_ready", worker=wid, host=info["host"], node=info["node_id"],
                          gpu=info["gpu"], load_s=info["load_s"])
 
     def _on_task(self, ref, wid: str, shard):

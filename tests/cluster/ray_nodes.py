@@ -59,3 +59,42 @@ def loopback_cluster(private_ray_tmp):
     if ray.is_initialized():
         ray.shutdown()
     cluster.shutdown()  # kills the nodes' own processes (by PID), not every Ray on the host
+
+
+class Head:
+    """`ray start --head` on 127.0.0.1 with free ports and its own --temp-dir, stopped by the PIDs
+    of the processes that carry that temp dir in their command line (never `ray stop`)."""
+
+    def __init__(self, *args: str, env: dict | None = None, port: int | None = None):
+        import subprocess
+        import sys
+
+        self.dir = tempfile.mkdtemp(prefix="sdh", dir="/tmp")
+        self.port, self.metrics_port = port or free_port(), free_port()
+        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+                    "RAY_TMPDIR": self.dir, **(env or {})}
+        ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+        subprocess.check_call(
+            [ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
+             "--temp-dir", os.path.join(self.dir, "ray"), "--include-dashboard", "false",
+             "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+             "--metrics-export-port", str(self.metrics_port), "--runtime-env-agent-port", str(free_port()),
+             "--min-worker-port", "0", "--max-worker-port", "0", "--disable-usage-stats", *args],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.address = f"127.0.0.1:{self.port}"
+
+    def driver_env(self) -> dict:
+        """For a driver subprocess: keep 127.0.0.1 (Ray otherwise swaps in the interface address)."""
+        return {**self.env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+    def stop(self) -> None:
+        import signal
+
+        me = os.getpid()
+        for d in os.listdir("/proc"):
+            if d.isdigit() and int(d) != me:
+                try:
+                    if self.dir.encode() in open(f"/proc/{d}/cmdline", "rb").read():
+                        os.kill(int(d), signal.SIGKILL)
+                except OSError:
+                    pass
