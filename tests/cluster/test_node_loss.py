@@ -56,7 +56,7 @@ def test_node_lost_mid_run_equals_uninterrupted(loopback_cluster, tmp_path):  # 
     requeued = [f for e, f in events.seen if e == "shard_failed"]
     assert requeued and all(f["requeued"] for f in requeued) and "died" in requeued[0]["error"]
     died = [f for e, f in events.seen if e == "worker_died"]
-    assert died[0]["worker"] == "1" and died[0]["rerequested"]  # the lost actor is asked for again
+    assert died[0]["worker"] == ready[1]["worker"] and died[0]["rerequested"]  # the lost actor is asked for again
 
     clean = tmp_path / "clean"
     pipeline.run(_config(src, clean, executor="inline"), progress=False)
