@@ -28,8 +28,10 @@ def storage_of(args):
 
 def cmd_run(args) -> int:
     from pipeline.generate.driver import format_summary, run_job
+    from pipeline.generate.events import EventSink
 
-    summary = run_job(_load(args), progress=not args.no_progress)
+    show_bar = not args.no_progress and args.log_format == "text"  # a bar would garble JSON lines
+    summary = run_job(_load(args), progress=show_bar, events=EventSink(args.log_format, bar_shown=show_bar))
     print(format_summary(summary))
     return 0 if not summary["failed_shards"] else 1
 
@@ -91,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     sp = with_config("run", "run or resume a job")
-    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar (a line per shard instead)")
+    sp.add_argument("--log-format", choices=("text", "json"), default="text",
+                    help="events on stderr: text lines, or one JSON object per line (no progress bar)")
     sp.set_defaults(func=cmd_run)
     sp = with_config("plan", "shards, prompts, images and what is already committed (reads only metadata)")
     sp.add_argument("--json", action="store_true")

@@ -161,11 +161,27 @@ class WriteConfig(_Strict):
 class RayConfig(_Strict):
     executor: Literal["ray", "inline"] = "ray"  # inline = one worker in this process, no Ray (debug)
     address: Optional[str] = None  # null = start a local Ray; "auto" or "ray://host:10001" = join one
-    num_workers: int = Field(1, ge=1)  # actors; each loads its pipeline once and keeps it
+    # actors; each loads its pipeline once and keeps it. auto = one per GPU in the cluster, re-counted
+    # as nodes join (an autoscaling cluster grows the pool); 1 on a cluster without GPUs. All are
+    # requested up front: pending actors are what makes an autoscaler add nodes
+    num_workers: Union[Literal["auto"], int] = 1
+    # dispatch starts once this many actors are ready (more join as they load); capped at num_workers
+    min_workers: int = Field(1, ge=1)
+    # seconds to wait for min_workers ready actors (and, later, for any ready actor when all are
+    # gone) before the run stops with exit 2: a cluster that can never hold a worker is an error,
+    # not an endless wait. Long enough for an autoscaler to boot a GPU node and load a model
+    start_timeout_s: float = Field(900.0, gt=0)
     num_gpus_per_worker: Optional[float] = None  # null = 1 if the cluster has GPUs else 0; 0.5 = 2/GPU
     num_cpus_per_worker: float = Field(1.0, gt=0)  # also sets torch's thread count inside the actor
     max_shard_tries: int = Field(3, ge=1)  # a shard failing (exception, dead actor) this often fails the run
     runtime_env: dict[str, Any] = Field(default_factory=dict)  # passed to ray.init (cluster runs)
+
+    @field_validator("num_workers")
+    @classmethod
+    def _workers(cls, v):
+        if v != "auto" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"num_workers must be an integer >= 1 or 'auto', got {v!r}")
+        return v
 
     @field_validator("num_gpus_per_worker")
     @classmethod

@@ -157,34 +157,42 @@ def run_info(job: ResolvedJob, probes: dict) -> dict:
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
-def run_job(cfg: JobConfig, progress: bool = True) -> dict:
+def run_job(cfg: JobConfig, progress: bool = True, events=None) -> dict:
     """Run (or resume) a job; returns the summary dict. Raises on config/input errors, and LeaseHeld
-    (exit 3) when another run holds the output's lease (pipeline/core/lease.py)."""
+    (exit 3) when another run holds the output's lease (pipeline/core/lease.py). `events`: an
+    EventSink (pipeline/generate/events.py) for run/worker/shard events; None drops them."""
     from contextlib import nullcontext
 
     from pipeline.core.lease import Lease, write_history
+    from pipeline.generate.events import NullSink
 
     t0 = time.time()
+    events = events or NullSink()
     prep = prepare(cfg)
     ttl = prep.cfg.write.lease_ttl_s
     with Lease(prep.output, ttl, log=lambda m: print(m, file=sys.stderr)) if ttl else nullcontext() as lease:
-        summary = _run_prepared(prep, progress, t0)
+        summary = _run_prepared(prep, progress, t0, events)
         if prep.pending and ttl:  # a run that did work leaves its record: the scheduled job's trend
             summary["history"] = write_history(prep.output, t0, summary, lease)
     return summary
 
 
-def _run_prepared(prep: Prepared, progress: bool, t0: float) -> dict:
+def _run_prepared(prep: Prepared, progress: bool, t0: float, events) -> dict:
     cfg = prep.cfg  # with model-dependent defaults resolved
     prep.output.check_or_write_run(run_info(prep.job, prep.probes))
+    events.emit("run_started", fingerprint=cfg.fingerprint(), output=cfg.output, executor=cfg.ray.executor,
+                **{k: prep.info.get(k) for k in ("shards", "committed_shards", "pending_shards", "images")})
     result = {"committed": {}, "failed": {}, "load_s": []}
     if prep.pending:
         images = _pending_images(prep)
         bar = _progress_bar(images, progress)
-        execute = _execute_inline if cfg.ray.executor == "inline" else _execute_ray
-        execute(prep.job, prep.pending, result, bar)
+        if cfg.ray.executor == "inline":
+            _execute_inline(prep.job, prep.pending, result, bar, events)
+        else:
+            _execute_ray(prep.job, prep.pending, result, bar, events)
         bar.close()
     summary = _summary(prep, result, time.time() - t0)
+    events.emit("run_finished", **summary)
     if prep.pending:  # a run that did nothing writes nothing: a re-run changes no byte
         prep.output.write_json(prep.output.path("summary.json"), summary)
         if cfg.write.contact_sheet and summary["rows_total"]:
@@ -211,12 +219,18 @@ def _progress_bar(total: int, enabled: bool):
 
 
 # ---- executors ------------------------------------------------------------------------------------
-def _record(result: dict, shard: Shard, marker: dict, bar) -> None:
+def _record(result: dict, shard: Shard, marker: dict, bar, events=None) -> None:
     result["committed"][shard.name] = marker
+    result["rows_done"] = result.get("rows_done", 0) + marker["rows"]
     bar.update(marker["rows"])
+    if events is not None:
+        events.emit("shard_committed", shard=shard.name, rows=marker["rows"], attempt=marker.get("attempt"),
+                    worker=marker.get("worker"), host=marker.get("host"), status_counts=marker.get("status_counts"),
+                    seconds=marker.get("timings"))
+        events.progress(result["rows_done"], bar.total)
 
 
-def _execute_inline(job: ResolvedJob, pending: list, result: dict, bar) -> None:
+def _execute_inline(job: ResolvedJob, pending: list, result: dict, bar, events=None) -> None:
     """One worker in this process, no Ray (debugging, notebooks, small jobs), with the torch thread
     count an actor would use, so both executors write the same bytes."""
     from pipeline.generate.models import torch_threads
@@ -228,44 +242,83 @@ def _execute_inline(job: ResolvedJob, pending: list, result: dict, bar) -> None:
         result["load_s"].append(worker.load_seconds)
         try:
             for shard in pending:
-                _process_with_retries(worker, shard, cfg.ray.max_shard_tries, result, bar)
+                _process_with_retries(worker, shard, cfg.ray.max_shard_tries, result, bar, events)
         finally:
             worker.close()
 
 
-def _process_with_retries(worker, shard: Shard, tries: int, result: dict, bar) -> None:
+def _process_with_retries(worker, shard: Shard, tries: int, result: dict, bar, events=None) -> None:
     for attempt in range(1, tries + 1):
+        if events is not None:
+            events.emit("shard_started", shard=shard.name, worker="inline", attempt=attempt)
         try:
             marker = worker.process(shard, attempt)
         except Exception as e:  # noqa: BLE001 - recorded, retried, then reported
             result["failed"][shard.name] = f"{type(e).__name__}: {e}"
+            if events is not None:
+                events.emit("shard_failed", shard=shard.name, attempt=attempt, error=result["failed"][shard.name],
+                            requeued=attempt < tries)
             continue
         result["failed"].pop(shard.name, None)
-        _record(result, shard, marker, bar)
+        _record(result, shard, marker, bar, events)
         return
 
 
-def _execute_ray(job: ResolvedJob, pending: list, result: dict, bar) -> None:
-    from pipeline.generate.ray_pool import ActorPool
+def _execute_ray(job: ResolvedJob, pending: list, result: dict, bar, events=None) -> None:
+    """Shards go to whichever actor is ready; a failed shard (exception, dead actor or node) is
+    re-queued until ray.max_shard_tries. The pool never writes: workers commit, so a re-queued shard
+    that had in fact committed is rewritten with the same bytes, never duplicated."""
+    from pipeline.generate.ray_pool import ActorPool, WorkerStartError
 
     cfg = job.config
-    with ActorPool(job) as pool:
-        result["load_s"] += pool.start()
-        queue, tries = deque(pending), Counter()
-        while queue or pool.busy():
-            while queue and pool.has_idle():
-                shard = queue.popleft()
-                tries[shard.name] += 1
-                pool.submit(shard, tries[shard.name])
-            for shard, marker, error in pool.wait():
-                if marker is not None:
-                    result["failed"].pop(shard.name, None)
-                    _record(result, shard, marker, bar)
-                elif tries[shard.name] < cfg.ray.max_shard_tries:
+    with ActorPool(job, events) as pool:
+        pool.start(len(pending))
+        queue, tries, live = deque(pending), Counter(), _LiveProgress(bar)
+        try:
+            while queue or pool.busy():
+                for wid in pool.idle():
+                    if not queue:
+                        break
+                    shard = queue.popleft()
+                    tries[shard.name] += 1
+                    pool.submit(wid, shard, tries[shard.name])
+                for shard, marker, error in pool.wait():
+                    live.done(shard.name)
+                    if marker is not None:
+                        result["failed"].pop(shard.name, None)
+                        _record(result, shard, marker, bar, events)
+                        continue
+                    requeue = tries[shard.name] < cfg.ray.max_shard_tries
                     result["failed"][shard.name] = error
-                    queue.append(shard)
-                else:
-                    result["failed"][shard.name] = error
+                    pool.events.emit("shard_failed", shard=shard.name, attempt=tries[shard.name], error=error,
+                                     requeued=requeue)
+                    if requeue:
+                        queue.append(shard)
+                live.add(pool.take_progress())
+        except WorkerStartError as e:
+            if not pool.ever_ready:
+                raise  # nothing could ever start: a setup problem (exit 2)
+            for shard in list(queue) + [s for kind, _, s in pool.refs.values() if kind == "task"]:
+                result["failed"][shard.name] = f"no worker left to run it: {e}"
+        result["load_s"] += pool.load_seconds
+
+
+class _LiveProgress:
+    """Per-batch progress from the actors: images generated per shard in flight. The bar moves as
+    batches finish; a shard's commit replaces its provisional count by its rows, a failed attempt
+    takes its count back."""
+
+    def __init__(self, bar):
+        self.bar, self.shown = bar, Counter()
+
+    def add(self, counts: dict) -> None:
+        for name, n in counts.items():
+            self.shown[name] += n
+            self.bar.update(n)
+
+    def done(self, name: str) -> None:
+        if self.shown.get(name):
+            self.bar.update(-self.shown.pop(name))
 
 
 # ---- summary --------------------------------------------------------------------------------------------

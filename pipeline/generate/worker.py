@@ -84,6 +84,7 @@ class ShardWorker:
         self.in_fs = filesystem(cfg.input, cfg.storage)[0]
         self.pool = ThreadPoolExecutor(cfg.write.encode_threads, thread_name_prefix="png")
         self.batches_done = 0
+        self.on_batch = None  # called with each batch's image count once generated (progress; Ray actor sets it)
 
     # ---- 1. rows -> samples ----------------------------------------------------------------------------
     def expand(self, table, shard: Shard):
@@ -204,6 +205,8 @@ class ShardWorker:
         futures = [self.pool.submit(encode_png, host, j, event, level, phash) if err is None else None
                    for j, err in enumerate(res.errors)]
         self.batches_done += 1
+        if self.on_batch is not None:
+            self.on_batch(len(batch))
         return batch, res, scores, futures, time.perf_counter() - t
 
     def _collect(self, item, timings: dict):
