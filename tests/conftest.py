@@ -78,15 +78,25 @@ def prompts_file(tmp_path):
     return write_prompts(tmp_path / "prompts.parquet", group=["a", "b", "c", "a", "b", "c", "a"])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def ray_cluster():
-    """One local Ray for the session (starting one costs ~5 s): jobs join it instead of starting their own."""
+    """One local Ray shared by the tests that use it (starting one costs ~5 s): jobs join it instead
+    of starting their own. Started on first use, and again if a test (tests/cluster/ brings its own
+    clusters) shut it down meanwhile; stopped at the end of the session."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
     yield ray
-    ray.shutdown()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 def _free_port() -> int:

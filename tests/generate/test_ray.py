@@ -55,7 +55,8 @@ def test_actor_killed_mid_shard_job_finishes(ray_cluster, tmp_path):
 def test_driver_sigkill_then_rerun_equals_uninterrupted(ray_cluster, tmp_path):
     src = write_prompts(tmp_path / "p.parquet", PROMPTS)
     cfg = tiny_config(src, tmp_path / "killed", shards={"rows_per_shard": 1},
-                      generation={"batch_size": 1, "steps": 4}, ray={"executor": "ray", "address": "auto"})
+                      generation={"batch_size": 1, "steps": 4},
+                      ray={"executor": "ray", "address": ray_cluster.get_runtime_context().gcs_address})
     path = write_job(tmp_path / "job.yaml", cfg)
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(path), "--no-progress"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
