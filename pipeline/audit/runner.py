@@ -332,7 +332,8 @@ def format_attribute(entry: dict) -> str:
     tgt = entry["target"] if isinstance(entry["target"], str) else "per-group" if "groups" in entry["target"] \
         else "file"
     head = (f"{entry['attribute']} by {' x '.join(entry['group_by'])}: target {tgt}; "
-            f"{int(entry['level'] * 100)}% CIs (hierarchical bootstrap, B={entry['bootstrap']}); "
+            f"{int(entry['level'] * 100)}% CIs for prompts of this kind (shares: Korn-Graubard ∪ "
+            f"beta-binomial; D²: hierarchical bootstrap, B={entry['bootstrap']}); "
             f"ok rows only; labels from the {entry['labels']}")
     cols = ["group", "n", "abstain"] + classes + ["D2 [CI]", "floor", "p", "q"]
     rows = []
@@ -347,7 +348,8 @@ def format_attribute(entry: dict) -> str:
     across = entry.get("across") or {}
     foot = (f"across groups: chi2={_f(across.get('chi2'))} (dof {across.get('dof')}), p={_f(across.get('p'), '{:.3g}')}, "
             f"Cramer's V={_f(across.get('cramers_v'))}")
-    return "\n".join([head, _grid([cols, *rows]), foot])
+    notes = [f"{g}: {m['few_prompts']}" for g, m in entry["groups"].items() if m.get("few_prompts")]
+    return "\n".join([head, _grid([cols, *rows]), foot, *notes])
 
 
 def format_compare(table: pd.DataFrame) -> str:
