@@ -92,10 +92,17 @@ def cmd_audit(args) -> int:
     src = open_source(args.output, storage)  # opened once: defaults, labels and metrics all read it
     group_by = args.group_by or _default_group_by(src)
     attrs = _default_attributes(src, args.attribute)
+    calibrate = getattr(args, "calibrate", None)
+    if calibrate and len(attrs) != 1:
+        raise AuditError(f"--calibrate {calibrate} needs exactly one --attribute, got {attrs}")
     r = run_audit(src, attrs, group_by, args.target, args.bootstrap, args.seed, args.where, args.k,
-                  args.min_n, **_probe_args(args))
+                  args.min_n, calibrate=calibrate, **_probe_args(args))
     for a in attrs:
         print(format_attribute(r["metrics"]["attributes"][a]))
+        if "calibration" in r["metrics"]["attributes"][a]:
+            from pipeline.audit.calibration import format_calibration
+
+            print(format_calibration(a, r["metrics"]["attributes"][a]["calibration"]))
         print()
     print(f"wrote {r['paths']['summary']} and {r['paths']['metrics']}")
     return 0
@@ -171,6 +178,8 @@ def add_commands(subparsers) -> None:
     sp.add_argument("--k", type=int, help="P(>=1 unsafe in k images); default: the run's images_per_prompt")
     sp.add_argument("-o", "--out", help="--compare: JSON file to write (default OUT_B/audit/compare-<A>.json)")
     sp.add_argument("--name", help="--compare: name of the comparison (default: OUT_A's folder name)")
+    sp.add_argument("--calibrate", metavar="LABELS", help="Parquet/CSV of prompt_id, sample_idx, label (true "
+                    "class) for some audited images: confusion matrix and error-corrected shares")
     sp.set_defaults(func=cmd_audit)
 
     sp = subparsers.add_parser("filter", help="apply a safety policy: decisions written beside the output")

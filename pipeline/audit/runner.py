@@ -198,12 +198,14 @@ class AuditResult:
 
 
 def run_audit(url, attributes, group_by, target="uniform", B=2000, seed=0, where=(), k=None, min_n=30,
-              write=True, storage=None, **probe_args) -> AuditResult:
+              write=True, storage=None, calibrate=None, **probe_args) -> AuditResult:
     """Audit ``attributes`` of the output at ``url`` (a URL or an opened Source) grouped by
     ``group_by`` (a column or a list); ``storage`` is the job config's storage section for cloud URLs.
 
     ``probe_args`` (attribute_set, clip_model, clip_weights, device) matter only for attributes the
     run did not probe. Writes audit/summary.parquet and audit/metrics.json when ``write``.
+    ``calibrate``: a LABELS file (prompt_id, sample_idx, label) for error-corrected shares
+    (pipeline/audit/calibration.py; one attribute only).
     """
     src = open_source(url, storage)
     url = src.url
@@ -222,6 +224,10 @@ def run_audit(url, attributes, group_by, target="uniform", B=2000, seed=0, where
     for a in attributes:
         labelled, info = attribute_labels(src, df, a, **probe_args)
         s, e = audit_attribute(labelled, a, info, group_by, target, B, seed, min_n)
+        if calibrate:
+            from pipeline.audit.calibration import apply_calibration
+
+            s, e = apply_calibration(labelled, a, group_by, s, e, calibrate, B=min(B, 400), seed=seed)
         summaries.append(s)
         entries[a] = {**e, "where": list(where)}
     if k is None:
@@ -249,7 +255,10 @@ def write_results(src, summary: pd.DataFrame, metrics: dict) -> tuple[dict, dict
         summary = pd.concat([prev[~prev["attribute"].isin(summary["attribute"].unique())], summary],
                             ignore_index=True)
     merged = {**old, **metrics, "attributes": {**old.get("attributes", {}), **metrics["attributes"]}}
-    table = pa.Table.from_pandas(summary[SUMMARY_COLUMNS].astype({"n": "int64", "abstained": "int64"}),
+    from pipeline.audit.calibration import CORRECTED_COLUMNS
+
+    cols = SUMMARY_COLUMNS + [c for c in CORRECTED_COLUMNS if c in summary.columns]
+    table = pa.Table.from_pandas(summary[cols].astype({"n": "int64", "abstained": "int64"}),
                                  preserve_index=False)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
