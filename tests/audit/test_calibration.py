@@ -74,3 +74,37 @@ def test_corrected_recovers_truth_raw_is_biased():
     assert abs(np.mean(cor_err)) < 0.01
     assert np.mean(raw_err[0::2]) == pytest.approx(0.62 / 0.95 - 0.6, abs=0.01)
     assert np.mean(raw_err[1::2]) == pytest.approx(0.215 / 0.935 - 0.3, abs=0.01)
+
+
+def test_cli_calibrate_writes_corrected_columns(tmp_path, capsys):
+    # The known output (tests/synth_output.py): circle c0-c2 red, c3 half red half blue, c4 blue.
+    # Labels say the probe calls every c4 image blue but half of them are red, and the 4 abstained c5
+    # images are red: 36 of the 44 circles are red, so P(red | truth red) = 28/36 and EM gives
+    # π_red = 36/44 = 0.818 (up to the confusion smoothing) where the raw share is 0.70.
+    import sys
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parents[1]))
+    from synth_output import cli, known_rows, make_output
+
+    out = make_output(tmp_path / "out", known_rows())
+    labs = [(f"c{j}", k, "red") for j in range(3) for k in range(8)]
+    labs += [("c3", k, "red" if k < 4 else "blue") for k in range(8)]
+    labs += [("c4", k, "red" if k % 2 else "blue") for k in range(8)]
+    labs += [("c5", k, "red") for k in range(4)]
+    labs += [(f"t{j}", k, "green") for j in range(2) for k in range(5)]
+    path = tmp_path / "labels.parquet"
+    pd.DataFrame(labs, columns=["prompt_id", "sample_idx", "label"]).to_parquet(path)
+    assert cli(["audit", out, "--attribute", "colour", "--group-by", "shape", "--calibrate", path,
+                "--bootstrap", 200]) == 0
+    text = capsys.readouterr().out
+    assert "colour calibration: 54 labelled images" in text and "warning: only 54 labelled" in text
+    s = pd.read_parquet(f"{out}/audit/summary.parquet").set_index(["group", "class"])
+    assert {"proportion_corrected", "ci_low_corrected", "ci_high_corrected"} <= set(s.columns)
+    red = s.loc[("circle", "red")]
+    assert red.proportion == 0.7 and red.proportion_corrected == pytest.approx(36 / 44, abs=0.01)
+    assert red.ci_low_corrected <= red.proportion_corrected <= red.ci_high_corrected
+    cal = __import__("json").load(open(f"{out}/audit/metrics.json"))["attributes"]["colour"]["calibration"]
+    assert cal["accuracy"]["red"]["n"] == 36 and cal["accuracy"]["red"]["correct"] == 28
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"prompt_id": ["c0"], "sample_idx": [0], "label": ["purple"]}).to_csv(bad, index=False)
+    assert cli(["audit", out, "--attribute", "colour", "--group-by", "shape", "--calibrate", bad]) == 2
+    assert "row 0, column 'label': 'purple'" in capsys.readouterr().err
