@@ -164,6 +164,18 @@ def table_text(rows, methods):
     return "\n".join(lines)
 
 
+def by_prompts(rows, methods):
+    """Markdown: per prompts-per-group, for each method, min coverage, cells under the bar, mean width."""
+    lines = ["| prompts | " + " | ".join(f"{k}: min cov / under bar / width" for k in methods) + " |",
+             "|---|" + "---|" * len(methods)]
+    for P in sorted({r["prompts"] for r in rows}):
+        sub = [r for r in rows if r["prompts"] == P]
+        cells = [f"{min(r[f'cov_{k}'] for r in sub):.3f} / {sum(r[f'cov_{k}'] < required(r) for r in sub)}"
+                 f" of {len(sub)} / {np.mean([r[f'width_{k}'] for r in sub]):.3f}" for k in methods]
+        lines.append(f"| {P} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=500, help="datasets per cell")
@@ -178,6 +190,7 @@ def main(argv=None):
     print(table_text(rows, methods))
     summary = summarise(rows, methods)
     print(json.dumps(summary, indent=1))
+    print(by_prompts(rows, methods))
     print(f"{len(rows)} cells x {a.reps} datasets in {time.perf_counter() - t0:.0f} s")
     if a.json:
         with open(a.json, "w") as f:
