@@ -166,6 +166,9 @@ def _audit_options(sp) -> None:
 
 def add_commands(subparsers) -> None:
     """Register expand, audit, filter and report on sdgen's ``add_subparsers()`` object."""
+    from pipeline.audit.labelling import add_label_command
+
+    add_label_command(subparsers)
     sp = subparsers.add_parser("expand", help="prompt templates (YAML) -> prompt Parquet with stable ids")
     sp.add_argument("templates", help="templates YAML (see configs/templates/)")
     sp.add_argument("-o", "--output", required=True, help="prompt Parquet file to write")
