@@ -47,6 +47,14 @@ def _storage(args):
     return storage_of(args)
 
 
+def split_group_by(values) -> list[str] | None:
+    """--group-by a,b and --group-by a --group-by b both mean the intersection a × b (#13 item 4)."""
+    if not values:
+        return None
+    cols = [c.strip() for v in values for c in str(v).split(",") if c.strip()]
+    return list(dict.fromkeys(cols)) or None
+
+
 def _default_group_by(src) -> list[str]:
     from pipeline.audit.runner import AuditError, passthrough_columns
 
@@ -81,7 +89,7 @@ def cmd_audit(args) -> int:
         if args.output or len(args.attribute or []) != 1:
             raise AuditError("--compare OUT_A OUT_B takes no positional OUTPUT and exactly one --attribute")
         a, b = (open_source(u, storage) for u in args.compare)
-        group_by = args.group_by or _default_group_by(b)
+        group_by = split_group_by(args.group_by) or _default_group_by(b)
         r = run_compare(a, b, args.attribute[0], group_by, args.target, args.bootstrap, args.seed,
                         args.where, args.min_n, args.out, args.name, **_probe_args(args))
         print(format_compare(r["table"]))
@@ -90,7 +98,7 @@ def cmd_audit(args) -> int:
     if not args.output:
         raise AuditError("give an OUTPUT to audit, or --compare OUT_A OUT_B")
     src = open_source(args.output, storage)  # opened once: defaults, labels and metrics all read it
-    group_by = args.group_by or _default_group_by(src)
+    group_by = split_group_by(args.group_by) or _default_group_by(src)
     attrs = _default_attributes(src, args.attribute)
     calibrate = getattr(args, "calibrate", None)
     if calibrate and len(attrs) != 1:
@@ -128,7 +136,7 @@ def cmd_filter(args) -> int:
 def cmd_report(args) -> int:
     from pipeline.audit.report import build_report
 
-    r = build_report(args.output, args.out, group_by=args.group_by, thumbnails=args.thumbnails,
+    r = build_report(args.output, args.out, group_by=split_group_by(args.group_by), thumbnails=args.thumbnails,
                      B=args.bootstrap, seed=args.seed, storage=_storage(args))
     for note in r["notes"]:
         print(f"note: {note}")

@@ -115,10 +115,10 @@ def make_sheet(url, attribute, n, dest, group_by, seed=0, from_pixels=False, sto
 
 
 def cmd_label(args) -> int:
-    from pipeline.audit.commands import _default_group_by, _probe_args, _storage
+    from pipeline.audit.commands import _default_group_by, _probe_args, _storage, split_group_by
 
     src = open_source(args.output, _storage(args))
-    group_by = args.group_by or _default_group_by(src)
+    group_by = split_group_by(args.group_by) or _default_group_by(src)
     r = make_sheet(src, args.attribute, args.n, args.out, group_by, args.seed, args.from_pixels,
                    **_probe_args(args))
     print(f"wrote {r['rows']} images in {r['strata']} strata (group x predicted class) to {r['html']} and "

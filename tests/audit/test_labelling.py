@@ -45,3 +45,21 @@ def test_label_from_pixels_then_calibrate(tmp_path, capsys):
     s = pd.read_parquet(f"{out}/audit/summary.parquet").set_index(["group", "class"])
     # a perfect probe: the corrected triangle green share stays at the raw 0.9
     assert np.isclose(s.loc[("triangle", "green"), "proportion_corrected"], 0.9, atol=0.02)
+
+
+def test_group_by_comma_list_is_the_intersection(tmp_path, capsys):
+    from pipeline.audit.commands import split_group_by
+
+    assert split_group_by(["shape,style", "style", " tone "]) == ["shape", "style", "tone"]
+    assert split_group_by(None) is None
+    rows = known_rows()
+    for r in rows:
+        r["style"] = "photo" if r["sample_idx"] % 2 else "sketch"
+    out = make_output(tmp_path / "out", rows, passthrough=("shape", "style"))
+    assert cli(["audit", out, "--attribute", "colour", "--group-by", "shape,style", "--bootstrap", 200]) == 0
+    m = __import__("json").load(open(f"{out}/audit/metrics.json"))["attributes"]["colour"]
+    assert m["group_by"] == ["shape", "style"]
+    assert sorted(m["groups"]) == [f"{s}|{t}" for s in ("circle", "square", "triangle") for t in ("photo", "sketch")]
+    # min-n per cell: circle (n=40) shows a disparity alone, but its cells (20 + 20) show floors only
+    assert m["groups"]["circle|photo"]["n"] + m["groups"]["circle|sketch"]["n"] == 40
+    assert all(g.get("mad") is None and g.get("q_value") is None for g in m["groups"].values())
