@@ -47,6 +47,14 @@ def _storage(args):
     return storage_of(args)
 
 
+def split_group_by(values) -> list[str] | None:
+    """--group-by a,b and --group-by a --group-by b both mean the intersection a × b (#13 item 4)."""
+    if not values:
+        return None
+    cols = [c.strip() for v in values for c in str(v).split(",") if c.strip()]
+    return list(dict.fromkeys(cols)) or None
+
+
 def _default_group_by(src) -> list[str]:
     from pipeline.audit.runner import AuditError, passthrough_columns
 
@@ -81,7 +89,7 @@ def cmd_audit(args) -> int:
         if args.output or len(args.attribute or []) != 1:
             raise AuditError("--compare OUT_A OUT_B takes no positional OUTPUT and exactly one --attribute")
         a, b = (open_source(u, storage) for u in args.compare)
-        group_by = args.group_by or _default_group_by(b)
+        group_by = split_group_by(args.group_by) or _default_group_by(b)
         r = run_compare(a, b, args.attribute[0], group_by, args.target, args.bootstrap, args.seed,
                         args.where, args.min_n, args.out, args.name, **_probe_args(args))
         print(format_compare(r["table"]))
@@ -90,12 +98,19 @@ def cmd_audit(args) -> int:
     if not args.output:
         raise AuditError("give an OUTPUT to audit, or --compare OUT_A OUT_B")
     src = open_source(args.output, storage)  # opened once: defaults, labels and metrics all read it
-    group_by = args.group_by or _default_group_by(src)
+    group_by = split_group_by(args.group_by) or _default_group_by(src)
     attrs = _default_attributes(src, args.attribute)
+    calibrate = getattr(args, "calibrate", None)
+    if calibrate and len(attrs) != 1:
+        raise AuditError(f"--calibrate {calibrate} needs exactly one --attribute, got {attrs}")
     r = run_audit(src, attrs, group_by, args.target, args.bootstrap, args.seed, args.where, args.k,
-                  args.min_n, **_probe_args(args))
+                  args.min_n, calibrate=calibrate, **_probe_args(args))
     for a in attrs:
         print(format_attribute(r["metrics"]["attributes"][a]))
+        if "calibration" in r["metrics"]["attributes"][a]:
+            from pipeline.audit.calibration import format_calibration
+
+            print(format_calibration(a, r["metrics"]["attributes"][a]["calibration"]))
         print()
     print(f"wrote {r['paths']['summary']} and {r['paths']['metrics']}")
     return 0
@@ -121,7 +136,7 @@ def cmd_filter(args) -> int:
 def cmd_report(args) -> int:
     from pipeline.audit.report import build_report
 
-    r = build_report(args.output, args.out, group_by=args.group_by, thumbnails=args.thumbnails,
+    r = build_report(args.output, args.out, group_by=split_group_by(args.group_by), thumbnails=args.thumbnails,
                      B=args.bootstrap, seed=args.seed, storage=_storage(args))
     for note in r["notes"]:
         print(f"note: {note}")
@@ -159,6 +174,9 @@ def _audit_options(sp) -> None:
 
 def add_commands(subparsers) -> None:
     """Register expand, audit, filter and report on sdgen's ``add_subparsers()`` object."""
+    from pipeline.audit.labelling import add_label_command
+
+    add_label_command(subparsers)
     sp = subparsers.add_parser("expand", help="prompt templates (YAML) -> prompt Parquet with stable ids")
     sp.add_argument("templates", help="templates YAML (see configs/templates/)")
     sp.add_argument("-o", "--output", required=True, help="prompt Parquet file to write")
@@ -171,6 +189,8 @@ def add_commands(subparsers) -> None:
     sp.add_argument("--k", type=int, help="P(>=1 unsafe in k images); default: the run's images_per_prompt")
     sp.add_argument("-o", "--out", help="--compare: JSON file to write (default OUT_B/audit/compare-<A>.json)")
     sp.add_argument("--name", help="--compare: name of the comparison (default: OUT_A's folder name)")
+    sp.add_argument("--calibrate", metavar="LABELS", help="Parquet/CSV of prompt_id, sample_idx, label (true "
+                    "class) for some audited images: confusion matrix and error-corrected shares")
     sp.set_defaults(func=cmd_audit)
 
     sp = subparsers.add_parser("filter", help="apply a safety policy: decisions written beside the output")

@@ -79,8 +79,10 @@ attributes judged by a CLIP probe, never identity</p>
 {% for n in notes %}<p class="note">{{ n }}</p>{% endfor %}
 {% for a in attributes %}
 <h2>{{ a.attribute }} by {{ a.group_by }}</h2>
-<p class="muted">{{ a.description }} Target: {{ a.target_text }}. {{ a.level }}% intervals: hierarchical bootstrap
-(prompts, then seeds), B={{ a.bootstrap }}, seed {{ a.seed }}. Only status=ok rows;
+<p class="muted">{{ a.description }} Target: {{ a.target_text }}. {{ a.level }}% intervals for the population of
+prompts of this kind (not only the prompts run): shares by Korn-Graubard ∪ beta-binomial, D² by hierarchical
+bootstrap (prompts, then seeds), B={{ a.bootstrap }}, seed {{ a.seed }}; a group with fewer than 3 prompts
+gets wide intervals, and says so. Only status=ok rows;
 {% if a.where %}rows where {{ a.where }};{% endif %} labels from the {{ a.labels }}.</p>
 {% if a.caveats %}<p class="caveat"><b>Caveats.</b> {{ a.caveats }}</p>{% endif %}
 <div class="charts">{% for c in a.charts %}{{ c | safe }}{% endfor %}</div>

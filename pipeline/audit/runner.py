@@ -198,12 +198,14 @@ class AuditResult:
 
 
 def run_audit(url, attributes, group_by, target="uniform", B=2000, seed=0, where=(), k=None, min_n=30,
-              write=True, storage=None, diversity=True, **probe_args) -> AuditResult:
+              write=True, storage=None, diversity=True, calibrate=None, **probe_args) -> AuditResult:
     """Audit ``attributes`` of the output at ``url`` (a URL or an opened Source) grouped by
     ``group_by`` (a column or a list); ``storage`` is the job config's storage section for cloud URLs.
 
     ``probe_args`` (attribute_set, clip_model, clip_weights, device) matter only for attributes the
     run did not probe. Writes audit/summary.parquet and audit/metrics.json when ``write``.
+    ``calibrate``: a LABELS file (prompt_id, sample_idx, label) for error-corrected shares
+    (pipeline/audit/calibration.py; one attribute only).
     """
     src = open_source(url, storage)
     url = src.url
@@ -222,6 +224,10 @@ def run_audit(url, attributes, group_by, target="uniform", B=2000, seed=0, where
     for a in attributes:
         labelled, info = attribute_labels(src, df, a, **probe_args)
         s, e = audit_attribute(labelled, a, info, group_by, target, B, seed, min_n)
+        if calibrate:
+            from pipeline.audit.calibration import apply_calibration
+
+            s, e = apply_calibration(labelled, a, group_by, s, e, calibrate, B=min(B, 400), seed=seed)
         summaries.append(s)
         entries[a] = {**e, "where": list(where)}
     if k is None:
@@ -261,7 +267,10 @@ def write_results(src, summary: pd.DataFrame, metrics: dict) -> tuple[dict, dict
         summary = pd.concat([prev[~prev["attribute"].isin(summary["attribute"].unique())], summary],
                             ignore_index=True)
     merged = {**old, **metrics, "attributes": {**old.get("attributes", {}), **metrics["attributes"]}}
-    table = pa.Table.from_pandas(summary[SUMMARY_COLUMNS].astype({"n": "int64", "abstained": "int64"}),
+    from pipeline.audit.calibration import CORRECTED_COLUMNS
+
+    cols = SUMMARY_COLUMNS + [c for c in CORRECTED_COLUMNS if c in summary.columns]
+    table = pa.Table.from_pandas(summary[cols].astype({"n": "int64", "abstained": "int64"}),
                                  preserve_index=False)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
@@ -344,7 +353,8 @@ def format_attribute(entry: dict) -> str:
     tgt = entry["target"] if isinstance(entry["target"], str) else "per-group" if "groups" in entry["target"] \
         else "file"
     head = (f"{entry['attribute']} by {' x '.join(entry['group_by'])}: target {tgt}; "
-            f"{int(entry['level'] * 100)}% CIs (hierarchical bootstrap, B={entry['bootstrap']}); "
+            f"{int(entry['level'] * 100)}% CIs for prompts of this kind (shares: Korn-Graubard ∪ "
+            f"beta-binomial; D²: hierarchical bootstrap, B={entry['bootstrap']}); "
             f"ok rows only; labels from the {entry['labels']}")
     cols = ["group", "n", "abstain"] + classes + ["D2 [CI]", "floor", "p", "q"]
     rows = []
@@ -359,7 +369,8 @@ def format_attribute(entry: dict) -> str:
     across = entry.get("across") or {}
     foot = (f"across groups: chi2={_f(across.get('chi2'))} (dof {across.get('dof')}), p={_f(across.get('p'), '{:.3g}')}, "
             f"Cramer's V={_f(across.get('cramers_v'))}")
-    return "\n".join([head, _grid([cols, *rows]), foot])
+    notes = [f"{g}: {m['few_prompts']}" for g, m in entry["groups"].items() if m.get("few_prompts")]
+    return "\n".join([head, _grid([cols, *rows]), foot, *notes])
 
 
 def format_compare(table: pd.DataFrame) -> str:

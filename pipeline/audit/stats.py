@@ -337,14 +337,24 @@ def encode_labels(labels, classes):
     return out
 
 
-def _disparity(counts, boot, t, null_samples, level):
-    """MAD, D² (+ CI from the replicate counts ``boot``), excess, p-value, KL, entropy, log-ratios."""
+def _disparity(counts, boot, t, null_samples, level, table=None):
+    """MAD, D² (+ CI from the replicate counts ``boot``), excess, p-value, KL, entropy, log-ratios.
+
+    With the prompt ``table``, D² is the population-of-prompts estimate (``intervals.population_d2``)
+    and its bootstrap interval is shifted by the same change of debiasing term, so it stays centred.
+    """
     n = counts.sum()
     p = counts / n
     m = float(mad(p, t))
     lo, hi = percentile_ci(debiased_d2(boot / boot.sum(1, keepdims=True), t, boot.sum(1)), level)
+    d2 = float(debiased_d2(p, t, n))
+    if table is not None:
+        from pipeline.audit.intervals import population_d2
+
+        shift = population_d2(table, t) - d2
+        d2, lo, hi = d2 + shift, lo + shift, hi + shift
     lr_min, lr_max = log_ratio_extremes(counts, t)
-    return {"mad": m, "d2": float(debiased_d2(p, t, n)), "d2_ci": (float(lo), float(hi)),
+    return {"mad": m, "d2": d2, "d2_ci": (float(lo), float(hi)),
             "excess": m - float(null_samples.mean()), "p_value": null_p_value(m, null_samples),
             "kl": kl_smoothed(counts, t), "entropy_norm": normalized_entropy(counts),
             "log_ratio_min": lr_min, "log_ratio_max": lr_max}
@@ -361,10 +371,15 @@ def _prompt_strings(prompt_ids):
 def group_metrics(prompt_ids, labels, classes, target="uniform", B=2000, seed=0, min_n=30, level=LEVEL):
     """All per-group metrics of §1-§4 and §7 for one group's rows (one prompt id and label per row).
 
-    Bootstrap and null draws come from two streams spawned from ``seed`` (int or list of ints).
-    Proportions and their CIs are always given; the disparity fields (``DISPARITY_KEYS``) are None
-    when n < min_n and ``note`` says so, while ``null_mad`` (the floor E_null[MAD] at this n) is shown.
+    Share intervals are for the population of prompts of this kind (``intervals.share_intervals``:
+    Korn-Graubard ∪ beta-binomial); ``deff`` and ``n_eff`` per class say how much the prompts cost.
+    The D² interval comes from the hierarchical bootstrap (a stream spawned from ``seed``, int or list
+    of ints; the null draws use a second one). The disparity fields (``DISPARITY_KEYS``) are None when
+    n < min_n and ``note`` says so, while ``null_mad`` (the floor E_null[MAD] at this n) is shown;
+    ``note`` also says when the group has too few prompts for its intervals to mean much.
     """
+    from pipeline.audit.intervals import few_prompts_note, share_intervals
+
     classes = list(classes)
     t = resolve_target(target, classes)
     codes = encode_labels(labels, classes)
@@ -376,18 +391,23 @@ def group_metrics(prompt_ids, labels, classes, target="uniform", B=2000, seed=0,
     out = {"n": n, "abstained": abstained, "abstain_rate": abstained / max(1, n + abstained),
            "abstain_ci": (a_lo, a_hi), "n_prompts": int(table.shape[0]),
            "counts": dict(zip(classes, counts.tolist())), "proportions": nan, "ci_low": nan,
-           "ci_high": nan, "null_mad": None, **dict.fromkeys(DISPARITY_KEYS), "note": None}
+           "ci_high": nan, "deff": nan, "n_eff": nan, "ci_method": "korn-graubard|beta-binomial",
+           "null_mad": None, **dict.fromkeys(DISPARITY_KEYS), "note": None, "few_prompts": None}
     if n == 0:
         out["note"] = "no non-abstained images"
         return out
     boot_ss, null_ss = np.random.SeedSequence(seed).spawn(2)
-    boot = bootstrap_tables(np.random.default_rng(boot_ss), [table], B)[0]
-    lo, hi = percentile_ci(boot / boot.sum(1, keepdims=True), level)
+    ci = share_intervals(table, level)
     null_mad, null_samples = null_floor(n, t, B, np.random.default_rng(null_ss))
-    out.update(proportions=dict(zip(classes, (counts / n).tolist())), ci_low=dict(zip(classes, lo.tolist())),
-               ci_high=dict(zip(classes, hi.tolist())), null_mad=null_mad)
+    out.update(proportions=dict(zip(classes, (counts / n).tolist())),
+               ci_low=dict(zip(classes, ci["lo"].tolist())), ci_high=dict(zip(classes, ci["hi"].tolist())),
+               deff=dict(zip(classes, ci["deff"].tolist())), n_eff=dict(zip(classes, ci["n_eff"].tolist())),
+               null_mad=null_mad, few_prompts=few_prompts_note(table.shape[0]))
+    notes = [out["few_prompts"]] if out["few_prompts"] else []
     if n < min_n:
-        out["note"] = f"n={n} < {min_n}: disparity not shown; null floor E[MAD]={null_mad:.3f}"
+        notes.insert(0, f"n={n} < {min_n}: disparity not shown; null floor E[MAD]={null_mad:.3f}")
     else:
-        out.update(_disparity(counts, boot, t, null_samples, level))
+        boot = bootstrap_tables(np.random.default_rng(boot_ss), [table], B)[0]
+        out.update(_disparity(counts, boot, t, null_samples, level, table))
+    out["note"] = "; ".join(notes) or None
     return out

@@ -48,9 +48,11 @@ def test_cis_are_the_hierarchical_bootstrap_of_the_ok_rows(known):
         assert got[k] == pytest.approx(ref[k])
     assert got["d2"] == pytest.approx(ref["d2"]) and got["d2_ci"] == pytest.approx(list(ref["d2_ci"]))
     assert got["p_value"] == pytest.approx(ref["p_value"]) and got["n_prompts"] == 5
-    # D² by hand: Σ(p̂ − ¼)² − Σ p̂(1 − p̂)/(n − 1)
+    # D² by hand, for the population of prompts (#13): Σ(p̂ − ¼)² − Σ_k s_k²/P, s_k² the variance of
+    # the 5 prompts' shares (8 images each): red 1, 1, 1, ½, 0 and blue the complement
     p = np.array([0.7, 0, 0.3, 0])
-    assert got["d2"] == pytest.approx(((p - 0.25) ** 2).sum() - (p * (1 - p)).sum() / 39)
+    s2 = np.var([1, 1, 1, 0.5, 0], ddof=1)
+    assert got["d2"] == pytest.approx(((p - 0.25) ** 2).sum() - 2 * s2 / 5)
 
 
 def test_coverage_floor_and_across(known):
@@ -99,8 +101,8 @@ def test_where_and_per_group_truth_target(known, tmp_path):
                   write=False)
     circle = r["metrics"]["attributes"]["colour"]["groups"]
     assert list(circle) == ["circle"]  # --where kept one group
-    p = np.array([0.7, 0, 0.3, 0])  # = the toy world's truth for circles: D² is only the variance term
-    assert circle["circle"]["d2"] == pytest.approx(-(p * (1 - p)).sum() / 39)
+    s2 = np.var([1, 1, 1, 0.5, 0], ddof=1)  # population D² (#13): minus the prompts' variance, 2·s²/5
+    assert circle["circle"]["d2"] == pytest.approx(-2 * s2 / 5)
     assert circle["circle"]["target"] == {"red": 0.7, "green": 0.0, "blue": 0.3, "yellow": 0.0}
 
 

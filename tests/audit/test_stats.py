@@ -260,7 +260,8 @@ def test_group_metrics_abstain_and_small_n():
     assert m["mad"] is None and m["d2"] is None and m["p_value"] is None
     assert m["null_mad"] > 0 and "20 < 30" in m["note"] and "floor" in m["note"]
     big = A.group_metrics(["p"] * 40, ["a"] * 30 + ["b"] * 10, ["a", "b"], B=200)
-    assert big["mad"] == pytest.approx(0.25) and big["note"] is None
+    assert big["mad"] == pytest.approx(0.25) and big["note"].startswith("only 1 prompt")  # #13: said plainly
+    assert big["few_prompts"] == big["note"]
     with pytest.raises(ValueError, match="zebra"):
         A.group_metrics(["p"] * 2, ["a", "zebra"], ["a", "b"])
 

@@ -1,0 +1,201 @@
+"""Coverage study of the audit's 95% share intervals (issue #13, item 0).
+
+Simulates datasets per cell: prompts per group × seeds per prompt × true shares × between-prompt
+heterogeneity. Each prompt's shares are drawn around the truth (Beta / Dirichlet with the given SD of
+the first class; none = every prompt has the true shares), then its seeds are Mult(m, prompt shares).
+For each dataset the interval of each method is computed and we count how often it holds the true
+(population) share. Methods:
+    bootstrap    the audit's interval before #13 (hierarchical bootstrap with shrinkage, percentile)
+    wilson_deff  Wilson on the design-effect-adjusted n, z quantile (the issue's reference)
+    kg           Korn-Graubard: Clopper-Pearson on n_eff·(t_{n-1}/t_{P-1})²
+    betabin      beta-binomial credible interval (Jeffreys on the share, uniform on the correlation)
+    cluster      pipeline.audit.intervals.share_intervals, the union of kg and betabin (the audit's now)
+It also reports the mean width, zero-width intervals, and the bias of D² (binomial vs population
+debiasing) against the population D².
+
+    python benchmarks/audit_coverage.py                       # full grid, 500 datasets per cell
+    python benchmarks/audit_coverage.py --reps 200 --methods cluster,wilson_deff --procs 2
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from multiprocessing import Pool
+
+import numpy as np
+from scipy import stats
+
+from pipeline.audit import intervals as I
+from pipeline.audit import stats as S
+
+PROMPTS = (2, 3, 5, 10, 30)
+SEEDS = (4, 8, 32)
+# name -> (true shares, classes whose coverage is counted); "4cls" counts its 0.7 and one 0.1 share
+SHARES = {"0.05": ([0.05, 0.95], [0]), "0.2": ([0.2, 0.8], [0]), "0.5": ([0.5, 0.5], [0]),
+          "4cls": ([0.7, 0.1, 0.1, 0.1], [0, 1])}
+HETERO = {"none": 0.0, "sd0.1": 0.1, "sd0.25": 0.25}
+MIN_CONC = 0.5  # Dirichlet concentration floor: an SD the Beta cannot reach (0.25 at mean 0.05) is capped
+
+
+def concentration(p, sd):
+    """Dirichlet concentration a0 giving the first class's share SD ``sd``: Var = p(1−p)/(a0+1)."""
+    return max(MIN_CONC, p[0] * (1 - p[0]) / sd ** 2 - 1)
+
+
+def simulate(rng, P, m, p, sd):
+    """One dataset: a P × K prompt count table."""
+    p = np.asarray(p, float)
+    shares = np.tile(p, (P, 1)) if sd == 0 else rng.dirichlet(concentration(p, sd) * p, P)
+    return rng.multinomial(m, shares)
+
+
+def bootstrap_ci(table, rng, B):
+    c = S.bootstrap_tables(rng, [table], B)[0]
+    return S.percentile_ci(c / c.sum(1, keepdims=True))
+
+
+def wilson_deff_ci(table):
+    p, v_clu, v_bin, n, _ = I.cluster_variance(table)
+    deff = np.where(v_bin > 0, np.maximum(1, v_clu / np.where(v_bin > 0, v_bin, 1)), 1.0)
+    ne, z2 = n / deff, stats.norm.ppf(0.975) ** 2
+    centre = (p + z2 / (2 * ne)) / (1 + z2 / ne)
+    half = np.sqrt(z2) / (1 + z2 / ne) * np.sqrt(p * (1 - p) / ne + z2 / (4 * ne * ne))
+    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+
+
+def kg_ci(table):
+    lo, hi, _, _ = I.korn_graubard(table)
+    return lo, hi
+
+
+def betabin_ci(table):
+    m = table.sum(1)
+    lohi = [I.betabinomial_interval(table[:, k], m) for k in range(table.shape[1])]
+    return np.array([x[0] for x in lohi]), np.array([x[1] for x in lohi])
+
+
+def cluster_ci(table):
+    r = I.share_intervals(table)
+    return r["lo"], r["hi"]
+
+
+def run_cell(args):
+    (P, m, share, het), methods, reps, B = args
+    p, counted = SHARES[share]
+    p = np.asarray(p)
+    t = np.full(p.size, 1 / p.size)
+    rng = np.random.default_rng([P, m, list(SHARES).index(share), list(HETERO).index(het)])
+    hits = {k: np.zeros(len(counted)) for k in methods}
+    width = {k: np.zeros(len(counted)) for k in methods}
+    zero = {k: 0 for k in methods}
+    d2_bin, d2_pop = [], []
+    for _ in range(reps):
+        table = simulate(rng, P, m, p, HETERO[het])
+        for k in methods:
+            lo, hi = (bootstrap_ci(table, rng, B) if k == "bootstrap" else
+                      wilson_deff_ci(table) if k == "wilson_deff" else kg_ci(table) if k == "kg" else
+                      betabin_ci(table) if k == "betabin" else cluster_ci(table))
+            lo, hi = np.asarray(lo)[counted], np.asarray(hi)[counted]
+            hits[k] += (lo <= p[counted] + 1e-12) & (p[counted] - 1e-12 <= hi)
+            width[k] += hi - lo
+            zero[k] += int((hi - lo <= 1e-12).any())
+        n = table.sum()
+        d2_bin.append(float(S.debiased_d2(table.sum(0) / n, t, n)))
+        d2_pop.append(I.population_d2(table, t))
+    truth = float(((p - t) ** 2).sum())
+    rows = []
+    for i, c in enumerate(counted):
+        label = share if share != "4cls" else f"4cls:{p[c]:g}"
+        rows.append({"prompts": P, "seeds": m, "share": label, "true": float(p[c]), "hetero": het,
+                     "expected_events": P * m * float(p[c]),
+                     **{f"cov_{k}": hits[k][i] / reps for k in methods},
+                     **{f"width_{k}": width[k][i] / reps for k in methods},
+                     **{f"zero_{k}": zero[k] / reps for k in methods},
+                     "d2_bias_binomial": float(np.mean(d2_bin)) - truth,
+                     "d2_bias_population": float(np.mean(d2_pop)) - truth})
+    return rows
+
+
+def grid(prompts=PROMPTS, seeds=SEEDS, shares=tuple(SHARES), hetero=tuple(HETERO)):
+    return list(itertools.product(prompts, seeds, shares, hetero))
+
+
+def study(cells, methods, reps, B=1000, procs=1):
+    jobs = [(c, methods, reps, B) for c in cells]
+    if procs > 1:
+        with Pool(min(procs, 2)) as pool:  # the machine is shared: 2 processes at most
+            parts = pool.map(run_cell, jobs, chunksize=1)
+    else:
+        parts = [run_cell(j) for j in jobs]
+    return [r for part in parts for r in part]
+
+
+def required(row):
+    """The issue's bar: >= 93% with >= 3 prompts and >= 10 expected events, >= 90% elsewhere."""
+    return 0.93 if row["prompts"] >= 3 and row["expected_events"] >= 10 else 0.90
+
+
+def summarise(rows, methods):
+    out = {}
+    for k in methods:
+        cov = np.array([r[f"cov_{k}"] for r in rows])
+        need = np.array([required(r) for r in rows])
+        out[k] = {"cells": len(rows), "below_90": int((cov < 0.90).sum()),
+                  "in_93_97": int(((cov >= 0.93) & (cov <= 0.97)).sum()),
+                  "below_required": int((cov < need).sum()), "min": float(cov.min()),
+                  "mean_width": float(np.mean([r[f"width_{k}"] for r in rows])),
+                  "zero_width_rate": float(np.mean([r[f"zero_{k}"] for r in rows]))}
+    return out
+
+
+def table_text(rows, methods):
+    head = ["P", "m", "share", "hetero", "E[events]"] + [f"cov {k}" for k in methods] + \
+           [f"width {k}" for k in methods] + ["D2 bias bin", "D2 bias pop"]
+    lines = [" | ".join(head), " | ".join("---" for _ in head)]
+    for r in rows:
+        mark = {k: "" if r[f"cov_{k}"] >= required(r) else " !" for k in methods}
+        lines.append(" | ".join([str(r["prompts"]), str(r["seeds"]), r["share"], r["hetero"],
+                                 f"{r['expected_events']:.1f}"]
+                                + [f"{r[f'cov_{k}']:.3f}{mark[k]}" for k in methods]
+                                + [f"{r[f'width_{k}']:.3f}" for k in methods]
+                                + [f"{r['d2_bias_binomial']:+.4f}", f"{r['d2_bias_population']:+.4f}"]))
+    return "\n".join(lines)
+
+
+def by_prompts(rows, methods):
+    """Markdown: per prompts-per-group, for each method, min coverage, cells under the bar, mean width."""
+    lines = ["| prompts | " + " | ".join(f"{k}: min cov / under bar / width" for k in methods) + " |",
+             "|---|" + "---|" * len(methods)]
+    for P in sorted({r["prompts"] for r in rows}):
+        sub = [r for r in rows if r["prompts"] == P]
+        cells = [f"{min(r[f'cov_{k}'] for r in sub):.3f} / {sum(r[f'cov_{k}'] < required(r) for r in sub)}"
+                 f" of {len(sub)} / {np.mean([r[f'width_{k}'] for r in sub]):.3f}" for k in methods]
+        lines.append(f"| {P} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reps", type=int, default=500, help="datasets per cell")
+    ap.add_argument("--methods", default="bootstrap,wilson_deff,cluster")
+    ap.add_argument("--bootstrap", type=int, default=1000, help="B of the bootstrap method")
+    ap.add_argument("--procs", type=int, default=2)
+    ap.add_argument("--json", help="write the rows and the summary here")
+    a = ap.parse_args(argv)
+    methods = a.methods.split(",")
+    t0 = time.perf_counter()
+    rows = study(grid(), methods, a.reps, a.bootstrap, a.procs)
+    print(table_text(rows, methods))
+    summary = summarise(rows, methods)
+    print(json.dumps(summary, indent=1))
+    print(by_prompts(rows, methods))
+    print(f"{len(rows)} cells x {a.reps} datasets in {time.perf_counter() - t0:.0f} s")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"reps": a.reps, "bootstrap": a.bootstrap, "rows": rows, "summary": summary}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

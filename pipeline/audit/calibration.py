@@ -1,0 +1,220 @@
+"""Probe calibration (`sdgen audit ... --calibrate LABELS.parquet`): the probe's confusion matrix from a
+labelled subset, and error-corrected shares with intervals that carry the labelled set's uncertainty.
+
+LABELS holds prompt_id, sample_idx, label (the true class) for some audited images. For true class k
+and predicted j (a class, or abstain) A[k, j] = P(probe says j | truth k); a group whose probe output
+shares are q satisfies q = πA, π the true shares. The corrected π̂ is the maximum-likelihood π on the
+simplex given the group's predicted counts and A, found by EM (Saerens et al. 2002): it never leaves
+the simplex, needs no solver, and weights each predicted class by its counts (a least-squares fit
+weights them equally). A is estimated per group, row by row: true class k uses the group's own
+labelled rows of class k when there are at least ``min_row`` of them, else the pooled rows (so a
+probe whose errors differ by group is corrected with that group's errors where the labels allow).
+
+Intervals: B bootstrap replicates resample the group's prompts then seeds, each image carrying its
+prediction and (if labelled) its true class, so the group's confusion rows and predicted counts are
+re-drawn together (the labelled images are among the audited ones: resampling them apart would count
+their noise twice); pooled fallback rows come from a resample of the whole labelled set. EM on each
+replicate; percentile intervals. Corrected D² = Σ(π̂ − t)² − Σ Var*(π̂_k), the bootstrap variance standing in for
+the sampling variance the plug-in adds.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats as st
+
+from pipeline.audit import stats as S
+
+CORRECTED_COLUMNS = ["proportion_corrected", "ci_low_corrected", "ci_high_corrected"]
+SMOOTH = 0.1  # pseudo-count per confusion cell: a predicted class never seen for a truth keeps P > 0
+MIN_LABELS = 100  # below this many labelled rows the corrected intervals are wide: warn
+MIN_ROW = 20  # labelled rows of a true class a group needs to use its own confusion row
+MAX_COND = 10.0  # condition number of A above which the correction amplifies noise: warn
+
+
+class CalibrationError(ValueError):
+    pass
+
+
+def read_labels(path, classes) -> pd.DataFrame:
+    """LABELS file (Parquet or CSV) → prompt_id (str), sample_idx (int), label; errors name row and value."""
+    df = pd.read_csv(path) if str(path).endswith(".csv") else pd.read_parquet(path)
+    missing = [c for c in ("prompt_id", "sample_idx", "label") if c not in df.columns]
+    if missing:
+        raise CalibrationError(f"--calibrate {path}: column {missing[0]!r} missing (has {list(df.columns)})")
+    df = df[["prompt_id", "sample_idx", "label"]].copy()
+    blank = df["label"].isna() | (df["label"].astype(str).str.strip() == "")
+    df = df[~blank]
+    bad = df[~df["label"].isin(list(classes))]
+    if len(bad):
+        i = bad.index[0]
+        raise CalibrationError(f"--calibrate {path}: row {i}, column 'label': {bad.loc[i, 'label']!r} is not "
+                               f"one of {list(classes)}")
+    df["prompt_id"] = df["prompt_id"].astype(str)
+    df["sample_idx"] = pd.to_numeric(df["sample_idx"], errors="raise").astype(np.int64)
+    if df.duplicated(["prompt_id", "sample_idx"]).any():
+        k = df[df.duplicated(["prompt_id", "sample_idx"])].iloc[0]
+        raise CalibrationError(f"--calibrate {path}: image ({k.prompt_id!r}, {k.sample_idx}) labelled twice")
+    return df.reset_index(drop=True)
+
+
+def confusion_counts(true_codes, pred_codes, K, groups=None, G=1):
+    """Counts G × K × (K+1) (pred K = abstain) of (group, truth, prediction) triples."""
+    t, p = np.asarray(true_codes), np.asarray(pred_codes)
+    p = np.where(p < 0, K, p)
+    g = np.zeros_like(t) if groups is None else np.asarray(groups)
+    return np.bincount((g * K + t) * (K + 1) + p, minlength=G * K * (K + 1)).reshape(G, K, K + 1)
+
+
+def confusion_probs(counts, pooled=None, min_row=MIN_ROW):
+    """Row-normalised confusion (smoothed); rows with < min_row labels come from ``pooled`` (same shape)."""
+    c = np.asarray(counts, float)
+    if pooled is not None:
+        c = np.where(c.sum(-1, keepdims=True) >= min_row, c, pooled)
+    c = c + SMOOTH
+    return c / c.sum(-1, keepdims=True)
+
+
+def em_correct(q_counts, A, iters=2000, tol=1e-10):
+    """ML true shares π (…, K) on the simplex from predicted counts (…, K+1) and A (…, K, K+1); vectorised."""
+    q = np.asarray(q_counts, float)
+    A = np.asarray(A, float)
+    K = A.shape[-2]
+    pi = np.full(q.shape[:-1] + (K,), 1.0 / K)
+    n = q.sum(-1, keepdims=True)
+    for _ in range(iters):
+        joint = pi[..., :, None] * A  # (…, K, K+1): P(truth k, pred j)
+        post = joint / joint.sum(-2, keepdims=True)
+        new = (post * q[..., None, :]).sum(-1) / n
+        if np.max(np.abs(new - pi)) < tol:
+            return new
+        pi = new
+    return pi
+
+
+def accuracy_table(counts, classes, level=S.LEVEL):
+    """Per true class: labelled n, correct, accuracy with a Wilson interval (scipy), abstain rate."""
+    out = {}
+    for k, c in enumerate(classes):
+        n, ok = int(counts[k].sum()), int(counts[k, k])
+        ci = st.binomtest(ok, n).proportion_ci(level, method="wilson") if n else None
+        out[c] = {"n": n, "correct": ok, "accuracy": ok / n if n else None,
+                  "ci": (float(ci.low), float(ci.high)) if ci else None,
+                  "abstain_rate": float(counts[k, -1] / n) if n else None}
+    return out
+
+
+def _warnings(counts, A, classes):
+    w = []
+    L = int(counts.sum())
+    if L < MIN_LABELS:
+        w.append(f"only {L} labelled images (< {MIN_LABELS}): corrected intervals are wide")
+    for k, c in enumerate(classes):
+        if counts[k].sum() < 10:
+            w.append(f"class {c!r} has {int(counts[k].sum())} labelled images (< 10): its confusion row is a guess")
+    cond = float(np.linalg.cond(A))
+    if not np.isfinite(cond) or cond > MAX_COND:
+        w.append(f"confusion matrix is near-singular (condition number {cond:.1f} > {MAX_COND:g}): the "
+                 f"probe confuses classes so much that correction amplifies noise")
+    return w, cond
+
+
+def calibrate_groups(rows, label_col, classes, labels, keys, target="uniform", B=400, seed=0, level=S.LEVEL,
+                     min_row=MIN_ROW):
+    """Corrected shares per group → (summary additions DataFrame, calibration entry for metrics.json).
+
+    ``rows``: the audited ok rows (prompt_id, sample_idx, ``label_col``); ``keys``: their group keys
+    (a Series aligned with ``rows``); ``labels``: ``read_labels`` output.
+    """
+    classes, K = list(classes), len(classes)
+    t = S.resolve_target(target, classes) if not isinstance(target, dict) or "groups" not in target else None
+    pred = S.encode_labels(rows[label_col], classes)
+    key_idx = pd.MultiIndex.from_arrays([rows["prompt_id"].astype(str), rows["sample_idx"].astype(np.int64)])
+    pos = pd.Series(np.arange(len(rows)), index=key_idx)
+    hit = labels.set_index(["prompt_id", "sample_idx"]).index.isin(key_idx)
+    lab = labels[hit]
+    if lab.empty:
+        raise CalibrationError("--calibrate: no labelled image is among the audited rows (match on prompt_id, "
+                               "sample_idx)")
+    li = pos.loc[list(zip(lab["prompt_id"], lab["sample_idx"]))].to_numpy()
+    groups = sorted(keys.unique())
+    gi = {g: i for i, g in enumerate(groups)}
+    lt, lp = S.encode_labels(lab["label"], classes), pred[li]
+    lg = keys.to_numpy()[li]
+    lg = np.array([gi[g] for g in lg])
+    G, L = len(groups), len(li)
+    counts = confusion_counts(lt, lp, K, lg, G)
+    pooled = counts.sum(0)
+    A_pool = confusion_probs(pooled)
+    warn, cond = _warnings(pooled, A_pool, classes)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 13]))
+    draws = rng.integers(0, L, size=(B, L))  # labelled rows resampled (one draw for all groups)
+    flat = ((np.arange(B)[:, None] * G + lg[draws]) * K + lt[draws]) * (K + 1) + np.where(lp[draws] < 0, K, lp[draws])
+    bc = np.bincount(flat.ravel(), minlength=B * G * K * (K + 1)).reshape(B, G, K, K + 1).astype(float)
+    use_own = counts.sum(-1, keepdims=True) >= min_row  # G × K × 1: decided on the labelled set as drawn
+    rows_out, entry_groups = [], {}
+    prompts = S._prompt_strings(rows["prompt_id"])
+    truth = np.full(len(rows), K)  # K = not labelled
+    truth[li] = lt
+    for g in groups:
+        i = gi[g]
+        sel = (keys == g).to_numpy()
+        codes = np.where(pred[sel] < 0, K, pred[sel])
+        q = np.bincount(codes, minlength=K + 1)
+        A = confusion_probs(np.where(use_own[i], counts[i], pooled))
+        pi = em_correct(q, A)
+        # one hierarchical bootstrap of the group's images (prompts, then seeds) with each image's
+        # (truth or unlabelled, prediction) as its category: the labelled rows move with their images
+        joint = S.prompt_table(prompts[sel], truth[sel] * (K + 1) + codes, (K + 1) ** 2)
+        jb = S.bootstrap_tables(np.random.default_rng(np.random.SeedSequence([int(seed), i, 13])), [joint], B)[0]
+        jb = jb.reshape(B, K + 1, K + 1).astype(float)
+        qb, own_b = jb.sum(1), jb[:, :K]
+        Ab = confusion_probs(np.where(use_own[i], own_b, bc.sum(1)))
+        pib = em_correct(qb, Ab)
+        lo, hi = S.percentile_ci(pib, level)
+        tg = t if t is not None else S.resolve_target(target["groups"].get(g, target["default"]), classes)
+        var = pib.var(0, ddof=1)
+        d2 = float(((pi - tg) ** 2).sum() - var.sum())
+        d2b = ((pib - tg) ** 2).sum(1) - var.sum()
+        dlo, dhi = S.percentile_ci(d2b, level)
+        rows_out += [(g, c, float(pi[k]), float(lo[k]), float(hi[k])) for k, c in enumerate(classes)]
+        entry_groups[g] = {"proportions_corrected": dict(zip(classes, pi.tolist())),
+                           "ci_low_corrected": dict(zip(classes, lo.tolist())),
+                           "ci_high_corrected": dict(zip(classes, hi.tolist())),
+                           "mad_corrected": float(S.mad(pi, tg)), "d2_corrected": d2,
+                           "d2_ci_corrected": (float(dlo), float(dhi)),
+                           "labelled": int(counts[i].sum()),
+                           "own_confusion_rows": [c for k, c in enumerate(classes) if use_own[i, k, 0]],
+                           "confusion": counts[i].astype(int).tolist(),
+                           "accuracy": accuracy_table(counts[i], classes, level)}
+    add = pd.DataFrame(rows_out, columns=["group", "class", *CORRECTED_COLUMNS])
+    entry = {"labels": L, "labels_unmatched": int((~hit).sum()), "bootstrap": B, "method": "EM (ML on the simplex)",
+             "confusion_columns": [*classes, S.ABSTAIN], "confusion": pooled.astype(int).tolist(),
+             "confusion_probs": A_pool.tolist(), "condition_number": cond,
+             "accuracy": accuracy_table(pooled, classes, level), "warnings": warn, "groups": entry_groups}
+    return add, entry
+
+
+def format_calibration(attribute, entry) -> str:
+    """A few lines: per-class accuracy [Wilson CI], warnings, corrected shares per group."""
+    acc = ", ".join(f"{c} {a['accuracy']:.2f} [{a['ci'][0]:.2f},{a['ci'][1]:.2f}] (n={a['n']})"
+                    for c, a in entry["accuracy"].items() if a["n"])
+    lines = [f"{attribute} calibration: {entry['labels']} labelled images; accuracy per true class: {acc}"]
+    lines += [f"  warning: {w}" for w in entry["warnings"]]
+    for g, m in entry["groups"].items():
+        sh = ", ".join(f"{c} {p:.2f} [{m['ci_low_corrected'][c]:.2f},{m['ci_high_corrected'][c]:.2f}]"
+                       for c, p in m["proportions_corrected"].items())
+        lines.append(f"  {g}: corrected {sh}; D2 {m['d2_corrected']:.3f} ({m['labelled']} labelled)")
+    return "\n".join(lines)
+
+
+def apply_calibration(labelled, attribute, group_by, summary, entry, path, B=400, seed=0):
+    """Add the corrected columns to one attribute's summary rows and its ``calibration`` entry."""
+    from pipeline.audit.tables import group_keys
+
+    classes = entry["classes"]
+    ok = labelled[labelled["status"] == "ok"].reset_index(drop=True)
+    add, cal = calibrate_groups(ok, f"attr_{attribute}", classes, read_labels(path, classes),
+                                group_keys(ok, group_by), entry["target"], B=B, seed=seed)
+    cal["file"] = str(path)
+    return summary.merge(add, on=["group", "class"], how="left"), {**entry, "calibration": cal}

@@ -1,0 +1,137 @@
+"""Share intervals and D² for the population of prompts: a cluster-level method (prompts are the clusters).
+
+Estimand: the share p_k of class k among images of prompts *of this kind* (the population the group's
+prompts were drawn from), not only the fixed prompts that were run. A group of P prompts with m_j
+non-abstained images each and shares p̂_jk gives the pooled share p̂_k = Σ_j c_jk / n (n = Σ m_j) and
+
+    v_clu = P/(P−1) · Σ_j m_j² (p̂_jk − p̂_k)² / n²      the cluster (between-prompt) variance, P−1 df
+    v_bin = p̂_k (1 − p̂_k) / n                           the variance if prompts did not matter
+    deff  = max(1, v_clu / v_bin),  n_eff = n / deff     Kish's design effect and effective size
+
+The interval is the union of two intervals, each of which fails somewhere the other holds:
+Korn & Graubard's (1998) Clopper-Pearson interval on n_eff·(t_{n−1}/t_{P−1})² (design-based; the t
+ratio is the small-sample widening a variance on P−1 degrees of freedom needs) and a beta-binomial
+credible interval with the intra-prompt correlation integrated out (model-based; it keeps its
+coverage when a rare class sits in one or two prompts, or in none, where deff cannot be estimated).
+Both are asymmetric near 0 and 1 and never zero-width. benchmarks/audit_coverage.py measures
+coverage and width of each (the table is in docs/AUDIT_GUIDE.md).
+
+D² for the same estimand subtracts v_clu instead of the binomial variance: E[(p̂_k − t_k)²] =
+(p_k − t_k)² + Var(p̂_k), and v_clu is unbiased for Var(p̂_k) under prompt-to-prompt variation (exactly
+so with equal m_j), where p̂(1−p̂)/(n−1) counts seed noise only and leaves D² biased upward.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import special, stats
+
+LEVEL = 0.95
+FEW_PROMPTS = 3  # below this many prompts the between-prompt variance rests on < 2 degrees of freedom
+
+
+def cluster_variance(table):
+    """(p̂ (K,), v_clu (K,), v_bin (K,), n, P) of a P × K prompt count table; v_clu = v_bin when P < 2."""
+    table = np.asarray(table, float)
+    m, n, P = table.sum(1), float(table.sum()), table.shape[0]
+    p = table.sum(0) / n
+    v_bin = p * (1 - p) / n
+    if P < 2:
+        return p, v_bin.copy(), v_bin, n, P
+    dev = table - m[:, None] * p  # c_jk − m_j p̂_k = m_j (p̂_jk − p̂_k)
+    v_clu = P / (P - 1) * (dev ** 2).sum(0) / n ** 2
+    return p, v_clu, v_bin, n, P
+
+
+def korn_graubard(table, level=LEVEL):
+    """Korn & Graubard (1998) interval per class: Clopper-Pearson on the effective sample size
+    n_eff·(t_{n−1}/t_{P−1})², n_eff = n/deff (deff ≥ 1), so few prompts widen it (R survey's
+    svyciprop(method="beta")). Returns (low, high, deff, n_eff) arrays over classes."""
+    p, v_clu, v_bin, n, P = cluster_variance(table)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        deff = np.where(v_bin > 0, np.maximum(1.0, v_clu / np.where(v_bin > 0, v_bin, 1)), 1.0)
+    a = (1 - level) / 2
+    ratio = stats.t.ppf(1 - a, max(n - 1, 1)) / stats.t.ppf(1 - a, max(P - 1, 1)) if P > 1 else 1.0
+    ne = n / deff * ratio ** 2
+    x = p * ne
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lo = np.where(x > 0, stats.beta.ppf(a, x, ne - x + 1), 0.0)
+        hi = np.where(ne - x > 0, stats.beta.ppf(1 - a, x + 1, ne - x), 1.0)
+    return np.nan_to_num(lo), np.nan_to_num(hi, nan=1.0), deff, n / deff
+
+
+def share_intervals(table, level=LEVEL):
+    """Per-class share and interval of one group's P × K prompt count table (the audit's intervals).
+
+    The interval is the union of the Korn-Graubard interval (design-based: holds for moderately
+    skewed prompt shares, widened by t on P−1 df) and the beta-binomial credible interval (model-based:
+    holds when a class sits in a few prompts, where deff cannot be estimated from the data). Either
+    alone falls below 90% coverage in some cells of benchmarks/audit_coverage.py; the union does not.
+    Returns a dict of arrays over classes: p, lo, hi, deff, n_eff; and n, n_prompts.
+    """
+    table = np.asarray(table, float)
+    p, _, _, n, P = cluster_variance(table)
+    if n == 0:
+        raise ValueError("share_intervals: the table has no images")
+    lo, hi, deff, n_eff = korn_graubard(table, level)
+    m = table.sum(1)
+    for k in range(table.shape[1]):
+        blo, bhi = betabinomial_interval(table[:, k], m, level)
+        lo[k], hi[k] = min(lo[k], blo), max(hi[k], bhi)
+    return {"p": p, "lo": lo, "hi": hi, "deff": deff, "n_eff": n_eff, "n": int(n), "n_prompts": P}
+
+
+def population_d2(table, t):
+    """D² = Σ_k (p̂_k − t_k)² − Σ_k v_clu,k: unbiased for Σ(p_k − t_k)² over the population of prompts.
+
+    One prompt: v_clu is the binomial p̂(1−p̂)/n … the fixed-prompt correction p̂(1−p̂)/(n−1) is used.
+    """
+    p, v_clu, v_bin, n, P = cluster_variance(table)
+    sq = float(((p - np.asarray(t, float)) ** 2).sum())
+    if P < 2:
+        return sq - float((p * (1 - p)).sum()) / (n - 1) if n >= 2 else float("nan")
+    return sq - float(v_clu.sum())
+
+
+def few_prompts_note(P):
+    """A plain warning for groups whose prompt count makes any population interval wide, else None."""
+    if P >= FEW_PROMPTS:
+        return None
+    return (f"only {P} prompt{'s' if P != 1 else ''}: the interval for prompts of this kind rests on "
+            f"{max(P - 1, 0)} degree{'s' if P != 2 else ''} of freedom and is wide; use 5+ prompts per group")
+
+
+# ---------------------------------------------------------------- beta-binomial posterior interval
+MU_GRID = 160  # share grid (logit-spaced): quantiles are read off to ~0.3% of the share
+RHO_GRID = 24  # intra-prompt correlation grid (logit-spaced in (0.0005, 0.98))
+
+
+def _grid(n, lo, hi):
+    """Logit-spaced grid on (lo, hi) and the log of each point's width dx (for integrating a density)."""
+    z = np.linspace(np.log(lo / (1 - lo)), np.log(hi / (1 - hi)), n)
+    x = 1 / (1 + np.exp(-z))
+    return x, np.log(x * (1 - x) * (z[1] - z[0]))
+
+
+def betabinomial_interval(c, m, level=LEVEL):
+    """Equal-tailed credible interval of the population share μ from per-prompt counts c_j of m_j.
+
+    Model: prompt j's share ~ Beta(μ(1−ρ)/ρ, (1−μ)(1−ρ)/ρ) (mean μ, intra-prompt correlation ρ),
+    its images ~ Binomial(m_j, share); priors Jeffreys Beta(½, ½) on μ and uniform on ρ. ρ is
+    integrated out on a grid, so a group whose prompts disagree, or which has few prompts, or few
+    events, gets the width its data support: with 0 events and unknown ρ the upper limit stays near
+    the prompt-level bound, not the image-level one. Returns (low, high).
+    """
+    c, m = np.asarray(c, float), np.asarray(m, float)
+    pairs, w = np.unique(np.stack([c, m], 1), axis=0, return_counts=True)  # identical prompts once
+    mu, log_dmu = _grid(MU_GRID, 1e-5, 1 - 1e-5)
+    rho, log_drho = _grid(RHO_GRID, 5e-4, 0.98)
+    kappa = (1 - rho) / rho
+    a = (mu[:, None] * kappa)[..., None]  # (mu, rho, 1)
+    b = ((1 - mu)[:, None] * kappa)[..., None]
+    cj, mj = pairs[:, 0], pairs[:, 1]
+    ll = ((special.betaln(cj + a, mj - cj + b) - special.betaln(a, b)) * w).sum(-1)
+    log_post = ll + 0.5 * np.log(mu * (1 - mu))[:, None] + log_dmu[:, None] + log_drho[None, :]
+    post = np.exp(log_post - log_post.max()).sum(1)  # marginal over ρ, on the μ grid
+    cdf = np.cumsum(post) / post.sum()
+    a_ = (1 - level) / 2
+    return float(np.interp(a_, cdf, mu)), float(np.interp(1 - a_, cdf, mu))

@@ -1,0 +1,146 @@
+"""`sdgen label OUT --attribute A -n 200 -o SHEET`: a stratified, seeded sample of an output's images
+to label by hand, as an HTML sheet (thumbnails with their keys and the probe's label) and a CSV
+template (prompt_id, sample_idx, group, predicted, label) whose filled form is what
+`sdgen audit --calibrate` reads. Strata are group × predicted class (abstain included), allocated
+as evenly as their sizes allow, so rare predicted classes (where the probe's errors hide) get
+labels too. ``from_pixels`` fills the label column from the toy world's pixel analysis
+(pipeline/toyworld/analysis.py: the dominant foreground colour), which makes the loop testable.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import os
+
+import numpy as np
+
+from pipeline.audit.data import AuditError, attribute_labels, iter_images, open_source, read_rows
+from pipeline.audit.tables import group_keys
+
+
+def allocate(sizes, n):
+    """Even allocation of n over strata of the given sizes (each capped at its size), largest first."""
+    sizes = np.asarray(sizes, int)
+    take = np.zeros_like(sizes)
+    left = min(int(n), int(sizes.sum()))
+    while left > 0:
+        open_ = np.flatnonzero(take < sizes)
+        share = max(1, left // len(open_))
+        for i in open_[np.argsort(-(sizes[open_] - take[open_]), kind="stable")]:
+            add = min(share, sizes[i] - take[i], left)
+            take[i] += add
+            left -= add
+            if left == 0:
+                break
+    return take
+
+
+def stratified_sample(df, strata_cols, n, seed=0):
+    """Rows of ``df`` drawn without replacement per stratum, seeded; rows keyed and sorted first so
+    the draw does not depend on row order."""
+    df = df.sort_values(["prompt_id", "sample_idx"], kind="stable").reset_index(drop=True)
+    strata = df.groupby(strata_cols, sort=True, dropna=False).indices
+    names = list(strata)
+    take = allocate([len(strata[s]) for s in names], n)
+    rng = np.random.default_rng([int(seed), 7])
+    picks = [np.sort(rng.choice(strata[s], k, replace=False)) for s, k in zip(names, take) if k]
+    return df.iloc[np.concatenate(picks) if picks else []].reset_index(drop=True)
+
+
+def pixel_labels(pngs, classes):
+    """Dominant foreground colour of each toy-world PNG, or None when not one of ``classes``."""
+    import io
+
+    from PIL import Image
+
+    from pipeline.toyworld.analysis import dominant_colour
+
+    out = []
+    for b in pngs:
+        if b is None:
+            out.append(None)
+            continue
+        c = dominant_colour(np.asarray(Image.open(io.BytesIO(b)).convert("RGB")))
+        out.append(c if c in classes else None)
+    return out
+
+
+def _images(src, df, wanted_rows):
+    """PNG bytes of the rows at positions ``wanted_rows`` of read_rows order."""
+    want = {int(i): k for k, i in enumerate(wanted_rows)}
+    out = [None] * len(want)
+    for offset, batch in iter_images(src):
+        for j, b in enumerate(batch):
+            if offset + j in want:
+                out[want[offset + j]] = b
+    return out
+
+
+def write_sheet(sample, pngs, dest, attribute):
+    """dest/index.html (thumbnails and keys) and dest/labels.csv (the template)."""
+    os.makedirs(dest, exist_ok=True)
+    sample[["prompt_id", "sample_idx", "group", "predicted", "label"]].to_csv(f"{dest}/labels.csv", index=False)
+    cells = []
+    for r, b in zip(sample.itertuples(), pngs):
+        img = (f'<img src="data:image/png;base64,{base64.b64encode(b).decode()}" width="128">' if b else "(no image)")
+        cells.append(f"<figure>{img}<figcaption>{html.escape(str(r.prompt_id))} #{r.sample_idx}<br>"
+                     f"{html.escape(str(r.group))}; probe: {html.escape(str(r.predicted))}</figcaption></figure>")
+    page = (f"<!doctype html><meta charset=utf-8><title>label {html.escape(attribute)}</title>"
+            "<style>figure{display:inline-block;margin:6px;font:12px sans-serif;width:140px}</style>"
+            f"<h1>Label {html.escape(attribute)}: {len(sample)} images</h1><p>Fill the <code>label</code> "
+            "column of labels.csv with the true class (blank = unsure), then run "
+            "<code>sdgen audit OUT --attribute A --calibrate labels.csv</code>.</p>" + "".join(cells))
+    with open(f"{dest}/index.html", "w") as f:
+        f.write(page)
+    return {"html": f"{dest}/index.html", "csv": f"{dest}/labels.csv"}
+
+
+def make_sheet(url, attribute, n, dest, group_by, seed=0, from_pixels=False, storage=None, **probe_args):
+    """Draw the sample, write the sheet; returns {"rows", "strata", "html", "csv", "filled"}."""
+    src = open_source(url, storage)
+    df = read_rows(src)
+    df["_row"] = np.arange(len(df))
+    labelled, info = attribute_labels(src, df, attribute, **probe_args)
+    ok = labelled[labelled["status"] == "ok"].copy()
+    if ok.empty:
+        raise AuditError(f"{src.url!r} has no ok rows to label")
+    ok["group"] = group_keys(ok, group_by).to_numpy()
+    ok["predicted"] = ok[f"attr_{attribute}"].fillna("abstain").astype(str)
+    sample = stratified_sample(ok, ["group", "predicted"], n, seed)
+    pngs = _images(src, df, sample["_row"].to_numpy())
+    sample["label"] = pixel_labels(pngs, info["classes"]) if from_pixels else None
+    paths = write_sheet(sample, pngs, dest, attribute)
+    return {"rows": len(sample), "strata": int(sample.groupby(["group", "predicted"]).ngroups),
+            "filled": int(sample["label"].notna().sum()), **paths}
+
+
+def cmd_label(args) -> int:
+    from pipeline.audit.commands import _default_group_by, _probe_args, _storage, split_group_by
+
+    src = open_source(args.output, _storage(args))
+    group_by = split_group_by(args.group_by) or _default_group_by(src)
+    r = make_sheet(src, args.attribute, args.n, args.out, group_by, args.seed, args.from_pixels,
+                   **_probe_args(args))
+    print(f"wrote {r['rows']} images in {r['strata']} strata (group x predicted class) to {r['html']} and "
+          f"{r['csv']}" + (f"; {r['filled']} labels filled from pixels" if args.from_pixels else ""))
+    return 0
+
+
+def add_label_command(subparsers) -> None:
+    sp = subparsers.add_parser("label", help="a stratified sample of images to label, for audit --calibrate")
+    sp.add_argument("output")
+    sp.add_argument("--attribute", required=True, help="the probed attribute to calibrate")
+    sp.add_argument("-n", type=int, default=200, help="images to sample")
+    sp.add_argument("-o", "--out", required=True, help="folder for index.html and labels.csv")
+    sp.add_argument("--group-by", action="append", metavar="COL", help="strata (default: first passthrough column)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--from-pixels", action="store_true",
+                    help="toy world: fill labels from pixel analysis (dominant foreground colour)")
+    sp.add_argument("--attribute-set", metavar="NAME_OR_PATH", help="attribute set, for an attribute not probed")
+    sp.add_argument("--clip-model", help="CLIP for post-hoc probes (default: run.json scoring.clip_model)")
+    sp.add_argument("--clip-weights", help="local weights file for --clip-model")
+    sp.add_argument("--device", default="auto", help="device for post-hoc probes")
+    from pipeline.audit.commands import _errors_exit_2, add_storage_option
+
+    add_storage_option(sp)
+    sp.set_defaults(func=_errors_exit_2(cmd_label))
