@@ -155,15 +155,16 @@ def derive_prompt_id(prompt: str, overrides: dict) -> str:
 
 
 def prompt_ids(table: pa.Table, overrides: list[dict] | None = None) -> list[str]:
-    """Ids as given (integers become strings) or derived from content."""
+    """Base ids before numbering: as given (integers become strings; null becomes "") or derived from
+    content (a null prompt and an empty prompt derive different ids). Never null."""
     if schema.PROMPT_ID in table.column_names:
-        return [None if v is None else str(v) for v in table.column(schema.PROMPT_ID).to_pylist()]
+        return ["" if v is None else str(v) for v in table.column(schema.PROMPT_ID).to_pylist()]
     overrides = overrides if overrides is not None else row_overrides(table)
-    return [derive_prompt_id(p or "", o) for p, o in zip(_col(table, schema.PROMPT), overrides)]
+    return [derive_prompt_id(p, o) for p, o in zip(_col(table, schema.PROMPT), overrides)]
 
 
 def _id_hash(ids: list[str]) -> np.ndarray:
-    return np.array([int.from_bytes(hashlib.blake2b((i or "").encode(), digest_size=8).digest(), "big")
+    return np.array([int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "big")
                      for i in ids], dtype=np.uint64)
 
 
@@ -197,29 +198,51 @@ def scan_input(fs, files: list[str], default_ipp: int, batch_rows: int = 65536) 
                 ovr = row_overrides(t)
                 valid = np.array([offset + i not in probs for i in range(t.num_rows)], dtype=bool)
                 scan.images += sum(o.get("images_per_prompt", default_ipp) for o, v in zip(ovr, valid) if v)
-                h = _id_hash(prompt_ids(t, ovr))
-                hashes.append(h[valid])
-                where.append(np.stack([np.full(t.num_rows, fi), offset + np.arange(t.num_rows)], 1)[valid])
+                hashes.append(_id_hash(prompt_ids(t, ovr)))  # every row, invalid ones too: keys stay unique
+                where.append(np.stack([np.full(t.num_rows, fi), offset + np.arange(t.num_rows)], 1))
                 offset += t.num_rows
         scan.rows += meta.num_rows
     if hashes:
-        _mark_duplicates(scan, np.concatenate(hashes), np.concatenate(where), files)
+        _mark_duplicates(scan, np.concatenate(hashes), np.concatenate(where), files, fs)
     return scan
 
 
-def _mark_duplicates(scan: Scan, h: np.ndarray, where: np.ndarray, files: list[str]) -> None:
-    """k-th repeat (in file, row order) of an id gets occurrence k; the first keeps its id."""
+def _mark_duplicates(scan: Scan, h: np.ndarray, where: np.ndarray, files: list[str], fs=None) -> None:
+    """The k-th repeat (in file, row order) of an id becomes ``id~k``; the first keeps its id. k skips
+    any number whose ``id~k`` is another row's own id or already given, so ids `x`, `x`, `x~1` become
+    `x`, `x~2`, `x~1`: every (prompt_id, sample_idx) of an output is unique, invalid rows included."""
     _, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
     dup = np.nonzero(counts[inverse] > 1)[0]
     if not len(dup):
         return
     order = dup[np.argsort(inverse[dup], kind="stable")]  # group by id, keep file/row order inside
+    taken = set(h.tolist())
+    names = _ids_at(fs, files, where[order]) if fs is not None else None
     k = 0
     for j, pos in enumerate(order):
-        k = 0 if j == 0 or inverse[pos] != inverse[order[j - 1]] else k + 1
-        if k:
-            scan.occurrence[(files[int(where[pos, 0])], int(where[pos, 1]))] = k
+        if j == 0 or inverse[pos] != inverse[order[j - 1]]:
+            k = 0
+            continue
+        k += 1
+        while names is not None and (c := int(_id_hash([f"{names[j]}~{k}"])[0])) in taken:
+            k += 1
+        if names is not None:
+            taken.add(c)
+        scan.occurrence[(files[int(where[pos, 0])], int(where[pos, 1]))] = k
     scan.duplicates = len(scan.occurrence)
+
+
+def _ids_at(fs, files: list[str], where: np.ndarray) -> list[str]:
+    """Base ids of the given (file index, row) positions, re-read (only files holding repeats)."""
+    cache: dict[int, list[str]] = {}
+    out = []
+    for fi, row in where.tolist():
+        if fi not in cache:
+            with fs.open(files[fi], "rb") as f:
+                pf = pq.ParquetFile(f)
+                cache[fi] = prompt_ids(pf.read(columns=_scan_columns(pf.schema_arrow)))
+        out.append(cache[fi][row])
+    return out
 
 
 def duplicate_report(fs, scan: Scan, limit: int = 5) -> str:
