@@ -216,6 +216,16 @@ class MitigationConfig(_Strict):
         return self
 
 
+class LimitsConfig(_Strict):
+    """Bounds on the work one row or one run may ask for, checked before any model loads (config values
+    and every row's overrides). They change no output bytes, so they are not fingerprinted."""
+    max_steps: int = Field(1000, ge=1)  # denoising steps per image (also capped by the scheduler's training timesteps)
+    # pixels per image (width x height): 4096 x 4096 by default; far past SDXL's 1024 x 1024
+    max_pixels: int = Field(4096 * 4096, ge=64)
+    max_images_per_prompt: int = Field(10_000, ge=1)  # one row's images_per_prompt (config or column)
+    max_images: int = Field(100_000_000, ge=1)  # images one run may ask for in total (all rows)
+
+
 class JobConfig(_Strict):
     input: str  # Parquet prompts: a file, a directory or a cloud prefix (s3://bucket/prompts/)
     output: str  # output directory or cloud prefix (layout in README: data/, _commits/, run.json)
@@ -229,12 +239,22 @@ class JobConfig(_Strict):
     probes: ProbesConfig = Field(default_factory=ProbesConfig)
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
     mitigation: MitigationConfig = Field(default_factory=MitigationConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)  # bounded work (not fingerprinted)
 
     @model_validator(mode="after")
     def _non_empty(self):
         for key in ("input", "output", "model"):
             if not str(getattr(self, key)).strip():
                 raise ValueError(f"{key} must not be empty")
+        g, lim = self.generation, self.limits
+        if g.steps > lim.max_steps:
+            raise ValueError(f"generation.steps {g.steps} exceeds limits.max_steps {lim.max_steps}")
+        if g.images_per_prompt > lim.max_images_per_prompt:
+            raise ValueError(f"generation.images_per_prompt {g.images_per_prompt} exceeds "
+                             f"limits.max_images_per_prompt {lim.max_images_per_prompt}")
+        if g.width and g.height and g.width * g.height > lim.max_pixels:
+            raise ValueError(f"generation.width x height = {g.width} x {g.height} = {g.width * g.height} pixels "
+                             f"exceeds limits.max_pixels {lim.max_pixels}")
         if (self.write.embeddings or self.scoring.aesthetic_weights or self.scoring.preference_model) \
                 and not self.scoring.enabled:
             raise ValueError("write.embeddings: true and quality scores need scoring.enabled: true (they use its embedding)")

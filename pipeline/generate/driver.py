@@ -26,9 +26,15 @@ from pipeline.generate.inputs import (
     duplicate_report,
     list_input_files,
     plan_shards,
+    row_limits,
     scan_input,
 )
-from pipeline.generate.models import check_model_spec, native_resolution, recommended_guidance
+from pipeline.generate.models import (
+    check_model_spec,
+    native_resolution,
+    recommended_guidance,
+    train_timesteps,
+)
 from pipeline.generate.presets import default_attribute_sets, default_clip_model, default_concept_list
 from pipeline.probes.scorer import check_scorer_spec
 
@@ -105,8 +111,9 @@ def prepare(cfg: JobConfig | ResolvedJob, scan_rows: bool = True) -> Prepared:
         check_scorer_spec(cfg.scoring.clip_model, cfg.scoring.clip_weights)
     probe_info = describe_probes(job)
     _check_concept_clip(cfg, probe_info)
+    limits = check_limits(cfg)
     in_fs, files = list_input_files(cfg.input, cfg.storage)
-    scan = scan_input(in_fs, files, cfg.generation.images_per_prompt) if scan_rows else None
+    scan = scan_input(in_fs, files, cfg.generation.images_per_prompt, limits=limits) if scan_rows else None
     if scan is not None:
         _raise_on_bad_rows(cfg, scan, in_fs)
     output = Output(cfg.output, cfg.storage)
@@ -119,7 +126,22 @@ def prepare(cfg: JobConfig | ResolvedJob, scan_rows: bool = True) -> Prepared:
             "committed_shards": len(committed), "pending_shards": len(pending)}
     if scan is not None:
         info.update(images=scan.images, invalid_rows=len(scan.problems), duplicate_ids=scan.duplicates)
+        if scan.ipp_overrides:  # only when present: summaries of other runs stay as they were
+            info["rows_overriding_images_per_prompt"] = scan.ipp_overrides
     return Prepared(job, output, shards, pending, committed, scan, info, probe_info)
+
+
+def check_limits(cfg: JobConfig):
+    """The resolved config against `limits` and the scheduler's training timesteps (read from its
+    config, no model load); returns the RowLimits every row is checked against."""
+    g, lim = cfg.generation, cfg.limits
+    limits = row_limits(cfg, train_timesteps(cfg.model, cfg.storage))
+    if g.steps > limits.max_steps:
+        raise ConfigError(f"generation.steps {g.steps} exceeds {limits.steps_why} ({limits.max_steps})")
+    if g.width * g.height > lim.max_pixels:
+        raise ConfigError(f"generation.width x height = {g.width} x {g.height} = {g.width * g.height} pixels "
+                          f"exceeds limits.max_pixels ({lim.max_pixels})")
+    return limits
 
 
 def describe_probes(job: ResolvedJob) -> dict:
@@ -146,6 +168,9 @@ def _raise_on_bad_rows(cfg: JobConfig, scan, in_fs) -> None:
         raise InputError(f"{len(scan.problems)} input row(s) are invalid:\n{listed}"
                          + (f"\n  ... and {more} more" if more > 0 else "")
                          + "\n(fix them, or set shards.on_invalid_row: mark to emit them as status 'invalid')")
+    if scan.images > cfg.limits.max_images:
+        raise InputError(f"the input asks for {scan.images} images, more than limits.max_images "
+                         f"({cfg.limits.max_images}); raise the limit or split the input")
     if scan.duplicates and cfg.shards.duplicates == "error":
         raise InputError(f"{scan.duplicates} input row(s) repeat an earlier prompt_id "
                          f"(shards.duplicates: error):\n{duplicate_report(in_fs, scan)}")
@@ -285,6 +310,9 @@ def format_summary(s: dict) -> str:
         f"rows        {s['rows_total']} total ({s['rows_this_run']} this run); status {s['status_counts']}",
         f"speed       {s['images_per_s']} images/s over {s['wall_s']} s (model load {s['model_load_s']} s)",
     ]
+    if s.get("rows_overriding_images_per_prompt"):
+        lines.append(f"overrides   {s['rows_overriding_images_per_prompt']} row(s) set their own images_per_prompt "
+                     "(it overrides generation.images_per_prompt for them)")
     if s.get("duplicate_ids"):
         lines.append(f"duplicates  {s['duplicate_ids']} row(s) repeated an earlier prompt_id (see shards.duplicates)")
     if s.get("invalid_rows"):

@@ -108,7 +108,42 @@ def _col(table: pa.Table, name: str):
     return table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
 
 
-def row_problems(table: pa.Table, path: str, offset: int) -> dict[int, Problem]:
+@dataclass(frozen=True)
+class RowLimits:
+    """What one row may ask for (config `limits`, the scheduler's training timesteps) and the config
+    values a row without overrides takes (a width override is checked against the default height)."""
+    max_steps: int = 1000
+    max_pixels: int = 4096 * 4096
+    max_images_per_prompt: int = 10_000
+    width: int | None = None
+    height: int | None = None
+    steps_why: str = "limits.max_steps"  # named in the error: the config key or the scheduler
+
+
+def row_limits(cfg, train_timesteps: int | None = None) -> RowLimits:
+    """The RowLimits of a job config; `train_timesteps` (the scheduler's) caps the steps when lower."""
+    lim, g = cfg.limits, cfg.generation
+    steps, why = lim.max_steps, "limits.max_steps"
+    if train_timesteps is not None and train_timesteps < steps:
+        steps, why = train_timesteps, "the scheduler's training timesteps"
+    return RowLimits(steps, lim.max_pixels, lim.max_images_per_prompt, g.width, g.height, why)
+
+
+def _limit_problems(table: pa.Table, lim: RowLimits, bad) -> None:
+    for col, cap, why in (("steps", lim.max_steps, lim.steps_why),
+                          ("images_per_prompt", lim.max_images_per_prompt, "limits.max_images_per_prompt")):
+        for i, v in enumerate(_col(table, col)):
+            if v is not None and v > cap:
+                bad(i, col, v, f"exceeds {why} ({cap})")
+    if "width" in table.column_names or "height" in table.column_names:
+        for i, (w, h) in enumerate(zip(_col(table, "width"), _col(table, "height"))):
+            w, h = w if w is not None else lim.width, h if h is not None else lim.height
+            if w and h and w > 0 and h > 0 and w * h > lim.max_pixels:
+                bad(i, "width" if "width" in table.column_names else "height", f"{w}x{h}",
+                    f"{w * h} pixels exceed limits.max_pixels ({lim.max_pixels})")
+
+
+def row_problems(table: pa.Table, path: str, offset: int, limits: RowLimits | None = None) -> dict[int, Problem]:
     """Bad values per row (first problem per row), keyed by row index within the file."""
     out: dict[int, Problem] = {}
 
@@ -134,6 +169,7 @@ def row_problems(table: pa.Table, path: str, offset: int) -> dict[int, Problem]:
             for i, v in enumerate(table.column(col).to_pylist()):
                 if v is not None and not ok(v):
                     bad(i, col, v, reason)
+    _limit_problems(table, limits or RowLimits(), bad)
     return out
 
 
@@ -176,6 +212,7 @@ class Scan:
     problems: list = field(default_factory=list)  # Problem, in file/row order
     occurrence: dict = field(default_factory=dict)  # (file, row) -> k >= 1 for the k-th duplicate of an id
     duplicates: int = 0  # rows whose id appeared earlier
+    ipp_overrides: int = 0  # rows whose own images_per_prompt overrides the config's (said in run output)
 
 
 def _scan_columns(sch: pa.Schema) -> list[str]:
@@ -183,7 +220,8 @@ def _scan_columns(sch: pa.Schema) -> list[str]:
     return [c for c in wanted if c in sch.names]
 
 
-def scan_input(fs, files: list[str], default_ipp: int, batch_rows: int = 65536) -> Scan:
+def scan_input(fs, files: list[str], default_ipp: int, batch_rows: int = 65536,
+               limits: RowLimits | None = None) -> Scan:
     """Stream the meaningful columns once: row problems, image count, duplicate ids."""
     scan, hashes, where = Scan(), [], []
     for fi, path in enumerate(files):
@@ -193,10 +231,11 @@ def scan_input(fs, files: list[str], default_ipp: int, batch_rows: int = 65536) 
             pf, offset = pq.ParquetFile(f), 0
             for batch in pf.iter_batches(batch_size=batch_rows, columns=_scan_columns(pf.schema_arrow)):
                 t = pa.Table.from_batches([batch])
-                probs = row_problems(t, path, offset)
+                probs = row_problems(t, path, offset, limits)
                 scan.problems.extend(probs[k] for k in sorted(probs))
                 ovr = row_overrides(t)
                 valid = np.array([offset + i not in probs for i in range(t.num_rows)], dtype=bool)
+                scan.ipp_overrides += sum("images_per_prompt" in o for o in ovr)
                 scan.images += sum(o.get("images_per_prompt", default_ipp) for o, v in zip(ovr, valid) if v)
                 hashes.append(_id_hash(prompt_ids(t, ovr)))  # every row, invalid ones too: keys stay unique
                 where.append(np.stack([np.full(t.num_rows, fi), offset + np.arange(t.num_rows)], 1))
@@ -300,6 +339,28 @@ def count_images(fs, files: list[str], default_ipp: int) -> int:
         else:
             total += meta.num_rows * default_ipp
     return total
+
+
+def count_work(fs, files: list[str], g) -> dict:
+    """Images and pixel-steps (sum of images x width x height x steps) the input asks for under the
+    generation config `g` (resolved sizes), and how many rows set their own images_per_prompt. Reads
+    the footers and the override columns only; a file without a `prompt` column is an InputError."""
+    out = {"images": 0, "pixel_steps": 0, "rows_overriding_images_per_prompt": 0}
+    for path in files:
+        sch = read_footer(fs, path).schema.to_arrow_schema()
+        check_schema(path, sch)
+        cols = [c for c in ("images_per_prompt", "width", "height", "steps") if c in sch.names]
+        with fs.open(path, "rb") as f:
+            t = pq.read_table(f, columns=cols or [schema.PROMPT])
+        v = {c: np.asarray(pc.fill_null(t.column(c), d).cast(pa.float64()), dtype=np.float64) if c in cols
+             else np.full(t.num_rows, float(d))
+             for c, d in (("images_per_prompt", g.images_per_prompt), ("width", g.width), ("height", g.height),
+                          ("steps", g.steps))}
+        out["images"] += int(v["images_per_prompt"].sum())
+        out["pixel_steps"] += int((v["images_per_prompt"] * v["width"] * v["height"] * v["steps"]).sum())
+        if "images_per_prompt" in cols:
+            out["rows_overriding_images_per_prompt"] += t.num_rows - t.column("images_per_prompt").null_count
+    return out
 
 
 def read_rows(fs, path: str, start: int, stop: int, columns=None) -> pa.Table:

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from pipeline.core import schema
 from pipeline.generate.diffusion import Sample
-from pipeline.generate.inputs import Shard, prompt_ids, row_overrides, row_problems
+from pipeline.generate.inputs import RowLimits, Shard, prompt_ids, row_limits, row_overrides, row_problems
 from pipeline.generate.seeds import seeds_for_row
 
 
@@ -32,11 +32,12 @@ class Expansion:
     invalid: list = field(default_factory=list)  # Invalid rows (on_invalid_row: mark)
 
 
-def expand(table: pa.Table, shard: Shard, cfg, screen=None) -> Expansion:
-    """The shard's samples, blocked samples and invalid rows, in row order."""
+def expand(table: pa.Table, shard: Shard, cfg, screen=None, limits: RowLimits | None = None) -> Expansion:
+    """The shard's samples, blocked samples and invalid rows, in row order; `limits` as the driver's
+    scan used them (default: the config's, without the scheduler's cap)."""
     overrides = row_overrides(table)
     ids, prompts = prompt_ids(table, overrides), table.column(schema.PROMPT).to_pylist()
-    problems = row_problems(table, shard.file, shard.start)
+    problems = row_problems(table, shard.file, shard.start, limits or row_limits(cfg))
     mitigate = mitigation_mask(table, cfg.mitigation)
     out = Expansion()
     for i, (pid, prompt, o) in enumerate(zip(ids, prompts, overrides)):

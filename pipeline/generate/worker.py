@@ -26,7 +26,7 @@ import pyarrow as pa
 from pipeline.core.job import ResolvedJob
 from pipeline.core.storage import Output, filesystem
 from pipeline.generate.diffusion import Generator, Sample, make_batches
-from pipeline.generate.inputs import Shard, read_rows
+from pipeline.generate.inputs import Shard, read_rows, row_limits
 from pipeline.generate.models import load_pipeline, resolve_device_dtype
 from pipeline.generate.partwriter import PHASH_FIELD, PartWriter, embedding_field, encode_png
 from pipeline.generate.samples import expand
@@ -107,7 +107,8 @@ class ShardWorker:
         # 1. read the shard's rows (only the row groups that overlap it)
         table = read_rows(self.in_fs, shard.file, shard.start, shard.stop)
         # 2. rows -> samples: ids, duplicates, invalid rows, screening, mitigation variants
-        rows = expand(table, shard, self.cfg, self.screen)
+        timesteps = getattr(self.pipe.scheduler.config, "num_train_timesteps", None)
+        rows = expand(table, shard, self.cfg, self.screen, row_limits(self.cfg, timesteps))
         writer = PartWriter(self.output, shard.name, table, self.cfg, self.scheduler_name, self.extra_fields)
         timings = {"read": time.perf_counter() - t0, "generate": 0.0, "score": 0.0, "encode": 0.0}
         for bad in rows.invalid:
