@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from pipeline.core import config as config_mod
@@ -140,6 +141,10 @@ def main(argv=None) -> int:
     except known as e:
         print(f"sdgen: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `sdgen status OUT | head`: the reader left; not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not raise again
+        return 0
 
 
 if __name__ == "__main__":

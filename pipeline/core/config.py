@@ -9,6 +9,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -323,13 +324,18 @@ def _format_errors(err: ValidationError, source: str) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        secret = any(_secret_like(str(p)) for p in e["loc"])
+        value = "(value hidden: the key looks secret)" if secret else f"(value {e.get('input')!r})"
         if e["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (value {e.get('input')!r}); check the spelling against configs/demo.yaml")
+            lines.append(f"  {key}: unknown key {value}; check the spelling against configs/demo.yaml")
         elif e["type"] == "missing":
             lines.append(f"  {key}: required key is missing")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"  {key}: {msg} (got {e.get('input')!r})")
+            if secret:
+                msg = msg.split(", got ")[0]  # a validator's own message may echo the value too
+            got = "" if ", got " in msg or secret else f" (got {e.get('input')!r})"  # the message echoes it already
+            lines.append(f"  {key}: {msg}{got}" + (f" {value}" if secret else ""))
     return f"invalid config {source}:\n" + "\n".join(lines)
 
 
@@ -366,7 +372,21 @@ def load_storage(path: str | Path) -> StorageConfig:
         raise ConfigError(_format_errors(e, repr(str(path))).replace("\n  ", "\n  storage.")) from None
 
 
+def resolve_paths(raw: dict, base: Path) -> dict:
+    """Relative local `input`/`output` of a config file resolve against the file's folder (as most
+    tools do), written relative to the current directory so a run from the repo root fingerprints
+    as before. URLs (``s3://``), absolute paths and --set values (the caller's own) are left alone."""
+    raw = dict(raw)
+    for key in ("input", "output"):
+        v = raw.get(key)
+        if isinstance(v, str) and v.strip() and "://" not in v and not os.path.isabs(v):
+            raw[key] = os.path.relpath(os.path.join(base, v))
+    return raw
+
+
 def load(path: str | Path, overrides: list[str] | None = None) -> JobConfig:
-    """Read a YAML config file, apply overrides, validate."""
+    """Read a YAML config file (relative paths resolve against its folder), apply overrides, validate."""
     raw = read_yaml(path, "config") or {}
+    if isinstance(raw, dict):
+        raw = resolve_paths(raw, Path(path).resolve().parent)
     return from_dict(raw, overrides, source=repr(str(path)))

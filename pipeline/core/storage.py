@@ -88,11 +88,17 @@ class Output:
             d = os.path.dirname(path)
             os.makedirs(d, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; follow the umask like the parts
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                if os.path.exists(tmp):  # disk full, interrupted: no .tmp-* left behind
+                    os.remove(tmp)
+                raise
         else:
             self.fs.pipe_file(path, data)
 
@@ -115,6 +121,14 @@ class Output:
         Returns True when run.json was newly written."""
         existing = self.read_json(self.path("run.json"))
         if existing is None:
+            self.write_json(self.path("run.json"), run_info)
+            return True
+        if existing.get("fingerprint") != run_info["fingerprint"] and not self.committed_markers():
+            # only committed work locks the fingerprint: a failed start (model did not load) must not
+            import warnings
+
+            warnings.warn(f"output {self.url!r}: run.json of an earlier run with no committed shard "
+                          "(another config) is replaced by this run's", stacklevel=2)
             self.write_json(self.path("run.json"), run_info)
             return True
         if existing.get("fingerprint") != run_info["fingerprint"]:
@@ -239,3 +253,10 @@ def library_versions() -> dict:
         except md.PackageNotFoundError:
             pass
     return out
+
+
+def _umask() -> int:
+    """The process umask (read by setting it, then restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from pipeline.core.config import ConfigError, JobConfig
 from pipeline.core.job import ResolvedJob
-from pipeline.core.storage import Output, library_versions
+from pipeline.core.storage import Output, OutputError, library_versions
 from pipeline.generate.inputs import (
     MAX_LISTED_PROBLEMS,
     InputError,
@@ -117,6 +117,7 @@ def prepare(cfg: JobConfig | ResolvedJob, scan_rows: bool = True) -> Prepared:
     if scan is not None:
         _raise_on_bad_rows(cfg, scan, in_fs)
     output = Output(cfg.output, cfg.storage)
+    check_output_writable(output)
     root = in_fs._strip_protocol(cfg.input).rstrip("/")
     shards, rows = plan_shards(in_fs, files, root, cfg.shards.rows_per_shard, cfg.fingerprint(), scan,
                                cfg.shards.duplicates)
@@ -129,6 +130,26 @@ def prepare(cfg: JobConfig | ResolvedJob, scan_rows: bool = True) -> Prepared:
         if scan.ipp_overrides:  # only when present: summaries of other runs stay as they were
             info["rows_overriding_images_per_prompt"] = scan.ipp_overrides
     return Prepared(job, output, shards, pending, committed, scan, info, probe_info)
+
+
+def check_output_writable(output: Output) -> None:
+    """A local output must be (or be creatable as) a writable directory: say so before any model loads
+    instead of failing at the first commit. Object stores are checked by their first write."""
+    import os
+
+    if not output.local:
+        return
+    path = output.root
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputError(f"output {output.url!r} is a file, not a directory; choose a directory path")
+    probe = path
+    while not os.path.exists(probe):  # the nearest existing folder is where it will be created
+        probe = os.path.dirname(probe) or "."
+    if not os.access(probe, os.W_OK | os.X_OK):
+        ro = os.statvfs(probe).f_flag & os.ST_RDONLY
+        raise OutputError(f"output {output.url!r} is not writable: {probe!r} is "
+                          + ("on a read-only filesystem" if ro else "not writable by this user")
+                          + "; choose another output or fix its permissions")
 
 
 def check_limits(cfg: JobConfig):

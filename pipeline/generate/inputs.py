@@ -227,23 +227,35 @@ def scan_input(fs, files: list[str], default_ipp: int, batch_rows: int = 65536,
     for fi, path in enumerate(files):
         meta = read_footer(fs, path)
         check_schema(path, meta.schema.to_arrow_schema())
-        with fs.open(path, "rb") as f:
-            pf, offset = pq.ParquetFile(f), 0
-            for batch in pf.iter_batches(batch_size=batch_rows, columns=_scan_columns(pf.schema_arrow)):
-                t = pa.Table.from_batches([batch])
-                probs = row_problems(t, path, offset, limits)
-                scan.problems.extend(probs[k] for k in sorted(probs))
-                ovr = row_overrides(t)
-                valid = np.array([offset + i not in probs for i in range(t.num_rows)], dtype=bool)
-                scan.ipp_overrides += sum("images_per_prompt" in o for o in ovr)
-                scan.images += sum(o.get("images_per_prompt", default_ipp) for o, v in zip(ovr, valid) if v)
-                hashes.append(_id_hash(prompt_ids(t, ovr)))  # every row, invalid ones too: keys stay unique
-                where.append(np.stack([np.full(t.num_rows, fi), offset + np.arange(t.num_rows)], 1))
-                offset += t.num_rows
+        try:
+            _scan_file(fs, fi, path, scan, hashes, where, default_ipp, batch_rows, limits)
+        except (ConnectionError, TimeoutError):
+            raise  # transient storage faults are not bad input
+        except (OSError, pa.ArrowException) as e:  # pyarrow: OSError "Corrupt snappy compressed data"
+            if isinstance(e, FileNotFoundError):
+                raise
+            raise InputError(f"input file {path!r} has a valid footer but its data cannot be decoded "
+                             f"(corrupt data pages?): {e}; re-create the file") from None
         scan.rows += meta.num_rows
     if hashes:
         _mark_duplicates(scan, np.concatenate(hashes), np.concatenate(where), files, fs)
     return scan
+
+
+def _scan_file(fs, fi, path, scan, hashes, where, default_ipp, batch_rows, limits) -> None:
+    with fs.open(path, "rb") as f:
+        pf, offset = pq.ParquetFile(f), 0
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=_scan_columns(pf.schema_arrow)):
+            t = pa.Table.from_batches([batch])
+            probs = row_problems(t, path, offset, limits)
+            scan.problems.extend(probs[k] for k in sorted(probs))
+            ovr = row_overrides(t)
+            valid = np.array([offset + i not in probs for i in range(t.num_rows)], dtype=bool)
+            scan.ipp_overrides += sum("images_per_prompt" in o for o in ovr)
+            scan.images += sum(o.get("images_per_prompt", default_ipp) for o, v in zip(ovr, valid) if v)
+            hashes.append(_id_hash(prompt_ids(t, ovr)))  # every row, invalid ones too: keys stay unique
+            where.append(np.stack([np.full(t.num_rows, fi), offset + np.arange(t.num_rows)], 1))
+            offset += t.num_rows
 
 
 def _mark_duplicates(scan: Scan, h: np.ndarray, where: np.ndarray, files: list[str], fs=None) -> None:
@@ -365,6 +377,16 @@ def count_work(fs, files: list[str], g) -> dict:
 
 def read_rows(fs, path: str, start: int, stop: int, columns=None) -> pa.Table:
     """Rows [start, stop) of a file, reading only the row groups that overlap them."""
+    try:
+        return _read_rows(fs, path, start, stop, columns)
+    except (OSError, pa.ArrowException) as e:
+        if isinstance(e, (FileNotFoundError, ConnectionError, TimeoutError)):
+            raise
+        raise InputError(f"input file {path!r} rows {start}-{stop} cannot be decoded (corrupt data pages?): {e}") \
+            from None
+
+
+def _read_rows(fs, path: str, start: int, stop: int, columns=None) -> pa.Table:
     with fs.open(path, "rb") as f:
         pf = pq.ParquetFile(f)
         groups, first, pos = [], None, 0
