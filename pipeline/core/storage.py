@@ -260,3 +260,28 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+STALE_TEMP_S = 600  # a .tmp-* file untouched this long belongs to a dead run (live spools grow every batch)
+
+
+def remove_stale_temp(output: Output, older_than_s: float = STALE_TEMP_S) -> list[str]:
+    """Remove temp files of dead runs: ``.tmp-*`` anywhere under a local output root, and object-store
+    part spools (``.tmp-part-*.parquet``) in the local temp dir. Returns what was removed."""
+    import time
+
+    now, removed = time.time(), []
+    roots = [(output.root, ".tmp-")] if output.local else []
+    roots.append((tempfile.gettempdir(), ".tmp-part-"))
+    for root, prefix in roots:
+        walk = os.walk(root) if root == output.root else [(root, [], os.listdir(root))]
+        for d, _, files in walk:
+            for f in files:
+                p = os.path.join(d, f)
+                try:
+                    if f.startswith(prefix) and now - os.path.getmtime(p) > older_than_s:
+                        os.remove(p)
+                        removed.append(p)
+                except OSError:
+                    pass  # gone already, or not ours to remove
+    return removed

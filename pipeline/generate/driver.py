@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from pipeline.core.config import ConfigError, JobConfig
 from pipeline.core.job import ResolvedJob
-from pipeline.core.storage import Output, OutputError, library_versions
+from pipeline.core.storage import Output, OutputError, library_versions, remove_stale_temp
 from pipeline.generate.inputs import (
     MAX_LISTED_PROBLEMS,
     InputError,
@@ -118,6 +118,7 @@ def prepare(cfg: JobConfig | ResolvedJob, scan_rows: bool = True) -> Prepared:
         _raise_on_bad_rows(cfg, scan, in_fs)
     output = Output(cfg.output, cfg.storage)
     check_output_writable(output)
+    remove_stale_temp(output)  # temp files of dead runs, wherever they are
     root = in_fs._strip_protocol(cfg.input).rstrip("/")
     shards, rows = plan_shards(in_fs, files, root, cfg.shards.rows_per_shard, cfg.fingerprint(), scan,
                                cfg.shards.duplicates)
@@ -218,11 +219,15 @@ def run_job(cfg: JobConfig, progress: bool = True) -> dict:
         bar.close()
     summary = _summary(prep, result, time.time() - t0)
     if prep.pending:  # a run that did nothing writes nothing: a re-run changes no byte
-        prep.output.write_json(prep.output.path("summary.json"), summary)
-        if cfg.write.contact_sheet and summary["rows_total"]:
-            from pipeline.tools.contact import contact_sheet
+        try:  # disk full: the summary is still printed and the failed shards listed (exit 1)
+            prep.output.write_json(prep.output.path("summary.json"), summary)
+            if cfg.write.contact_sheet and summary["rows_total"]:
+                from pipeline.tools.contact import contact_sheet
 
-            summary["contact_sheet"] = contact_sheet(cfg.output, storage=cfg.storage)
+                summary["contact_sheet"] = contact_sheet(cfg.output, storage=cfg.storage)
+        except OSError as e:
+            summary["complete"] = False
+            summary["failed_shards"]["(summary.json)"] = f"{type(e).__name__}: {e}"
     if summary["complete"] and not prep.output.exists(prep.output.path("_SUCCESS")):
         prep.output.write_json(prep.output.path("_SUCCESS"), {"shards": len(prep.shards),
                                                               "rows": summary["rows_total"]})
