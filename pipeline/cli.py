@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from pipeline.core.retry import StorageError
     from pipeline.core.storage import OutputError
     from pipeline.generate.inputs import InputError
     from pipeline.generate.models import ModelError
@@ -138,6 +139,9 @@ def main(argv=None) -> int:
     known = (config_mod.ConfigError, InputError, ModelError, ScorerError, OutputError, WorkerStartError)
     try:
         return args.func(args)
+    except StorageError as e:  # transient faults that outlasted the retries: not the user's input
+        print(f"sdgen: {e}", file=sys.stderr)
+        return 1
     except known as e:
         print(f"sdgen: error: {e}", file=sys.stderr)
         return 2

@@ -227,6 +227,14 @@ class LimitsConfig(_Strict):
     max_images: int = Field(100_000_000, ge=1)  # images one run may ask for in total (all rows)
 
 
+class RetryConfig(_Strict):
+    """Retries of transient storage faults (5xx, SlowDown/503, timeouts, resets): core/retry.py. They
+    change no output bytes, so they are not fingerprinted."""
+    attempts: int = Field(5, ge=1)  # tries per storage call in all; 1 = fail at the first transient error
+    base_s: float = Field(0.2, ge=0)  # first backoff; doubles per try (full jitter) to spread many workers
+    max_s: float = Field(10.0, ge=0)  # cap on one backoff, so a try never waits longer than this
+
+
 class JobConfig(_Strict):
     input: str  # Parquet prompts: a file, a directory or a cloud prefix (s3://bucket/prompts/)
     output: str  # output directory or cloud prefix (layout in README: data/, _commits/, run.json)
@@ -241,6 +249,7 @@ class JobConfig(_Strict):
     safety: SafetyConfig = Field(default_factory=SafetyConfig)
     mitigation: MitigationConfig = Field(default_factory=MitigationConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)  # bounded work (not fingerprinted)
+    retry: RetryConfig = Field(default_factory=RetryConfig)  # transient storage faults (not fingerprinted)
 
     @model_validator(mode="after")
     def _non_empty(self):

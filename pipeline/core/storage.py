@@ -22,6 +22,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.core import retry
+
 
 class OutputError(RuntimeError):
     """The output location holds something incompatible with this job (e.g. another config)."""
@@ -100,12 +102,11 @@ class Output:
                     os.remove(tmp)
                 raise
         else:
-            self.fs.pipe_file(path, data)
+            retry.call(self.fs.pipe_file, path, data, what=f"writing {path!r}")
 
     def read_json(self, path: str):
         try:
-            with self.fs.open(path, "rb") as f:
-                return json.loads(f.read())
+            return json.loads(retry.call(self.fs.cat_file, path, what=f"reading {path!r}"))
         except FileNotFoundError:
             return None
 
@@ -144,7 +145,7 @@ class Output:
         """Markers present, by shard name (one listing call, then small reads)."""
         d = self.path("_commits")
         try:
-            names = [p for p in self.fs.ls(d, detail=False) if p.endswith(".json")]
+            names = [p for p in retry.call(self.fs.ls, d, detail=False, what=f"listing {d!r}") if p.endswith(".json")]
         except FileNotFoundError:
             return {}
         out = {}
@@ -209,7 +210,7 @@ class Output:
             os.makedirs(os.path.dirname(final), exist_ok=True)
             os.replace(local_tmp, final)  # same directory (see spool_path): atomic rename
         else:
-            self.fs.put_file(local_tmp, final)  # one PUT or multipart complete: atomic on S3
+            retry.call(self.fs.put_file, local_tmp, final, what=f"uploading {final!r}")  # one PUT or multipart: atomic on S3
         return digest, size
 
     def _write_marker(self, shard: str, marker: dict) -> None:

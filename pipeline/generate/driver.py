@@ -16,6 +16,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+from pipeline.core import retry
 from pipeline.core.config import ConfigError, JobConfig
 from pipeline.core.job import ResolvedJob
 from pipeline.core.storage import Output, OutputError, library_versions, remove_stale_temp
@@ -111,6 +112,7 @@ def prepare(cfg: JobConfig | ResolvedJob, scan_rows: bool = True) -> Prepared:
         check_scorer_spec(cfg.scoring.clip_model, cfg.scoring.clip_weights)
     probe_info = describe_probes(job)
     _check_concept_clip(cfg, probe_info)
+    retry.configure(cfg.retry)
     limits = check_limits(cfg)
     in_fs, files = list_input_files(cfg.input, cfg.storage)
     scan = scan_input(in_fs, files, cfg.generation.images_per_prompt, limits=limits) if scan_rows else None

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.core import schema
+from pipeline.core import retry, schema
 from pipeline.core.storage import filesystem
 
 MAX_LISTED_PROBLEMS = 20  # an error lists this many bad rows, then the total count
@@ -54,10 +54,14 @@ class Problem:
 def list_input_files(url: str, storage=None) -> tuple[object, list[str]]:
     """(fs, sorted Parquet file paths) for a file, a directory/prefix (recursive) or a glob."""
     fs, path = filesystem(url, storage)
+    return fs, retry.call(_list_files, fs, url, path, what=f"listing input {url!r}")
+
+
+def _list_files(fs, url: str, path: str) -> list[str]:
     if any(c in path for c in "*?["):
         files = sorted(fs.glob(path))
     elif fs.isfile(path):
-        return fs, [path]
+        return [path]
     elif fs.isdir(path):
         files = sorted(p for p in fs.find(path) if p.endswith(".parquet")
                        and not p.rsplit("/", 1)[-1].startswith((".", "_")))
@@ -65,19 +69,25 @@ def list_input_files(url: str, storage=None) -> tuple[object, list[str]]:
         raise InputError(f"input {url!r} does not exist")
     if not files:
         raise InputError(f"input {url!r} holds no .parquet files")
-    return fs, files
+    return files
 
 
 def read_footer(fs, path: str) -> pq.FileMetaData:
     """The Parquet footer, or an InputError saying why the file is not usable Parquet."""
-    size = fs.size(path)
+    size = retry.call(fs.size, path, what=f"reading the size of {path!r}")
     if size == 0:
         raise InputError(f"input file {path!r} is empty (0 bytes), not a Parquet file")
     try:
-        with fs.open(path, "rb") as f:
-            return pq.ParquetFile(f).metadata
+        return retry.call(_footer, fs, path, what=f"reading the footer of {path!r}")
+    except retry.StorageError:
+        raise  # transient faults that outlasted the retries: the storage's fault, not the file's
     except Exception as e:  # pyarrow raises ArrowInvalid / OSError for non-Parquet bytes
         raise InputError(f"input file {path!r} is not a readable Parquet file: {e}") from None
+
+
+def _footer(fs, path: str) -> pq.FileMetaData:
+    with fs.open(path, "rb") as f:
+        return pq.ParquetFile(f).metadata
 
 
 def check_schema(path: str, sch: pa.Schema) -> None:
@@ -228,21 +238,28 @@ def scan_input(fs, files: list[str], default_ipp: int, batch_rows: int = 65536,
         meta = read_footer(fs, path)
         check_schema(path, meta.schema.to_arrow_schema())
         try:
-            _scan_file(fs, fi, path, scan, hashes, where, default_ipp, batch_rows, limits)
-        except (ConnectionError, TimeoutError):
+            part, h, w = retry.call(_scan_file, fs, fi, path, default_ipp, batch_rows, limits, what=f"scanning {path!r}")
+        except retry.StorageError:
             raise  # transient storage faults are not bad input
         except (OSError, pa.ArrowException) as e:  # pyarrow: OSError "Corrupt snappy compressed data"
             if isinstance(e, FileNotFoundError):
                 raise
             raise InputError(f"input file {path!r} has a valid footer but its data cannot be decoded "
                              f"(corrupt data pages?): {e}; re-create the file") from None
+        scan.problems += part.problems
+        scan.ipp_overrides += part.ipp_overrides
+        scan.images += part.images
+        hashes += h
+        where += w
         scan.rows += meta.num_rows
     if hashes:
         _mark_duplicates(scan, np.concatenate(hashes), np.concatenate(where), files, fs)
     return scan
 
 
-def _scan_file(fs, fi, path, scan, hashes, where, default_ipp, batch_rows, limits) -> None:
+def _scan_file(fs, fi, path, default_ipp, batch_rows, limits) -> tuple[Scan, list, list]:
+    """One file's rows: (its own Scan, id hashes, (file, row) positions), so a retried scan starts clean."""
+    scan, hashes, where = Scan(), [], []
     with fs.open(path, "rb") as f:
         pf, offset = pq.ParquetFile(f), 0
         for batch in pf.iter_batches(batch_size=batch_rows, columns=_scan_columns(pf.schema_arrow)):
@@ -256,6 +273,7 @@ def _scan_file(fs, fi, path, scan, hashes, where, default_ipp, batch_rows, limit
             hashes.append(_id_hash(prompt_ids(t, ovr)))  # every row, invalid ones too: keys stay unique
             where.append(np.stack([np.full(t.num_rows, fi), offset + np.arange(t.num_rows)], 1))
             offset += t.num_rows
+    return scan, hashes, where
 
 
 def _mark_duplicates(scan: Scan, h: np.ndarray, where: np.ndarray, files: list[str], fs=None) -> None:
@@ -378,9 +396,9 @@ def count_work(fs, files: list[str], g) -> dict:
 def read_rows(fs, path: str, start: int, stop: int, columns=None) -> pa.Table:
     """Rows [start, stop) of a file, reading only the row groups that overlap them."""
     try:
-        return _read_rows(fs, path, start, stop, columns)
+        return retry.call(_read_rows, fs, path, start, stop, columns, what=f"reading rows {start}-{stop} of {path!r}")
     except (OSError, pa.ArrowException) as e:
-        if isinstance(e, (FileNotFoundError, ConnectionError, TimeoutError)):
+        if isinstance(e, (FileNotFoundError, retry.StorageError)):
             raise
         raise InputError(f"input file {path!r} rows {start}-{stop} cannot be decoded (corrupt data pages?): {e}") \
             from None

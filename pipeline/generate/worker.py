@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from pipeline.core import retry
 from pipeline.core.job import ResolvedJob
 from pipeline.core.storage import Output, filesystem
 from pipeline.generate.diffusion import Generator, Sample, make_batches
@@ -56,6 +57,7 @@ class ShardWorker:
 
         cfg = job.config
         self.job, self.cfg, self.worker_id = job, cfg, worker_id
+        retry.configure(cfg.retry)  # this process's storage calls (an actor's own process)
         self.device, self.dtype = resolve_device_dtype(cfg.generation.device, cfg.generation.dtype)
         t0 = time.perf_counter()
         self.pipe = load_pipeline(cfg.model, self.dtype, self.device, cfg.generation.scheduler, cfg.storage)
