@@ -223,6 +223,7 @@ class LimitsConfig(_Strict):
     max_steps: int = Field(1000, ge=1)  # denoising steps per image (also capped by the scheduler's training timesteps)
     # pixels per image (width x height): 4096 x 4096 by default; far past SDXL's 1024 x 1024
     max_pixels: int = Field(4096 * 4096, ge=64)
+    max_side: int = Field(8192, ge=8)  # width or height alone: a 100000 x 64 strip is no image anyone wants
     max_images_per_prompt: int = Field(10_000, ge=1)  # one row's images_per_prompt (config or column)
     max_images: int = Field(100_000_000, ge=1)  # images one run may ask for in total (all rows)
 
@@ -262,6 +263,9 @@ class JobConfig(_Strict):
         if g.images_per_prompt > lim.max_images_per_prompt:
             raise ValueError(f"generation.images_per_prompt {g.images_per_prompt} exceeds "
                              f"limits.max_images_per_prompt {lim.max_images_per_prompt}")
+        for side in ("width", "height"):
+            if getattr(g, side) and getattr(g, side) > lim.max_side:
+                raise ValueError(f"generation.{side} {getattr(g, side)} exceeds limits.max_side {lim.max_side}")
         if g.width and g.height and g.width * g.height > lim.max_pixels:
             raise ValueError(f"generation.width x height = {g.width} x {g.height} = {g.width * g.height} pixels "
                              f"exceeds limits.max_pixels {lim.max_pixels}")

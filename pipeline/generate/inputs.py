@@ -125,6 +125,7 @@ class RowLimits:
     max_steps: int = 1000
     max_pixels: int = 4096 * 4096
     max_images_per_prompt: int = 10_000
+    max_side: int = 8192
     width: int | None = None
     height: int | None = None
     steps_why: str = "limits.max_steps"  # named in the error: the config key or the scheduler
@@ -136,12 +137,13 @@ def row_limits(cfg, train_timesteps: int | None = None) -> RowLimits:
     steps, why = lim.max_steps, "limits.max_steps"
     if train_timesteps is not None and train_timesteps < steps:
         steps, why = train_timesteps, "the scheduler's training timesteps"
-    return RowLimits(steps, lim.max_pixels, lim.max_images_per_prompt, g.width, g.height, why)
+    return RowLimits(steps, lim.max_pixels, lim.max_images_per_prompt, lim.max_side, g.width, g.height, why)
 
 
 def _limit_problems(table: pa.Table, lim: RowLimits, bad) -> None:
     for col, cap, why in (("steps", lim.max_steps, lim.steps_why),
-                          ("images_per_prompt", lim.max_images_per_prompt, "limits.max_images_per_prompt")):
+                          ("images_per_prompt", lim.max_images_per_prompt, "limits.max_images_per_prompt"),
+                          ("width", lim.max_side, "limits.max_side"), ("height", lim.max_side, "limits.max_side")):
         for i, v in enumerate(_col(table, col)):
             if v is not None and v > cap:
                 bad(i, col, v, f"exceeds {why} ({cap})")

@@ -28,7 +28,8 @@ def _input(tmp_path, **cols):
 
 @pytest.mark.parametrize("cols, fragment", [
     ({"steps": [3, 5000, None]}, "row 1 column 'steps': exceeds the scheduler's training timesteps (1000) (value 5000)"),
-    ({"width": [64, None, 100000]}, "row 2 column 'width': 6400000 pixels exceed limits.max_pixels (4096) (value '100000x64')"),
+    ({"width": [64, None, 100000]}, "row 2 column 'width': exceeds limits.max_side (8192) (value 100000)"),
+    ({"width": [64, None, 128]}, "row 2 column 'width': 8192 pixels exceed limits.max_pixels (4096) (value '128x64')"),
     ({"images_per_prompt": [1, 1000000000, 1]}, "row 1 column 'images_per_prompt': exceeds limits.max_images_per_prompt"),
 ])
 def test_row_beyond_a_limit_is_named(tmp_path, cols, fragment):
