@@ -347,7 +347,7 @@ def _format_errors(err: ValidationError, source: str) -> str:
             msg = e["msg"].removeprefix("Value error, ")
             if secret:
                 msg = msg.split(", got ")[0]  # a validator's own message may echo the value too
-            got = "" if ", got " in msg or secret else f" (got {e.get('input')!r})"  # the message echoes it already
+            got = "" if ", got " in msg or secret or not e["loc"] else f" (got {e.get('input')!r})"  # echoed already, or the whole config
             lines.append(f"  {key}: {msg}{got}" + (f" {value}" if secret else ""))
     return f"invalid config {source}:\n" + "\n".join(lines)
 
