@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from pipeline.core import config as config_mod
@@ -38,15 +39,20 @@ def cmd_run(args) -> int:
 
 def cmd_plan(args) -> int:
     from pipeline.generate.driver import prepare
-    from pipeline.generate.inputs import count_images, list_input_files
+    from pipeline.generate.inputs import InputError, count_work, list_input_files
 
     cfg = _load(args)
     prep = prepare(cfg, scan_rows=False)  # footers only: seconds for millions of rows
     fs, files = list_input_files(cfg.input, cfg.storage)
-    images = count_images(fs, files, cfg.generation.images_per_prompt)
-    info = {**prep.info, "images": images,
-            "committed_images": sum(m["rows"] for m in prep.committed.values())}
-    print(json.dumps(info, indent=1) if args.json else "\n".join(f"{k:18s}{v}" for k, v in info.items()))
+    work = count_work(fs, files, prep.cfg.generation)  # the override columns only
+    if work["images"] > cfg.limits.max_images:
+        raise InputError(f"the input asks for {work['images']} images, more than limits.max_images "
+                         f"({cfg.limits.max_images}); raise the limit or split the input")
+    info = {**prep.info, **work, "committed_images": sum(m["rows"] for m in prep.committed.values())}
+    print(json.dumps(info, indent=1) if args.json else "\n".join(f"{k:34s}{v}" for k, v in info.items()))
+    if work["rows_overriding_images_per_prompt"] and not args.json:
+        print(f"note: {work['rows_overriding_images_per_prompt']} row(s) set their own images_per_prompt, "
+              f"which overrides generation.images_per_prompt ({cfg.generation.images_per_prompt}) for them")
     return 0
 
 
@@ -128,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from pipeline.core.lease import LEASE_EXIT_CODE, LeaseHeld
+    from pipeline.core.retry import StorageError
     from pipeline.core.storage import OutputError
     from pipeline.generate.inputs import InputError
     from pipeline.generate.models import ModelError
@@ -140,9 +147,16 @@ def main(argv=None) -> int:
     except LeaseHeld as e:  # an overlapping (scheduled) run: not an error of this config
         print(f"sdgen: {e}", file=sys.stderr)
         return LEASE_EXIT_CODE
+    except StorageError as e:  # transient faults that outlasted the retries: not the user's input
+        print(f"sdgen: {e}", file=sys.stderr)
+        return 1
     except known as e:
         print(f"sdgen: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `sdgen status OUT | head`: the reader left; not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not raise again
+        return 0
 
 
 if __name__ == "__main__":

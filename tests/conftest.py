@@ -60,7 +60,17 @@ def read_output(output) -> "pandas.DataFrame":  # noqa: F821
     import pandas as pd
 
     df = pd.read_parquet(os.path.join(str(output), "data"))
+    assert_unique_keys(df)
     return df.sort_values(["prompt_id", "sample_idx"]).reset_index(drop=True)
+
+
+def assert_unique_keys(df) -> None:
+    """The output contract (README, section Prompt ids): (prompt_id, sample_idx) is unique and never null."""
+    if not {"prompt_id", "sample_idx"} <= set(df.columns):
+        return  # a column subset read by a test
+    assert df["prompt_id"].notna().all(), "null prompt_id in the output"
+    dup = df[df.duplicated(["prompt_id", "sample_idx"], keep=False)]
+    assert dup.empty, f"duplicate (prompt_id, sample_idx) keys: {dup[['prompt_id', 'sample_idx']].values.tolist()[:5]}"
 
 
 def tree_bytes(root) -> dict:

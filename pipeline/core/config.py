@@ -9,6 +9,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -271,6 +272,23 @@ class AccelConfig(_Strict):
     # The second group changes numerics; it is fingerprinted when set and recorded in run.json:
     # fp8 = torchao float8 dynamic quantisation of the UNet's linear layers (CUDA, sm89+ only)
     fp8: bool = False
+class LimitsConfig(_Strict):
+    """Bounds on the work one row or one run may ask for, checked before any model loads (config values
+    and every row's overrides). They change no output bytes, so they are not fingerprinted."""
+    max_steps: int = Field(1000, ge=1)  # denoising steps per image (also capped by the scheduler's training timesteps)
+    # pixels per image (width x height): 4096 x 4096 by default; far past SDXL's 1024 x 1024
+    max_pixels: int = Field(4096 * 4096, ge=64)
+    max_side: int = Field(8192, ge=8)  # width or height alone: a 100000 x 64 strip is no image anyone wants
+    max_images_per_prompt: int = Field(10_000, ge=1)  # one row's images_per_prompt (config or column)
+    max_images: int = Field(100_000_000, ge=1)  # images one run may ask for in total (all rows)
+
+
+class RetryConfig(_Strict):
+    """Retries of transient storage faults (5xx, SlowDown/503, timeouts, resets): core/retry.py. They
+    change no output bytes, so they are not fingerprinted."""
+    attempts: int = Field(5, ge=1)  # tries per storage call in all; 1 = fail at the first transient error
+    base_s: float = Field(0.2, ge=0)  # first backoff; doubles per try (full jitter) to spread many workers
+    max_s: float = Field(10.0, ge=0)  # cap on one backoff, so a try never waits longer than this
 
 
 class JobConfig(_Strict):
@@ -299,12 +317,26 @@ class JobConfig(_Strict):
             raise ValueError(f"model {self.model!r} is a single-file checkpoint: set single_file_config to a local "
                              f"diffusers directory with its configs (e.g. the matching base model's)")
         return self
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)  # bounded work (not fingerprinted)
+    retry: RetryConfig = Field(default_factory=RetryConfig)  # transient storage faults (not fingerprinted)
 
     @model_validator(mode="after")
     def _non_empty(self):
         for key in ("input", "output", "model"):
             if not str(getattr(self, key)).strip():
                 raise ValueError(f"{key} must not be empty")
+        g, lim = self.generation, self.limits
+        if g.steps > lim.max_steps:
+            raise ValueError(f"generation.steps {g.steps} exceeds limits.max_steps {lim.max_steps}")
+        if g.images_per_prompt > lim.max_images_per_prompt:
+            raise ValueError(f"generation.images_per_prompt {g.images_per_prompt} exceeds "
+                             f"limits.max_images_per_prompt {lim.max_images_per_prompt}")
+        for side in ("width", "height"):
+            if getattr(g, side) and getattr(g, side) > lim.max_side:
+                raise ValueError(f"generation.{side} {getattr(g, side)} exceeds limits.max_side {lim.max_side}")
+        if g.width and g.height and g.width * g.height > lim.max_pixels:
+            raise ValueError(f"generation.width x height = {g.width} x {g.height} = {g.width * g.height} pixels "
+                             f"exceeds limits.max_pixels {lim.max_pixels}")
         if (self.write.embeddings or self.scoring.aesthetic_weights or self.scoring.preference_model) \
                 and not self.scoring.enabled:
             raise ValueError("write.embeddings: true and quality scores need scoring.enabled: true (they use its embedding)")
@@ -384,13 +416,18 @@ def _format_errors(err: ValidationError, source: str) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        secret = any(_secret_like(str(p)) for p in e["loc"])
+        value = "(value hidden: the key looks secret)" if secret else f"(value {e.get('input')!r})"
         if e["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (value {e.get('input')!r}); check the spelling against configs/demo.yaml")
+            lines.append(f"  {key}: unknown key {value}; check the spelling against configs/demo.yaml")
         elif e["type"] == "missing":
             lines.append(f"  {key}: required key is missing")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"  {key}: {msg} (got {e.get('input')!r})")
+            if secret:
+                msg = msg.split(", got ")[0]  # a validator's own message may echo the value too
+            got = "" if ", got " in msg or secret or not e["loc"] else f" (got {e.get('input')!r})"  # echoed already, or the whole config
+            lines.append(f"  {key}: {msg}{got}" + (f" {value}" if secret else ""))
     return f"invalid config {source}:\n" + "\n".join(lines)
 
 
@@ -427,7 +464,21 @@ def load_storage(path: str | Path) -> StorageConfig:
         raise ConfigError(_format_errors(e, repr(str(path))).replace("\n  ", "\n  storage.")) from None
 
 
+def resolve_paths(raw: dict, base: Path) -> dict:
+    """Relative local `input`/`output` of a config file resolve against the file's folder (as most
+    tools do), written relative to the current directory so a run from the repo root fingerprints
+    as before. URLs (``s3://``), absolute paths and --set values (the caller's own) are left alone."""
+    raw = dict(raw)
+    for key in ("input", "output"):
+        v = raw.get(key)
+        if isinstance(v, str) and v.strip() and "://" not in v and not os.path.isabs(v):
+            raw[key] = os.path.relpath(os.path.join(base, v))
+    return raw
+
+
 def load(path: str | Path, overrides: list[str] | None = None) -> JobConfig:
-    """Read a YAML config file, apply overrides, validate."""
+    """Read a YAML config file (relative paths resolve against its folder), apply overrides, validate."""
     raw = read_yaml(path, "config") or {}
+    if isinstance(raw, dict):
+        raw = resolve_paths(raw, Path(path).resolve().parent)
     return from_dict(raw, overrides, source=repr(str(path)))

@@ -22,6 +22,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.core import retry
+
 
 class OutputError(RuntimeError):
     """The output location holds something incompatible with this job (e.g. another config)."""
@@ -88,18 +90,23 @@ class Output:
             d = os.path.dirname(path)
             os.makedirs(d, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; follow the umask like the parts
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                if os.path.exists(tmp):  # disk full, interrupted: no .tmp-* left behind
+                    os.remove(tmp)
+                raise
         else:
-            self.fs.pipe_file(path, data)
+            retry.call(self.fs.pipe_file, path, data, what=f"writing {path!r}")
 
     def read_json(self, path: str):
         try:
-            with self.fs.open(path, "rb") as f:
-                return json.loads(f.read())
+            return json.loads(retry.call(self.fs.cat_file, path, what=f"reading {path!r}"))
         except FileNotFoundError:
             return None
 
@@ -117,6 +124,14 @@ class Output:
         if existing is None:
             self.write_json(self.path("run.json"), run_info)
             return True
+        if existing.get("fingerprint") != run_info["fingerprint"] and not self.committed_markers():
+            # only committed work locks the fingerprint: a failed start (model did not load) must not
+            import warnings
+
+            warnings.warn(f"output {self.url!r}: run.json of an earlier run with no committed shard "
+                          "(another config) is replaced by this run's", stacklevel=2)
+            self.write_json(self.path("run.json"), run_info)
+            return True
         if existing.get("fingerprint") != run_info["fingerprint"]:
             diff = _diff_keys(existing.get("fingerprint_fields", {}), run_info["fingerprint_fields"])
             raise OutputError(
@@ -130,7 +145,7 @@ class Output:
         """Markers present, by shard name (one listing call, then small reads)."""
         d = self.path("_commits")
         try:
-            names = [p for p in self.fs.ls(d, detail=False) if p.endswith(".json")]
+            names = [p for p in retry.call(self.fs.ls, d, detail=False, what=f"listing {d!r}") if p.endswith(".json")]
         except FileNotFoundError:
             return {}
         out = {}
@@ -195,7 +210,7 @@ class Output:
             os.makedirs(os.path.dirname(final), exist_ok=True)
             os.replace(local_tmp, final)  # same directory (see spool_path): atomic rename
         else:
-            self.fs.put_file(local_tmp, final)  # one PUT or multipart complete: atomic on S3
+            retry.call(self.fs.put_file, local_tmp, final, what=f"uploading {final!r}")  # one PUT or multipart: atomic on S3
         return digest, size
 
     def _write_marker(self, shard: str, marker: dict) -> None:
@@ -239,3 +254,35 @@ def library_versions() -> dict:
         except md.PackageNotFoundError:
             pass
     return out
+
+
+def _umask() -> int:
+    """The process umask (read by setting it, then restoring it at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+STALE_TEMP_S = 600  # a .tmp-* file untouched this long belongs to a dead run (live spools grow every batch)
+
+
+def remove_stale_temp(output: Output, older_than_s: float = STALE_TEMP_S) -> list[str]:
+    """Remove temp files of dead runs: ``.tmp-*`` anywhere under a local output root, and object-store
+    part spools (``.tmp-part-*.parquet``) in the local temp dir. Returns what was removed."""
+    import time
+
+    now, removed = time.time(), []
+    roots = [(output.root, ".tmp-")] if output.local else []
+    roots.append((tempfile.gettempdir(), ".tmp-part-"))
+    for root, prefix in roots:
+        walk = os.walk(root) if root == output.root else [(root, [], os.listdir(root))]
+        for d, _, files in walk:
+            for f in files:
+                p = os.path.join(d, f)
+                try:
+                    if f.startswith(prefix) and now - os.path.getmtime(p) > older_than_s:
+                        os.remove(p)
+                        removed.append(p)
+                except OSError:
+                    pass  # gone already, or not ours to remove
+    return removed

@@ -56,6 +56,29 @@ def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower()
 
 
+TRUNCATION_PREFIX = 80  # characters of the dropped text kept in diffusers' CLIP-truncation warning
+
+
+class _ShortTruncation:
+    """logging filter: diffusers logs the whole dropped text of an over-long prompt (10 KB prompts, 10 KB
+    warnings); keep a short prefix and the length."""
+
+    def filter(self, record) -> bool:
+        msg = record.getMessage()
+        if "was truncated because CLIP" in msg and len(msg) > 200:
+            head, _, dropped = msg.partition("tokens: ")
+            record.msg, record.args = f"{head}tokens: {dropped[:TRUNCATION_PREFIX]}... ({len(dropped)} chars)", ()
+        return True
+
+
+def shorten_truncation_warnings(module: str) -> None:
+    import logging
+
+    log = logging.getLogger(module)
+    if not any(isinstance(f, _ShortTruncation) for f in log.filters):
+        log.addFilter(_ShortTruncation())
+
+
 class Generator:
     """Wraps a loaded pipeline: seeded latents in, uint8 device images out."""
 
@@ -66,6 +89,7 @@ class Generator:
         self.latent_channels = pipe.unet.config.in_channels
         self.scale = getattr(pipe, "vae_scale_factor", 8)
         self.oom_splits = 0  # how often a batch was halved after an out-of-memory error
+        shorten_truncation_warnings(type(pipe).__module__)
 
     def _run(self, batch: list[Sample]):
         """One pipeline call for a bucket-homogeneous batch -> (uint8 images, finite mask)."""

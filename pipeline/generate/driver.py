@@ -16,9 +16,10 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+from pipeline.core import retry
 from pipeline.core.config import ConfigError, JobConfig
 from pipeline.core.job import ResolvedJob
-from pipeline.core.storage import Output, library_versions
+from pipeline.core.storage import Output, OutputError, library_versions, remove_stale_temp
 from pipeline.generate.inputs import (
     MAX_LISTED_PROBLEMS,
     InputError,
@@ -26,9 +27,15 @@ from pipeline.generate.inputs import (
     duplicate_report,
     list_input_files,
     plan_shards,
+    row_limits,
     scan_input,
 )
-from pipeline.generate.models import check_model_spec, native_resolution, recommended_guidance
+from pipeline.generate.models import (
+    check_model_spec,
+    native_resolution,
+    recommended_guidance,
+    train_timesteps,
+)
 from pipeline.generate.presets import default_attribute_sets, default_clip_model, default_concept_list
 from pipeline.probes.scorer import check_scorer_spec
 
@@ -105,11 +112,15 @@ def prepare(cfg: JobConfig | ResolvedJob, scan_rows: bool = True) -> Prepared:
         check_scorer_spec(cfg.scoring.clip_model, cfg.scoring.clip_weights)
     probe_info = describe_probes(job)
     _check_concept_clip(cfg, probe_info)
+    retry.configure(cfg.retry)
+    limits = check_limits(cfg)
     in_fs, files = list_input_files(cfg.input, cfg.storage)
-    scan = scan_input(in_fs, files, cfg.generation.images_per_prompt) if scan_rows else None
+    scan = scan_input(in_fs, files, cfg.generation.images_per_prompt, limits=limits) if scan_rows else None
     if scan is not None:
         _raise_on_bad_rows(cfg, scan, in_fs)
     output = Output(cfg.output, cfg.storage)
+    check_output_writable(output)
+    remove_stale_temp(output)  # temp files of dead runs, wherever they are
     root = in_fs._strip_protocol(cfg.input).rstrip("/")
     shards, rows = plan_shards(in_fs, files, root, cfg.shards.rows_per_shard, cfg.fingerprint(), scan,
                                cfg.shards.duplicates)
@@ -119,7 +130,42 @@ def prepare(cfg: JobConfig | ResolvedJob, scan_rows: bool = True) -> Prepared:
             "committed_shards": len(committed), "pending_shards": len(pending)}
     if scan is not None:
         info.update(images=scan.images, invalid_rows=len(scan.problems), duplicate_ids=scan.duplicates)
+        if scan.ipp_overrides:  # only when present: summaries of other runs stay as they were
+            info["rows_overriding_images_per_prompt"] = scan.ipp_overrides
     return Prepared(job, output, shards, pending, committed, scan, info, probe_info)
+
+
+def check_output_writable(output: Output) -> None:
+    """A local output must be (or be creatable as) a writable directory: say so before any model loads
+    instead of failing at the first commit. Object stores are checked by their first write."""
+    import os
+
+    if not output.local:
+        return
+    path = output.root
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise OutputError(f"output {output.url!r} is a file, not a directory; choose a directory path")
+    probe = path
+    while not os.path.exists(probe):  # the nearest existing folder is where it will be created
+        probe = os.path.dirname(probe) or "."
+    if not os.access(probe, os.W_OK | os.X_OK):
+        ro = os.statvfs(probe).f_flag & os.ST_RDONLY
+        raise OutputError(f"output {output.url!r} is not writable: {probe!r} is "
+                          + ("on a read-only filesystem" if ro else "not writable by this user")
+                          + "; choose another output or fix its permissions")
+
+
+def check_limits(cfg: JobConfig):
+    """The resolved config against `limits` and the scheduler's training timesteps (read from its
+    config, no model load); returns the RowLimits every row is checked against."""
+    g, lim = cfg.generation, cfg.limits
+    limits = row_limits(cfg, train_timesteps(cfg.model, cfg.storage))
+    if g.steps > limits.max_steps:
+        raise ConfigError(f"generation.steps {g.steps} exceeds {limits.steps_why} ({limits.max_steps})")
+    if g.width * g.height > lim.max_pixels:
+        raise ConfigError(f"generation.width x height = {g.width} x {g.height} = {g.width * g.height} pixels "
+                          f"exceeds limits.max_pixels ({lim.max_pixels})")
+    return limits
 
 
 def describe_probes(job: ResolvedJob) -> dict:
@@ -146,6 +192,9 @@ def _raise_on_bad_rows(cfg: JobConfig, scan, in_fs) -> None:
         raise InputError(f"{len(scan.problems)} input row(s) are invalid:\n{listed}"
                          + (f"\n  ... and {more} more" if more > 0 else "")
                          + "\n(fix them, or set shards.on_invalid_row: mark to emit them as status 'invalid')")
+    if scan.images > cfg.limits.max_images:
+        raise InputError(f"the input asks for {scan.images} images, more than limits.max_images "
+                         f"({cfg.limits.max_images}); raise the limit or split the input")
     if scan.duplicates and cfg.shards.duplicates == "error":
         raise InputError(f"{scan.duplicates} input row(s) repeat an earlier prompt_id "
                          f"(shards.duplicates: error):\n{duplicate_report(in_fs, scan)}")
@@ -194,11 +243,15 @@ def _run_prepared(prep: Prepared, progress: bool, t0: float, events) -> dict:
     summary = _summary(prep, result, time.time() - t0)
     events.emit("run_finished", **summary)
     if prep.pending:  # a run that did nothing writes nothing: a re-run changes no byte
-        prep.output.write_json(prep.output.path("summary.json"), summary)
-        if cfg.write.contact_sheet and summary["rows_total"]:
-            from pipeline.tools.contact import contact_sheet
+        try:  # disk full: the summary is still printed and the failed shards listed (exit 1)
+            prep.output.write_json(prep.output.path("summary.json"), summary)
+            if cfg.write.contact_sheet and summary["rows_total"]:
+                from pipeline.tools.contact import contact_sheet
 
-            summary["contact_sheet"] = contact_sheet(cfg.output, storage=cfg.storage)
+                summary["contact_sheet"] = contact_sheet(cfg.output, storage=cfg.storage)
+        except OSError as e:
+            summary["complete"] = False
+            summary["failed_shards"]["(summary.json)"] = f"{type(e).__name__}: {e}"
     if summary["complete"] and not prep.output.exists(prep.output.path("_SUCCESS")):
         prep.output.write_json(prep.output.path("_SUCCESS"), {"shards": len(prep.shards),
                                                               "rows": summary["rows_total"]})
@@ -352,6 +405,9 @@ def format_summary(s: dict) -> str:
         f"rows        {s['rows_total']} total ({s['rows_this_run']} this run); status {s['status_counts']}",
         f"speed       {s['images_per_s']} images/s over {s['wall_s']} s (model load {s['model_load_s']} s)",
     ]
+    if s.get("rows_overriding_images_per_prompt"):
+        lines.append(f"overrides   {s['rows_overriding_images_per_prompt']} row(s) set their own images_per_prompt "
+                     "(it overrides generation.images_per_prompt for them)")
     if s.get("duplicate_ids"):
         lines.append(f"duplicates  {s['duplicate_ids']} row(s) repeated an earlier prompt_id (see shards.duplicates)")
     if s.get("invalid_rows"):

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.core import schema
+from pipeline.core import retry, schema
 from pipeline.core.storage import filesystem
 
 MAX_LISTED_PROBLEMS = 20  # an error lists this many bad rows, then the total count
@@ -54,10 +54,14 @@ class Problem:
 def list_input_files(url: str, storage=None) -> tuple[object, list[str]]:
     """(fs, sorted Parquet file paths) for a file, a directory/prefix (recursive) or a glob."""
     fs, path = filesystem(url, storage)
+    return fs, retry.call(_list_files, fs, url, path, what=f"listing input {url!r}")
+
+
+def _list_files(fs, url: str, path: str) -> list[str]:
     if any(c in path for c in "*?["):
         files = sorted(fs.glob(path))
     elif fs.isfile(path):
-        return fs, [path]
+        return [path]
     elif fs.isdir(path):
         files = sorted(p for p in fs.find(path) if p.endswith(".parquet")
                        and not p.rsplit("/", 1)[-1].startswith((".", "_")))
@@ -65,19 +69,25 @@ def list_input_files(url: str, storage=None) -> tuple[object, list[str]]:
         raise InputError(f"input {url!r} does not exist")
     if not files:
         raise InputError(f"input {url!r} holds no .parquet files")
-    return fs, files
+    return files
 
 
 def read_footer(fs, path: str) -> pq.FileMetaData:
     """The Parquet footer, or an InputError saying why the file is not usable Parquet."""
-    size = fs.size(path)
+    size = retry.call(fs.size, path, what=f"reading the size of {path!r}")
     if size == 0:
         raise InputError(f"input file {path!r} is empty (0 bytes), not a Parquet file")
     try:
-        with fs.open(path, "rb") as f:
-            return pq.ParquetFile(f).metadata
+        return retry.call(_footer, fs, path, what=f"reading the footer of {path!r}")
+    except retry.StorageError:
+        raise  # transient faults that outlasted the retries: the storage's fault, not the file's
     except Exception as e:  # pyarrow raises ArrowInvalid / OSError for non-Parquet bytes
         raise InputError(f"input file {path!r} is not a readable Parquet file: {e}") from None
+
+
+def _footer(fs, path: str) -> pq.FileMetaData:
+    with fs.open(path, "rb") as f:
+        return pq.ParquetFile(f).metadata
 
 
 def check_schema(path: str, sch: pa.Schema) -> None:
@@ -108,7 +118,44 @@ def _col(table: pa.Table, name: str):
     return table.column(name).to_pylist() if name in table.column_names else [None] * table.num_rows
 
 
-def row_problems(table: pa.Table, path: str, offset: int) -> dict[int, Problem]:
+@dataclass(frozen=True)
+class RowLimits:
+    """What one row may ask for (config `limits`, the scheduler's training timesteps) and the config
+    values a row without overrides takes (a width override is checked against the default height)."""
+    max_steps: int = 1000
+    max_pixels: int = 4096 * 4096
+    max_images_per_prompt: int = 10_000
+    max_side: int = 8192
+    width: int | None = None
+    height: int | None = None
+    steps_why: str = "limits.max_steps"  # named in the error: the config key or the scheduler
+
+
+def row_limits(cfg, train_timesteps: int | None = None) -> RowLimits:
+    """The RowLimits of a job config; `train_timesteps` (the scheduler's) caps the steps when lower."""
+    lim, g = cfg.limits, cfg.generation
+    steps, why = lim.max_steps, "limits.max_steps"
+    if train_timesteps is not None and train_timesteps < steps:
+        steps, why = train_timesteps, "the scheduler's training timesteps"
+    return RowLimits(steps, lim.max_pixels, lim.max_images_per_prompt, lim.max_side, g.width, g.height, why)
+
+
+def _limit_problems(table: pa.Table, lim: RowLimits, bad) -> None:
+    for col, cap, why in (("steps", lim.max_steps, lim.steps_why),
+                          ("images_per_prompt", lim.max_images_per_prompt, "limits.max_images_per_prompt"),
+                          ("width", lim.max_side, "limits.max_side"), ("height", lim.max_side, "limits.max_side")):
+        for i, v in enumerate(_col(table, col)):
+            if v is not None and v > cap:
+                bad(i, col, v, f"exceeds {why} ({cap})")
+    if "width" in table.column_names or "height" in table.column_names:
+        for i, (w, h) in enumerate(zip(_col(table, "width"), _col(table, "height"))):
+            w, h = w if w is not None else lim.width, h if h is not None else lim.height
+            if w and h and w > 0 and h > 0 and w * h > lim.max_pixels:
+                bad(i, "width" if "width" in table.column_names else "height", f"{w}x{h}",
+                    f"{w * h} pixels exceed limits.max_pixels ({lim.max_pixels})")
+
+
+def row_problems(table: pa.Table, path: str, offset: int, limits: RowLimits | None = None) -> dict[int, Problem]:
     """Bad values per row (first problem per row), keyed by row index within the file."""
     out: dict[int, Problem] = {}
 
@@ -134,6 +181,7 @@ def row_problems(table: pa.Table, path: str, offset: int) -> dict[int, Problem]:
             for i, v in enumerate(table.column(col).to_pylist()):
                 if v is not None and not ok(v):
                     bad(i, col, v, reason)
+    _limit_problems(table, limits or RowLimits(), bad)
     return out
 
 
@@ -155,15 +203,16 @@ def derive_prompt_id(prompt: str, overrides: dict) -> str:
 
 
 def prompt_ids(table: pa.Table, overrides: list[dict] | None = None) -> list[str]:
-    """Ids as given (integers become strings) or derived from content."""
+    """Base ids before numbering: as given (integers become strings; null becomes "") or derived from
+    content (a null prompt and an empty prompt derive different ids). Never null."""
     if schema.PROMPT_ID in table.column_names:
-        return [None if v is None else str(v) for v in table.column(schema.PROMPT_ID).to_pylist()]
+        return ["" if v is None else str(v) for v in table.column(schema.PROMPT_ID).to_pylist()]
     overrides = overrides if overrides is not None else row_overrides(table)
-    return [derive_prompt_id(p or "", o) for p, o in zip(_col(table, schema.PROMPT), overrides)]
+    return [derive_prompt_id(p, o) for p, o in zip(_col(table, schema.PROMPT), overrides)]
 
 
 def _id_hash(ids: list[str]) -> np.ndarray:
-    return np.array([int.from_bytes(hashlib.blake2b((i or "").encode(), digest_size=8).digest(), "big")
+    return np.array([int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "big")
                      for i in ids], dtype=np.uint64)
 
 
@@ -175,6 +224,7 @@ class Scan:
     problems: list = field(default_factory=list)  # Problem, in file/row order
     occurrence: dict = field(default_factory=dict)  # (file, row) -> k >= 1 for the k-th duplicate of an id
     duplicates: int = 0  # rows whose id appeared earlier
+    ipp_overrides: int = 0  # rows whose own images_per_prompt overrides the config's (said in run output)
 
 
 def _scan_columns(sch: pa.Schema) -> list[str]:
@@ -182,44 +232,88 @@ def _scan_columns(sch: pa.Schema) -> list[str]:
     return [c for c in wanted if c in sch.names]
 
 
-def scan_input(fs, files: list[str], default_ipp: int, batch_rows: int = 65536) -> Scan:
+def scan_input(fs, files: list[str], default_ipp: int, batch_rows: int = 65536,
+               limits: RowLimits | None = None) -> Scan:
     """Stream the meaningful columns once: row problems, image count, duplicate ids."""
     scan, hashes, where = Scan(), [], []
     for fi, path in enumerate(files):
         meta = read_footer(fs, path)
         check_schema(path, meta.schema.to_arrow_schema())
-        with fs.open(path, "rb") as f:
-            pf, offset = pq.ParquetFile(f), 0
-            for batch in pf.iter_batches(batch_size=batch_rows, columns=_scan_columns(pf.schema_arrow)):
-                t = pa.Table.from_batches([batch])
-                probs = row_problems(t, path, offset)
-                scan.problems.extend(probs[k] for k in sorted(probs))
-                ovr = row_overrides(t)
-                valid = np.array([offset + i not in probs for i in range(t.num_rows)], dtype=bool)
-                scan.images += sum(o.get("images_per_prompt", default_ipp) for o, v in zip(ovr, valid) if v)
-                h = _id_hash(prompt_ids(t, ovr))
-                hashes.append(h[valid])
-                where.append(np.stack([np.full(t.num_rows, fi), offset + np.arange(t.num_rows)], 1)[valid])
-                offset += t.num_rows
+        try:
+            part, h, w = retry.call(_scan_file, fs, fi, path, default_ipp, batch_rows, limits, what=f"scanning {path!r}")
+        except retry.StorageError:
+            raise  # transient storage faults are not bad input
+        except (OSError, pa.ArrowException) as e:  # pyarrow: OSError "Corrupt snappy compressed data"
+            if isinstance(e, FileNotFoundError):
+                raise
+            raise InputError(f"input file {path!r} has a valid footer but its data cannot be decoded "
+                             f"(corrupt data pages?): {e}; re-create the file") from None
+        scan.problems += part.problems
+        scan.ipp_overrides += part.ipp_overrides
+        scan.images += part.images
+        hashes += h
+        where += w
         scan.rows += meta.num_rows
     if hashes:
-        _mark_duplicates(scan, np.concatenate(hashes), np.concatenate(where), files)
+        _mark_duplicates(scan, np.concatenate(hashes), np.concatenate(where), files, fs)
     return scan
 
 
-def _mark_duplicates(scan: Scan, h: np.ndarray, where: np.ndarray, files: list[str]) -> None:
-    """k-th repeat (in file, row order) of an id gets occurrence k; the first keeps its id."""
+def _scan_file(fs, fi, path, default_ipp, batch_rows, limits) -> tuple[Scan, list, list]:
+    """One file's rows: (its own Scan, id hashes, (file, row) positions), so a retried scan starts clean."""
+    scan, hashes, where = Scan(), [], []
+    with fs.open(path, "rb") as f:
+        pf, offset = pq.ParquetFile(f), 0
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=_scan_columns(pf.schema_arrow)):
+            t = pa.Table.from_batches([batch])
+            probs = row_problems(t, path, offset, limits)
+            scan.problems.extend(probs[k] for k in sorted(probs))
+            ovr = row_overrides(t)
+            valid = np.array([offset + i not in probs for i in range(t.num_rows)], dtype=bool)
+            scan.ipp_overrides += sum("images_per_prompt" in o for o in ovr)
+            scan.images += sum(o.get("images_per_prompt", default_ipp) for o, v in zip(ovr, valid) if v)
+            hashes.append(_id_hash(prompt_ids(t, ovr)))  # every row, invalid ones too: keys stay unique
+            where.append(np.stack([np.full(t.num_rows, fi), offset + np.arange(t.num_rows)], 1))
+            offset += t.num_rows
+    return scan, hashes, where
+
+
+def _mark_duplicates(scan: Scan, h: np.ndarray, where: np.ndarray, files: list[str], fs=None) -> None:
+    """The k-th repeat (in file, row order) of an id becomes ``id~k``; the first keeps its id. k skips
+    any number whose ``id~k`` is another row's own id or already given, so ids `x`, `x`, `x~1` become
+    `x`, `x~2`, `x~1`: every (prompt_id, sample_idx) of an output is unique, invalid rows included."""
     _, inverse, counts = np.unique(h, return_inverse=True, return_counts=True)
     dup = np.nonzero(counts[inverse] > 1)[0]
     if not len(dup):
         return
     order = dup[np.argsort(inverse[dup], kind="stable")]  # group by id, keep file/row order inside
+    taken = set(h.tolist())
+    names = _ids_at(fs, files, where[order]) if fs is not None else None
     k = 0
     for j, pos in enumerate(order):
-        k = 0 if j == 0 or inverse[pos] != inverse[order[j - 1]] else k + 1
-        if k:
-            scan.occurrence[(files[int(where[pos, 0])], int(where[pos, 1]))] = k
+        if j == 0 or inverse[pos] != inverse[order[j - 1]]:
+            k = 0
+            continue
+        k += 1
+        while names is not None and (c := int(_id_hash([f"{names[j]}~{k}"])[0])) in taken:
+            k += 1
+        if names is not None:
+            taken.add(c)
+        scan.occurrence[(files[int(where[pos, 0])], int(where[pos, 1]))] = k
     scan.duplicates = len(scan.occurrence)
+
+
+def _ids_at(fs, files: list[str], where: np.ndarray) -> list[str]:
+    """Base ids of the given (file index, row) positions, re-read (only files holding repeats)."""
+    cache: dict[int, list[str]] = {}
+    out = []
+    for fi, row in where.tolist():
+        if fi not in cache:
+            with fs.open(files[fi], "rb") as f:
+                pf = pq.ParquetFile(f)
+                cache[fi] = prompt_ids(pf.read(columns=_scan_columns(pf.schema_arrow)))
+        out.append(cache[fi][row])
+    return out
 
 
 def duplicate_report(fs, scan: Scan, limit: int = 5) -> str:
@@ -279,8 +373,40 @@ def count_images(fs, files: list[str], default_ipp: int) -> int:
     return total
 
 
+def count_work(fs, files: list[str], g) -> dict:
+    """Images and pixel-steps (sum of images x width x height x steps) the input asks for under the
+    generation config `g` (resolved sizes), and how many rows set their own images_per_prompt. Reads
+    the footers and the override columns only; a file without a `prompt` column is an InputError."""
+    out = {"images": 0, "pixel_steps": 0, "rows_overriding_images_per_prompt": 0}
+    for path in files:
+        sch = read_footer(fs, path).schema.to_arrow_schema()
+        check_schema(path, sch)
+        cols = [c for c in ("images_per_prompt", "width", "height", "steps") if c in sch.names]
+        with fs.open(path, "rb") as f:
+            t = pq.read_table(f, columns=cols or [schema.PROMPT])
+        v = {c: np.asarray(pc.fill_null(t.column(c), d).cast(pa.float64()), dtype=np.float64) if c in cols
+             else np.full(t.num_rows, float(d))
+             for c, d in (("images_per_prompt", g.images_per_prompt), ("width", g.width), ("height", g.height),
+                          ("steps", g.steps))}
+        out["images"] += int(v["images_per_prompt"].sum())
+        out["pixel_steps"] += int((v["images_per_prompt"] * v["width"] * v["height"] * v["steps"]).sum())
+        if "images_per_prompt" in cols:
+            out["rows_overriding_images_per_prompt"] += t.num_rows - t.column("images_per_prompt").null_count
+    return out
+
+
 def read_rows(fs, path: str, start: int, stop: int, columns=None) -> pa.Table:
     """Rows [start, stop) of a file, reading only the row groups that overlap them."""
+    try:
+        return retry.call(_read_rows, fs, path, start, stop, columns, what=f"reading rows {start}-{stop} of {path!r}")
+    except (OSError, pa.ArrowException) as e:
+        if isinstance(e, (FileNotFoundError, retry.StorageError)):
+            raise
+        raise InputError(f"input file {path!r} rows {start}-{stop} cannot be decoded (corrupt data pages?): {e}") \
+            from None
+
+
+def _read_rows(fs, path: str, start: int, stop: int, columns=None) -> pa.Table:
     with fs.open(path, "rb") as f:
         pf = pq.ParquetFile(f)
         groups, first, pos = [], None, 0

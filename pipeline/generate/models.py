@@ -126,6 +126,33 @@ def native_resolution(spec: str, storage=None, single_file_config: str | None = 
         return DEFAULT_RESOLUTION
 
 
+def train_timesteps(spec: str, storage=None) -> int | None:
+    """The scheduler's training timesteps (``num_train_timesteps``) from its config alone, without
+    loading the model: presets are built with diffusers' default (1000) except the toy model, whose
+    config is read from its directory like a local dir or URL. None for a hub id (not read before
+    loading); the worker then checks against the loaded scheduler."""
+    import json
+
+    if spec == "toy":
+        from pipeline.toyworld import SD_DIR
+
+        spec = str(SD_DIR)
+    elif presets.get(spec) is not None:
+        return 1000
+    local = spec.removeprefix("file://")
+    try:
+        if os.path.isdir(local):
+            raw = Path(local, "scheduler", "scheduler_config.json").read_text()
+        elif is_url(spec):
+            fs, path = filesystem(spec, storage)
+            raw = fs.cat_file(f"{path}/scheduler/scheduler_config.json").decode()
+        else:
+            return None
+        return int(json.loads(raw).get("num_train_timesteps", 1000))
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
 def fetch_url_to_cache(url: str, storage=None) -> str:
     """Copy a cloud diffusers directory into the local cache once; returns the local dir."""
     fs, path = filesystem(url, storage)

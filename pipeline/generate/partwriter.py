@@ -6,8 +6,10 @@ groups of `write.row_group_size`, so a worker's memory is bounded by its batch, 
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import re
 import time
 
 import pyarrow as pa
@@ -93,7 +95,7 @@ class PartWriter:
             png, t_encode, ph = enc if enc is not None else (None, None, None)
             row = self._sample_row(s, schema.OK if err is None else schema.FAILED, err)
             if png is not None:
-                row["image"] = {"bytes": png, "path": f"{s.prompt_id}_{s.sample_idx}.png"}
+                row["image"] = {"bytes": png, "path": image_path(s.prompt_id, s.sample_idx)}
             if ph is not None:
                 row["phash"] = ph
             if scores is not None and err is None:
@@ -124,3 +126,17 @@ class PartWriter:
         self.writer.close()
         if os.path.exists(self.spool):
             os.remove(self.spool)
+
+
+_UNSAFE = re.compile(r"[/\\:\x00-\x1f\x7f]")  # separators, a drive colon, control characters
+
+
+def image_path(prompt_id: str, sample_idx: int) -> str:
+    """``image.path``: ``<prompt_id>_<k>.png``, a plain relative file name. An id that is not one
+    already (``/``, ``\\``, ``:``, a leading dot, control characters) is cleaned and takes 8 hex of
+    its sha256, so tools extracting by this name stay in their folder and names stay distinct."""
+    name = f"{prompt_id}_{sample_idx}.png"
+    if prompt_id and not _UNSAFE.search(prompt_id) and not prompt_id.startswith("."):
+        return name
+    clean = _UNSAFE.sub("_", prompt_id).lstrip(".")[:80] or "id"
+    return f"{clean}-{hashlib.sha256(prompt_id.encode()).hexdigest()[:8]}_{sample_idx}.png"

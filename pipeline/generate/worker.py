@@ -19,28 +19,44 @@ import socket
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import pyarrow as pa
 
-from pipeline.core import schema
+from pipeline.core import retry
 from pipeline.core.job import ResolvedJob
 from pipeline.core.storage import Output, filesystem
 from pipeline.generate.accel import apply as apply_accel
 from pipeline.generate.diffusion import Generator, Sample, make_batches
-from pipeline.generate.inputs import Shard, prompt_ids, read_rows, row_overrides, row_problems
+from pipeline.generate.inputs import Shard, read_rows, row_limits
 from pipeline.generate.models import load_pipeline, resolve_device_dtype
 from pipeline.generate.partwriter import PHASH_FIELD, PartWriter, embedding_field, encode_png
-from pipeline.generate.seeds import seeds_for_row
+from pipeline.generate.samples import expand
 from pipeline.probes.image import ImageProbes
 from pipeline.probes.safety import PromptScreen
 
 MAX_PENDING_BATCHES = 2  # batches encoding while the next one generates: bounds host memory
 
 
+@dataclass
+class Batch:
+    """One bucketed batch between step 3 (generated, scored, encodes started) and step 4 (collected)."""
+    samples: list  # Sample, in batch order
+    result: object  # diffusion.GenerateResult: device images, per-sample errors, seconds
+    scores: dict | None  # CLIP / probe / quality columns, one value per sample
+    futures: list  # PNG encode futures (None where generation failed); replaced by results on collect
+    score_seconds: float  # this batch's scoring + host copy overhead
+
+    def rows(self):
+        """The arguments of PartWriter.add_batch."""
+        return self.samples, self.result, self.scores, self.futures, self.score_seconds
+
+
 class ShardWorker:
     def __init__(self, job: ResolvedJob, worker_id: str = "0"):
         cfg = job.config
         self.job, self.cfg, self.worker_id = job, cfg, worker_id
+        retry.configure(cfg.retry)  # this process's storage calls (an actor's own process)
         self.device, self.dtype = resolve_device_dtype(cfg.generation.device, cfg.generation.dtype)
         t0 = time.perf_counter()
         self.pipe = load_pipeline(cfg.model, self.dtype, self.device, cfg.generation.scheduler, cfg.storage,
@@ -86,53 +102,6 @@ class ShardWorker:
         self.batches_done = 0
         self.on_batch = None  # called with each batch's image count once generated (progress; Ray actor sets it)
 
-    # ---- 1. rows -> samples ----------------------------------------------------------------------------
-    def expand(self, table, shard: Shard):
-        """(samples to generate, blocked samples with reasons, invalid rows with reasons)."""
-        overrides = row_overrides(table)
-        ids, prompts = prompt_ids(table, overrides), table.column(schema.PROMPT).to_pylist()
-        problems = row_problems(table, shard.file, shard.start)
-        mitigate = self._mitigation_mask(table)
-        samples, blocked, invalid = [], [], []
-        for i, (pid, prompt, o) in enumerate(zip(ids, prompts, overrides)):
-            row = shard.start + i
-            if row in shard.skip:
-                continue  # a duplicate id under policy "first"
-            if row in shard.renames:
-                pid = f"{pid}~{shard.renames[row]}"
-            if row in problems:
-                invalid.append((i, pid, prompt, str(problems[row])))
-                continue
-            for s in self._row_samples(i, pid, prompt, o, mitigate[i]):
-                hit, reason = self.screen.check(s.prompt) if self.screen else (False, None)
-                (blocked.append((s, f"prompt screening: {reason}")) if hit else samples.append(s))
-        return samples, blocked, invalid
-
-    def _row_samples(self, i: int, pid: str, prompt: str, o: dict, mitigate: bool) -> list[Sample]:
-        g, m = self.cfg.generation, self.cfg.mitigation
-        n = o.get("images_per_prompt", g.images_per_prompt)
-        out = []
-        for k, seed in enumerate(seeds_for_row(g.seed, pid, n, o.get("seed"))):
-            variant = _variant(m.variants, k, n) if mitigate else None
-            out.append(Sample(
-                row=i, prompt_id=pid, sample_idx=k, seed=seed,
-                prompt=variant.template.replace("{prompt}", prompt) if variant else prompt,
-                negative_prompt=o.get("negative_prompt", g.negative_prompt),
-                width=o.get("width", g.width), height=o.get("height", g.height), steps=o.get("steps", g.steps),
-                guidance_scale=float(o.get("guidance_scale", g.guidance_scale)),
-                source_prompt=prompt if m.enabled else None, variant=variant.name if variant else None))
-        return out
-
-    def _mitigation_mask(self, table) -> list[bool]:
-        m = self.cfg.mitigation
-        if not m.enabled:
-            return [False] * table.num_rows
-        if m.only_if_column is None:
-            return [True] * table.num_rows
-        if m.only_if_column not in table.column_names:
-            raise ValueError(f"mitigation.only_if_column {m.only_if_column!r} is not an input column")
-        return [bool(v) for v in table.column(m.only_if_column).to_pylist()]
-
     # ---- 2-5. the shard ------------------------------------------------------------------------------------
     def process(self, shard: Shard, attempt: int = 1) -> dict:
         """One shard, start to commit; returns its marker. Any exception leaves nothing behind (the
@@ -141,24 +110,25 @@ class ShardWorker:
         # 1. read the shard's rows (only the row groups that overlap it)
         table = read_rows(self.in_fs, shard.file, shard.start, shard.stop)
         # 2. rows -> samples: ids, duplicates, invalid rows, screening, mitigation variants
-        samples, blocked, invalid = self.expand(table, shard)
+        timesteps = getattr(self.pipe.scheduler.config, "num_train_timesteps", None)
+        rows = expand(table, shard, self.cfg, self.screen, row_limits(self.cfg, timesteps))
         writer = PartWriter(self.output, shard.name, table, self.cfg, self.scheduler_name, self.extra_fields)
         timings = {"read": time.perf_counter() - t0, "generate": 0.0, "score": 0.0, "encode": 0.0}
-        for i, pid, prompt, reason in invalid:
-            writer.add_invalid(i, pid, prompt, reason)
-        for sample, reason in blocked:
+        for bad in rows.invalid:
+            writer.add_invalid(bad.row, bad.prompt_id, bad.prompt, bad.reason)
+        for sample, reason in rows.blocked:
             writer.add_blocked(sample, reason)
         pending: deque = deque()
         try:
             # 3. per bucketed batch: generate + CLIP score on the device, start host copy + PNG encodes
             # 4. collect finished batches into the part's row groups (memory bounded by the batch)
-            for batch in make_batches(samples, self.cfg.generation.batch_size):
+            for batch in make_batches(rows.samples, self.cfg.generation.batch_size):
                 pending.append(self._submit(batch, timings))
                 self._maybe_die()
                 while len(pending) > MAX_PENDING_BATCHES:
-                    writer.add_batch(*self._collect(pending.popleft(), timings))
+                    writer.add_batch(*self._collect(pending.popleft(), timings).rows())
             while pending:
-                writer.add_batch(*self._collect(pending.popleft(), timings))
+                writer.add_batch(*self._collect(pending.popleft(), timings).rows())
             fields = writer.finish()
         except BaseException:
             writer.abort()  # no half-written spool files left behind; the shard is retried whole
@@ -171,7 +141,7 @@ class ShardWorker:
             fields["accel"] = self.accel  # speed levers in effect for this shard (provenance)
         return self.output.commit_part(shard.name, writer.spool, fields)
 
-    def _submit(self, batch: list[Sample], timings: dict):
+    def _submit(self, batch: list[Sample], timings: dict) -> Batch:
         """Generate and score on the device, start the host copy and PNG encodes; don't wait."""
         import torch
 
@@ -207,13 +177,13 @@ class ShardWorker:
         self.batches_done += 1
         if self.on_batch is not None:
             self.on_batch(len(batch))
-        return batch, res, scores, futures, time.perf_counter() - t
+        return Batch(batch, res, scores, futures, time.perf_counter() - t)
 
-    def _collect(self, item, timings: dict):
-        batch, res, scores, futures, score_seconds = item
-        encoded = [f.result() if f is not None else None for f in futures]
-        timings["encode"] += sum(e[1] for e in encoded if e is not None)
-        return batch, res, scores, encoded, score_seconds
+    def _collect(self, item: Batch, timings: dict) -> Batch:
+        """Wait for the batch's PNG encodes; the batch then carries the encoded images."""
+        item.futures = [f.result() if f is not None else None for f in item.futures]
+        timings["encode"] += sum(e[1] for e in item.futures if e is not None)
+        return item
 
     def _maybe_die(self) -> None:
         """Test hook (fault injection): SIGKILL this process once after N batches, to prove that a
@@ -227,13 +197,3 @@ class ShardWorker:
     def close(self) -> None:
         self.pool.shutdown(wait=True)
 
-
-def _variant(variants, k: int, n: int):
-    """Stratified assignment: sample k of n takes the variant whose cumulative weight interval holds
-    (k + 0.5) / n, so every prompt's samples follow the weights as closely as n allows."""
-    total, u, acc = sum(v.weight for v in variants), (k + 0.5) / n, 0.0
-    for v in variants:
-        acc += v.weight / total
-        if u < acc:
-            return v
-    return variants[-1]

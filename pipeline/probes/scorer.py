@@ -49,8 +49,13 @@ def check_scorer_spec(spec: str, weights: str | None) -> None:
             raise ScorerError(f"scoring.clip_model {spec!r}: unknown open_clip architecture")
         return
     if spec.startswith("local-dir:"):
-        if not os.path.isdir(spec.removeprefix("local-dir:")):
+        d = spec.removeprefix("local-dir:")
+        if not os.path.isdir(d):
             raise ScorerError(f"scoring.clip_model {spec!r}: no such directory")
+        pickles = [f for f in os.listdir(d) if f.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl"))]
+        if pickles and not any(f.endswith(".safetensors") for f in os.listdir(d)):
+            raise ScorerError(f"scoring.clip_model {spec!r} holds only pickle weights ({', '.join(sorted(pickles))}); "
+                              "sdgen loads safetensors only: convert them (safetensors.torch.save_file)")
         return
     import open_clip
 
@@ -60,6 +65,16 @@ def check_scorer_spec(spec: str, weights: str | None) -> None:
     if not weights or not os.path.isfile(weights):
         raise ScorerError(f"scoring.clip_model {spec!r} needs scoring.clip_weights, a local weights file "
                           f"(weights are never downloaded); got {weights!r}")
+    if not is_safetensors(weights):
+        raise ScorerError(f"scoring.clip_weights {weights!r} is not a safetensors file (pickle weights are "
+                          "never loaded); convert it with safetensors.torch.save_file")
+
+
+def is_safetensors(path: str) -> bool:
+    """A safetensors file starts with an 8-byte little-endian header length, then its JSON header."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 100_000_000
 
 
 def load_open_clip(spec: str, weights: str | None = None):

@@ -44,8 +44,12 @@ def test_run_json_fingerprint_guard(tmp_path):
     info = {"fingerprint": "aaa", "fingerprint_fields": {"generation": {"steps": 3}}}
     assert out.check_or_write_run(info) is True
     assert out.check_or_write_run(info) is False
-    with pytest.raises(OutputError, match=r"generation.steps \(3 -> 9\)"):
-        out.check_or_write_run({"fingerprint": "bbb", "fingerprint_fields": {"generation": {"steps": 9}}})
+    other = {"fingerprint": "bbb", "fingerprint_fields": {"generation": {"steps": 9}}}
+    with pytest.warns(UserWarning, match="no committed shard"):  # nothing committed: not locked (class 5)
+        assert out.check_or_write_run(other) is True
+    out.write_json(out.marker_path("s"), {"shard": "s", "rows": 0})  # committed work locks it
+    with pytest.raises(OutputError, match=r"generation.steps \(9 -> 3\)"):
+        out.check_or_write_run(info)
 
 
 def test_atomic_small_writes_leave_no_temp_files(tmp_path):
