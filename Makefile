@@ -31,7 +31,6 @@ test-fast: setup
 
 lint: setup
 	$(BIN)/ruff check pipeline tests jobs benchmarks
-	$(BIN)/ruff format --check pipeline tests jobs benchmarks
 
 bench: setup
 	$(BIN)/python -m benchmarks.bench_cpu

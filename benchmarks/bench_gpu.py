@@ -116,7 +116,8 @@ class Bench:
         return n / (time.perf_counter() - t)
 
     def ours(self, worker, cfg, name: str) -> tuple[float, dict]:
-        from pipeline.generate.inputs import list_input_files, plan_shards
+        from pipeline.generate.inputs import list_input_files
+        from pipeline.generate.plan import plan_shards
 
         # a new input file per call: a new shard name in the same output (nothing is skipped as done)
         run_cfg = cfg.model_copy(update={"input": write_prompt_file(os.path.join(self.tmp, f"{name}.parquet"), self.n)})

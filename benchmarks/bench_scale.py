@@ -51,7 +51,8 @@ def child_peak_mb(cmd: list[str], env=None) -> tuple[float, float, str]:
 WORKER_SNIPPET = """
 import sys, os, resource
 from pipeline.core.config import from_dict
-from pipeline.generate.inputs import list_input_files, plan_shards
+from pipeline.generate.inputs import list_input_files
+from pipeline.generate.plan import plan_shards
 from pipeline.generate.driver import resolve_job
 from pipeline.generate.worker import ShardWorker
 from benchmarks.common import write_prompt_file

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Wheels the device machine (Python 3.12, torch 2.11+cu130, no package index) lacks for bench_gpu:
 # run here, in the repo root, once; then name .whl in the device tool's `carry` and start the
-# command with the install line printed at the end (see /work/.library/device/README.md).
+# command with the install line printed at the end (see the device tool's README on the machine that lends the GPU).
 set -euo pipefail
 DEST=${WHL_DIR:-.whl}  # .whl/ is in .gitignore
 PKGS=(diffusers==0.42.0 open_clip_torch==3.3.0 pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0

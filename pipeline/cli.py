@@ -39,7 +39,8 @@ def cmd_run(args) -> int:
 
 def cmd_plan(args) -> int:
     from pipeline.generate.driver import prepare
-    from pipeline.generate.inputs import InputError, count_work, list_input_files
+    from pipeline.generate.inputs import InputError, list_input_files
+    from pipeline.generate.plan import count_work
 
     cfg = _load(args)
     prep = prepare(cfg, scan_rows=False)  # footers only: seconds for millions of rows

@@ -12,7 +12,7 @@ def test_config_plan_and_audit_statistics_import_no_torch():
     code = ("import sys\n"
             "import pipeline, pipeline.cli\n"
             "from pipeline.core import config, job, schema, storage, dataset\n"
-            "from pipeline.generate import inputs\n"
+            "from pipeline.generate import inputs, plan\n"
             "from pipeline.audit import stats, tables\n"
             "from pipeline.probes import attributes, safety\n"
             "bad = sorted(m for m in ('torch', 'diffusers', 'open_clip', 'transformers') if m in sys.modules)\n"

@@ -119,6 +119,43 @@ def _warnings(counts, A, classes):
     return w, cond
 
 
+def _corrected_group(g, i, ctx, t, target, classes, B, seed, level):
+    """Corrected shares of group ``g`` (index ``i``) with their joint hierarchical bootstrap CIs."""
+    keys, pred, prompts, truth, counts, pooled, use_own, bc = (ctx[k] for k in (
+        "keys", "pred", "prompts", "truth", "counts", "pooled", "use_own", "bc"))
+    K = len(classes)
+    sel = (keys == g).to_numpy()
+    codes = np.where(pred[sel] < 0, K, pred[sel])
+    q = np.bincount(codes, minlength=K + 1)
+    A = confusion_probs(np.where(use_own[i], counts[i], pooled))
+    pi = em_correct(q, A)
+    # one hierarchical bootstrap of the group's images (prompts, then seeds) with each image's
+    # (truth or unlabelled, prediction) as its category: the labelled rows move with their images
+    joint = S.prompt_table(prompts[sel], truth[sel] * (K + 1) + codes, (K + 1) ** 2)
+    jb = S.bootstrap_tables(np.random.default_rng(np.random.SeedSequence([int(seed), i, 13])), [joint], B)[0]
+    jb = jb.reshape(B, K + 1, K + 1).astype(float)
+    qb, own_b = jb.sum(1), jb[:, :K]
+    Ab = confusion_probs(np.where(use_own[i], own_b, bc.sum(1)))
+    pib = em_correct(qb, Ab)
+    lo, hi = S.percentile_ci(pib, level)
+    tg = t if t is not None else S.resolve_target(target["groups"].get(g, target["default"]), classes)
+    var = pib.var(0, ddof=1)
+    d2 = float(((pi - tg) ** 2).sum() - var.sum())
+    d2b = ((pib - tg) ** 2).sum(1) - var.sum()
+    dlo, dhi = S.percentile_ci(d2b, level)
+    rows = [(g, c, float(pi[k]), float(lo[k]), float(hi[k])) for k, c in enumerate(classes)]
+    entry = {"proportions_corrected": dict(zip(classes, pi.tolist())),
+                       "ci_low_corrected": dict(zip(classes, lo.tolist())),
+                       "ci_high_corrected": dict(zip(classes, hi.tolist())),
+                       "mad_corrected": float(S.mad(pi, tg)), "d2_corrected": d2,
+                       "d2_ci_corrected": (float(dlo), float(dhi)),
+                       "labelled": int(counts[i].sum()),
+                       "own_confusion_rows": [c for k, c in enumerate(classes) if use_own[i, k, 0]],
+                       "confusion": counts[i].astype(int).tolist(),
+                       "accuracy": accuracy_table(counts[i], classes, level)}
+    return rows, entry
+
+
 def calibrate_groups(rows, label_col, classes, labels, keys, target="uniform", B=400, seed=0, level=S.LEVEL,
                      min_row=MIN_ROW):
     """Corrected shares per group → (summary additions DataFrame, calibration entry for metrics.json).
@@ -156,37 +193,11 @@ def calibrate_groups(rows, label_col, classes, labels, keys, target="uniform", B
     prompts = S._prompt_strings(rows["prompt_id"])
     truth = np.full(len(rows), K)  # K = not labelled
     truth[li] = lt
+    ctx = {"keys": keys, "pred": pred, "prompts": prompts, "truth": truth, "counts": counts, "pooled": pooled,
+           "use_own": use_own, "bc": bc}
     for g in groups:
-        i = gi[g]
-        sel = (keys == g).to_numpy()
-        codes = np.where(pred[sel] < 0, K, pred[sel])
-        q = np.bincount(codes, minlength=K + 1)
-        A = confusion_probs(np.where(use_own[i], counts[i], pooled))
-        pi = em_correct(q, A)
-        # one hierarchical bootstrap of the group's images (prompts, then seeds) with each image's
-        # (truth or unlabelled, prediction) as its category: the labelled rows move with their images
-        joint = S.prompt_table(prompts[sel], truth[sel] * (K + 1) + codes, (K + 1) ** 2)
-        jb = S.bootstrap_tables(np.random.default_rng(np.random.SeedSequence([int(seed), i, 13])), [joint], B)[0]
-        jb = jb.reshape(B, K + 1, K + 1).astype(float)
-        qb, own_b = jb.sum(1), jb[:, :K]
-        Ab = confusion_probs(np.where(use_own[i], own_b, bc.sum(1)))
-        pib = em_correct(qb, Ab)
-        lo, hi = S.percentile_ci(pib, level)
-        tg = t if t is not None else S.resolve_target(target["groups"].get(g, target["default"]), classes)
-        var = pib.var(0, ddof=1)
-        d2 = float(((pi - tg) ** 2).sum() - var.sum())
-        d2b = ((pib - tg) ** 2).sum(1) - var.sum()
-        dlo, dhi = S.percentile_ci(d2b, level)
-        rows_out += [(g, c, float(pi[k]), float(lo[k]), float(hi[k])) for k, c in enumerate(classes)]
-        entry_groups[g] = {"proportions_corrected": dict(zip(classes, pi.tolist())),
-                           "ci_low_corrected": dict(zip(classes, lo.tolist())),
-                           "ci_high_corrected": dict(zip(classes, hi.tolist())),
-                           "mad_corrected": float(S.mad(pi, tg)), "d2_corrected": d2,
-                           "d2_ci_corrected": (float(dlo), float(dhi)),
-                           "labelled": int(counts[i].sum()),
-                           "own_confusion_rows": [c for k, c in enumerate(classes) if use_own[i, k, 0]],
-                           "confusion": counts[i].astype(int).tolist(),
-                           "accuracy": accuracy_table(counts[i], classes, level)}
+        rows_g, entry_groups[g] = _corrected_group(g, gi[g], ctx, t, target, classes, B, seed, level)
+        rows_out += rows_g
     add = pd.DataFrame(rows_out, columns=["group", "class", *CORRECTED_COLUMNS])
     entry = {"labels": L, "labels_unmatched": int((~hit).sum()), "bootstrap": B, "method": "EM (ML on the simplex)",
              "confusion_columns": [*classes, S.ABSTAIN], "confusion": pooled.astype(int).tolist(),

@@ -14,7 +14,18 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from pipeline.core.sections import (  # noqa: F401 (re-exported: config.LimitsConfig, ...)
+    AccelConfig,
+    LimitsConfig,
+    LoraConfig,
+    MitigationConfig,
+    MitigationVariant,
+    RayConfig,
+    RetryConfig,
+    _Strict,
+)
 
 SCHEDULERS = ("default", "pndm", "ddim", "dpm++", "euler", "euler_a")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -22,10 +33,6 @@ DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 class ConfigError(ValueError):
     """A configuration problem, raised before any work starts; the message names key and value."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class StorageConfig(_Strict):
@@ -159,39 +166,6 @@ class WriteConfig(_Strict):
     lease_ttl_s: Optional[float] = Field(300.0, gt=0)
 
 
-class RayConfig(_Strict):
-    executor: Literal["ray", "inline"] = "ray"  # inline = one worker in this process, no Ray (debug)
-    address: Optional[str] = None  # null = start a local Ray; "auto" or "ray://host:10001" = join one
-    # actors; each loads its pipeline once and keeps it. auto = one per GPU in the cluster, re-counted
-    # as nodes join (an autoscaling cluster grows the pool); 1 on a cluster without GPUs. All are
-    # requested up front: pending actors are what makes an autoscaler add nodes
-    num_workers: Union[Literal["auto"], int] = 1
-    # dispatch starts once this many actors are ready (more join as they load); capped at num_workers
-    min_workers: int = Field(1, ge=1)
-    # seconds to wait for min_workers ready actors (and, later, for any ready actor when all are
-    # gone) before the run stops with exit 2: a cluster that can never hold a worker is an error,
-    # not an endless wait. Long enough for an autoscaler to boot a GPU node and load a model
-    start_timeout_s: float = Field(900.0, gt=0)
-    num_gpus_per_worker: Optional[float] = None  # null = 1 if the cluster has GPUs else 0; 0.5 = 2/GPU
-    num_cpus_per_worker: float = Field(1.0, gt=0)  # also sets torch's thread count inside the actor
-    max_shard_tries: int = Field(3, ge=1)  # a shard failing (exception, dead actor) this often fails the run
-    runtime_env: dict[str, Any] = Field(default_factory=dict)  # passed to ray.init (cluster runs)
-
-    @field_validator("num_workers")
-    @classmethod
-    def _workers(cls, v):
-        if v != "auto" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ValueError(f"num_workers must be an integer >= 1 or 'auto', got {v!r}")
-        return v
-
-    @field_validator("num_gpus_per_worker")
-    @classmethod
-    def _gpus(cls, v):
-        if v is not None and (not math.isfinite(v) or v < 0):
-            raise ValueError(f"num_gpus_per_worker must be >= 0 (fractions allowed), got {v!r}")
-        return v
-
-
 class ProbesConfig(_Strict):
     # attribute sets probed by CLIP zero-shot on every image (docs/AUDIT.md): shipped names (people,
     # toyworld: pipeline/data/attributes/) or YAML paths. auto = [toyworld] for model toy, else none
@@ -204,91 +178,6 @@ class SafetyConfig(_Strict):
     # toyworld for model toy, else none (the generic list's thresholds are uncalibrated); null = off
     concepts: Optional[str] = "auto"
     sd_checker: Optional[str] = None  # local dir of diffusers' StableDiffusionSafetyChecker (a 2nd CLIP pass)
-
-
-class MitigationVariant(_Strict):
-    name: str  # recorded in the mitigation_variant column, e.g. "female"
-    template: str  # the prompt actually generated; "{prompt}" stands for the original prompt
-    weight: float = Field(1.0, gt=0)  # share of each prompt's samples that get this variant
-
-    @field_validator("template")
-    @classmethod
-    def _has_prompt(cls, v):
-        if "{prompt}" not in v:
-            raise ValueError(f"a mitigation template must contain {{prompt}}, got {v!r}")
-        return v
-
-
-class MitigationConfig(_Strict):
-    # Prompt intervention (docs/AUDIT.md "Mitigation"): each prompt's samples are split over the variants
-    # in proportion to their weights (sample k -> variant by stratified position, so 4 samples and
-    # two equal weights give exactly 2 + 2). Seeds are unchanged, so before/after audits pair up.
-    enabled: bool = False
-    only_if_column: Optional[str] = None  # apply to rows where this input column is true/non-empty; null = all rows
-    variants: list[MitigationVariant] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _enough_variants(self):
-        if self.enabled and len(self.variants) < 2:
-            raise ValueError(f"mitigation.enabled needs at least 2 variants, got {len(self.variants)}")
-        names = [v.name for v in self.variants]
-        if len(set(names)) != len(names):
-            raise ValueError(f"mitigation variant names must be unique, got {names}")
-        return self
-
-
-class LoraConfig(_Strict):
-    # LoRA weights from a local path (a directory or .safetensors file written by diffusers'
-    # save_lora_weights / peft): users fine-tune styles and subjects this way. Fused into the UNet
-    # (and text encoder) once at load, so generation costs nothing extra per step.
-    path: Optional[str] = None  # null = no LoRA
-    scale: float = 1.0  # LoRA strength fused into the weights (0 = base model, 1 = as trained)
-
-
-class AccelConfig(_Strict):
-    # GPU speed levers (issue 11), all opt-in. The first group keeps numerics (outputs within the
-    # 2/255 batch-composition tolerance) and is not fingerprinted: a resume may change it.
-    # prompt embeddings once per unique (prompt, negative) pair in a batch instead of once per image;
-    # null = on for CUDA only: on CPU with CFG the text encoder's smaller batch moves a few pixels by
-    # 1/255 (measured), so CPU outputs of existing jobs stay byte-identical; CFG off is identical
-    encode_unique_prompts: Optional[bool] = None
-    # with generation.compile: full = the whole UNet; regional = only its repeated transformer
-    # blocks (diffusers compile_repeated_blocks: a fraction of the compile time, most of the speed)
-    compile_scope: Literal["full", "regional"] = "full"
-    # torch.compile mode: default | reduce-overhead (CUDA graphs: static shapes, no launch gaps)
-    # | max-autotune-no-cudagraphs (slow to compile)
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "default"
-    # with generation.compile: distinct (width, height) shapes compiled per actor; later shapes run
-    # eager, so a job with many sizes never spends its time recompiling
-    max_compiled_shapes: int = Field(4, ge=1)
-    # with generation.compile: pad a bucket's last, short batch to generation.batch_size (padding
-    # rows are discarded; real rows keep their seeds) so the batch dimension never recompiles
-    pad_batches: bool = True
-    channels_last_vae: bool = False  # VAE decoder in channels_last (generation.channels_last is the UNet's)
-    fuse_qkv: bool = False  # fuse attention Q/K/V projections into one matmul (slower eager; try compiled)
-    # persistent torch.compile cache (inductor FX graph / autotune cache) on local or shared disk:
-    # a second actor or run with the same shapes starts in seconds instead of recompiling; null = torch's default
-    compile_cache_dir: Optional[str] = None
-    # The second group changes numerics; it is fingerprinted when set and recorded in run.json:
-    # fp8 = torchao float8 dynamic quantisation of the UNet's linear layers (CUDA, sm89+ only)
-    fp8: bool = False
-class LimitsConfig(_Strict):
-    """Bounds on the work one row or one run may ask for, checked before any model loads (config values
-    and every row's overrides). They change no output bytes, so they are not fingerprinted."""
-    max_steps: int = Field(1000, ge=1)  # denoising steps per image (also capped by the scheduler's training timesteps)
-    # pixels per image (width x height): 4096 x 4096 by default; far past SDXL's 1024 x 1024
-    max_pixels: int = Field(4096 * 4096, ge=64)
-    max_side: int = Field(8192, ge=8)  # width or height alone: a 100000 x 64 strip is no image anyone wants
-    max_images_per_prompt: int = Field(10_000, ge=1)  # one row's images_per_prompt (config or column)
-    max_images: int = Field(100_000_000, ge=1)  # images one run may ask for in total (all rows)
-
-
-class RetryConfig(_Strict):
-    """Retries of transient storage faults (5xx, SlowDown/503, timeouts, resets): core/retry.py. They
-    change no output bytes, so they are not fingerprinted."""
-    attempts: int = Field(5, ge=1)  # tries per storage call in all; 1 = fail at the first transient error
-    base_s: float = Field(0.2, ge=0)  # first backoff; doubles per try (full jitter) to spread many workers
-    max_s: float = Field(10.0, ge=0)  # cap on one backoff, so a try never waits longer than this
 
 
 class JobConfig(_Strict):

@@ -4,7 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.core.config import from_dict
-from pipeline.generate.inputs import Shard, plan_shards, scan_input
+from pipeline.generate.inputs import Shard, scan_input
+from pipeline.generate.plan import plan_shards
 from pipeline.generate.samples import expand, variant
 from pipeline.generate.seeds import seeds_for_row
 from pipeline.probes.safety import PromptScreen

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.core.config import ConfigError, from_dict
-from pipeline.generate.inputs import InputError, plan_shards, row_limits, scan_input
+from pipeline.generate.inputs import InputError, row_limits, scan_input
+from pipeline.generate.plan import plan_shards
 from pipeline.generate.samples import expand
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
