@@ -223,7 +223,11 @@ def run_job(cfg: JobConfig, progress: bool = True, events=None) -> dict:
     with Lease(prep.output, ttl, log=lambda m: print(m, file=sys.stderr)) if ttl else nullcontext() as lease:
         summary = _run_prepared(prep, progress, t0, events)
         if prep.pending and ttl:  # a run that did work leaves its record: the scheduled job's trend
-            summary["history"] = write_history(prep.output, t0, summary, lease)
+            try:
+                summary["history"] = write_history(prep.output, t0, summary, lease)
+            except OSError as e:  # e.g. a full disk: must not hide the summary and the failed-shard list
+                summary["history_error"] = f"{type(e).__name__}: {e}"
+                print(f"sdgen: warning: run history not written: {summary['history_error']}", file=sys.stderr)
     return summary
 
 
