@@ -2,7 +2,7 @@
 handle duplicate ids, and cut deterministic shards (file × row range) (docs/DESIGN.md §2, §5).
 
 Two entry points with different costs:
-- `plan_shards` reads only Parquet footers (seconds for 10M rows; what `sdgen plan` does);
+- `plan.plan_shards` reads only Parquet footers (seconds for 10M rows; what `sdgen plan` does);
 - `scan_input` streams the few meaningful columns once to find bad values and duplicate ids
   before any model loads (what `sdgen run` does first).
 """

@@ -7,13 +7,12 @@ from pipeline.generate.inputs import (
     InputError,
     derive_prompt_id,
     list_input_files,
-    plan_shards,
     prompt_ids,
     read_rows,
     row_problems,
     scan_input,
-    shard_name,
 )
+from pipeline.generate.plan import plan_shards, shard_name
 
 
 def test_listing_file_dir_and_glob(tmp_path):
