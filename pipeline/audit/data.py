@@ -205,9 +205,7 @@ def posthoc_probes(src: Source, attribute: str, attribute_set: str | None = None
     label = _set_label(set_name)
     clip, weights = _clip_spec(src, clip_model, clip_weights)
     table, attrs = _compute_probes(src, keys, set_name, clip, weights, device, batch_rows)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    src.output.write_bytes_atomic(f"{src.audit_dir}/probes/{label}.parquet", sink.getvalue().to_pybytes())
+    src.output.write_table(f"{src.audit_dir}/probes/{label}.parquet", table)
     meta = {"set": label, "source": str(set_name), "attributes": attrs, "clip_model": clip, "clip_weights": weights,
             "rows": len(keys), "keys_sha256": khash, "run_fingerprint": (src.run or {}).get("fingerprint"),
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}

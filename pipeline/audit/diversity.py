@@ -106,8 +106,6 @@ def embeddings(src: Source, df: pd.DataFrame, clip_model=None, clip_weights=None
 
 
 def _posthoc_embeddings(src: Source, clip_model, clip_weights, device) -> pd.DataFrame:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     import torch
 
     from pipeline.audit.data import _clip_spec, _keys_hash
@@ -131,9 +129,7 @@ def _posthoc_embeddings(src: Source, clip_model, clip_weights, device) -> pd.Dat
             for p, v in zip(positions, e):
                 emb[offset + p] = v
     table = pd.DataFrame({"prompt_id": keys["prompt_id"].astype(str), "sample_idx": keys["sample_idx"], "emb": emb})
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), sink)
-    src.output.write_bytes_atomic(path, sink.getvalue().to_pybytes())
+    src.output.write_table(path, table)
     src.output.write_json(meta_path, {"clip_model": clip, "clip_weights": weights, "rows": len(keys),
                                       "keys_sha256": khash})
     return table

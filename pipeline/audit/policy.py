@@ -231,7 +231,6 @@ def policy_dir(output, name: str) -> str:
 
 def apply_policy(output_url: str, policy: Policy, name: str | None = None, storage=None) -> dict:
     """Decide every committed row and write the decisions beside the parts; returns the record."""
-    import pyarrow.parquet as pq
     import yaml
 
     from pipeline.core.dataset import Dataset
@@ -248,9 +247,7 @@ def apply_policy(output_url: str, policy: Policy, name: str | None = None, stora
         raise PolicyError(f"{output_url!r} has no committed rows yet")
     dec = decide(df, policy)
     d = policy_dir(out, name or policy.name)
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pandas(dec, preserve_index=False), sink)
-    out.write_bytes_atomic(f"{d}/decisions.parquet", sink.getvalue().to_pybytes())
+    out.write_table(f"{d}/decisions.parquet", dec)
     out.write_bytes_atomic(f"{d}/policy.yaml", yaml.safe_dump(policy.as_dict(), sort_keys=False).encode())
     record = {"name": name or policy.name, "fingerprint": policy.fingerprint(), "source": policy.source,
               "overrides": policy.overrides, "skipped_rules": [r.name for r in policy.rules if r.column not in names],

@@ -258,7 +258,6 @@ def _diversity(src, df, group_by, seed, probe_args) -> dict:
 def write_results(src, summary: pd.DataFrame, metrics: dict) -> tuple[dict, dict]:
     """Merge into audit/summary.parquet and audit/metrics.json (other attributes' results kept);
     returns (paths, the merged metrics as written)."""
-    import pyarrow.parquet as pq
 
     spath, mpath = f"{src.audit_dir}/summary.parquet", f"{src.audit_dir}/metrics.json"
     old = src.output.read_json(mpath) or {}
@@ -272,9 +271,7 @@ def write_results(src, summary: pd.DataFrame, metrics: dict) -> tuple[dict, dict
     cols = SUMMARY_COLUMNS + [c for c in CORRECTED_COLUMNS if c in summary.columns]
     table = pa.Table.from_pandas(summary[cols].astype({"n": "int64", "abstained": "int64"}),
                                  preserve_index=False)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    src.output.write_bytes_atomic(spath, sink.getvalue().to_pybytes())
+    src.output.write_table(spath, table)
     merged = jsonable(merged)
     src.output.write_bytes_atomic(mpath, _dumps(merged).encode())
     return {"summary": spath, "metrics": mpath}, merged

@@ -104,6 +104,15 @@ class Output:
         else:
             retry.call(self.fs.pipe_file, path, data, what=f"writing {path!r}")
 
+    def write_table(self, path: str, table) -> None:
+        """A small Parquet file (a pyarrow Table or a pandas DataFrame) written atomically, like every
+        file sdgen writes beside the data (audit tables, decisions, probes, prompt sets)."""
+        if not isinstance(table, pa.Table):
+            table = pa.Table.from_pandas(table, preserve_index=False)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        self.write_bytes_atomic(path, sink.getvalue().to_pybytes())
+
     def read_json(self, path: str):
         try:
             return json.loads(retry.call(self.fs.cat_file, path, what=f"reading {path!r}"))

@@ -201,9 +201,7 @@ def run_dedup(output_url: str, threshold=None, by_embedding: bool = False, name:
     dec = decide(keys, clusters(len(keys), i, j), dist)
     name = name or ("embedding" if by_embedding else "phash")
     d = dedup_dir(out, name)
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pandas(dec, preserve_index=False), sink)
-    out.write_bytes_atomic(f"{d}/decisions.parquet", sink.getvalue().to_pybytes())
+    out.write_table(f"{d}/decisions.parquet", dec)
     record = {"name": name, "method": "embedding-cosine" if by_embedding else "phash-hamming",
               "threshold": threshold, "rows": len(dec), "duplicates": int(dec["duplicate"].sum()),
               "clusters_with_duplicates": int(dec.loc[dec["duplicate"], "dup_of"].nunique()),

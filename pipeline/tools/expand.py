@@ -180,11 +180,8 @@ def expand_file(path: str | Path) -> pa.Table:
 
 def write_prompts(table: pa.Table, out: str) -> None:
     """Write the prompt table as one Parquet file (local path or URL), atomically where local."""
-    import pyarrow.parquet as pq
 
     from pipeline.core.storage import Output
 
     o = Output(out)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
-    o.write_bytes_atomic(o.root, sink.getvalue().to_pybytes())
+    o.write_table(o.root, table)
