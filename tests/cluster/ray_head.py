@@ -21,28 +21,31 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(avoid: range = range(0)) -> int:
+    """A free port outside `avoid` (the worker port range: Ray refuses a component port inside it)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in avoid:
+            return port
 
 
 class RayHead:
     def __init__(self, num_cpus: int = 2):
         self.tmp = tempfile.mkdtemp(prefix="sdj", dir="/tmp")  # short: unix socket paths < 108 chars
         self.token = secrets.token_hex(16)
-        self.gcs, self.dash = free_port(), free_port()
+        lo = min(max(free_port(), 20000), 60000)  # the worker range first, every other port outside it
+        workers = range(lo, lo + 201)
+        self.gcs, self.dash = free_port(workers), free_port(workers)
         self.address = f"http://127.0.0.1:{self.dash}"
-        lo = free_port()
-        lo = min(max(lo, 20000), 60000)
         # this checkout first on the path for the job drivers and workers; the head's own auth token
         self.env = dict(os.environ, PYTHONPATH=str(ROOT), PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
                         RAY_TMPDIR=self.tmp, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token,
                         HF_HUB_OFFLINE="1", RAY_USAGE_STATS_ENABLED="0", TOKENIZERS_PARALLELISM="false")
-        ports = {"--port": self.gcs, "--dashboard-port": self.dash, "--dashboard-agent-listen-port": free_port(),
-                 "--dashboard-agent-grpc-port": free_port(), "--metrics-export-port": free_port(),
-                 "--node-manager-port": free_port(), "--object-manager-port": free_port(),
-                 "--runtime-env-agent-port": free_port(), "--ray-client-server-port": free_port()}
+        others = ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
+                  "--node-manager-port", "--object-manager-port", "--runtime-env-agent-port", "--ray-client-server-port")
+        ports = {"--port": self.gcs, "--dashboard-port": self.dash, **{k: free_port(workers) for k in others}}
         self.cmd = [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1",
                     "--dashboard-host", "127.0.0.1", "--include-dashboard", "true", "--num-cpus", str(num_cpus),
                     "--num-gpus", "0", "--temp-dir", f"{self.tmp}/ray", "--disable-usage-stats",
