@@ -24,5 +24,7 @@ def load_config(source, overrides=None):
 def run(source, overrides=None, progress: bool = True) -> dict:
     """Run (or resume) a job from a YAML path, a dict or a JobConfig; returns the run summary."""
     from pipeline.generate.driver import run_job
+    from pipeline.tools.quota import run_quota
 
-    return run_job(load_config(source, overrides), progress=progress)
+    cfg = load_config(source, overrides)
+    return (run_quota if cfg.quota else run_job)(cfg, progress=progress)

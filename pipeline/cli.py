@@ -30,10 +30,14 @@ def storage_of(args):
 def cmd_run(args) -> int:
     from pipeline.generate.driver import format_summary, run_job
     from pipeline.generate.events import EventSink
+    from pipeline.tools.quota import quota_lines, run_quota
 
     show_bar = not args.no_progress and args.log_format == "text"  # a bar would garble JSON lines
-    summary = run_job(_load(args), progress=show_bar, events=EventSink(args.log_format, bar_shown=show_bar))
+    cfg = _load(args)
+    summary = (run_quota if cfg.quota else run_job)(cfg, show_bar, EventSink(args.log_format, bar_shown=show_bar))
     print(format_summary(summary))
+    for line in quota_lines(summary.get("quota")):
+        print(line)
     return 0 if not summary["failed_shards"] else 1
 
 
@@ -78,9 +82,15 @@ def cmd_verify(args) -> int:
 
 
 def cmd_contact_sheet(args) -> int:
+    from pipeline.audit.policy import PolicyError
     from pipeline.tools.contact import contact_sheet
 
-    print(contact_sheet(args.output, args.o, max_images=args.max_images, storage=storage_of(args)))
+    try:
+        print(contact_sheet(args.output, args.o, max_images=args.max_images, storage=storage_of(args),
+                            policy=args.policy))
+    except PolicyError as e:  # --policy NAME that was never applied to this output
+        print(f"sdgen: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -121,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("output")
     sp.add_argument("-o", default=None, help="PNG path (default OUTPUT/contact_sheet.png)")
     sp.add_argument("--max-images", type=int, default=64)
+    sp.add_argument("--policy", metavar="NAME", help="mark only this sdgen filter policy's flag/blur/drop "
+                    "decisions (default: every policy applied to the output)")
     add_storage_option(sp)
     sp.set_defaults(func=cmd_contact_sheet)
     from pipeline.audit.commands import add_commands  # expand, audit, filter, report

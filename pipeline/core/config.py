@@ -22,6 +22,7 @@ from pipeline.core.sections import (  # noqa: F401 (re-exported: config.LimitsCo
     LoraConfig,
     MitigationConfig,
     MitigationVariant,
+    QuotaConfig,
     RayConfig,
     RetryConfig,
     _Strict,
@@ -208,6 +209,7 @@ class JobConfig(_Strict):
         return self
     limits: LimitsConfig = Field(default_factory=LimitsConfig)  # bounded work (not fingerprinted)
     retry: RetryConfig = Field(default_factory=RetryConfig)  # transient storage faults (not fingerprinted)
+    quota: Optional[QuotaConfig] = None  # null = one pass; set = rounds until N kept per key (not fingerprinted)
 
     @model_validator(mode="after")
     def _non_empty(self):

@@ -15,6 +15,7 @@ PROMPT, PROMPT_ID = "prompt", "prompt_id"
 OVERRIDES = {  # per-row override column -> accepted Arrow type test and config field it overrides
     "negative_prompt": pa.types.is_string,
     "images_per_prompt": pa.types.is_integer,
+    "sample_start": pa.types.is_integer,  # first sample_idx of the row (quota rounds continue a prompt)
     "seed": pa.types.is_integer,
     "width": pa.types.is_integer,
     "height": pa.types.is_integer,

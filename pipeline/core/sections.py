@@ -129,3 +129,15 @@ class RayConfig(_Strict):
         if v is not None and (not math.isfinite(v) or v < 0):
             raise ValueError(f"num_gpus_per_worker must be >= 0 (fractions allowed), got {v!r}")
         return v
+
+
+class QuotaConfig(_Strict):
+    """Generate until each key has `accepted` images that `policy` keeps (pipeline/tools/quota.py,
+    docs/DESIGN.md "Quotas"). The first round is the plain run; later rounds add samples with new
+    sample indices, so every seed stays what the seed contract says. Not fingerprinted: raising N
+    and re-running continues the same output."""
+    accepted: int = Field(ge=1)  # images per key the policy must keep (decisions keep or flag)
+    per: str = "prompt_id"  # the key: prompt_id, or an input column (e.g. profession) whose prompts share it
+    policy: str  # a `sdgen filter` policy YAML (configs/policies/); what it drops or blurs does not count
+    max_oversample: float = Field(4.0, ge=1.0)  # stop a key after this many × accepted images; its shortfall is reported
+    max_rounds: int = Field(20, ge=1)  # rounds after the first: a bound on a policy that keeps almost nothing

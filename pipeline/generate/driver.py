@@ -14,7 +14,7 @@ import datetime as dt
 import sys
 import time
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pipeline.core import retry
 from pipeline.core.config import ConfigError, JobConfig
@@ -105,8 +105,10 @@ def _check_concept_clip(cfg: JobConfig, probe_info: dict) -> None:
         warnings.warn(cs["warning"], stacklevel=3)
 
 
-def prepare(cfg: JobConfig | ResolvedJob, scan_rows: bool = True) -> Prepared:
-    """Steps 1-3: everything that can fail on config or input, before any model loads."""
+def prepare(cfg: JobConfig | ResolvedJob, scan_rows: bool = True, extra: tuple = ()) -> Prepared:
+    """Steps 1-3: everything that can fail on config or input, before any model loads. `extra`: quota
+    round files inside the output (pipeline/tools/quota.py), planned after the input, never scanned
+    for duplicates (their rows carry the prompt ids they continue)."""
     job = cfg if isinstance(cfg, ResolvedJob) else resolve_job(cfg)
     cfg = job.config
     if cfg.scoring.enabled:
@@ -125,6 +127,10 @@ def prepare(cfg: JobConfig | ResolvedJob, scan_rows: bool = True) -> Prepared:
     root = in_fs._strip_protocol(cfg.input).rstrip("/")
     shards, rows = plan_shards(in_fs, files, root, cfg.shards.rows_per_shard, cfg.fingerprint(), scan,
                                cfg.shards.duplicates)
+    for f in extra:
+        more, n = plan_shards(output.fs, [f], f, cfg.shards.rows_per_shard, cfg.fingerprint())
+        shards += [replace(s, in_output=True) for s in more]
+        rows.update(n)
     committed = output.valid_commits(cfg.write.verify_commits, names={s.name for s in shards})
     pending = [s for s in shards if s.name not in committed]
     info = {"files": len(files), "rows": sum(rows.values()), "shards": len(shards),
@@ -207,10 +213,11 @@ def run_info(job: ResolvedJob, probes: dict) -> dict:
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
-def run_job(cfg: JobConfig, progress: bool = True, events=None) -> dict:
+def run_job(cfg: JobConfig, progress: bool = True, events=None, extra: tuple = (), finish: bool = True) -> dict:
     """Run (or resume) a job; returns the summary dict. Raises on config/input errors, and LeaseHeld
     (exit 3) when another run holds the output's lease (pipeline/core/lease.py). `events`: an
-    EventSink (pipeline/generate/events.py) for run/worker/shard events; None drops them."""
+    EventSink (pipeline/generate/events.py) for run/worker/shard events; None drops them. `extra` and
+    `finish` (write _SUCCESS when complete) are for quota rounds (pipeline/tools/quota.py)."""
     from contextlib import nullcontext
 
     from pipeline.core.lease import Lease, write_history
@@ -218,10 +225,10 @@ def run_job(cfg: JobConfig, progress: bool = True, events=None) -> dict:
 
     t0 = time.time()
     events = events or NullSink()
-    prep = prepare(cfg)
+    prep = prepare(cfg, extra=extra)
     ttl = prep.cfg.write.lease_ttl_s
     with Lease(prep.output, ttl, log=lambda m: print(m, file=sys.stderr)) if ttl else nullcontext() as lease:
-        summary = _run_prepared(prep, progress, t0, events)
+        summary = _run_prepared(prep, progress, t0, events, finish)
         if prep.pending and ttl:  # a run that did work leaves its record: the scheduled job's trend
             try:
                 summary["history"] = write_history(prep.output, t0, summary, lease)
@@ -231,7 +238,7 @@ def run_job(cfg: JobConfig, progress: bool = True, events=None) -> dict:
     return summary
 
 
-def _run_prepared(prep: Prepared, progress: bool, t0: float, events) -> dict:
+def _run_prepared(prep: Prepared, progress: bool, t0: float, events, finish: bool = True) -> dict:
     cfg = prep.cfg  # with model-dependent defaults resolved
     prep.output.check_or_write_run(run_info(prep.job, prep.probes))
     events.emit("run_started", fingerprint=cfg.fingerprint(), output=cfg.output, executor=cfg.ray.executor,
@@ -257,7 +264,7 @@ def _run_prepared(prep: Prepared, progress: bool, t0: float, events) -> dict:
         except OSError as e:
             summary["complete"] = False
             summary["failed_shards"]["(summary.json)"] = f"{type(e).__name__}: {e}"
-    if summary["complete"] and not prep.output.exists(prep.output.path("_SUCCESS")):
+    if finish and summary["complete"] and not prep.output.exists(prep.output.path("_SUCCESS")):
         prep.output.write_json(prep.output.path("_SUCCESS"), {"shards": len(prep.shards),
                                                               "rows": summary["rows_total"]})
     return summary

@@ -35,6 +35,7 @@ class Shard:
     stop: int  # last row (exclusive)
     renames: dict = field(default_factory=dict)  # row -> prompt_id, for numbered duplicates
     skip: tuple = ()  # rows dropped as duplicates (policy "first")
+    in_output: bool = False  # the rows live in the output (a quota round's file), read with its filesystem
 
 
 @dataclass
@@ -169,6 +170,7 @@ def row_problems(table: pa.Table, path: str, offset: int, limits: RowLimits | No
             bad(i, "prompt_id", v, "prompt_id is null or empty")
     checks = {
         "images_per_prompt": (lambda v: v >= 1, "must be >= 1"),
+        "sample_start": (lambda v: 0 <= v < 2**31 - 2**20, "must be in [0, 2**31 - 2**20)"),
         "steps": (lambda v: v >= 1, "must be >= 1"),
         "width": (lambda v: v >= 8 and v % 8 == 0, "must be a positive multiple of 8"),
         "height": (lambda v: v >= 8 and v % 8 == 0, "must be a positive multiple of 8"),
@@ -195,8 +197,8 @@ def row_overrides(table: pa.Table) -> list[dict]:
 
 def derive_prompt_id(prompt: str, overrides: dict) -> str:
     """Content id: the prompt plus every override that changes what an image looks like (not
-    images_per_prompt: asking for more samples must keep the first ones). Never positional."""
-    content = {k: v for k, v in overrides.items() if k != "images_per_prompt"}
+    images_per_prompt or sample_start: asking for more samples must keep the first ones). Never positional."""
+    content = {k: v for k, v in overrides.items() if k not in ("images_per_prompt", "sample_start")}
     blob = json.dumps([prompt, content], sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

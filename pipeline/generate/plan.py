@@ -57,7 +57,9 @@ def count_work(fs, files: list[str], g) -> dict:
         check_schema(path, sch)
         cols = [c for c in ("images_per_prompt", "width", "height", "steps") if c in sch.names]
         with fs.open(path, "rb") as f:
-            t = pq.read_table(f, columns=cols or [schema.PROMPT])
+            # ParquetFile, not read_table: pyarrow 25-26's dataset reader over a Python file object can
+            # abort the interpreter at exit ("terminate called without an active exception")
+            t = pq.ParquetFile(f).read(columns=cols or [schema.PROMPT])
         v = {c: np.asarray(pc.fill_null(t.column(c), d).cast(pa.float64()), dtype=np.float64) if c in cols
              else np.full(t.num_rows, float(d))
              for c, d in (("images_per_prompt", g.images_per_prompt), ("width", g.width), ("height", g.height),

@@ -58,9 +58,9 @@ def expand(table: pa.Table, shard: Shard, cfg, screen=None, limits: RowLimits | 
 def row_samples(i: int, pid: str, prompt: str, o: dict, mitigate: bool, cfg) -> list[Sample]:
     """One valid row's samples: seeds from (run seed, prompt id, k) or the row's own seed."""
     g, m = cfg.generation, cfg.mitigation
-    n = o.get("images_per_prompt", g.images_per_prompt)
+    n, start = o.get("images_per_prompt", g.images_per_prompt), o.get("sample_start", 0)
     out = []
-    for k, seed in enumerate(seeds_for_row(g.seed, pid, n, o.get("seed"))):
+    for k, seed in enumerate(seeds_for_row(g.seed, pid, n, o.get("seed"), start), start):
         v = variant(m.variants, k, n) if mitigate else None
         out.append(Sample(
             row=i, prompt_id=pid, sample_idx=k, seed=seed,

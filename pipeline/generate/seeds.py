@@ -13,12 +13,13 @@ def sample_seed(job_seed: int, prompt_id: str, sample_idx: int) -> int:
     return int.from_bytes(digest[:8], "big") & MASK_63
 
 
-def seeds_for_row(job_seed: int, prompt_id: str, n: int, row_seed: int | None = None) -> list[int]:
-    """Seeds of samples 0..n-1 of one prompt row. A row that carries its own `seed` uses seed + k
-    (the common UI convention), so a known seed reproduces a known image."""
+def seeds_for_row(job_seed: int, prompt_id: str, n: int, row_seed: int | None = None, start: int = 0) -> list[int]:
+    """Seeds of samples start..start+n-1 of one prompt row. A row that carries its own `seed` uses
+    seed + k (the common UI convention), so a known seed reproduces a known image. Sample k's seed
+    never depends on n or start: a quota round that continues a prompt draws new, deterministic seeds."""
     if row_seed is not None:
-        return [int(row_seed) + k for k in range(n)]
-    return [sample_seed(job_seed, prompt_id, k) for k in range(n)]
+        return [int(row_seed) + k for k in range(start, start + n)]
+    return [sample_seed(job_seed, prompt_id, k) for k in range(start, start + n)]
 
 
 def initial_latents(seeds: list[int], shape: tuple[int, ...], device, dtype):

@@ -108,7 +108,7 @@ class ShardWorker:
         spool is removed) and the driver retries the whole shard."""
         t0 = time.perf_counter()
         # 1. read the shard's rows (only the row groups that overlap it)
-        table = read_rows(self.in_fs, shard.file, shard.start, shard.stop)
+        table = read_rows(self.output.fs if shard.in_output else self.in_fs, shard.file, shard.start, shard.stop)
         # 2. rows -> samples: ids, duplicates, invalid rows, screening, mitigation variants
         timesteps = getattr(self.pipe.scheduler.config, "num_train_timesteps", None)
         rows = expand(table, shard, self.cfg, self.screen, row_limits(self.cfg, timesteps))
