@@ -68,6 +68,9 @@ def main():
     res["before_uniform_target"] = before
     cmp = run_compare(os.path.join(OUT, "g1.0"), after, "colour", "shape")["table"]
     res["compare_d2"] = cmp[cmp["quantity"] == "d2"].drop(columns=["note"]).to_dict("records")
+    # paired (same prompts, same seeds): what guidance 7.5 changes against guidance 1, with its CI
+    amp = run_compare(os.path.join(OUT, "g1.0"), os.path.join(OUT, "g7.5"), "colour", "shape")["table"]
+    res["compare_guidance"] = amp.drop(columns=["note"]).to_dict("records")
     print_tables(res)
     report("toy_audit", res)
 
@@ -94,6 +97,15 @@ def print_tables(res: dict) -> None:
         b, a = res["before_uniform_target"][row["group"]], res["mitigated"][row["group"]]
         print(f"| {row['group']} | {_ci(b['d2'], b['d2_ci'])} | {_ci(a['d2'], a['d2_ci'])} | "
               f"{_ci(row['diff'], (row['ci_low'], row['ci_high']))} |")
+    print("\n| group | quantity | guidance 1 | guidance 7.5 | diff [CI] | q |")
+    print("|---|---|---|---|---|---|")
+    majority = {("circle", "red"), ("triangle", "green")}  # the trained skews (JSON holds every class)
+    for row in res.get("compare_guidance", []):
+        if row["quantity"] != "d2" and (row["group"], row["class"]) not in majority:
+            continue
+        what = row["quantity"] if row["quantity"] == "d2" else f"{row['class']} share"
+        print(f"| {row['group']} | {what} | {row['a']:.3f} | {row['b']:.3f} | "
+              f"{_ci(row['diff'], (row['ci_low'], row['ci_high']))} | {row['q_value']:.3g} |")
 
 
 if __name__ == "__main__":

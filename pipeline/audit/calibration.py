@@ -10,10 +10,20 @@ weights them equally). A is estimated per group, row by row: true class k uses t
 labelled rows of class k when there are at least ``min_row`` of them, else the pooled rows (so a
 probe whose errors differ by group is corrected with that group's errors where the labels allow).
 
+Labelled rows are post-stratified: ``sdgen label`` samples evenly per (group, predicted class)
+stratum, so a rare predicted class is over-represented among the labels and the raw confusion
+counts would misstate P(pred | truth). Each labelled row of stratum (g, j) counts N_gj / n_gj times
+(its stratum's images over its labelled images; scaled so all weights average to one), which makes
+the weighted counts estimate the population's (truth, prediction) table; with a group's own rows EM
+then returns the post-stratified estimate Σ_j q_j P̂(truth | pred j). A uniform random label sample
+gets weights near one. A stratum with images but no labels gets a warning: nothing says what its
+images really are.
+
 Intervals: B bootstrap replicates resample the group's prompts then seeds, each image carrying its
 prediction and (if labelled) its true class, so the group's confusion rows and predicted counts are
 re-drawn together (the labelled images are among the audited ones: resampling them apart would count
-their noise twice); pooled fallback rows come from a resample of the whole labelled set. EM on each
+their noise twice), the stratum weights recomputed from each replicate's counts; pooled fallback rows
+come from a resample of the whole labelled set with its weights as drawn. EM on each
 replicate; percentile intervals. Corrected D² = Σ(π̂ − t)² − Σ Var*(π̂_k), the bootstrap variance standing in for
 the sampling variance the plug-in adds.
 """
@@ -58,12 +68,26 @@ def read_labels(path, classes) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def confusion_counts(true_codes, pred_codes, K, groups=None, G=1):
-    """Counts G × K × (K+1) (pred K = abstain) of (group, truth, prediction) triples."""
+def confusion_counts(true_codes, pred_codes, K, groups=None, G=1, weights=None):
+    """Counts G × K × (K+1) (pred K = abstain) of (group, truth, prediction) triples, each counted
+    ``weights`` times when given (float counts then)."""
     t, p = np.asarray(true_codes), np.asarray(pred_codes)
     p = np.where(p < 0, K, p)
     g = np.zeros_like(t) if groups is None else np.asarray(groups)
-    return np.bincount((g * K + t) * (K + 1) + p, minlength=G * K * (K + 1)).reshape(G, K, K + 1)
+    flat = np.bincount((g * K + t) * (K + 1) + p, weights=weights, minlength=G * K * (K + 1))
+    return flat.reshape(G, K, K + 1)
+
+
+def stratum_weights(all_groups, all_codes, lab_groups, lab_codes, G, K):
+    """Post-stratification weight of each labelled row: N_gj / n_gj of its (group g, predicted code j)
+    stratum (codes 0..K, K = abstain), times n / N so the weights average to one over the labels;
+    also the strata (g, j) that hold images but no labels."""
+    N = np.bincount(np.asarray(all_groups) * (K + 1) + all_codes, minlength=G * (K + 1)).astype(float)
+    lab = np.asarray(lab_groups) * (K + 1) + lab_codes
+    n = np.bincount(lab, minlength=G * (K + 1)).astype(float)
+    w = N[lab] / n[lab] * (len(lab) / N.sum())
+    unlabelled = [divmod(int(i), K + 1) for i in np.flatnonzero((N > 0) & (n == 0))]
+    return w, unlabelled
 
 
 def confusion_probs(counts, pooled=None, min_row=MIN_ROW):
@@ -119,15 +143,40 @@ def _warnings(counts, A, classes):
     return w, cond
 
 
+def _unlabelled_warnings(unlabelled, groups, g_all, codes, classes):
+    names = [*classes, S.ABSTAIN]
+    return [f"group {groups[a]!r}: {int(np.sum((g_all == a) & (codes == j)))} images predicted {names[j]!r} but "
+            f"none labelled: their truth is guessed from the other strata" for a, j in unlabelled]
+
+
+def _pooled_row_warnings(counts, pooled, use_own, groups, classes, level=S.LEVEL, min_seen=5):
+    """Groups that fall back to the pooled row of true class k although the Wilson interval of their
+    own accuracy on k (from ≥ ``min_seen`` labels) excludes the pooled accuracy: the probe errs
+    differently there, and the pooled row then biases that group's corrected shares."""
+    out = []
+    for a, g in enumerate(groups):
+        for k, c in enumerate(classes):
+            n, ok = int(counts[a, k].sum()), int(counts[a, k, k])
+            if use_own[a, k, 0] or n < min_seen or not pooled[k].sum():
+                continue
+            ci = st.binomtest(ok, n).proportion_ci(level, method="wilson")
+            p = float(pooled[k, k] / pooled[k].sum())
+            if not ci.low <= p <= ci.high:
+                out.append(f"group {g!r}: true {c!r} uses the pooled confusion row (accuracy {p:.2f}) but its own "
+                           f"{n} labels give {ok / n:.2f} [{ci.low:.2f},{ci.high:.2f}]: label more of it "
+                           f"(>= {MIN_ROW} for its own row)")
+    return out
+
+
 def _corrected_group(g, i, ctx, t, target, classes, B, seed, level):
     """Corrected shares of group ``g`` (index ``i``) with their joint hierarchical bootstrap CIs."""
-    keys, pred, prompts, truth, counts, pooled, use_own, bc = (ctx[k] for k in (
-        "keys", "pred", "prompts", "truth", "counts", "pooled", "use_own", "bc"))
+    keys, pred, prompts, truth, counts, wcounts, pooled, use_own, bc, scale = (ctx[k] for k in (
+        "keys", "pred", "prompts", "truth", "counts", "wcounts", "pooled", "use_own", "bc", "scale"))
     K = len(classes)
     sel = (keys == g).to_numpy()
     codes = np.where(pred[sel] < 0, K, pred[sel])
     q = np.bincount(codes, minlength=K + 1)
-    A = confusion_probs(np.where(use_own[i], counts[i], pooled))
+    A = confusion_probs(np.where(use_own[i], wcounts[i], pooled))
     pi = em_correct(q, A)
     # one hierarchical bootstrap of the group's images (prompts, then seeds) with each image's
     # (truth or unlabelled, prediction) as its category: the labelled rows move with their images
@@ -135,6 +184,8 @@ def _corrected_group(g, i, ctx, t, target, classes, B, seed, level):
     jb = S.bootstrap_tables(np.random.default_rng(np.random.SeedSequence([int(seed), i, 13])), [joint], B)[0]
     jb = jb.reshape(B, K + 1, K + 1).astype(float)
     qb, own_b = jb.sum(1), jb[:, :K]
+    # the replicate's stratum weights: its images over its labelled images per predicted class
+    own_b = own_b * (qb / np.maximum(own_b.sum(1), 1) * scale)[:, None, :]
     Ab = confusion_probs(np.where(use_own[i], own_b, bc.sum(1)))
     pib = em_correct(qb, Ab)
     lo, hi = S.percentile_ci(pib, level)
@@ -145,14 +196,14 @@ def _corrected_group(g, i, ctx, t, target, classes, B, seed, level):
     dlo, dhi = S.percentile_ci(d2b, level)
     rows = [(g, c, float(pi[k]), float(lo[k]), float(hi[k])) for k, c in enumerate(classes)]
     entry = {"proportions_corrected": dict(zip(classes, pi.tolist())),
-                       "ci_low_corrected": dict(zip(classes, lo.tolist())),
-                       "ci_high_corrected": dict(zip(classes, hi.tolist())),
-                       "mad_corrected": float(S.mad(pi, tg)), "d2_corrected": d2,
-                       "d2_ci_corrected": (float(dlo), float(dhi)),
-                       "labelled": int(counts[i].sum()),
-                       "own_confusion_rows": [c for k, c in enumerate(classes) if use_own[i, k, 0]],
-                       "confusion": counts[i].astype(int).tolist(),
-                       "accuracy": accuracy_table(counts[i], classes, level)}
+             "ci_low_corrected": dict(zip(classes, lo.tolist())),
+             "ci_high_corrected": dict(zip(classes, hi.tolist())),
+             "mad_corrected": float(S.mad(pi, tg)), "d2_corrected": d2,
+             "d2_ci_corrected": (float(dlo), float(dhi)),
+             "labelled": int(counts[i].sum()),
+             "own_confusion_rows": [c for k, c in enumerate(classes) if use_own[i, k, 0]],
+             "confusion": counts[i].astype(int).tolist(),
+             "accuracy": accuracy_table(counts[i], classes, level)}
     return rows, entry
 
 
@@ -180,29 +231,39 @@ def calibrate_groups(rows, label_col, classes, labels, keys, target="uniform", B
     lg = keys.to_numpy()[li]
     lg = np.array([gi[g] for g in lg])
     G, L = len(groups), len(li)
-    counts = confusion_counts(lt, lp, K, lg, G)
-    pooled = counts.sum(0)
+    codes = np.where(pred < 0, K, pred)
+    g_all = np.array([gi[g] for g in keys.to_numpy()])
+    w, unlabelled = stratum_weights(g_all, codes, lg, codes[li], G, K)
+    counts = confusion_counts(lt, lp, K, lg, G)  # as labelled: accuracy, the own-row rule
+    wcounts = confusion_counts(lt, lp, K, lg, G, weights=w)  # post-stratified: the estimates
+    pooled = wcounts.sum(0)
     A_pool = confusion_probs(pooled)
-    warn, cond = _warnings(pooled, A_pool, classes)
+    warn, cond = _warnings(counts.sum(0), A_pool, classes)
+    warn += _unlabelled_warnings(unlabelled, groups, g_all, codes, classes)
+    use_own = counts.sum(-1, keepdims=True) >= min_row  # G × K × 1: decided on the labelled set as drawn
+    warn += _pooled_row_warnings(counts, pooled, use_own, groups, classes, level)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 13]))
     draws = rng.integers(0, L, size=(B, L))  # labelled rows resampled (one draw for all groups)
     flat = ((np.arange(B)[:, None] * G + lg[draws]) * K + lt[draws]) * (K + 1) + np.where(lp[draws] < 0, K, lp[draws])
-    bc = np.bincount(flat.ravel(), minlength=B * G * K * (K + 1)).reshape(B, G, K, K + 1).astype(float)
-    use_own = counts.sum(-1, keepdims=True) >= min_row  # G × K × 1: decided on the labelled set as drawn
+    bc = np.bincount(flat.ravel(), weights=w[draws].ravel(), minlength=B * G * K * (K + 1)).reshape(B, G, K, K + 1)
     rows_out, entry_groups = [], {}
     prompts = S._prompt_strings(rows["prompt_id"])
     truth = np.full(len(rows), K)  # K = not labelled
     truth[li] = lt
-    ctx = {"keys": keys, "pred": pred, "prompts": prompts, "truth": truth, "counts": counts, "pooled": pooled,
-           "use_own": use_own, "bc": bc}
+    ctx = {"keys": keys, "pred": pred, "prompts": prompts, "truth": truth, "counts": counts, "wcounts": wcounts,
+           "pooled": pooled, "use_own": use_own, "bc": bc, "scale": L / len(rows)}
     for g in groups:
         rows_g, entry_groups[g] = _corrected_group(g, gi[g], ctx, t, target, classes, B, seed, level)
         rows_out += rows_g
     add = pd.DataFrame(rows_out, columns=["group", "class", *CORRECTED_COLUMNS])
     entry = {"labels": L, "labels_unmatched": int((~hit).sum()), "bootstrap": B, "method": "EM (ML on the simplex)",
-             "confusion_columns": [*classes, S.ABSTAIN], "confusion": pooled.astype(int).tolist(),
+             "confusion_columns": [*classes, S.ABSTAIN], "confusion": counts.sum(0).astype(int).tolist(),
+             "confusion_weighted": pooled.tolist(),
              "confusion_probs": A_pool.tolist(), "condition_number": cond,
-             "accuracy": accuracy_table(pooled, classes, level), "warnings": warn, "groups": entry_groups}
+             "accuracy": accuracy_table(counts.sum(0), classes, level),
+             "accuracy_weighted": {c: float(pooled[k, k] / pooled[k].sum()) if pooled[k].sum() else None
+                                   for k, c in enumerate(classes)},
+             "warnings": warn, "groups": entry_groups}
     return add, entry
 
 

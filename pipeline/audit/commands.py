@@ -104,7 +104,7 @@ def cmd_audit(args) -> int:
     if calibrate and len(attrs) != 1:
         raise AuditError(f"--calibrate {calibrate} needs exactly one --attribute, got {attrs}")
     r = run_audit(src, attrs, group_by, args.target, args.bootstrap, args.seed, args.where, args.k,
-                  args.min_n, calibrate=calibrate, **_probe_args(args))
+                  args.min_n, calibrate=calibrate, diversity=not args.no_diversity, **_probe_args(args))
     for a in attrs:
         print(format_attribute(r["metrics"]["attributes"][a]))
         if "calibration" in r["metrics"]["attributes"][a]:
@@ -136,10 +136,28 @@ def cmd_filter(args) -> int:
 def cmd_report(args) -> int:
     from pipeline.audit.report import build_report
 
+    if getattr(args, "compare", None):
+        return _report_compare(args)
+    if not args.output:
+        raise ValueError("give an OUTPUT to report on, or --compare BEFORE AFTER")
+
     r = build_report(args.output, args.out, group_by=split_group_by(args.group_by), thumbnails=args.thumbnails,
-                     B=args.bootstrap, seed=args.seed, storage=_storage(args))
+                     B=args.bootstrap, seed=args.seed, storage=_storage(args), where=args.where)
     for note in r["notes"]:
         print(f"note: {note}")
+    print(f"wrote {r['path']} ({r['bytes'] / 1e6:.1f} MB)")
+    return 0
+
+
+def _report_compare(args) -> int:
+    """`sdgen report --compare BEFORE AFTER`: the comparison page (pipeline/audit/compare_report.py)."""
+    from pipeline.audit.compare_report import build_compare_report
+
+    if args.output:
+        raise ValueError(f"--compare BEFORE AFTER takes no positional OUTPUT (got {args.output!r})")
+    r = build_compare_report(*args.compare, attributes=args.attribute, group_by=split_group_by(args.group_by),
+                             out_file=args.out, B=args.bootstrap, seed=args.seed, where=args.where,
+                             target=args.target, pairs=args.pairs, storage=_storage(args))
     print(f"wrote {r['path']} ({r['bytes'] / 1e6:.1f} MB)")
     return 0
 
@@ -191,6 +209,8 @@ def add_commands(subparsers) -> None:
     sp.add_argument("--name", help="--compare: name of the comparison (default: OUT_A's folder name)")
     sp.add_argument("--calibrate", metavar="LABELS", help="Parquet/CSV of prompt_id, sample_idx, label (true "
                     "class) for some audited images: confusion matrix and error-corrected shares")
+    sp.add_argument("--no-diversity", action="store_true", help="skip the Vendi/mean-cosine diversity metrics "
+                    "(they CLIP-encode every stored PNG once when the run did not store embeddings)")
     sp.set_defaults(func=cmd_audit)
 
     sp = subparsers.add_parser("filter", help="apply a safety policy: decisions written beside the output")
@@ -204,12 +224,21 @@ def add_commands(subparsers) -> None:
     sp.set_defaults(func=cmd_filter)
 
     sp = subparsers.add_parser("report", help="one self-contained HTML report (charts, tables, image grids)")
-    sp.add_argument("output")
+    sp.add_argument("output", nargs="?", help="sdgen output (or give --compare BEFORE AFTER)")
     sp.add_argument("-o", "--out", help="HTML file (default OUTPUT/audit/report.html)")
     sp.add_argument("--group-by", action="append", metavar="COL",
-                    help="grouping when the audit has to be run first (default: first passthrough column)")
+                    help="grouping when the audit is run for the page (no stored audit, or --where); a,b = a × b, charts faceted by a (default: first passthrough column)")
     sp.add_argument("--thumbnails", type=int, default=8, help="images per group in the grids")
     sp.add_argument("--bootstrap", type=int, default=2000, metavar="B")
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"),
+                    help="one page comparing two runs (default file AFTER/audit/compare-<BEFORE>.html)")
+    sp.add_argument("--attribute", action="append", metavar="A",
+                    help="--compare: attribute to compare (repeatable; default: every attribute labelled in both)")
+    sp.add_argument("--where", action="append", default=[], metavar="COL=VALUE",
+                    help="only rows where COL equals VALUE (repeatable), as sdgen audit --where; "
+                         "audited for this page, audit/metrics.json is left as it is")
+    sp.add_argument("--target", default="uniform", help="--compare: target of the D² difference, as sdgen audit")
+    sp.add_argument("--pairs", type=int, default=4, help="--compare: image pairs per group in the side-by-side grids")
     add_storage_option(sp)
     sp.set_defaults(func=cmd_report)

@@ -52,7 +52,8 @@ h3{font-size:15px;margin:18px 0 6px}.muted{color:#5b6670}.note{background:#fff7e
 table{border-collapse:collapse;margin:6px 0 12px;font-variant-numeric:tabular-nums}
 th,td{border:1px solid #d6dbe0;padding:3px 7px;text-align:right;white-space:nowrap}th{background:#f2f4f6}
 td.l,th.l{text-align:left}.tw{overflow-x:auto}.charts{display:flex;flex-wrap:wrap;gap:8px 22px}
-svg.chart text{font-size:11px;fill:#1d2329}svg.chart .ct{font-weight:600}
+.tables{display:flex;flex-wrap:wrap;gap:0 22px;align-items:flex-start}caption{text-align:left;font-weight:600;
+ padding:2px 0}.facet h4{font-size:13px;margin:10px 0 2px}svg.chart text{font-size:11px;fill:#1d2329}svg.chart .ct{font-weight:600}
 svg.chart .track{fill:#eef0f2}svg.chart .bar{fill:#4c78a8}svg.chart .ci{stroke:#1d2329;stroke-width:1.3;fill:none}
 svg.chart .target{stroke:#d62728;stroke-width:2;stroke-dasharray:3 2}
 .grid{display:flex;flex-wrap:wrap;gap:6px;margin:4px 0 14px}figure{margin:0;width:104px;font-size:11px}
@@ -66,6 +67,9 @@ window.addEventListener('load',function(){var ok=0,bad=0;
 document.querySelectorAll('img').forEach(function(i){if(i.complete&&i.naturalWidth>0){ok++}else{bad++}});
 document.body.setAttribute('data-images-ok',ok);document.body.setAttribute('data-images-broken',bad);
 document.body.setAttribute('data-bars',document.querySelectorAll('svg rect.bar').length);
+var tw=0;document.querySelectorAll('table').forEach(function(t){tw=Math.max(tw,t.getBoundingClientRect().right)});
+document.body.setAttribute('data-table-right',Math.ceil(tw));
+document.body.setAttribute('data-scroll-width',document.documentElement.scrollWidth);
 document.body.setAttribute('data-render','done');});
 """
 
@@ -80,21 +84,28 @@ attributes judged by a CLIP probe, never identity</p>
 {% for a in attributes %}
 <h2>{{ a.attribute }} by {{ a.group_by }}</h2>
 <p class="muted">{{ a.description }} Target: {{ a.target_text }}. {{ a.level }}% intervals for the population of
-prompts of this kind (not only the prompts run): shares by Korn-Graubard ∪ beta-binomial, D² by hierarchical
-bootstrap (prompts, then seeds), B={{ a.bootstrap }}, seed {{ a.seed }}; a group with fewer than 3 prompts
+prompts of this kind (not only the prompts run): shares by Korn-Graubard ∪ beta-binomial, D² as its range over
+the share intervals (Bonferroni across classes); null floor from B={{ a.bootstrap }} draws, seed {{ a.seed }}; a group with fewer than 3 prompts
 gets wide intervals, and says so. Only status=ok rows;
 {% if a.where %}rows where {{ a.where }};{% endif %} labels from the {{ a.labels }}.</p>
 {% if a.caveats %}<p class="caveat"><b>Caveats.</b> {{ a.caveats }}</p>{% endif %}
-<div class="charts">{% for c in a.charts %}{{ c | safe }}{% endfor %}</div>
-<p class="muted">Bars: share of non-abstained images; whiskers: {{ a.level }}% CI; dashed red: target.</p>
-<div class="tw"><table><tr>{% for h in a.head %}<th{% if loop.first %} class="l"{% endif %}>{{ h }}</th>{% endfor %}</tr>
-{% for r in a.rows %}<tr>{% for v in r %}<td{% if loop.first %} class="l"{% endif %}>{{ v }}</td>{% endfor %}</tr>
-{% endfor %}</table></div>
+{% for f in a.facets %}<div class="facet">{% if f.title %}<h4>{{ f.title }}</h4>{% endif %}
+<div class="charts">{% for c in f.charts %}{{ c | safe }}{% endfor %}</div></div>{% endfor %}
+<p class="muted">Bars: share of non-abstained images; whiskers: {{ a.level }}% CI; dashed red: target.
+{% if a.empty %}Not charted (no labelled image): {{ a.empty }}.{% endif %}</p>
+<div class="tables">{% for t in a.tables %}<div class="tw"><table><caption>{{ t.caption }}</caption>
+<tr>{% for h in t.head %}<th{% if loop.first %} class="l"{% endif %}>{{ h }}</th>{% endfor %}</tr>
+{% for r in t.rows %}<tr>{% for v in r %}<td{% if loop.first %} class="l"{% endif %}>{{ v }}</td>{% endfor %}</tr>
+{% endfor %}</table></div>{% endfor %}</div>
 <p class="muted">{{ a.across }}</p>
 {% for g in a.grids %}<h3>{{ a.group_by }} = {{ g.group }}</h3><div class="grid">
 {% for im in g.images %}<figure><img src="{{ im.src }}" alt="{{ im.alt }}" width="96" height="96">
 <figcaption>{{ im.label }}</figcaption></figure>{% endfor %}
 {% if not g.images %}<span class="muted">no ok images</span>{% endif %}</div>{% endfor %}
+<h3>Template sensitivity: {{ a.attribute }} per prompt</h3>
+<p class="muted">Within each group, the class shares of each prompt wording with Wilson intervals; under each
+table the largest spread of a share across prompts and a χ² test that the prompts share one distribution.</p>
+{{ a.templates | safe }}
 {% endfor %}
 <h2>Safety</h2>
 {% if safety.rows %}<p class="muted">Rates per group with Wilson {{ 95 }}% intervals (rule of three at 0 events);
@@ -110,6 +121,9 @@ mean pairwise cosine of CLIP image embeddings ({{ diversity.source }}), 95% boot
 <table><tr>{% for h in diversity.head %}<th{% if loop.index == 1 %} class="l"{% endif %}>{{ h }}</th>{% endfor %}</tr>
 {% for r in diversity.rows %}<tr>{% for v in r %}<td{% if loop.index == 1 %} class="l"{% endif %}>{{ v }}</td>{% endfor %}</tr>
 {% endfor %}</table>{% else %}<p class="muted">No diversity results{% if diversity.note %}: {{ diversity.note }}{% endif %}.</p>{% endif %}
+{% if clip %}<h2>CLIP score per group</h2>
+<p class="muted">Box: quartiles; whiskers: 5% and 95%; line: median, dot: mean; status=ok rows only.</p>
+{{ clip | safe }}{% endif %}
 <h2>Provenance</h2><dl>{% for k, v in provenance %}<dt>{{ k }}</dt><dd>{{ v }}</dd>{% endfor %}</dl>
 <script>{{ js | safe }}</script>
 </body></html>

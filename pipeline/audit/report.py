@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from pipeline.audit.breakdowns import clip_section, template_section
 from pipeline.audit.data import KEYS, open_source, probed_attributes, read_rows, with_posthoc_labels
 from pipeline.audit.html import bar_chart, render
-from pipeline.audit.runner import passthrough_columns, read_results, run_audit
+from pipeline.audit.runner import apply_where, passthrough_columns, read_results, run_audit
 
 THUMB = 96  # px: thumbnails are at most this big (smaller images are kept as stored)
 
@@ -28,30 +29,44 @@ def _f(x, fmt="{:.3f}"):
     return "–" if x is None or (isinstance(x, float) and not np.isfinite(x)) else fmt.format(x)
 
 
-def ensure_audit(src, group_by=None, B=2000, seed=0) -> tuple[dict | None, list[str]]:
-    """metrics.json, running the audit first when there is none (its result is used directly, not
-    read back); notes say what was done or missing."""
+def ensure_audit(src, group_by=None, B=2000, seed=0, where=()) -> tuple[dict | None, list[str]]:
+    """metrics.json, running the audit first when there is none or when ``where`` asks for other rows
+    than it covers (its result is used directly, not read back); notes say what was done or missing."""
     _, metrics = read_results(src)
-    notes = []
     probed = probed_attributes(src)
-    if metrics is None:
+    where = list(where or [])
+    same_rows = metrics is not None and (not where or all(sorted(e.get("where") or []) == sorted(where)
+                                                          for e in (metrics.get("attributes") or {}).values()))
+    if not same_rows:  # no --where: the stored audit is used as it is, whatever rows it covered
         if not probed:
             return None, ["No attribute was probed in this run and none has been audited: run "
                           "`sdgen audit OUTPUT --attribute A --attribute-set SET --group-by COL` first."]
-        cols = passthrough_columns(src.columns())
-        group_by = group_by or cols[:1]
+        stored = next(iter(((metrics or {}).get("attributes") or {}).values()), {})
+        group_by = group_by or stored.get("group_by") or passthrough_columns(src.columns())[:1]
         if not group_by:
             return None, ["The output has no passthrough column to group by: run "
                           "`sdgen audit OUTPUT --group-by COL` with a column to compare groups."]
-        for a in probed:  # one by one: an attribute probed after the run may come from its own set file
-            set_file = probed[a].get("set_file") if probed[a]["origin"] == "posthoc" else None
-            metrics = run_audit(src, [a], group_by, B=B, seed=seed, attribute_set=set_file).merged
-        notes.append(f"No audit existed; audited {', '.join(probed)} by {', '.join(group_by)} "
-                     f"(B={B}, seed {seed}) for this report.")
+        metrics = _audit_for_report(src, probed, group_by, B, seed, where)
+        done = "No audit existed; audited" if not where else f"Rows where {', '.join(where)}: audited"
+        notes = [f"{done} {', '.join(probed)} by {', '.join(group_by)} (B={B}, seed {seed}) for this report"
+                 + (" (not stored: audit/metrics.json is unchanged)." if where else ".")]
+    else:
+        notes = []
     missing = [a for a in probed if a not in metrics.get("attributes", {})]
     if missing:
         notes.append(f"Probed but not audited: {', '.join(missing)} (run sdgen audit --attribute ...).")
     return metrics, notes
+
+
+def _audit_for_report(src, probed, group_by, B, seed, where) -> dict:
+    """Audit every probed attribute; stored in audit/ unless a --where of the report picked the rows."""
+    metrics = None
+    for a in probed:  # one by one: an attribute probed after the run may come from its own set file
+        set_file = probed[a].get("set_file") if probed[a]["origin"] == "posthoc" else None
+        r = run_audit(src, [a], group_by, B=B, seed=seed, where=where, attribute_set=set_file, write=not where)
+        attrs = {**((metrics or {}).get("attributes") or {}), **r.merged["attributes"]}
+        metrics = {**r.merged, "attributes": attrs}
+    return metrics
 
 
 def _target_of(entry, group):
@@ -72,23 +87,36 @@ def _target_text(t) -> str:
     return ", ".join(f"{c} {w:.2f}" for c, w in t.items())
 
 
-def metric_rows(entry) -> tuple[list, list]:
-    classes = entry["classes"]
-    head = ["group", "n", "abstain", *classes, "D² [CI]", "floor E[MAD]", "MAD", "excess", "p", "q",
-            "KL", "H norm", "prompts", "blocked", "failed"]
-    rows = []
-    for g, m in entry["groups"].items():
+MAX_COLUMNS = 9  # columns per table: 9 fit a 1400 px page even with "0.70 [0.55, 0.82]" cells
+
+
+def metric_tables(entry) -> list[dict]:
+    """The per-group numbers as tables of at most MAX_COLUMNS columns, so none runs off a 1400 px page:
+    class shares [CI] (split after MAX_COLUMNS - 1 classes), disparity metrics, and coverage."""
+    classes, groups = entry["classes"], entry["groups"]
+    shares, disparity, coverage = {}, [], []
+    for g, m in groups.items():
         p, lo, hi = (m.get(k) or {} for k in ("proportions", "ci_low", "ci_high"))
-        shares = [f"{_f(p.get(c), '{:.2f}')} [{_f(lo.get(c), '{:.2f}')}, {_f(hi.get(c), '{:.2f}')}]"
-                  if p.get(c) is not None else "–" for c in classes]
+        shares[g] = [f"{_f(p.get(c), '{:.2f}')} [{_f(lo.get(c), '{:.2f}')}, {_f(hi.get(c), '{:.2f}')}]"
+                     if p.get(c) is not None else "–" for c in classes]
         d2 = (f"{_f(m['d2'])} [{_f(m['d2_ci'][0])}, {_f(m['d2_ci'][1])}]" if m.get("d2") is not None
               else f"n<{entry['min_n']}: floor only")
+        disparity.append([g, d2, _f(m.get("floor")), _f(m.get("mad")), _f(m.get("excess")),
+                          _f(m.get("p_value"), "{:.2g}"), _f(m.get("q_value"), "{:.2g}"), _f(m.get("kl")),
+                          _f(m.get("entropy_norm"))])
         cov = m.get("coverage") or {}
-        rows.append([g, m.get("n", 0), _f(m.get("abstain_rate"), "{:.0%}"), *shares, d2, _f(m.get("floor")),
-                     _f(m.get("mad")), _f(m.get("excess")), _f(m.get("p_value"), "{:.2g}"), _f(m.get("q_value"), "{:.2g}"),
-                     _f(m.get("kl")), _f(m.get("entropy_norm")), m.get("n_prompts", 0),
-                     _f(cov.get("blocked_rate"), "{:.0%}"), _f(cov.get("failed_rate"), "{:.0%}")])
-    return head, rows
+        coverage.append([g, m.get("n", 0), m.get("n_prompts", 0), _f(m.get("abstain_rate"), "{:.0%}"),
+                         _f(cov.get("blocked_rate"), "{:.0%}"), _f(cov.get("failed_rate"), "{:.0%}")])
+    step = MAX_COLUMNS - 1
+    tables = [{"caption": "Class shares [CI]" + (f" ({i // step + 1} of {-(-len(classes) // step)})"
+                                                   if len(classes) > step else ""),
+               "head": ["group", *classes[i:i + step]], "rows": [[g, *v[i:i + step]] for g, v in shares.items()]}
+              for i in range(0, len(classes), step)]
+    tables.append({"caption": "Disparity", "head": ["group", "D² [CI]", "floor E[MAD]", "MAD", "excess", "p", "q",
+                                                     "KL", "H norm"], "rows": disparity})
+    tables.append({"caption": "Coverage", "head": ["group", "n", "prompts", "abstain", "blocked", "failed"],
+                   "rows": coverage})
+    return tables
 
 
 def _thumb(png: bytes, blur: bool) -> str:
@@ -139,7 +167,6 @@ def _true(v) -> bool:
 
 
 def grids(src, df, entry, attribute, n) -> list[dict]:
-    from pipeline.audit.runner import apply_where
     from pipeline.audit.tables import group_keys
 
     label = f"attr_{attribute}"
@@ -164,14 +191,28 @@ def grids(src, df, entry, attribute, n) -> list[dict]:
     return out
 
 
+def chart_facets(entry) -> tuple[list[dict], list[str]]:
+    """Bar charts as small multiples: one titled facet per value of the first group-by column (one
+    untitled facet when there is one column), each chart titled by the other columns' values. Groups
+    with no labelled image (n=0: all abstained or filtered out) get no chart; their names come back."""
+    cols, facets, empty = entry["group_by"], {}, []
+    for g, m in entry["groups"].items():
+        if not m.get("n"):
+            empty.append(g)
+            continue
+        head, _, rest = str(g).partition("|") if len(cols) > 1 else ("", "", str(g))
+        chart = bar_chart(f"{rest} (n={m['n']})", entry["classes"], m.get("proportions") or {},
+                          m.get("ci_low") or {}, m.get("ci_high") or {}, _target_of(entry, g))
+        facets.setdefault(head, []).append(chart)
+    title = lambda v: f"{cols[0]} = {v}" if len(cols) > 1 else ""  # noqa: E731
+    return [{"title": title(v), "charts": c} for v, c in facets.items()], empty
+
+
 def attribute_section(src, df, entry, thumbnails) -> dict:
     a = entry["attribute"]
     if f"attr_{a}" not in df.columns:  # probed after the run: the labels stored under audit/probes/
         df = with_posthoc_labels(src, df, a)
-    charts = [bar_chart(f"{g} (n={m.get('n', 0)})", entry["classes"], m.get("proportions") or {},
-                        m.get("ci_low") or {}, m.get("ci_high") or {}, _target_of(entry, g))
-              for g, m in entry["groups"].items()]
-    head, rows = metric_rows(entry)
+    facets, empty = chart_facets(entry)
     ac = entry.get("across") or {}
     across = (f"Across groups: χ² = {_f(ac.get('chi2'), '{:.2f}')} (dof {ac.get('dof')}), p = "
               f"{_f(ac.get('p'), '{:.3g}')}; G = {_f(ac.get('G'), '{:.2f}')}; Cramér's V = "
@@ -181,8 +222,10 @@ def attribute_section(src, df, entry, thumbnails) -> dict:
             "bootstrap": entry["bootstrap"], "seed": entry["seed"], "where": ", ".join(entry.get("where") or []),
             "labels": {"run": "run (probed in the actor)", "posthoc": "stored PNGs (probed after the run)"}.get(
                 entry.get("labels"), str(entry.get("labels"))), "caveats": entry.get("caveats", ""),
-            "charts": charts, "head": head, "rows": rows, "across": across,
-            "grids": grids(src, df, entry, a, thumbnails)}
+            "facets": facets, "empty": ", ".join(empty), "tables": metric_tables(entry), "across": across,
+            "grids": grids(src, df, entry, a, thumbnails),
+            "templates": template_section({"run": apply_where(df, entry.get("where"))}, a, entry["group_by"],
+                                          entry["classes"])}
 
 
 def safety_section(metrics) -> dict:
@@ -249,15 +292,18 @@ def policies(src) -> list[dict]:
     return out
 
 
-def build_report(url, out_file=None, group_by=None, thumbnails=8, B=2000, seed=0, storage=None) -> dict:
-    """Write the report; returns {"path", "bytes", "notes"}. The output is opened once."""
+def build_report(url, out_file=None, group_by=None, thumbnails=8, B=2000, seed=0, storage=None, where=()) -> dict:
+    """Write the report; returns {"path", "bytes", "notes"}. The output is opened once. ``where``
+    (COL=VALUE items, as sdgen audit --where) reports on those rows only, audited for this page."""
     src = open_source(url, storage)
-    metrics, notes = ensure_audit(src, group_by, B, seed)
+    metrics, notes = ensure_audit(src, group_by, B, seed, where)
     df = read_rows(src)
-    sections = [attribute_section(src, df, e, thumbnails) for e in ((metrics or {}).get("attributes") or {}).values()]
+    entries = list(((metrics or {}).get("attributes") or {}).values())
+    sections = [attribute_section(src, df, e, thumbnails) for e in entries]
+    clip = clip_section({"run": apply_where(df, entries[0].get("where"))}, entries[0]["group_by"]) if entries else ""
     page = render(title=url, generated=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                   notes=notes, attributes=sections, safety=safety_section(metrics), policies=policies(src),
-                  diversity=diversity_section(metrics),
+                  diversity=diversity_section(metrics), clip=clip,
                   provenance=provenance(src, df))
     path = out_file or f"{src.audit_dir}/report.html"
     if out_file:

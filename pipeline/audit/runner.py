@@ -294,13 +294,11 @@ def read_results(url, storage=None) -> tuple[pd.DataFrame | None, dict | None]:
 
 
 # ---------------------------------------------------------------- compare
-def run_compare(url_a, url_b, attribute, group_by, target="uniform", B=2000, seed=0, where=(), min_n=30,
-                out_file=None, name=None, **probe_args) -> dict:
-    """Run B minus run A per group (proportions and D², with CIs; paired where prompt ids match).
-    ``url_a``/``url_b``: URLs or opened Sources."""
-    group_by = [group_by] if isinstance(group_by, str) else list(group_by)
-    src_a, src_b = open_source(url_a), open_source(url_b)
-    url_a, url_b = src_a.url, src_b.url
+def compare_labelled(src_a, src_b, attribute, group_by, target="uniform", B=2000, seed=0, where=(), min_n=30,
+                     **probe_args) -> dict:
+    """The one run-vs-run difference code (`sdgen audit --compare` and `sdgen report --compare`):
+    {"table": tables.compare(...), "classes", "target", "info" (A's attribute description),
+    "frames": [A's, B's ok rows with labels]}. ``src_a``/``src_b``: opened Sources."""
     frames, infos = [], []
     for src in (src_a, src_b):
         df = apply_where(read_rows(src), where)
@@ -308,8 +306,8 @@ def run_compare(url_a, url_b, attribute, group_by, target="uniform", B=2000, see
         frames.append(labelled[labelled["status"] == "ok"])
         infos.append(info)
     if list(infos[0]["classes"]) != list(infos[1]["classes"]):
-        raise AuditError(f"attribute {attribute!r} has classes {infos[0]['classes']} in {url_a!r} but "
-                         f"{infos[1]['classes']} in {url_b!r}: the runs cannot be compared")
+        raise AuditError(f"attribute {attribute!r} has classes {infos[0]['classes']} in {src_a.url!r} but "
+                         f"{infos[1]['classes']} in {src_b.url!r}: the runs cannot be compared")
     classes = list(infos[0]["classes"])
     t = load_target(target, classes)
     if isinstance(t, dict) and "groups" in t:
@@ -319,6 +317,18 @@ def run_compare(url_a, url_b, attribute, group_by, target="uniform", B=2000, see
                           min_n=min_n)
     except ValueError as e:
         raise AuditError(f"compare: {e}") from None
+    return {"table": table, "classes": classes, "target": t, "info": infos[0], "frames": frames}
+
+
+def run_compare(url_a, url_b, attribute, group_by, target="uniform", B=2000, seed=0, where=(), min_n=30,
+                out_file=None, name=None, **probe_args) -> dict:
+    """Run B minus run A per group (proportions and D², with CIs; paired where prompt ids match).
+    ``url_a``/``url_b``: URLs or opened Sources."""
+    group_by = [group_by] if isinstance(group_by, str) else list(group_by)
+    src_a, src_b = open_source(url_a), open_source(url_b)
+    url_a, url_b = src_a.url, src_b.url
+    c = compare_labelled(src_a, src_b, attribute, group_by, target, B, seed, where, min_n, **probe_args)
+    table, classes, t = c["table"], c["classes"], c["target"]
     result = {"a": url_a, "b": url_b, "attribute": attribute, "classes": classes, "group_by": group_by,
               "target": t, "bootstrap": B, "seed": seed, "where": list(where), "rows": table,
               "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
@@ -371,10 +381,11 @@ def format_attribute(entry: dict) -> str:
 
 
 def format_compare(table: pd.DataFrame) -> str:
-    cols = ["group", "quantity", "class", "a", "b", "diff (B-A)", "95% CI", "paired", "note"]
+    cols = ["group", "quantity", "class", "a", "b", "diff (B-A)", "95% CI", "q (BH)", "paired", "note"]
     rows = [[str(r["group"]), str(r["quantity"]), "" if pd.isna(r["class"]) else str(r["class"]),
              _f(r["a"], "{:.3f}"), _f(r["b"], "{:.3f}"), _f(r["diff"], "{:+.3f}"),
-             f"[{_f(r['ci_low'], '{:+.3f}')},{_f(r['ci_high'], '{:+.3f}')}]", str(r["paired"]),
+             f"[{_f(r['ci_low'], '{:+.3f}')},{_f(r['ci_high'], '{:+.3f}')}]",
+             _f(r.get("q_value"), "{:.2g}") + ("*" if r.get("flag") else ""), str(r["paired"]),
              "" if pd.isna(r["note"]) else str(r["note"])] for r in jsonable(table)]
     return _grid([cols, *rows])
 

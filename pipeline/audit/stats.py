@@ -278,22 +278,16 @@ def encode_labels(labels, classes):
     return out
 
 
-def _disparity(counts, boot, t, null_samples, level, table=None):
-    """MAD, D² (+ CI from the replicate counts ``boot``), excess, p-value, KL, entropy, log-ratios.
+def _disparity(counts, t, null_samples, level, table):
+    """MAD, D² (+ CI), excess, p-value, KL, entropy, log-ratios of one group's prompt ``table``.
 
-    With the prompt ``table``, D² is the population-of-prompts estimate (``intervals.population_d2``)
-    and its bootstrap interval is shifted by the same change of debiasing term, so it stays centred.
-    """
-    n = counts.sum()
-    p = counts / n
-    m = float(mad(p, t))
-    lo, hi = percentile_ci(debiased_d2(boot / boot.sum(1, keepdims=True), t, boot.sum(1)), level)
-    d2 = float(debiased_d2(p, t, n))
-    if table is not None:
-        from pipeline.audit.intervals import population_d2
+    D² is the population-of-prompts estimate (``intervals.population_d2``), its interval the range of
+    D² over the share intervals (``intervals.d2_interval``). The debiased point can fall below the
+    interval's lower end: it is unbiased, so it can even be negative when the shares sit on target."""
+    from pipeline.audit.intervals import d2_interval, population_d2
 
-        shift = population_d2(table, t) - d2
-        d2, lo, hi = d2 + shift, lo + shift, hi + shift
+    m = float(mad(counts / counts.sum(), t))
+    d2, (lo, hi) = population_d2(table, t), d2_interval(table, t, level)
     lr_min, lr_max = log_ratio_extremes(counts, t)
     return {"mad": m, "d2": d2, "d2_ci": (float(lo), float(hi)),
             "excess": m - float(null_samples.mean()), "p_value": null_p_value(m, null_samples),
@@ -314,8 +308,8 @@ def group_metrics(prompt_ids, labels, classes, target="uniform", B=2000, seed=0,
 
     Share intervals are for the population of prompts of this kind (``intervals.share_intervals``:
     Korn-Graubard ∪ beta-binomial); ``deff`` and ``n_eff`` per class say how much the prompts cost.
-    The D² interval comes from the hierarchical bootstrap (a stream spawned from ``seed``, int or list
-    of ints; the null draws use a second one). The disparity fields (``DISPARITY_KEYS``) are None when
+    The D² interval is the range of D² over the share intervals (``intervals.d2_interval``); the
+    null draws use a stream spawned from ``seed`` (int or list of ints). The disparity fields (``DISPARITY_KEYS``) are None when
     n < min_n and ``note`` says so, while ``null_mad`` (the floor E_null[MAD] at this n) is shown;
     ``note`` also says when the group has too few prompts for its intervals to mean much.
     """
@@ -337,7 +331,7 @@ def group_metrics(prompt_ids, labels, classes, target="uniform", B=2000, seed=0,
     if n == 0:
         out["note"] = "no non-abstained images"
         return out
-    boot_ss, null_ss = np.random.SeedSequence(seed).spawn(2)
+    _, null_ss = np.random.SeedSequence(seed).spawn(2)  # two streams as before: the null draws keep theirs
     ci = share_intervals(table, level)
     null_mad, null_samples = null_floor(n, t, B, np.random.default_rng(null_ss))
     out.update(proportions=dict(zip(classes, (counts / n).tolist())),
@@ -348,7 +342,6 @@ def group_metrics(prompt_ids, labels, classes, target="uniform", B=2000, seed=0,
     if n < min_n:
         notes.insert(0, f"n={n} < {min_n}: disparity not shown; null floor E[MAD]={null_mad:.3f}")
     else:
-        boot = bootstrap_tables(np.random.default_rng(boot_ss), [table], B)[0]
-        out.update(_disparity(counts, boot, t, null_samples, level, table))
+        out.update(_disparity(counts, t, null_samples, level, table))
     out["note"] = "; ".join(notes) or None
     return out

@@ -133,15 +133,37 @@ def _compare_group(ga, gb, classes, t, B, seed, min_n, paired, level):
     ca, cb = bootstrap_tables(np.random.default_rng(np.random.SeedSequence(seed)), tabs, B, pair)
     pa, pb = ca / ca.sum(1, keepdims=True), cb / cb.sum(1, keepdims=True)
     lo, hi = percentile_ci(pb - pa, level)
+    pv = bootstrap_p_value(pb - pa)
     ea, eb = tabs[0].sum(0) / n_a, tabs[1].sum(0) / n_b
     rows = [{**base, "quantity": "proportion", "class": c, "a": ea[i], "b": eb[i], "diff": eb[i] - ea[i],
-             "ci_low": lo[i], "ci_high": hi[i]} for i, c in enumerate(classes)]
+             "ci_low": lo[i], "ci_high": hi[i], "p_value": pv[i]} for i, c in enumerate(classes)]
     row = {**base, "quantity": "d2", "class": None}
     if min(n_a, n_b) < min_n:
         return rows + [{**row, "note": f"n < {min_n} in a run: D² difference not shown"}]
     da, db = debiased_d2(ea, t, n_a), debiased_d2(eb, t, n_b)
-    dlo, dhi = percentile_ci(debiased_d2(pb, t, cb.sum(1)) - debiased_d2(pa, t, ca.sum(1)), level)
-    return rows + [{**row, "a": float(da), "b": float(db), "diff": float(db - da), "ci_low": dlo, "ci_high": dhi}]
+    dd = debiased_d2(pb, t, cb.sum(1)) - debiased_d2(pa, t, ca.sum(1))
+    dlo, dhi = percentile_ci(dd, level)
+    return rows + [{**row, "a": float(da), "b": float(db), "diff": float(db - da), "ci_low": dlo, "ci_high": dhi,
+                    "p_value": float(bootstrap_p_value(dd[:, None])[0])}]
+
+
+def bootstrap_p_value(diffs):
+    """Two-sided bootstrap p-value of "no difference" per column of ``diffs`` (B × K replicates of
+    B − A): 2·min(share of replicates ≤ 0, share ≥ 0), with the +1 of a Monte-Carlo p-value, capped at 1."""
+    d = np.asarray(diffs, float)
+    B = (~np.isnan(d)).sum(0)
+    le, ge = (d <= 0).sum(0), (d >= 0).sum(0)
+    return np.minimum(1.0, 2 * (np.minimum(le, ge) + 1) / (B + 1))
+
+
+def _bh_by_quantity(df, level):
+    """q_value (Benjamini–Hochberg within each quantity: the class shares of all groups are one family,
+    the D² differences another) and ``flag`` (q < 1 − level)."""
+    q = pd.Series(np.nan, index=df.index)
+    for _, idx in df.groupby("quantity").groups.items():
+        pv = df.loc[idx, "p_value"].to_numpy(float)
+        q.loc[idx] = benjamini_hochberg(pv)
+    return df.assign(q_value=q, flag=(q < 1 - level) & q.notna())
 
 
 def compare(df_a, df_b, group_by, label_col, classes, target="uniform", prompt_col="prompt_id", B=2000,
@@ -151,8 +173,10 @@ def compare(df_a, df_b, group_by, label_col, classes, target="uniform", prompt_c
     The runs are resampled independently (the images differ), except that with ``paired`` (None =
     automatic: when a group has exactly the same prompt ids in both runs, e.g. two models on one prompt
     set) stage 1 draws the same prompts for both runs, which removes shared prompt-to-prompt variation
-    from the difference; seeds are always resampled independently. Columns: group, quantity
-    ("proportion" | "d2"), class, a, b, diff, ci_low, ci_high, n_a, n_b, paired, note.
+    from the difference; seeds are always resampled independently. ``paired=False`` forces independent
+    draws. Columns: group, quantity ("proportion" | "d2"), class, a, b, diff, ci_low, ci_high, n_a, n_b,
+    paired, note, p_value (bootstrap, two-sided), q_value (Benjamini–Hochberg within the quantity) and
+    flag (q < 1 − level).
     """
     classes = list(classes)
     t = resolve_target(target, classes)
@@ -165,5 +189,6 @@ def compare(df_a, df_b, group_by, label_col, classes, target="uniform", prompt_c
         sub = [(x[prompt_col], x[label_col]) for x in (ga[g], gb[g])]
         rows += [{"group": g, **r} for r in _compare_group(*sub, classes, t, B, group_seed(seed, g), min_n,
                                                            paired, level)]
-    cols = ["group", "quantity", "class", "a", "b", "diff", "ci_low", "ci_high", "n_a", "n_b", "paired", "note"]
-    return pd.DataFrame(rows, columns=cols)
+    cols = ["group", "quantity", "class", "a", "b", "diff", "ci_low", "ci_high", "n_a", "n_b", "paired", "note",
+            "p_value"]
+    return _bh_by_quantity(pd.DataFrame(rows, columns=cols), level)

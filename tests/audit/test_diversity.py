@@ -79,3 +79,19 @@ def test_posthoc_embeddings_from_stored_pngs(tmp_path):
     html = open(build_report(url, str(tmp_path / "r.html"), B=300)["path"]).read()
     section = html.split("<h2>Diversity</h2>")[1].split("<h2>")[0]
     assert section.count("<tr>") == 4 and "triangle" in section and "posthoc" in section
+
+
+def test_cli_no_diversity_skips_it(tmp_path):
+    """`sdgen audit --no-diversity`: no diversity block and no post-hoc CLIP encode of the PNGs."""
+    import json
+
+    from synth_output import known_rows, make_output
+
+    from pipeline.cli import main
+
+    url = make_output(tmp_path / "out", known_rows())
+    assert main(["audit", url, "--attribute", "colour", "--group-by", "shape", "--bootstrap", "2000",
+                 "--no-diversity"]) == 0
+    metrics = json.load(open(tmp_path / "out" / "audit" / "metrics.json"))
+    assert "colour" in metrics["attributes"] and "diversity" not in metrics
+    assert not (tmp_path / "out" / "audit" / "embeddings.parquet").exists()

@@ -2,12 +2,13 @@
 import re
 import shutil
 import subprocess
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
 from synth_output import cli, known_rows, make_output, row
 
-from pipeline.audit.report import build_report
+from pipeline.audit.report import MAX_COLUMNS, build_report, metric_tables
 
 CHROMIUM = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -46,6 +47,15 @@ def test_content(report):
     assert 'data-share="0.7000"' in html  # circle red
 
 
+def test_template_and_clip_sections(report):
+    html = report[2]
+    assert html.count('class="template-sensitivity" data-attribute="colour"') == 1
+    prompts = re.findall(r'<tr data-prompt="([^"]*)">', html)
+    assert sorted(prompts) == sorted(["c0", "c1", "c2", "c3", "c4", "c5", "s0", "s1", "s2", "t0", "t1", "t2", "t3",
+                                      "x0", "x1"])  # every prompt with an ok row; blocked c6, failed c7 have none
+    assert html.count('class="clip-distribution"') == 1 and "CLIP score per group" in html
+
+
 def test_no_probes_explained(tmp_path):
     out = make_output(tmp_path / "out", [row("p", k, group="circle", classes={}) for k in range(3)], classes={})
     r = build_report(out, str(tmp_path / "r.html"))
@@ -72,12 +82,14 @@ def test_renders_in_headless_chromium(report, tmp_path):
     from PIL import Image
 
     _, r, _ = report
-    dom = _chromium(["--dump-dom", f"file://{r['path']}"], tmp_path).stdout
+    dom = _chromium(["--window-size=1400,2000", "--dump-dom", f"file://{r['path']}"], tmp_path).stdout
     body = re.search(r"<body([^>]*)>", dom).group(1)
     attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', body))
     assert attrs.get("data-render") == "done", body
     assert int(attrs["data-images-ok"]) == 20 and int(attrs["data-images-broken"]) == 0
     assert int(attrs["data-bars"]) == 16
+    assert 0 < int(attrs["data-table-right"]) <= 1400, attrs  # every table fits a 1400 px page
+    assert int(attrs["data-scroll-width"]) <= 1400, attrs
     shot = tmp_path / "shot.png"
     _chromium(["--window-size=1280,2000", f"--screenshot={shot}", f"file://{r['path']}"], tmp_path)
     pixels = np.asarray(Image.open(shot).convert("RGB"), float)
@@ -93,3 +105,72 @@ def test_images_per_prompt_as_stored():
     assert _per_prompt(df, {"images_per_prompt": 24}) == "4–8 (config 24; per-row values override it)"
     assert _per_prompt(df.iloc[:8], {"images_per_prompt": 8}) == "8"
     assert _per_prompt(df.iloc[:0], {"images_per_prompt": 2}) == "2"
+
+
+class _Tables(HTMLParser):
+    """Columns per row of every <table> of a page, from the parsed HTML."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append(0)
+        elif tag in ("td", "th"):
+            self.tables[-1][-1] += 1
+
+
+def _columns(html) -> list[int]:
+    p = _Tables()
+    p.feed(html)
+    return [max(rows) for rows in p.tables]
+
+
+def test_tables_at_most_nine_columns(report):
+    cols = _columns(report[2])
+    assert cols[:3] == [1 + 4, 9, 6]  # shares (group + 4 classes), disparity, coverage
+    assert max(cols) <= MAX_COLUMNS == 9
+
+
+def test_many_classes_split_over_tables():
+    classes = [f"c{i}" for i in range(11)]
+    entry = {"classes": classes, "min_n": 30, "groups": {"g": {"n": 3, "proportions": {c: 1 / 11 for c in classes}}}}
+    tables = metric_tables(entry)
+    assert [len(t["head"]) for t in tables] == [9, 1 + 3, 9, 6]  # 8 classes, then the other 3
+    assert tables[1]["caption"] == "Class shares [CI] (2 of 2)" and tables[1]["head"][1:] == ["c8", "c9", "c10"]
+
+
+def test_empty_group_has_no_chart(tmp_path):
+    rows = [row(f"r{i}", k, "red", group="circle") for i in range(3) for k in range(4)]
+    rows += [row(f"b{i}", k, None, group="blank") for i in range(2) for k in range(4)]  # all abstained: n=0
+    out = make_output(tmp_path / "out", rows)
+    html = open(build_report(out, str(tmp_path / "r.html"), B=100)["path"]).read()
+    assert html.count('<svg class="chart"') == 1 and "circle (n=12)" in html
+    assert "(n=0)" not in html and "Not charted (no labelled image): blank." in html
+
+
+def test_where_filters_the_single_run_report(report, tmp_path):
+    out, _, _ = report
+    stored = open(f"{out}/audit/metrics.json", "rb").read()
+    assert cli(["report", out, "-o", tmp_path / "w.html", "--where", "shape=circle", "--bootstrap", 100]) == 0
+    html = (tmp_path / "w.html").read_text()
+    assert "circle (n=40)" in html and "square (n=" not in html and "triangle (n=" not in html
+    assert "Rows where shape=circle: audited colour" in html
+    assert set(re.findall(r'<tr data-prompt="([^"]*)">', html)) == {f"c{i}" for i in range(6)}
+    assert open(f"{out}/audit/metrics.json", "rb").read() == stored  # the stored audit is left as it was
+    assert cli(["report", out, "-o", tmp_path / "x.html", "--where", "nosuch=1"]) == 2
+
+
+def test_two_column_group_by_facets(tmp_path):
+    rows = [row(f"{s}{z}{i}", k, lab, group=s, size=z) for s, lab in (("circle", "red"), ("square", "blue"))
+            for z in ("big", "small") for i in range(3) for k in range(2)]
+    out = make_output(tmp_path / "out", rows, passthrough=("shape", "size"))
+    assert cli(["report", out, "-o", tmp_path / "r.html", "--group-by", "shape,size", "--bootstrap", 100]) == 0
+    html = (tmp_path / "r.html").read_text()
+    facets = re.findall(r'<div class="facet"><h4>([^<]*)</h4>\s*<div class="charts">(.*?)</div></div>', html, re.S)
+    assert [t for t, _ in facets] == ["shape = circle", "shape = square"]
+    for _, charts in facets:  # one chart per value of the second column, titled by it
+        assert re.findall(r'class="ct">([^<]*)<', charts) == ["big (n=6)", "small (n=6)"]
