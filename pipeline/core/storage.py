@@ -84,8 +84,9 @@ class Output:
         return self.path("_commits", f"{shard}.json")
 
     # ---- small files ------------------------------------------------------------------------------
-    def write_bytes_atomic(self, path: str, data: bytes) -> None:
-        """Local: temp file in the same directory + os.replace. Object store: one PUT (atomic)."""
+    def write_bytes_atomic(self, path: str, data: bytes, sync: bool = True) -> None:
+        """Local: temp file in the same directory + os.replace. Object store: one PUT (atomic).
+        ``sync=False`` skips the fsync (export's many small images: a crash redoes the part anyway)."""
         if self.local:
             d = os.path.dirname(path)
             os.makedirs(d, exist_ok=True)
@@ -94,8 +95,9 @@ class Output:
             try:
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
+                    if sync:
+                        f.flush()
+                        os.fsync(f.fileno())
                 os.replace(tmp, path)
             except BaseException:
                 if os.path.exists(tmp):  # disk full, interrupted: no .tmp-* left behind
@@ -214,13 +216,26 @@ class Output:
     def _publish(self, local_tmp: str, shard: str) -> tuple[str, int]:
         digest = sha256_file(fsspec.filesystem("file"), local_tmp)
         size = os.path.getsize(local_tmp)
-        final = self.part_path(shard)
+        self.publish_file(local_tmp, self.part_path(shard))
+        return digest, size
+
+    def publish_file(self, local_tmp: str, final: str) -> None:
+        """Move a finished local file to ``final`` atomically: a rename locally (the temp file must be
+        on the same filesystem, e.g. beside ``final``), one upload on an object store (a PUT or a
+        multipart upload only appears when complete)."""
         if self.local:
             os.makedirs(os.path.dirname(final), exist_ok=True)
-            os.replace(local_tmp, final)  # same directory (see spool_path): atomic rename
+            os.replace(local_tmp, final)
         else:
-            retry.call(self.fs.put_file, local_tmp, final, what=f"uploading {final!r}")  # one PUT or multipart: atomic on S3
-        return digest, size
+            retry.call(self.fs.put_file, local_tmp, final, what=f"uploading {final!r}")
+            os.remove(local_tmp)
+
+    def temp_path(self, final: str) -> str:
+        """A local temp file to write ``final``'s bytes into before publish_file: beside it locally
+        (so publishing is a rename), in the system temp dir for object stores."""
+        d = os.path.dirname(final) if self.local else tempfile.gettempdir()
+        os.makedirs(d, exist_ok=True)
+        return os.path.join(d, f".tmp-{uuid.uuid4().hex[:8]}-{os.path.basename(final)}")
 
     def _write_marker(self, shard: str, marker: dict) -> None:
         self.write_json(self.marker_path(shard), marker)

@@ -89,12 +89,12 @@ def _selection_lines(out: Output, sel) -> list[str]:
     return lines or ["- None: every ok image of the output."]
 
 
-def write_card(out: Output, run: dict, dest: str, fmt: str, sel, rows: int, shard_size: int) -> str:
+def write_card(out: Output, run: dict, dst: Output, fmt: str, sel, rows: int, shard_size: int) -> str:
     cfg = run.get("config") or {}
     gen = cfg.get("generation") or {}
     size = next((s for n, s in SIZES if rows < n), "n>10M")
     path = "*.tar" if fmt == "webdataset" else "train/**"
-    header = {"license": "other", "pretty_name": f"sdgen synthetic images ({os.path.basename(dest.rstrip('/'))})",
+    header = {"license": "other", "pretty_name": f"sdgen synthetic images ({os.path.basename(dst.root.rstrip('/'))})",
               "task_categories": ["text-to-image"], "tags": ["synthetic", "sdgen"], "size_categories": [size],
               "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": path}]}],
               "dataset_info": {"features": features(out, fmt, ["policy_decision"] if sel.keep_only else []),
@@ -124,8 +124,5 @@ def write_card(out: Output, run: dict, dest: str, fmt: str, sel, rows: int, shar
         "Upload (not done by sdgen): `huggingface-cli upload <user>/<name> . --repo-type dataset` from this folder.",
     ]
     text = "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n" + "\n".join(body) + "\n"
-    p = os.path.join(dest, "README.md")
-    with open(p + ".tmp", "w") as fh:
-        fh.write(text)
-    os.replace(p + ".tmp", p)
-    return p
+    dst.write_bytes_atomic(dst.path("README.md"), text.encode())
+    return dst.url.rstrip("/") + "/README.md"

@@ -3,14 +3,14 @@
 """
 from __future__ import annotations
 
-from pipeline.audit.commands import _errors_exit_2
+from pipeline.audit.commands import _errors_exit_2, _storage, add_storage_option
 
 
 @_errors_exit_2
 def cmd_dedup(args) -> int:
     from pipeline.tools.dedup import run_dedup
 
-    r = run_dedup(args.output, args.threshold, args.by_embedding, args.name)
+    r = run_dedup(args.output, args.threshold, args.by_embedding, args.name, storage=_storage(args))
     print(f"dedup {r['name']} ({r['method']}, threshold {r['threshold']}): {r['rows']} images, "
           f"{r['duplicates']} near-duplicates of {r['clusters_with_duplicates']} kept images")
     print(f"decisions: {r['dir']}/decisions.parquet")
@@ -22,7 +22,7 @@ def cmd_export(args) -> int:
     from pipeline.tools.export import export
 
     r = export(args.output, args.format, args.dest, keep_only=args.keep_only, dedup=args.dedup,
-               where=args.where, shard_size=args.shard_size)
+               where=args.where, shard_size=args.shard_size, storage=_storage(args))
     print(f"exported {r['rows']} images ({r['skipped']} left out) as {args.format} to {args.dest}: "
           f"{r['files']} files written, {r['reused']} reused; card {r['card']}")
     return 0
@@ -36,16 +36,19 @@ def add_commands(subparsers) -> None:
     sp.add_argument("--by-embedding", action="store_true",
                     help="compare clip_image_embedding (needs write.embeddings: true) instead of pHash")
     sp.add_argument("--name", help="decisions folder OUTPUT/dedup/<name> (default phash / embedding)")
+    add_storage_option(sp)
     sp.set_defaults(func=cmd_dedup)
 
     sp = subparsers.add_parser("export", help="WebDataset shards or an image folder, with a dataset card")
     sp.add_argument("output")
     sp.add_argument("--format", required=True, choices=["webdataset", "imagefolder"])
-    sp.add_argument("-o", "--dest", required=True, help="destination folder")
+    sp.add_argument("-o", "--dest", required=True, help="destination folder or URL (s3://bucket/set, with --config "
+                    "storage settings or AWS_* in the environment)")
     sp.add_argument("--keep-only", metavar="POLICY", help="only rows sdgen filter decided keep/flag/blur under "
                     "OUTPUT/policy/<POLICY> (blur is applied)")
     sp.add_argument("--dedup", metavar="NAME", help="leave out near-duplicates of OUTPUT/dedup/<NAME>")
     sp.add_argument("--where", action="append", default=[], metavar="COL=VALUE",
                     help="only rows where COL equals VALUE (repeatable)")
     sp.add_argument("--shard-size", type=int, default=1000, help="webdataset: samples per tar (a part may span several)")
+    add_storage_option(sp)
     sp.set_defaults(func=cmd_export)

@@ -181,9 +181,10 @@ def dedup_dir(out: Output, name: str) -> str:
     return out.path("dedup", name)
 
 
-def run_dedup(output_url: str, threshold=None, by_embedding: bool = False, name: str | None = None) -> dict:
+def run_dedup(output_url: str, threshold=None, by_embedding: bool = False, name: str | None = None,
+              storage=None) -> dict:
     """Find near-duplicates among the ok rows and write the decisions; returns the record."""
-    out = Output(output_url)
+    out = Output(output_url, storage)
     run = out.read_json(out.path("run.json"))
     if run is None:
         raise DedupError(f"{output_url!r} is not an sdgen output (no run.json)")

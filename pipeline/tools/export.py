@@ -11,14 +11,14 @@ Only ok rows with an image are exported, narrowed by --keep-only POLICY (sdgen f
 keep/flag/blur; blur applied), --dedup NAME (near-duplicates left out) and --where COL=VALUE.
 Streams one part, one row group at a time (memory bounded by a row group). Resumable and idempotent:
 a part whose record exists with the same selection is skipped; files are written under a temporary
-name and renamed, and tar members carry fixed metadata, so a re-export gives the same bytes.
+name and renamed (on an object store: uploaded whole), and tar members carry fixed metadata, so a
+re-export gives the same bytes. DEST may be a local folder or an fsspec URL (s3://...).
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
-import os
 import re
 import tarfile
 
@@ -64,21 +64,21 @@ def _jsonable(v):
 class Selection:
     """Which rows leave: decisions joined once, then applied per row group."""
 
-    def __init__(self, output_url: str, keep_only=None, dedup=None, where=()):
+    def __init__(self, output_url: str, keep_only=None, dedup=None, where=(), storage=None):
         from pipeline.audit.policy import PolicyError, read_decisions
         from pipeline.tools.dedup import read_dedup
 
         self.where, self.keep_only, self.dedup = list(where), keep_only, dedup
         self.decisions = self.dups = None
         self.blur_radius = 8.0
-        out = Output(output_url)
+        out = Output(output_url, storage)
         try:
             if keep_only:
-                self.decisions = read_decisions(output_url, keep_only).set_index(["prompt_id", "sample_idx"])
+                self.decisions = read_decisions(output_url, keep_only, storage).set_index(["prompt_id", "sample_idx"])
                 raw = yaml.safe_load(out.fs.cat_file(out.path("policy", keep_only, "policy.yaml")))
                 self.blur_radius = float(raw.get("blur_radius", 8.0))  # as sdgen filter --materialize
             if dedup:
-                d = read_dedup(output_url, dedup)
+                d = read_dedup(output_url, dedup, storage)
                 self.dups = set(zip(d.loc[d["duplicate"], "prompt_id"], d.loc[d["duplicate"], "sample_idx"]))
         except PolicyError as e:
             raise ExportError(str(e)) from None
@@ -129,16 +129,13 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _replace(tmp: str, final: str) -> None:
-    os.replace(tmp, final)
-
-
-def _write_webdataset(samples, dest: str, shard: str, shard_size: int) -> tuple[list[str], int]:
+def _write_webdataset(samples, dst: Output, shard: str, shard_size: int) -> tuple[list[str], int]:
+    """Tars of at most shard_size samples, each written to a local temp file and published whole."""
     files, rows, k, tar, tmp = [], 0, 0, None, None
 
     def close():
         tar.close()
-        _replace(tmp, os.path.join(dest, files[-1]))
+        dst.publish_file(tmp, dst.path(files[-1]))
 
     for key, png, meta in samples:
         if tar is None or rows - k * shard_size >= shard_size:
@@ -146,7 +143,7 @@ def _write_webdataset(samples, dest: str, shard: str, shard_size: int) -> tuple[
                 close()
                 k += 1
             files.append(f"{shard}-{k:06d}.tar")
-            tmp = os.path.join(dest, f".tmp-{files[-1]}")
+            tmp = dst.temp_path(dst.path(files[-1]))
             tar = tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT)
         _add(tar, f"{key}.png", png)
         _add(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
@@ -156,63 +153,55 @@ def _write_webdataset(samples, dest: str, shard: str, shard_size: int) -> tuple[
     return files, rows
 
 
-def _write_imagefolder(samples, dest: str, shard: str) -> tuple[list[str], int]:
-    d = os.path.join(dest, "train", shard)
-    os.makedirs(d, exist_ok=True)
+def _write_imagefolder(samples, dst: Output, shard: str) -> tuple[list[str], int]:
+    """One PNG per sample, then the part's metadata.jsonl last: a folder with metadata is complete."""
     lines, names = [], []
     for key, png, meta in samples:
-        with open(os.path.join(d, f".tmp-{key}.png"), "wb") as fh:
-            fh.write(png)
-        _replace(os.path.join(d, f".tmp-{key}.png"), os.path.join(d, f"{key}.png"))
+        dst.write_bytes_atomic(dst.path("train", shard, f"{key}.png"), png, sync=False)
         names.append(f"train/{shard}/{key}.png")
         lines.append(json.dumps({"file_name": f"{key}.png", **meta}, sort_keys=True))
-    if not lines:  # nothing selected in this part: no folder (an empty metadata.jsonl breaks loaders)
-        os.rmdir(d)
+    if not lines:  # nothing selected in this part: no metadata.jsonl (an empty one breaks loaders)
         return [], 0
-    tmp = os.path.join(d, ".tmp-metadata.jsonl")
-    with open(tmp, "w") as fh:
-        fh.write("".join(line + "\n" for line in lines))
-    _replace(tmp, os.path.join(d, "metadata.jsonl"))
+    dst.write_bytes_atomic(dst.path("train", shard, "metadata.jsonl"), "".join(x + "\n" for x in lines).encode())
     return [*names, f"train/{shard}/metadata.jsonl"], len(lines)
 
 
 # ---------------------------------------------------------------- the command
-def export(output_url: str, fmt: str, dest: str, keep_only=None, dedup=None, where=(), shard_size: int = 1000) -> dict:
-    """Export every committed part of the output to ``dest``; returns counts and the card's path."""
+def export(output_url: str, fmt: str, dest: str, keep_only=None, dedup=None, where=(), shard_size: int = 1000,
+           storage=None) -> dict:
+    """Export every committed part of the output to ``dest`` (a folder or an fsspec URL such as
+    s3://bucket/set; ``storage`` reaches both); returns counts and the card's path."""
     from pipeline.tools.card import write_card
 
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if shard_size < 1:
         raise ExportError(f"--shard-size must be >= 1, got {shard_size!r}")
-    out = Output(output_url)
+    out, dst = Output(output_url, storage), Output(dest, storage)
     run = out.read_json(out.path("run.json"))
     if run is None:
         raise ExportError(f"{output_url!r} is not an sdgen output (no run.json)")
     markers = out.committed_markers()
     if not markers:
         raise ExportError(f"{output_url!r} has no committed parts yet")
-    sel = Selection(output_url, keep_only, dedup, where)
+    sel = Selection(output_url, keep_only, dedup, where, storage)
     fp = sel.fingerprint(out, fmt, shard_size)
-    os.makedirs(os.path.join(dest, "_export"), exist_ok=True)
     total = {"rows": 0, "skipped": 0, "files": 0, "reused": 0}
     for shard in sorted(markers):
-        rec_path = os.path.join(dest, "_export", f"{shard}.json")
-        rec = json.load(open(rec_path)) if os.path.exists(rec_path) else None
+        rec_path = dst.path("_export", f"{shard}.json")
+        rec = dst.read_json(rec_path)  # what this part became last time, if anything
         if rec and rec["selection"] == fp and rec["part_sha256"] == markers[shard].get("sha256") and all(
-                os.path.exists(os.path.join(dest, f)) for f in rec["files"]):
+                dst.exists(dst.path(f)) for f in rec["files"]):
             total["reused"] += len(rec["files"])
         else:
             samples = _samples(out.part_path(shard), out.fs, sel)
-            files, rows = (_write_webdataset(samples, dest, shard, shard_size) if fmt == "webdataset"
-                           else _write_imagefolder(samples, dest, shard))
+            files, rows = (_write_webdataset(samples, dst, shard, shard_size) if fmt == "webdataset"
+                           else _write_imagefolder(samples, dst, shard))
             rec = {"shard": shard, "files": files, "rows": rows, "part_rows": markers[shard]["rows"],
                    "selection": fp, "part_sha256": markers[shard].get("sha256")}
-            with open(rec_path + ".tmp", "w") as fh:
-                json.dump(rec, fh, indent=1)
-            _replace(rec_path + ".tmp", rec_path)
+            dst.write_json(rec_path, rec)  # last: a part without its record is redone
             total["files"] += len(files)
         total["rows"] += rec["rows"]
         total["skipped"] += rec["part_rows"] - rec["rows"]
-    card = write_card(out, run, dest, fmt, sel, total["rows"], shard_size)
+    card = write_card(out, run, dst, fmt, sel, total["rows"], shard_size)
     return {**total, "card": card}

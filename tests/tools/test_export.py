@@ -87,3 +87,28 @@ def test_idempotent_and_resumable(output, tmp_path):
     os.utime(dest / tars[0], (1, 1))
     assert cli(args) == 0
     assert tree_bytes(dest) == first  # the missing part redone, byte-identical; the rest reused
+
+
+def test_export_to_s3_same_bytes_as_local(output, tmp_path, s3_server, monkeypatch):
+    """An fsspec destination (moto's S3 on 127.0.0.1) gets the same files as a local one, the card
+    included; the rerun reuses every part."""
+    s3fs = pytest.importorskip("s3fs")
+    url, _ = output
+    fs = s3fs.S3FileSystem(endpoint_url=s3_server, key="testing", secret="testing", skip_instance_cache=True)
+    fs.mkdir("sets")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    for fmt in ("webdataset", "imagefolder"):
+        local = tmp_path / "local" / fmt  # same folder name: the card names it
+        assert cli(["export", url, "--format", fmt, "-o", local, "--keep-only", "nox"]) == 0
+        assert cli(["export", url, "--format", fmt, "-o", f"s3://sets/{fmt}", "--keep-only", "nox"]) == 0
+        remote = {p[len(f"sets/{fmt}/"):]: fs.cat_file(p) for p in fs.find(f"sets/{fmt}")}
+        want = tree_bytes(local)
+        assert sorted(remote) == sorted(want) and len(want) > 3
+        card = remote.pop("README.md"), want.pop("README.md")
+        assert card[0].decode().replace(f"s3://sets/{fmt}", "X") == card[1].decode().replace(str(local), "X")
+        assert {k: v for k, v in remote.items() if not k.startswith("_export")} == \
+            {k: v for k, v in want.items() if not k.startswith("_export")}
+    from pipeline.tools.export import export
+
+    r = export(url, "webdataset", "s3://sets/webdataset", keep_only="nox")
+    assert r["files"] == 0 and r["reused"] > 0
