@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup run test test-fast lint bench toy-models clean
+.PHONY: setup run test test-fast lint bench toy-models notebooks clean
 
 # Create .venv and install the project with its test extras (idempotent: re-runs only when pyproject changes).
 setup: $(STAMP)
@@ -40,6 +40,11 @@ bench: setup
 # Train the toy-world models from scratch (deterministic, ~1 h on 2 CPU cores) and overwrite the shipped weights.
 toy-models: setup
 	$(BIN)/python -m pipeline.toyworld.training.train_all
+
+# Execute notebooks/*.ipynb in place (offline, CPU) and store their outputs, so a reader on a code host sees
+# the tables and images; commit the result. Each stays under 1.5 MB (notebooks/execute.py checks).
+notebooks: setup
+	$(BIN)/python notebooks/execute.py
 
 clean:
 	rm -rf runs out .pytest_cache

@@ -1,10 +1,29 @@
-"""The bias-audit notebook runs end to end (tiny model unless the toy weights exist), on CPU."""
+"""The notebooks run end to end (tiny model unless the toy weights exist), on CPU (slow), and are
+stored with their outputs (`make notebooks`) so a reader on a code host sees them (fast)."""
+import json
 import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ("quickstart.ipynb", "bias_audit.ipynb")
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_stored_with_outputs(name):
+    """Every code cell was executed (in order) and has outputs, at least one is a PNG image, and the
+    file stays small: run `make notebooks` and commit when this fails."""
+    path = ROOT / "notebooks" / name
+    assert path.stat().st_size < 1_500_000, f"{name}: {path.stat().st_size} bytes stored"
+    code = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    assert code, name
+    empty = [i for i, c in enumerate(code) if not c.get("outputs")]
+    assert not empty, f"{name}: code cells {empty} have no stored outputs (run make notebooks)"
+    assert [c["execution_count"] for c in code] == list(range(1, len(code) + 1)), name
+    errors = [o for c in code for o in c["outputs"] if o.get("output_type") == "error"]
+    assert not errors, f"{name}: stored an error output {errors[0].get('ename')}"
+    assert any("image/png" in o.get("data", {}) for c in code for o in c["outputs"]), f"{name}: no image/png output"
 
 
 def _execute(name, work):
