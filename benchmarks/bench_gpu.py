@@ -17,7 +17,10 @@ prints the markdown rows of RESULTS.md from one.
     python -m benchmarks.bench_gpu --table benchmarks/results/bench_gpu_sd15.json
 
 Env: BENCH_BATCH, BENCH_BATCHES (images = batch x batches), BENCH_COMPILE_SCOPE (full|regional),
-BENCH_COMPILE_MODE (default|reduce-overhead|...). Ray is not on the device machine (its wheel
+BENCH_COMPILE_MODE (default|reduce-overhead|...), BENCH_LEVERS (applied with compile: comma list of
+channels_last, fuse_qkv, channels_last_vae; default channels_last,fuse_qkv), BENCH_SKIP (comma list of
+rows to leave out: pil, tutorial, fp8, start). The JSON is rewritten after every row, so a run cut
+short by a time limit still leaves what it measured. Ray is not on the device machine (its wheel
 exceeds the transfer limit), so the actor body is timed directly; Ray's costs are measured on CPU.
 """
 from __future__ import annotations
@@ -61,17 +64,23 @@ class Bench:
         self.n = self.batch * self.batches
         self.scope = os.environ.get("BENCH_COMPILE_SCOPE", "regional" if tiny else "full")
         self.mode = os.environ.get("BENCH_COMPILE_MODE", "default")
+        self.levers = [x for x in os.environ.get("BENCH_LEVERS", "channels_last,fuse_qkv").split(",") if x]
+        self.skip = set(os.environ.get("BENCH_SKIP", "").split(","))
 
-    def config(self, name: str, n_rows: int, compile_: bool = False, cache: str | None = None, **gen):
+    def config(self, name: str, n_rows: int, compile_: bool = False, cache: str | None = None):
+        """The job; with compile_, the levers of BENCH_LEVERS too (what the compiled rows measure)."""
         from pipeline.core.config import from_dict
 
         src = write_prompt_file(os.path.join(self.tmp, f"{name}.parquet"), n_rows)
+        lv = self.levers if compile_ else []
         return from_dict({
             "input": src, "output": os.path.join(self.tmp, f"out-{name}"), "model": self.preset,
             "generation": {"width": self.res, "height": self.res, "steps": self.steps, "guidance_scale": GUIDANCE,
-                           "batch_size": self.batch, "scheduler": self.sched, "compile": compile_, **gen},
+                           "batch_size": self.batch, "scheduler": self.sched, "compile": compile_,
+                           "channels_last": "channels_last" in lv},
             "accel": {"compile_scope": self.scope, "compile_mode": self.mode, "compile_cache_dir": cache,
-                      "encode_unique_prompts": True},
+                      "encode_unique_prompts": True, "fuse_qkv": "fuse_qkv" in lv,
+                      "channels_last_vae": "channels_last_vae" in lv},
             "scoring": {"clip_model": "tiny" if self.tiny else "random:ViT-L-14"},
             "shards": {"rows_per_shard": n_rows}, "write": {"encode_threads": 8}, "ray": {"executor": "inline"}})
 
@@ -103,6 +112,14 @@ class Bench:
         rate = self.n / (time.perf_counter() - t)
         return rate, (torch.cat(images) if images else None)
 
+    def warm(self, worker, cfg, name: str) -> float:
+        """Untimed 2-step passes of bare and of our actor body: whatever (re)compiles a change brings
+        (the actor calls the UNet with its own arguments: a graph of its own) happens here. Seconds."""
+        t = time.perf_counter()
+        self.bare(worker.pipe, steps=2)
+        self.ours(worker, cfg, name, n=self.batch, steps=2)
+        return round(time.perf_counter() - t, 1)
+
     def tutorial(self, pipe, n: int) -> float:
         import torch
 
@@ -115,14 +132,16 @@ class Bench:
         sync()
         return n / (time.perf_counter() - t)
 
-    def ours(self, worker, cfg, name: str) -> tuple[float, dict]:
+    def ours(self, worker, cfg, name: str, n: int | None = None, **columns) -> tuple[float, dict]:
+        """Our actor body on one shard of n rows; `columns` are per-row overrides (e.g. steps=25)."""
         from pipeline.generate.inputs import list_input_files
         from pipeline.generate.plan import plan_shards
 
         # a new input file per call: a new shard name in the same output (nothing is skipped as done)
-        run_cfg = cfg.model_copy(update={"input": write_prompt_file(os.path.join(self.tmp, f"{name}.parquet"), self.n)})
+        src = write_prompt_file(os.path.join(self.tmp, f"{name}.parquet"), n or self.n, **columns)
+        run_cfg = cfg.model_copy(update={"input": src})
         fs, files = list_input_files(run_cfg.input)
-        shard = plan_shards(fs, files, os.path.dirname(run_cfg.input), self.n, run_cfg.fingerprint())[0][0]
+        shard = plan_shards(fs, files, os.path.dirname(run_cfg.input), n or self.n, run_cfg.fingerprint())[0][0]
         sync()
         t = time.perf_counter()
         marker = worker.process(shard)
@@ -150,8 +169,10 @@ def start_probe(bench: Bench, cache: str) -> dict:
     if bench.tiny:
         cmd.append("--tiny")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=root,
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=root,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])})
+    if out.returncode:
+        return {"start_s": "failed", "error": out.stderr.strip()[-600:]}
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -169,7 +190,16 @@ def probe_main(model: str, tiny: bool, cache: str) -> None:
                       "start_s": round(time.perf_counter() - t0, 2)}))
 
 
-def run_model(model: str, tiny: bool, compile_: bool) -> dict:
+def finish(res: dict) -> None:
+    """Ratios vs bare eager (mean of the runs before and after: drift averaged), once both exist."""
+    ref = [x["img_per_s"] for x in res["rows"] if x["what"].startswith("bare batched, eager")]
+    if len(ref) == 2:
+        for x in res["rows"]:
+            x["ratio_vs_bare_eager"] = round(x["img_per_s"] / (sum(ref) / 2), 3)
+
+
+def run_model(model: str, tiny: bool, compile_: bool, save=lambda res: None) -> dict:
+    """Every row for one model; `save(res)` after each row (a cut-short run keeps what it measured)."""
     import torch
 
     tmp = tempfile.mkdtemp(prefix="sdgen-bench-")
@@ -181,46 +211,55 @@ def run_model(model: str, tiny: bool, compile_: bool) -> dict:
            else "cpu", "torch": torch.__version__, "batch": b.batch, "images": b.n, "resolution": b.res,
            "steps": b.steps, "scheduler": type(w.pipe.scheduler).__name__, "dtype": str(w.dtype),
            "build_s": round(time.perf_counter() - t0, 1), "rows": []}
+    if model in TFLOP_PER_IMAGE and not tiny:
+        res["flop_bound_img_per_s"] = round(PEAK_TFLOPS / TFLOP_PER_IMAGE[model], 2)
+
+    def row(what, r, **kw):
+        res["rows"].append({"what": what, "img_per_s": round(r, 3), **kw})
+        finish(res)
+        if torch.cuda.is_available():
+            res["peak_mem_GiB"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        save(res)
+
     pipe = w.pipe
     pipe(prompts(b.batch), height=b.res, width=b.res, num_inference_steps=2, output_type="pt")  # warm kernels
     b.ours(w, cfg, "warm")  # the actor path once (CLIP, encoders, writer)
     rate, ref = b.bare(pipe)
-    row = lambda what, r, **kw: res["rows"].append({"what": what, "img_per_s": round(r, 3), **kw})  # noqa: E731
     row("bare batched, eager", rate)
     r, stages = b.ours(w, cfg, "ours-eager")
     row("ours, eager", r, stages=stages)
-    row("bare batched + PIL + PNG, eager", b.bare(pipe, out="pil")[0])
-    row("tutorial bs 1, eager", b.tutorial(pipe, 2 if tiny else 4))
+    if "pil" not in b.skip:
+        row("bare batched + PIL + PNG, eager", b.bare(pipe, out="pil")[0])
+    if "tutorial" not in b.skip:
+        row("tutorial bs 1, eager", b.tutorial(pipe, 2 if tiny else 4))
     row("bare batched, eager (again: drift)", b.bare(pipe)[0])
+    label = "eager"
     if compile_:
-        from pipeline.generate.accel import compile_unet
+        from pipeline.generate.accel import apply
 
         t = time.perf_counter()
-        compile_unet(pipe, b.scope, b.mode, 4)
+        res["levers"] = apply(pipe, b.config("compiled", b.n, compile_=True), w.device)
         w.generator.pad_to = b.batch
-        b.bare(pipe, steps=2)  # the compile itself
+        b.warm(w, cfg, "warm-compiled")  # the compile itself
         res["compile_s"] = round(time.perf_counter() - t, 1)
+        label = f"compiled ({b.scope}, {b.mode}{''.join(', ' + x for x in b.levers)})"
         rate, imgs = b.bare(pipe)
-        row(f"bare batched, compiled ({b.scope}, {b.mode})", rate, deviation=deviation(w.scorer, ref, imgs, w.device))
-        row(f"ours, compiled ({b.scope}, {b.mode})", b.ours(w, cfg, "ours-compiled")[0])
-    variants(b, w, ref, row)
-    eager = (res["rows"][0]["img_per_s"] + res["rows"][4]["img_per_s"]) / 2  # before and after: drift averaged
-    for x in res["rows"]:
-        x["ratio_vs_bare_eager"] = round(x["img_per_s"] / eager, 3)
-    if model in TFLOP_PER_IMAGE and not tiny:
-        res["flop_bound_img_per_s"] = round(PEAK_TFLOPS / TFLOP_PER_IMAGE[model], 2)
-    if torch.cuda.is_available():
-        res["peak_mem_GiB"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        row(f"bare batched, {label}", rate, deviation=deviation(w.scorer, ref, imgs, w.device))
+        row(f"ours, {label}", b.ours(w, cfg, "ours-compiled")[0])
+    variants(b, w, ref, row, cfg, label, res)
     w.close()
-    if compile_:
+    if compile_ and "start" not in b.skip:
         cache = os.path.join(tmp, "compile-cache")
-        res["start_cold"], res["start_warm"] = start_probe(b, cache), start_probe(b, cache)
+        res["start_cold"] = start_probe(b, cache)
+        save(res)
+        res["start_warm"] = start_probe(b, cache)
     return res
 
 
-def variants(b: Bench, w, ref, row) -> None:
-    """Opt-in numerics-changing options, each with its deviation from eager: fewer steps with
-    DPM-Solver++ (where the model's sampler is not already it), FP8 where torchao and CUDA exist."""
+def variants(b: Bench, w, ref, row, cfg, label: str, res: dict) -> None:
+    """Opt-in numerics-changing options on top of `label`, each with its deviation from eager and
+    its end-to-end rate: fewer steps with DPM-Solver++ (rows override steps), then FP8 where torchao
+    and CUDA exist (the UNet recompiles once when it is compiled)."""
     import torch
 
     from pipeline.generate.models import set_scheduler
@@ -228,19 +267,29 @@ def variants(b: Bench, w, ref, row) -> None:
     pipe, before = w.pipe, w.pipe.scheduler
     set_scheduler(pipe, "dpm++")
     few = max(2, b.steps // 2)
+    res["dpm_warm_s"] = b.warm(w, cfg, "warm-dpm")
     rate, imgs = b.bare(pipe, steps=few)
-    row(f"bare batched, dpm++ {few} steps", rate, deviation=deviation(w.scorer, ref, imgs, w.device))
+    row(f"bare batched, dpm++ {few} steps, {label}", rate, deviation=deviation(w.scorer, ref, imgs, w.device))
+    row(f"ours, dpm++ {few} steps, {label}", b.ours(w, cfg, "ours-dpm", steps=few)[0])
     pipe.scheduler = before
     try:
         import torchao  # noqa: F401
     except ImportError:
         return
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and "fp8" not in b.skip:
         from pipeline.generate.accel import _fp8
 
-        _fp8(pipe.unet, torch.device("cuda"))
+        t = time.perf_counter()
+        try:
+            _fp8(pipe.unet, torch.device("cuda"))
+            b.warm(w, cfg, "warm-fp8")  # quantise (and recompile, when compiled)
+        except Exception as e:  # a torchao/torch mismatch must not cost the rest of the run
+            res["fp8_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+            return
+        res["fp8_setup_s"] = round(time.perf_counter() - t, 1)
         rate, imgs = b.bare(pipe)
-        row("bare batched, fp8 (torchao)", rate, deviation=deviation(w.scorer, ref, imgs, w.device))
+        row(f"bare batched, fp8 (torchao), {label}", rate, deviation=deviation(w.scorer, ref, imgs, w.device))
+        row(f"ours, fp8 (torchao), {label}", b.ours(w, cfg, "ours-fp8")[0])
 
 
 def table(path: str) -> str:
@@ -248,16 +297,18 @@ def table(path: str) -> str:
     r = json.load(open(path))
     lines = [f"{r['model']} ({r['preset']}) on {r['device']}, torch {r['torch']}, {r['resolution']}², "
              f"{r['steps']} steps {r['scheduler']}, batch {r['batch']}, {r['dtype']}, compile {r.get('compile_s', '-')} s, "
-             f"peak {r.get('peak_mem_GiB', '-')} GiB", "",
+             f"peak {r.get('peak_mem_GiB', '-')} GiB, fp8 setup {r.get('fp8_setup_s', '-')} s"
+             + (" (PARTIAL: the run was cut short)" if r.get("partial") else ""), "",
              "| what | img/s | vs bare eager (mean of 2) | max px | mean px | PSNR dB | CLIP-score change |",
              "|---|---|---|---|---|---|---|"]
     for x in r["rows"]:
         d = x.get("deviation", {})
-        lines.append(f"| {x['what']} | {x['img_per_s']} | {x['ratio_vs_bare_eager']} | {d.get('max_px', '')} | "
+        lines.append(f"| {x['what']} | {x['img_per_s']} | {x.get('ratio_vs_bare_eager', '')} | {d.get('max_px', '')} | "
                      f"{d.get('mean_px', '')} | {d.get('psnr_db', '')} | {d.get('clip_score_change', '')} |")
     if "start_cold" in r:
+        warm = r.get("start_warm", {}).get("start_s", "not measured")
         lines += ["", f"actor start (fresh process, compile on): cold {r['start_cold']['start_s']} s, "
-                      f"warm cache {r['start_warm']['start_s']} s"]
+                      f"warm cache {warm} s"]
     return "\n".join(lines)
 
 
@@ -280,11 +331,17 @@ def main(argv=None):
     if not torch.cuda.is_available() and not a.tiny:
         print("bench_gpu: no CUDA device here; skipped (use --tiny for a CPU smoke test of the script)")
         return
+    out = os.environ.get("OUT") or os.path.join(os.path.dirname(__file__), "results")
     for model in a.models.split(","):
-        res = run_model(model, a.tiny, not a.no_compile)
         name = f"bench_gpu_{model}" + ("_tiny" if a.tiny else "")
-        report(name, res)
-        out = os.environ.get("OUT") or os.path.join(os.path.dirname(__file__), "results")
+
+        def save(res, name=name):
+            os.makedirs(out, exist_ok=True)
+            with open(os.path.join(out, f"{name}.json"), "w") as f:
+                json.dump({**res, "partial": True}, f, indent=1)
+            print(f"bench_gpu: {res['rows'][-1]['what'] if res['rows'] else '-'} done", flush=True)
+
+        report(name, run_model(model, a.tiny, not a.no_compile, save))
         print(table(os.path.join(out, f"{name}.json")))
 
 

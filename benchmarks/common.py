@@ -13,11 +13,12 @@ def prompts(n: int) -> list[str]:
     return [f"a photo of a {PROFESSIONS[i % 8]}, portrait number {i}" for i in range(n)]
 
 
-def write_prompt_file(path: str, n: int) -> str:
+def write_prompt_file(path: str, n: int, **columns) -> str:
+    """n benchmark prompts; `columns` adds constant per-row override columns (e.g. steps=25)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({"prompt": prompts(n)}), path)
+    pq.write_table(pa.table({"prompt": prompts(n), **{k: [v] * n for k, v in columns.items()}}), path)
     return path
 
 
