@@ -2,7 +2,8 @@
 
 Simulates datasets per cell: prompts per group × seeds per prompt × true shares × between-prompt
 heterogeneity. Each prompt's shares are drawn around the truth (Beta / Dirichlet with the given SD of
-the first class; none = every prompt has the true shares), then its seeds are Mult(m, prompt shares).
+the first class; none = every prompt has the true shares; `--hetero spike0.1,spike0.25` instead: a
+zero-inflated, non-Beta spread, see spike_shares), then its seeds are Mult(m, prompt shares).
 For each dataset the interval of each method is computed and we count how often it holds the true
 (population) share. Methods:
     bootstrap    the audit's interval before #13 (hierarchical bootstrap with shrinkage, percentile)
@@ -20,6 +21,7 @@ debiasing) against the population D².
 
     python benchmarks/audit_coverage.py                       # full grid, 500 datasets per cell
     python benchmarks/audit_coverage.py --reps 200 --methods cluster,wilson_deff --procs 2
+    python benchmarks/audit_coverage.py --methods cluster,d2 --hetero spike0.1,spike0.25   # non-Beta check
 """
 from __future__ import annotations
 
@@ -40,7 +42,8 @@ SEEDS = (4, 8, 32)
 # name -> (true shares, classes whose coverage is counted); "4cls" counts its 0.7 and one 0.1 share
 SHARES = {"0.05": ([0.05, 0.95], [0]), "0.2": ([0.2, 0.8], [0]), "0.5": ([0.5, 0.5], [0]),
           "4cls": ([0.7, 0.1, 0.1, 0.1], [0, 1])}
-HETERO = {"none": 0.0, "sd0.1": 0.1, "sd0.25": 0.25}
+HETERO = {"none": 0.0, "sd0.1": 0.1, "sd0.25": 0.25, "spike0.1": 0.1, "spike0.25": 0.25}
+BETA_HETERO = ("none", "sd0.1", "sd0.25")  # the default grid; spike* are the non-Beta robustness check
 MIN_CONC = 0.5  # Dirichlet concentration floor: an SD the Beta cannot reach (0.25 at mean 0.05) is capped
 
 
@@ -49,10 +52,28 @@ def concentration(p, sd):
     return max(MIN_CONC, p[0] * (1 - p[0]) / sd ** 2 - 1)
 
 
-def simulate(rng, P, m, p, sd):
+def spike_shares(rng, P, p, sd):
+    """Zero-inflated prompts (not a Beta): the spiked class (the first of two classes, else the
+    second, a rare one) has share s in a fraction π of the prompts and 0 in the rest, with π·s = p_c
+    and SD sd, so its population share is exactly p_c; the other classes share the remaining mass in
+    their proportions (their means stay p_j). Like "some professions never get this class"."""
+    c = 0 if p.size == 2 else 1
+    s = min(1.0, (sd ** 2 + p[c] ** 2) / p[c])
+    on = rng.random(P) < p[c] / s
+    rest = np.delete(p, c) / (1 - p[c])
+    shares = np.empty((P, p.size))
+    shares[:, c] = np.where(on, s, 0.0)
+    shares[:, np.arange(p.size) != c] = (1 - shares[:, [c]]) * rest
+    return shares
+
+
+def simulate(rng, P, m, p, het):
     """One dataset: a P × K prompt count table."""
-    p = np.asarray(p, float)
-    shares = np.tile(p, (P, 1)) if sd == 0 else rng.dirichlet(concentration(p, sd) * p, P)
+    p, sd = np.asarray(p, float), HETERO[het]
+    if het.startswith("spike"):
+        shares = spike_shares(rng, P, p, sd)
+    else:
+        shares = np.tile(p, (P, 1)) if sd == 0 else rng.dirichlet(concentration(p, sd) * p, P)
     return rng.multinomial(m, shares)
 
 
@@ -107,7 +128,7 @@ def run_cell(args):
     d2_bin, d2_pop = [], []
     truth = float(((p - t) ** 2).sum())
     for _ in range(reps):
-        table = simulate(rng, P, m, p, HETERO[het])
+        table = simulate(rng, P, m, p, het)
         for k in methods:
             if k in ("d2", "d2_boot"):  # one interval per dataset, counted on every row of the cell
                 lo, hi = I.d2_interval(table, t) if k == "d2" else d2_boot_ci(table, t, rng, B)
@@ -138,7 +159,7 @@ def run_cell(args):
     return rows
 
 
-def grid(prompts=PROMPTS, seeds=SEEDS, shares=tuple(SHARES), hetero=tuple(HETERO)):
+def grid(prompts=PROMPTS, seeds=SEEDS, shares=tuple(SHARES), hetero=BETA_HETERO):
     return list(itertools.product(prompts, seeds, shares, hetero))
 
 
@@ -208,11 +229,13 @@ def main(argv=None):
     ap.add_argument("--methods", default="bootstrap,wilson_deff,cluster")
     ap.add_argument("--bootstrap", type=int, default=1000, help="B of the bootstrap method")
     ap.add_argument("--procs", type=int, default=2)
+    ap.add_argument("--hetero", default=",".join(BETA_HETERO),
+                    help="comma list of: " + ", ".join(HETERO) + " (spike*: zero-inflated prompts, not a Beta)")
     ap.add_argument("--json", help="write the rows and the summary here")
     a = ap.parse_args(argv)
     methods = a.methods.split(",")
     t0 = time.perf_counter()
-    rows = study(grid(), methods, a.reps, a.bootstrap, a.procs)
+    rows = study(grid(hetero=tuple(a.hetero.split(","))), methods, a.reps, a.bootstrap, a.procs)
     print(table_text(rows, methods))
     summary = summarise(rows, methods)
     print(json.dumps(summary, indent=1))

@@ -74,3 +74,26 @@ def test_by_embedding_without_the_column_is_a_clear_error(tmp_path, capsys):
     url = make_output(tmp_path / "out", known_rows())
     assert cli(["dedup", url, "--by-embedding"]) == 2
     assert "write.embeddings: true" in capsys.readouterr().err
+
+
+def test_dedup_of_an_s3_output_same_decisions_as_local(tmp_path, s3_server, monkeypatch):
+    """An output on S3 (moto on 127.0.0.1) is deduplicated through fsspec: its PNGs hashed from the
+    bucket, decisions written beside the data there, equal to the local run's."""
+    s3fs = pytest.importorskip("s3fs")
+    from synth_output import known_rows, make_output
+
+    url = make_output(tmp_path / "out", known_rows())
+    fs = s3fs.S3FileSystem(endpoint_url=s3_server, key="testing", secret="testing", skip_instance_cache=True)
+    fs.mkdir("outs")
+    fs.put(url.rstrip("/") + "/", "outs/out", recursive=True)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server)
+    assert cli(["dedup", url, "--threshold", "0"]) == 0
+    assert cli(["dedup", "s3://outs/out", "--threshold", "0"]) == 0
+    local = pd.read_parquet(tmp_path / "out" / "dedup" / "phash" / "decisions.parquet")
+    with fs.open("outs/out/dedup/phash/decisions.parquet", "rb") as f:
+        remote = pd.read_parquet(f)
+    # 108 ok images; the synthetic tiles are flat colour fields, so their pHashes are all equal:
+    # one cluster, every image but the first a duplicate of it (the point here is the S3 path)
+    assert len(local) == 108 and local["duplicate"].sum() == 107 and (local["cluster_size"] == 108).all()
+    pd.testing.assert_frame_equal(remote, local)
+    assert not [p for p in fs.find("outs/out") if ".tmp" in p]  # nothing half-written left behind
