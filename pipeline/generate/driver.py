@@ -35,7 +35,7 @@ from pipeline.generate.models import (
     recommended_guidance,
     train_timesteps,
 )
-from pipeline.generate.plan import plan_shards
+from pipeline.generate.plan import plan_shards, shard_images
 from pipeline.generate.presets import default_attribute_sets, default_clip_model, default_concept_list
 from pipeline.generate.summary import build_summary, format_summary  # noqa: F401 (cli imports format_summary here)
 from pipeline.probes.scorer import check_scorer_spec
@@ -51,6 +51,7 @@ class Prepared:
     scan: object = None
     info: dict = field(default_factory=dict)
     probes: dict = field(default_factory=dict)  # what is probed (class order etc.), for run.json
+    extra_images: dict = field(default_factory=dict)  # shard -> images, for quota-round shards
 
     @property
     def cfg(self) -> JobConfig:
@@ -127,10 +128,12 @@ def prepare(cfg: JobConfig | ResolvedJob, scan_rows: bool = True, extra: tuple =
     root = in_fs._strip_protocol(cfg.input).rstrip("/")
     shards, rows = plan_shards(in_fs, files, root, cfg.shards.rows_per_shard, cfg.fingerprint(), scan,
                                cfg.shards.duplicates)
+    extra_images = {}
     for f in extra:
         more, n = plan_shards(output.fs, [f], f, cfg.shards.rows_per_shard, cfg.fingerprint())
         shards += [replace(s, in_output=True) for s in more]
         rows.update(n)
+        extra_images.update(shard_images(output.fs, f, more, cfg.generation.images_per_prompt))
     committed = output.valid_commits(cfg.write.verify_commits, names={s.name for s in shards})
     pending = [s for s in shards if s.name not in committed]
     info = {"files": len(files), "rows": sum(rows.values()), "shards": len(shards),
@@ -139,7 +142,7 @@ def prepare(cfg: JobConfig | ResolvedJob, scan_rows: bool = True, extra: tuple =
         info.update(images=scan.images, invalid_rows=len(scan.problems), duplicate_ids=scan.duplicates)
         if scan.ipp_overrides:  # only when present: summaries of other runs stay as they were
             info["rows_overriding_images_per_prompt"] = scan.ipp_overrides
-    return Prepared(job, output, shards, pending, committed, scan, info, probe_info)
+    return Prepared(job, output, shards, pending, committed, scan, info, probe_info, extra_images)
 
 
 def check_output_writable(output: Output) -> None:
@@ -271,9 +274,18 @@ def _run_prepared(prep: Prepared, progress: bool, t0: float, events, finish: boo
 
 
 def _pending_images(prep: Prepared) -> int:
-    if prep.scan is None or not prep.shards:
+    """The progress bar's total: a quota round's shards exactly, the input's by each file's even split
+    (exact for the usual file whose rows all ask for the same number)."""
+    if prep.scan is None:
         return 0
-    return round(prep.scan.images * len(prep.pending) / len(prep.shards))  # even split: for the ETA only
+    total = 0.0
+    for s in prep.pending:
+        if s.in_output:
+            total += prep.extra_images.get(s.name, 0)
+        elif s.file in prep.scan.file_images:
+            rows, images = prep.scan.file_images[s.file]
+            total += images * (s.stop - s.start) / max(rows, 1)
+    return round(total)
 
 
 def _progress_bar(total: int, enabled: bool):

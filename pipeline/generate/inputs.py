@@ -226,6 +226,7 @@ class Scan:
     occurrence: dict = field(default_factory=dict)  # (file, row) -> k >= 1 for the k-th duplicate of an id
     duplicates: int = 0  # rows whose id appeared earlier
     ipp_overrides: int = 0  # rows whose own images_per_prompt overrides the config's (said in run output)
+    file_images: dict = field(default_factory=dict)  # path -> (rows, images): the progress bar's total
 
 
 def _scan_columns(sch: pa.Schema) -> list[str]:
@@ -252,6 +253,7 @@ def scan_input(fs, files: list[str], default_ipp: int, batch_rows: int = 65536,
         scan.problems += part.problems
         scan.ipp_overrides += part.ipp_overrides
         scan.images += part.images
+        scan.file_images[path] = (meta.num_rows, part.images)
         hashes += h
         where += w
         scan.rows += meta.num_rows

@@ -47,6 +47,17 @@ def plan_shards(fs, files: list[str], root: str, rows_per_shard: int, fingerprin
     return shards, rows
 
 
+def shard_images(fs, path: str, shards: list[Shard], default_ipp: int) -> dict[str, int]:
+    """Images each shard of one (small) file asks for, exactly: a quota round's file, which the scan
+    never sees, so the progress bar's total counts what the round really makes."""
+    with fs.open(path, "rb") as f:
+        pf = pq.ParquetFile(f)
+        if "images_per_prompt" not in pf.schema_arrow.names:
+            return {s.name: (s.stop - s.start) * default_ipp for s in shards}
+        v = np.asarray(pc.fill_null(pf.read(columns=["images_per_prompt"]).column(0), default_ipp), dtype=np.int64)
+    return {s.name: int(v[s.start:s.stop].sum()) for s in shards}
+
+
 def count_work(fs, files: list[str], g) -> dict:
     """Images and pixel-steps (sum of images x width x height x steps) the input asks for under the
     generation config `g` (resolved sizes), and how many rows set their own images_per_prompt. Reads

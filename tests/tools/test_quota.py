@@ -129,3 +129,22 @@ def test_config_errors_are_one_line(tmp_path):
     job = write_job(tmp_path / "job.yaml", _job(tmp_path, per="region"))
     r = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", job], capture_output=True, text=True)
     assert r.returncode == 2 and "quota.per 'region'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_progress_total_of_a_round_counts_what_the_round_makes(tmp_path):
+    """The bar's total for a round is the round file's own images (it once was the input's even split
+    over all shards: 32 shown where a demo round made 39)."""
+    from pipeline.core.storage import Output
+    from pipeline.generate.driver import _pending_images, prepare
+    from pipeline.generate.inputs import prompt_ids
+    from pipeline.tools.quota import write_round
+
+    cfg = pipeline.load_config(_job(tmp_path))
+    pids = prompt_ids(pq.read_table(tmp_path / "p.parquet"))
+    plan = {pids[0]: (2, 5), pids[2]: (2, 9)}  # (first new sample index, images)
+    path = write_round(cfg, Output(cfg.output, cfg.storage), 1, plan)
+    prep = prepare(cfg, extra=(path,))
+    assert len(prep.pending) == len(prep.shards) == 2  # the input's one shard and the round's one
+    assert _pending_images(prep) == 3 * 2 + 5 + 9
+    prep.pending = [s for s in prep.shards if s.in_output]  # as in a round after the first run
+    assert _pending_images(prep) == 14
