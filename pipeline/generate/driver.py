@@ -358,6 +358,7 @@ def _execute_ray(job: ResolvedJob, pending: list, result: dict, bar, events=None
                         break
                     shard = queue.popleft()
                     tries[shard.name] += 1
+                    live.open(shard.name)
                     pool.submit(wid, shard, tries[shard.name])
                 for shard, marker, error in pool.wait():
                     live.done(shard.name)
@@ -383,16 +384,22 @@ def _execute_ray(job: ResolvedJob, pending: list, result: dict, bar, events=None
 class _LiveProgress:
     """Per-batch progress from the actors: images generated per shard in flight. The bar moves as
     batches finish; a shard's commit replaces its provisional count by its rows, a failed attempt
-    takes its count back."""
+    takes its count back. Counts reach the tally asynchronously, so a shard's last batch can arrive
+    after its result: counts for a shard not in flight are dropped (they made the bar pass its total)."""
 
     def __init__(self, bar):
-        self.bar, self.shown = bar, Counter()
+        self.bar, self.shown, self.open_ = bar, Counter(), set()
+
+    def open(self, name: str) -> None:
+        self.open_.add(name)
 
     def add(self, counts: dict) -> None:
         for name, n in counts.items():
-            self.shown[name] += n
-            self.bar.update(n)
+            if name in self.open_:
+                self.shown[name] += n
+                self.bar.update(n)
 
     def done(self, name: str) -> None:
+        self.open_.discard(name)
         if self.shown.get(name):
             self.bar.update(-self.shown.pop(name))

@@ -34,3 +34,29 @@ def test_no_capacity_times_out_with_exit_2(ray_cluster, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "0 of the 1 needed workers ready after ray.start_timeout_s=3 s" in err and "64" in err, err
     assert time.time() - t < 30
+
+
+def test_live_progress_drops_counts_that_arrive_after_their_shard():
+    """Per-batch counts reach the tally asynchronously: a count for a shard whose result is already in
+    must not move the bar (it once read 80 of 64 images at the end of the demo)."""
+    from pipeline.generate.driver import _LiveProgress
+
+    class Bar:
+        n = 0
+
+        def update(self, k):
+            self.n += k
+
+    bar = Bar()
+    live = _LiveProgress(bar)
+    live.open("s1")
+    live.add({"s1": 3})
+    assert bar.n == 3
+    live.done("s1")
+    bar.update(4)  # the commit counts the shard's rows
+    live.add({"s1": 1})  # its last batch, late
+    assert bar.n == 4
+    live.open("s1")  # re-queued after a failure: counts for the new attempt move the bar again
+    live.add({"s1": 2})
+    live.done("s1")
+    assert bar.n == 4
