@@ -15,6 +15,14 @@ NOTEBOOKS = ("quickstart.ipynb", "bias_audit.ipynb")
 MAX_BYTES = 1_500_000  # stored size cap per notebook (outputs included): keeps the repo small; tests check it too
 
 
+def drop_stderr(nb) -> None:
+    """Library warnings on stderr (tqdm's IProgress, deprecations) name this machine's site-packages
+    paths and say nothing to a reader: only stdout, results and images are stored."""
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.get("name") == "stderr")]
+
+
 def execute(name: str) -> int:
     """Run one notebook top to bottom in a fresh kernel (cwd = repo root) and write it back; returns its size."""
     import os
@@ -24,6 +32,7 @@ def execute(name: str) -> int:
     with tempfile.TemporaryDirectory() as work:
         os.environ["SDGEN_NOTEBOOK_WORK"] = work  # the notebooks write their outputs here, not into the repo
         NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    drop_stderr(nb)
     nbformat.write(nb, path)
     size = path.stat().st_size
     if size > MAX_BYTES:

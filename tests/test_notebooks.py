@@ -23,6 +23,8 @@ def test_stored_with_outputs(name):
     assert [c["execution_count"] for c in code] == list(range(1, len(code) + 1)), name
     errors = [o for c in code for o in c["outputs"] if o.get("output_type") == "error"]
     assert not errors, f"{name}: stored an error output {errors[0].get('ename')}"
+    stderr = [o for c in code for o in c["outputs"] if o.get("name") == "stderr"]
+    assert not stderr, f"{name}: stored stderr (library warnings name this machine's paths): {''.join(stderr[0]['text'])[:80]!r}"
     assert any("image/png" in o.get("data", {}) for c in code for o in c["outputs"]), f"{name}: no image/png output"
 
 
