@@ -345,12 +345,12 @@ def _execute_ray(job: ResolvedJob, pending: list, result: dict, bar, events=None
     """Shards go to whichever actor is ready; a failed shard (exception, dead actor or node) is
     re-queued until ray.max_shard_tries. The pool never writes: workers commit, so a re-queued shard
     that had in fact committed is rewritten with the same bytes, never duplicated."""
-    from pipeline.generate.ray_pool import ActorPool, WorkerStartError
+    from pipeline.generate.ray_pool import ActorPool, LiveProgress, WorkerStartError
 
     cfg = job.config
     with ActorPool(job, events) as pool:
         pool.start(len(pending))
-        queue, tries, live = deque(pending), Counter(), _LiveProgress(bar)
+        queue, tries, live = deque(pending), Counter(), LiveProgress(bar)
         try:
             while queue or pool.busy():
                 for wid in pool.idle():
@@ -379,27 +379,3 @@ def _execute_ray(job: ResolvedJob, pending: list, result: dict, bar, events=None
             for shard in list(queue) + [s for kind, _, s in pool.refs.values() if kind == "task"]:
                 result["failed"][shard.name] = f"no worker left to run it: {e}"
         result["load_s"] += pool.load_seconds
-
-
-class _LiveProgress:
-    """Per-batch progress from the actors: images generated per shard in flight. The bar moves as
-    batches finish; a shard's commit replaces its provisional count by its rows, a failed attempt
-    takes its count back. Counts reach the tally asynchronously, so a shard's last batch can arrive
-    after its result: counts for a shard not in flight are dropped (they made the bar pass its total)."""
-
-    def __init__(self, bar):
-        self.bar, self.shown, self.open_ = bar, Counter(), set()
-
-    def open(self, name: str) -> None:
-        self.open_.add(name)
-
-    def add(self, counts: dict) -> None:
-        for name, n in counts.items():
-            if name in self.open_:
-                self.shown[name] += n
-                self.bar.update(n)
-
-    def done(self, name: str) -> None:
-        self.open_.discard(name)
-        if self.shown.get(name):
-            self.bar.update(-self.shown.pop(name))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from pipeline.core.job import ResolvedJob
@@ -284,3 +285,27 @@ def _cause(e: BaseException) -> str:
         return f"{type(cause).__name__}: {cause}".splitlines()[0][:500]
     text = [x.strip() for x in str(e).strip().splitlines() if x.strip()]
     return (text[-1] if text else type(e).__name__)[:500]
+
+
+class LiveProgress:
+    """Per-batch progress from the actors: images generated per shard in flight. The bar moves as
+    batches finish; a shard's commit replaces its provisional count by its rows, a failed attempt
+    takes its count back. Counts reach the tally asynchronously, so a shard's last batch can arrive
+    after its result: counts for a shard not in flight are dropped (they made the bar pass its total)."""
+
+    def __init__(self, bar):
+        self.bar, self.shown, self.open_ = bar, Counter(), set()
+
+    def open(self, name: str) -> None:
+        self.open_.add(name)
+
+    def add(self, counts: dict) -> None:
+        for name, n in counts.items():
+            if name in self.open_:
+                self.shown[name] += n
+                self.bar.update(n)
+
+    def done(self, name: str) -> None:
+        self.open_.discard(name)
+        if self.shown.get(name):
+            self.bar.update(-self.shown.pop(name))

@@ -39,7 +39,7 @@ def test_no_capacity_times_out_with_exit_2(ray_cluster, tmp_path, capsys):
 def test_live_progress_drops_counts_that_arrive_after_their_shard():
     """Per-batch counts reach the tally asynchronously: a count for a shard whose result is already in
     must not move the bar (it once read 80 of 64 images at the end of the demo)."""
-    from pipeline.generate.driver import _LiveProgress
+    from pipeline.generate.ray_pool import LiveProgress
 
     class Bar:
         n = 0
@@ -48,7 +48,7 @@ def test_live_progress_drops_counts_that_arrive_after_their_shard():
             self.n += k
 
     bar = Bar()
-    live = _LiveProgress(bar)
+    live = LiveProgress(bar)
     live.open("s1")
     live.add({"s1": 3})
     assert bar.n == 3
