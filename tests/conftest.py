@@ -17,6 +17,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Reproducible randomness. Under CI (the CI variable set, as .ci/run's runner does) hypothesis draws the
+# same examples every run (derandomize: a seed derived from each test's name; no example database), with
+# the example budget each test states; elsewhere it explores randomly and keeps its database. Loaded here,
+# before any test module builds its settings objects, so theirs inherit the profile.
+from hypothesis import settings as _hyp_settings  # noqa: E402
+
+_hyp_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+_hyp_settings.register_profile("dev", print_blob=True)
+_hyp_settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+# The seed of the global RNGs (random, numpy, torch) each test starts from: fixed under CI, else drawn
+# anew per session unless SDGEN_TEST_SEED pins it. Printed, so a failure shows how to rerun it.
+TEST_SEED = int(os.environ.get("SDGEN_TEST_SEED") or (20261206 if os.environ.get("CI")
+                                                       else int.from_bytes(os.urandom(4), "little")))
+
 PROMPTS = ["a red circle", "a blue square", "a green triangle", "a yellow square", "a photo of a doctor",
            "a photo of a nurse", "an x mark"]
 
@@ -83,6 +98,27 @@ def tree_bytes(root) -> dict:
     return out
 
 
+def pytest_report_header(config):
+    return f"sdgen test seed: {TEST_SEED} (rerun with SDGEN_TEST_SEED={TEST_SEED}); hypothesis profile: " \
+           f"{_hyp_settings.get_current_profile_name()}"
+
+
+@pytest.fixture(autouse=True)
+def _seeded_global_rngs():
+    """Every test starts its global RNGs from TEST_SEED, so one that draws unseeded numbers (torch.randint
+    with no generator, say) draws the same ones on every CI run; the seed is in the report header and in a
+    failing test's captured output."""
+    import random
+
+    random.seed(TEST_SEED)
+    np.random.seed(TEST_SEED % 2**32)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(TEST_SEED)
+    print(f"sdgen test seed: {TEST_SEED}")
+    yield
+
+
 @pytest.fixture
 def prompts_file(tmp_path):
     return write_prompts(tmp_path / "prompts.parquet", group=["a", "b", "c", "a", "b", "c", "a"])
@@ -109,6 +145,22 @@ def pytest_sessionfinish(session, exitstatus):
         ray.shutdown()
 
 
+def wait_for_port(port: int, proc: subprocess.Popen, what: str, limit_s: float = 300) -> None:
+    """Wait until ``proc`` accepts connections on ``port`` (the event), failing at once if it exits first;
+    ``limit_s`` only bounds a server that hangs (a loaded CI machine starts moto in seconds, not minutes)."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {proc.returncode} before listening on port {port}") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not listen on port {port} within {limit_s:.0f} s") from None
+            time.sleep(0.05)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -122,12 +174,7 @@ def s3_server():
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    wait_for_port(port, proc, "moto.server")
     old = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
     yield endpoint

@@ -118,17 +118,27 @@ def test_history_records_each_run_that_did_work(tmp_path):
     assert st["lease"] is None and [r["committed_rows"] for r in st["last_runs"]] == [14, 4]
 
 
+def _until(cond, limit_s: float = 60.0):
+    """Poll ``cond`` until it returns something truthy (returned), or fail after ``limit_s``."""
+    deadline = time.monotonic() + limit_s
+    while not (got := cond()):
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+    return got
+
+
 def test_renewal_extends_the_lease_and_notices_a_new_holder(tmp_path):
     out = Output(str(tmp_path / "o"))
     logs = []
     with Lease(out, ttl_s=0.3, log=logs.append) as lease:
         first = out.read_json(out.path("_lock"))
-        time.sleep(0.45)
-        later = out.read_json(out.path("_lock"))
-        assert later["run_id"] == lease.run_id and later["expires"] > first["expires"]
+        # events, not sleeps: the renewal thread rewrites the lock, then notices the new holder (the
+        # 60 s bounds only a renewal thread that never runs)
+        later = _until(lambda: (lk := out.read_json(out.path("_lock")))["expires"] > first["expires"] and lk)
+        assert later["run_id"] == lease.run_id
         out.write_json(out.path("_lock"), {**later, "run_id": "x" * 32, "expires": time.time() + 60})
-        time.sleep(0.3)
-        assert lease.lost and any("now held by run xxxxxxxxxxxx" in m for m in logs)
+        assert _until(lambda: lease.lost)
+        assert any("now held by run xxxxxxxxxxxx" in m for m in logs)
     assert out.read_json(out.path("_lock"))["run_id"] == "x" * 32  # not ours: left in place
 
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import assert_unique_keys, read_output, tiny_config
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.core.config import ConfigError, from_dict
@@ -94,6 +94,7 @@ keys = st.sampled_from(["generation.steps", "generation.width", "generation.seed
 
 
 @SETTINGS
+@example(items={"generation.steps": "00:", "storage.secret": "00:"})  # the fresh-clone failure (issue 25)
 @given(items=st.dictionaries(keys, config_values, max_size=4))
 def test_config_dicts_are_valid_or_name_the_key(items):
     raw = {"input": "i", "output": "o"}
@@ -108,9 +109,36 @@ def test_config_dicts_are_valid_or_name_the_key(items):
     except ConfigError as e:
         msg = str(e)
         assert any(k.split(".")[-1] in msg or k.split(".")[0] in msg for k in items) or "must not be empty" in msg
-        for k, v in items.items():
-            if ("secret" in k or "token" in k) and isinstance(v, str) and len(v) > 2:
-                assert repr(v) not in msg
+        assert_no_secret_echoed(msg, items)
+
+
+def assert_no_secret_echoed(msg: str, items: dict) -> None:
+    """A secret-looking key's value must not appear in the error. The message has one line per bad key
+    ("  generation.steps: ... (got '00:')"); a line counts against the secret unless it belongs to another
+    key whose own value contains the same text (that key echoing itself, e.g. steps='00:' beside
+    secret='00:'). The header and any line of no key, or of the secret's own key, always count."""
+    for k, v in items.items():
+        if not (("secret" in k or "token" in k) and isinstance(v, str) and len(v) > 2):
+            continue
+        for line in msg.splitlines():
+            owner = line.strip().split(":", 1)[0]
+            if owner != k and owner in items and repr(v) in repr(items[owner]):
+                continue
+            assert repr(v) not in line, f"{k}'s value {v!r} echoed in {line!r}"
+
+
+def test_secret_oracle_tells_a_collision_from_a_leak():
+    """The oracle above: another key echoing an equal value is not a leak; the secret's own line or the
+    header showing it is (the fresh-clone failure of issue 25 was the first case taken for the second)."""
+    items = {"generation.steps": "00:", "storage.secret": "00:"}
+    assert_no_secret_echoed("invalid config <dict>:\n  generation.steps: not an integer (got '00:')", items)
+    for leak in ("invalid config <dict>:\n  storage.secret: bad (got '00:')",
+                 "invalid config {'secret': '00:'}:\n  generation.steps: not an integer (got 5)"):
+        with pytest.raises(AssertionError):
+            assert_no_secret_echoed(leak, items)
+    with pytest.raises(AssertionError):  # a different value on another line is still the secret's text
+        assert_no_secret_echoed("invalid config <dict>:\n  model: bad (got '00:')",
+                                {"model": "x", "storage.secret": "00:"})
 
 
 @pytest.mark.slow
