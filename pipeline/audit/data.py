@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.core.dataset import Dataset
-from pipeline.core.storage import Output
+from pipeline.core.storage import Output, read_frame, read_parquet, read_schema
 
 KEYS = ["prompt_id", "sample_idx"]
 
@@ -48,7 +48,7 @@ class Source:
         return self.run is None
 
     def columns(self) -> list[str]:
-        return pq.read_schema(self.files[0], filesystem=self.fs).names if self.files else []
+        return read_schema(self.fs, self.files[0]).names if self.files else []
 
 
 def open_source(url, storage=None) -> Source:
@@ -86,7 +86,7 @@ def read_rows(src: Source, columns=None) -> pd.DataFrame:
     cols = [c for c in names if c != "image"] if columns is None else [c for c in columns if c in names]
     if src.foreign:
         cols = list(dict.fromkeys([*cols, *(c for c in ("prompt", *KEYS, "status") if c in names)]))
-    parts = [pq.read_table(f, columns=cols, filesystem=src.fs) for f in src.files]
+    parts = [read_parquet(src.fs, f, cols) for f in src.files]
     df = pa.concat_tables(parts, promote_options="default").to_pandas() if parts else pd.DataFrame(columns=cols)
     if src.foreign:
         df = _foreign_defaults(src, df)
@@ -231,7 +231,7 @@ def _stored_probes(src, attribute, attribute_set, clip_model, clip_weights, khas
             continue
         if clip_model and (meta.get("clip_model"), meta.get("clip_weights")) != (clip_model, clip_weights):
             continue
-        table = pd.read_parquet(p.removesuffix(".json") + ".parquet", filesystem=src.fs)
+        table = read_frame(src.fs, p.removesuffix(".json") + ".parquet")
         return table, {**meta["attributes"][attribute], "origin": "posthoc"}
     return None
 
@@ -315,7 +315,7 @@ def with_posthoc_labels(src: Source, df: pd.DataFrame, attribute: str) -> pd.Dat
         return df
     for p in names:
         if attribute in json.loads(src.fs.cat_file(p)).get("attributes", {}):
-            probes = pd.read_parquet(p.removesuffix(".json") + ".parquet", filesystem=src.fs)
+            probes = read_frame(src.fs, p.removesuffix(".json") + ".parquet")
             probes = probes.astype({"sample_idx": df["sample_idx"].dtype})
             return df.drop(columns=[c for c in probes.columns if c in df.columns and c not in KEYS]).merge(
                 probes, on=KEYS, how="left")

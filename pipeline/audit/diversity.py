@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.audit.data import KEYS, AuditError, Source, decode_batch, iter_images, read_rows
+from pipeline.core.storage import read_frame
 
 REPLICATES = 200  # bootstrap replicates for diversity (an eigen-decomposition each; intervals are rough)
 
@@ -118,7 +119,7 @@ def _posthoc_embeddings(src: Source, clip_model, clip_weights, device) -> pd.Dat
     path, meta_path = f"{src.audit_dir}/embeddings.parquet", f"{src.audit_dir}/embeddings.json"
     meta = src.output.read_json(meta_path) or {}
     if meta.get("keys_sha256") == khash and (meta.get("clip_model"), meta.get("clip_weights")) == (clip, weights):
-        return pd.read_parquet(path, filesystem=src.fs)
+        return read_frame(src.fs, path)
     check_scorer_spec(clip, weights)
     dev, dtype = resolve_device_dtype(device, "auto")
     scorer = ClipScorer(clip, weights, dev, dtype)

@@ -40,6 +40,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline.core.schema import BLOCKED, OK
+from pipeline.core.storage import read_frame, read_parquet
 
 ACTIONS = ("keep", "flag", "blur", "drop")  # in increasing severity
 OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq,
@@ -277,7 +278,7 @@ def read_decisions(output_url: str, name: str, storage=None) -> pd.DataFrame:
     path = f"{policy_dir(out, name)}/decisions.parquet"
     if not out.exists(path):
         raise PolicyError(f"no decisions at {path!r}; run sdgen filter {output_url} --policy ... first")
-    return pd.read_parquet(path, filesystem=out.fs)
+    return read_frame(out.fs, path)
 
 
 # ---------------------------------------------------------------- materialised dataset
@@ -308,7 +309,7 @@ def materialize(output_url: str, name: str, dest: str, blur_radius: float, stora
     dec = read_decisions(output_url, name, storage).set_index(["prompt_id", "sample_idx"])
     rows = 0
     for shard in ds.commits:
-        t = pq.read_table(src.part_path(shard), filesystem=src.fs)
+        t = read_parquet(src.fs, src.part_path(shard))
         keys = t.select(["prompt_id", "sample_idx"]).to_pandas()
         d = dec.reindex(pd.MultiIndex.from_frame(keys))
         keep = d["decision"].isin(["keep", "flag", "blur"]).to_numpy()

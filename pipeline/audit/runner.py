@@ -24,6 +24,7 @@ import pyarrow as pa
 from pipeline.audit import stats as S
 from pipeline.audit import tables as T
 from pipeline.audit.data import AuditError, attribute_labels, open_source, read_rows
+from pipeline.core.storage import read_frame
 
 SUMMARY_COLUMNS = ["group", "attribute", "class", "n", "abstained", "proportion", "ci_low", "ci_high"]
 DETECTORS = ("safety_flagged", "sd_checker_nsfw")
@@ -262,7 +263,7 @@ def write_results(src, summary: pd.DataFrame, metrics: dict) -> tuple[dict, dict
     spath, mpath = f"{src.audit_dir}/summary.parquet", f"{src.audit_dir}/metrics.json"
     old = src.output.read_json(mpath) or {}
     if src.output.exists(spath):
-        prev = pd.read_parquet(spath, filesystem=src.fs)
+        prev = read_frame(src.fs, spath)
         summary = pd.concat([prev[~prev["attribute"].isin(summary["attribute"].unique())], summary],
                             ignore_index=True)
     merged = {**old, **metrics, "attributes": {**old.get("attributes", {}), **metrics["attributes"]}}
@@ -290,7 +291,7 @@ def read_results(url, storage=None) -> tuple[pd.DataFrame | None, dict | None]:
     metrics = src.output.read_json(mpath)
     if metrics is None:
         return None, None
-    return pd.read_parquet(f"{src.audit_dir}/summary.parquet", filesystem=src.fs), metrics
+    return read_frame(src.fs, f"{src.audit_dir}/summary.parquet"), metrics
 
 
 # ---------------------------------------------------------------- compare

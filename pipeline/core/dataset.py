@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.core.storage import Output, OutputError
+from pipeline.core.storage import Output, OutputError, read_parquet, read_schema
 
 KEYS = ("prompt_id", "sample_idx")  # unique in every output: one row per (prompt id, sample index)
 
@@ -48,7 +48,7 @@ class Dataset:
 
     def columns(self) -> list[str]:
         """Column names of the first committed part (parts of one output share their schema)."""
-        return pq.read_schema(self.files[0], filesystem=self.fs).names if self.files else []
+        return read_schema(self.fs, self.files[0]).names if self.files else []
 
     def table(self, columns=None, images: bool = False) -> pa.Table:
         """Committed rows in shard order; ``columns`` missing from the parts are skipped; the image
@@ -57,7 +57,7 @@ class Dataset:
         if columns is None:
             columns = [c for c in names if images or c != "image"]
         cols = [c for c in columns if c in names]
-        parts = [pq.read_table(f, columns=cols, filesystem=self.fs) for f in self.files]
+        parts = [read_parquet(self.fs, f, cols) for f in self.files]
         return pa.concat_tables(parts, promote_options="default") if parts else pa.table({c: [] for c in cols})
 
     def batches(self, columns, batch_rows: int = 64):

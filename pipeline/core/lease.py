@@ -26,21 +26,14 @@ import threading
 import time
 import uuid
 
+from pipeline.core.retry import StorageError
+from pipeline.core.storage import pid_alive
+
 LEASE_EXIT_CODE = 3  # `sdgen run` exit code when another run holds the output's lease
 
 
 class LeaseHeld(RuntimeError):
     """Another live run holds the output's lease; this run did nothing."""
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, another user's
-        return True
-    return True
 
 
 def utc(ts: float) -> str:
@@ -95,16 +88,20 @@ class Lease:
                 return False
             raise
 
-    def _read(self) -> dict | None:
-        rec = self.out.read_json(self.path)
+    def _read(self, path: str | None = None) -> dict | None:
+        rec = self.out.read_json(path or self.path)
         return rec if isinstance(rec, dict) else None
+
+    def _ours(self, path: str) -> bool:
+        """``path`` holds this run's record (a create whose reply was lost, then retried)."""
+        return (self._read(path) or {}).get("run_id") == self.run_id
 
     def stale_reason(self, rec: dict, now: float | None = None) -> str | None:
         now = time.time() if now is None else now
         if rec.get("expires", 0) < now:
             return f"expired at {utc(rec.get('expires', 0))}"
         if rec.get("host") == self.holder["host"] and isinstance(rec.get("pid"), int) \
-                and rec["pid"] != os.getpid() and not _pid_alive(rec["pid"]):
+                and rec["pid"] != os.getpid() and not pid_alive(rec["pid"]):
             return f"its process {rec['pid']} on this host is gone"
         return None
 
@@ -118,11 +115,13 @@ class Lease:
             if self._create_exclusive(self.path, self._record()):
                 return self
             rec = self._read() or {}
+        if rec.get("run_id") == self.run_id:  # our create reached the store, its reply was lost and the
+            return self                       # retry found the lock: it is ours
         why = self.stale_reason(rec)
         if why is None:
             raise LeaseHeld(self._held_message(rec))
         marker = f"{self.path}.takeover-{rec.get('run_id', 'unknown')}"
-        if not self._create_exclusive(marker, self._record()):
+        if not self._create_exclusive(marker, self._record()) and not self._ours(marker):
             raise LeaseHeld(self._held_message(rec, "another run is taking over its stale lease"))
         self.out.write_bytes_atomic(self.path, self._record())
         self._remove(marker)
@@ -175,8 +174,16 @@ class Lease:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.release()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self.release()  # its read and delete retried by the store's policy
+        except OSError as e:
+            if exc is not None:  # the run's own error is the one to report; the lock expires by itself
+                self.log(f"sdgen: warning: the lease on {self.out.url!r} was not released ({e}); it expires at "
+                         f"{utc(time.time() + self.ttl)} or is taken over by the next run on this host")
+                return
+            raise StorageError(f"{e}; the run itself finished, only releasing the lease failed: the next run "
+                               "takes the stale lease over (at once on this host, else after its expiry)") from e
 
 
 def history_name(started: float) -> str:

@@ -4,11 +4,17 @@ reads, part upload, marker and run.json writes). What still fails after the last
 `StorageError`: a fault of the storage, never reported as bad input.
 
 The policy is the job's `retry` section; `configure` sets it for the process (driver and each
-worker), `call` applies it. Full jitter (AWS's recommendation) spreads retries of many workers.
+worker; a read-side command given `--config`), `call` applies it. Full jitter (AWS's recommendation)
+spreads retries of many workers. `RetryingFS` puts every call to a store through `call`: listing,
+head/size/exists, reads (and each read of an open file, which pyarrow makes), puts and deletes. Calls
+nest (a whole-file scan retried around its own reads): only the outermost retries, so one fault costs
+one backoff and `attempts` means what it says. A non-transient refusal of a remote store (403,
+NoSuchBucket) becomes a `StorageError` at once, with its own line.
 """
 from __future__ import annotations
 
 import random
+import threading
 import time
 from dataclasses import dataclass
 
@@ -59,10 +65,17 @@ def is_transient(e: BaseException) -> bool:
     return False
 
 
+_depth = threading.local()  # how many `call`s this thread is inside: only the outermost one retries
+
+
 def call(fn, *args, what: str = "storage call", policy: Policy | None = None, **kwargs):
-    """fn(*args, **kwargs), retried on transient errors; then StorageError naming `what`."""
+    """fn(*args, **kwargs), retried on transient errors; then StorageError naming `what`. Inside another
+    `call` of the same thread it runs once: the outer call retries the whole."""
+    if getattr(_depth, "n", 0):
+        return fn(*args, **kwargs)
     p = policy or _policy
     for attempt in range(1, p.attempts + 1):
+        _depth.n = 1
         try:
             return fn(*args, **kwargs)
         except Exception as e:
@@ -70,5 +83,95 @@ def call(fn, *args, what: str = "storage call", policy: Policy | None = None, **
                 raise
             if attempt == p.attempts:
                 raise StorageError(f"storage error: {what} failed {p.attempts} time(s) with transient errors "
-                                   f"(last: {type(e).__name__}: {e}); retry later or raise retry.attempts") from e
-            time.sleep(random.uniform(0, min(p.max_s, p.base_s * 2 ** (attempt - 1))))
+                                   f"(last: {type(e).__name__}: {_short(e)}); retry later or raise "
+                                   "retry.attempts") from e
+        finally:
+            _depth.n = 0
+        time.sleep(random.uniform(0, min(p.max_s, p.base_s * 2 ** (attempt - 1))))
+
+
+def _short(e: BaseException) -> str:
+    """An error's text on one line, at most 300 characters (botocore's can span lines)."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+# what each wrapped filesystem method does, for the error line: "listing 'bucket/out/_commits' failed ..."
+VERBS = {"ls": "listing", "find": "listing", "glob": "listing", "walk": "listing", "info": "checking",
+         "size": "reading the size of", "exists": "checking", "isfile": "checking", "isdir": "checking",
+         "cat_file": "reading", "cat": "reading", "open": "opening", "pipe_file": "writing",
+         "put_file": "uploading", "get_file": "downloading", "rm": "deleting", "rm_file": "deleting",
+         "mkdir": "creating", "makedirs": "creating", "touch": "writing", "mv": "moving", "copy": "copying"}
+# what a store says when it refuses for good (not worth retrying, and not the user's "not found")
+PASS_THROUGH = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, NotImplementedError,
+                TypeError, ValueError)
+
+
+class RetryingFS:
+    """An fsspec filesystem whose every store call goes through `call` (the one retry place). Anything
+    not in VERBS (protocol, sep, ...) is the wrapped filesystem's own attribute. `.raw` is the wrapped
+    one, for code that must talk to the store without retries (there is none today)."""
+
+    def __init__(self, fs, remote: bool):
+        self.raw, self.remote = fs, remote
+
+    def __getattr__(self, name):
+        attr = getattr(self.raw, name)
+        if name not in VERBS or not callable(attr):
+            return attr
+
+        def wrapped(path=None, *args, **kwargs):
+            what = f"{VERBS[name]} {_key(args[0] if name == 'put_file' and args else path)!r}"
+            result = self._call(attr, path, *args, what=what, **kwargs)
+            return RetryingFile(result, what, self) if name == "open" and hasattr(result, "read") else result
+
+        return wrapped
+
+    def _call(self, fn, *args, what: str, **kwargs):
+        try:
+            return call(fn, *args, what=what, **kwargs)
+        except StorageError:
+            raise
+        except PASS_THROUGH:
+            raise
+        except OSError as e:
+            if "precondition" in str(e).lower() or "(412)" in str(e):  # a conditional put lost its race
+                raise FileExistsError(f"{what}: the object exists (precondition failed)") from e
+            if not self.remote or is_transient(e):
+                raise  # transient: inside an outer call, which retries it; local: the OS's own error (read-only, no space) is the caller's to report
+            raise StorageError(f"storage error: {what} was refused by the store ({type(e).__name__}: "
+                               f"{_short(e)}); check the credentials, bucket and permissions") from e
+
+
+def _key(path) -> str:
+    return path[0] if isinstance(path, (list, tuple)) and path else str(path)
+
+
+class RetryingFile:
+    """A file opened through RetryingFS: each read (and seek, which may fetch) retried on its own. A failed
+    read leaves the position where it was (fsspec advances it only after a fetch), so a retry reads the
+    same bytes; pyarrow reads Parquet through these calls."""
+
+    def __init__(self, f, what: str, fs: RetryingFS):
+        self._f, self._what, self._fs = f, what.replace("opening", "reading", 1), fs
+
+    def read(self, *a):
+        return self._fs._call(self._f.read, *a, what=self._what)
+
+    def readinto(self, b):
+        return self._fs._call(self._f.readinto, b, what=self._what)
+
+    def seek(self, *a):
+        return self._fs._call(self._f.seek, *a, what=self._what)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __iter__(self):
+        return iter(self._f)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()

@@ -11,10 +11,10 @@ done iff its marker exists and the part matches the marker's checksum.
 """
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
+import re
 import tempfile
 import uuid
 
@@ -45,17 +45,43 @@ def storage_options(storage, url: str) -> dict:
     if storage is not None and storage.region:
         opts.setdefault("client_kwargs", {})["region_name"] = storage.region
     opts.setdefault("use_listings_cache", False)  # resume must see new inputs and markers, never a stale listing
+    # one retry policy (the config's retry: section, core/retry.py): botocore's own retries off, so that
+    # retry.attempts counts every try of a call (botocore's 5 × ours was 46 s to fail at attempts=2)
+    opts.setdefault("config_kwargs", {}).setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
     return opts
 
 
 def filesystem(url: str, storage=None):
-    """(fsspec filesystem, path within it) for a local path or URL."""
+    """(filesystem, path within it) for a local path or URL: an fsspec filesystem behind
+    retry.RetryingFS, so that every call to the store is retried by the one policy."""
     fs, path = fsspec.core.url_to_fs(url, **storage_options(storage, url))
-    return fs, path.rstrip("/") if path not in ("/", "") else path
+    if hasattr(fs, "retries") and not is_local(fs):
+        fs.retries = 1  # s3fs's own retry loop off, as botocore's above
+    return retry.RetryingFS(fs, remote=not is_local(fs)), path.rstrip("/") if path not in ("/", "") else path
 
 
 def is_local(fs) -> bool:
     return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
+def read_parquet(fs, path: str, columns=None) -> pa.Table:
+    """A Parquet file through ``fs`` (its reads retried when ``fs`` is a RetryingFS): the one way sdgen
+    reads a small Parquet file or a part whole. pyarrow gets a file handle, never the filesystem."""
+    with fs.open(path, "rb") as f:
+        return pq.read_table(f, columns=columns)
+
+
+def read_frame(fs, path: str, columns=None):
+    """read_parquet as a pandas DataFrame (pandas' own conversion, as pd.read_parquet)."""
+    import pandas as pd
+
+    with fs.open(path, "rb") as f:
+        return pd.read_parquet(f, columns=columns)
+
+
+def read_schema(fs, path: str) -> pa.Schema:
+    with fs.open(path, "rb") as f:
+        return pq.read_schema(f)
 
 
 def sha256_file(fs, path: str, chunk: int = 1 << 20) -> str:
@@ -104,7 +130,7 @@ class Output:
                     os.remove(tmp)
                 raise
         else:
-            retry.call(self.fs.pipe_file, path, data, what=f"writing {path!r}")
+            self.fs.pipe_file(path, data)  # one PUT: atomic on an object store
 
     def write_table(self, path: str, table) -> None:
         """A small Parquet file (a pyarrow Table or a pandas DataFrame) written atomically, like every
@@ -117,7 +143,7 @@ class Output:
 
     def read_json(self, path: str):
         try:
-            return json.loads(retry.call(self.fs.cat_file, path, what=f"reading {path!r}"))
+            return json.loads(self.fs.cat_file(path))
         except FileNotFoundError:
             return None
 
@@ -156,7 +182,7 @@ class Output:
         """Markers present, by shard name (one listing call, then small reads)."""
         d = self.path("_commits")
         try:
-            names = [p for p in retry.call(self.fs.ls, d, detail=False, what=f"listing {d!r}") if p.endswith(".json")]
+            names = [p for p in self.fs.ls(d, detail=False) if p.endswith(".json")]
         except FileNotFoundError:
             return {}
         out = {}
@@ -184,15 +210,25 @@ class Output:
         return {n: m for n, m in sorted(markers.items())
                 if (names is None or n in names) and self.marker_valid(m, check)}
 
+    @property
+    def spool_tag(self) -> str:
+        """12 hex digits of the output's URL: spools in the shared temp dir name their output, so two runs
+        of one config into two outputs never touch each other's spools."""
+        return hashlib.sha256(self.url.rstrip("/").encode()).hexdigest()[:12]
+
     def spool_path(self, shard: str) -> str:
         """Where a part is written before commit: beside the final file locally (so publishing is a
-        rename), a local temp dir for object stores."""
-        name = f".tmp-part-{shard}-{uuid.uuid4().hex[:8]}.parquet"
+        rename), a local temp dir for object stores. The name carries the output and this process's pid
+        (``.tmp-part-<output>-<pid>-<shard>-<random>.parquet``): an earlier spool of the same shard and
+        output is removed only when its process is gone (killed) or is this one (an earlier attempt)."""
         d = self.path("data") if self.local else tempfile.gettempdir()
         os.makedirs(d, exist_ok=True)
-        for stale in glob.glob(os.path.join(glob.escape(d), f".tmp-part-{glob.escape(shard)}-*.parquet")):
-            os.remove(stale)  # left by an attempt whose process was killed; this attempt replaces it
-        return os.path.join(d, name)
+        for name in os.listdir(d):
+            m = SPOOL_NAME.match(name)
+            if m and m["tag"] == self.spool_tag and m["shard"] == shard \
+                    and (int(m["pid"]) == os.getpid() or not pid_alive(int(m["pid"]))):
+                _remove_quietly(os.path.join(d, name))
+        return os.path.join(d, f".tmp-part-{self.spool_tag}-{os.getpid()}-{shard}-{uuid.uuid4().hex[:8]}.parquet")
 
     def commit_part(self, shard: str, spool: str, fields: dict) -> dict:
         """The one commit path (docs/DESIGN.md §5): publish the finished spool file as the shard's
@@ -227,7 +263,7 @@ class Output:
             os.makedirs(os.path.dirname(final), exist_ok=True)
             os.replace(local_tmp, final)
         else:
-            retry.call(self.fs.put_file, local_tmp, final, what=f"uploading {final!r}")
+            self.fs.put_file(local_tmp, final)
             os.remove(local_tmp)
 
     def temp_path(self, final: str) -> str:
@@ -248,10 +284,10 @@ class Output:
         return sorted(p for p in files if p.rsplit("/", 1)[-1].startswith("part-") and p.endswith(".parquet"))
 
     def read_table(self, columns=None) -> pa.Table:
-        """All committed parts as one table (parts without a valid marker are ignored)."""
-        markers = self.committed_markers()
-        files = [self.part_path(s) for s in sorted(markers)]
-        tables = [pq.read_table(f, columns=columns, filesystem=self.fs) for f in files]
+        """All committed parts as one table (parts without a marker, or whose size differs from their
+        marker's, are ignored)."""
+        files = [self.part_path(s) for s in self.valid_commits("size")]
+        tables = [read_parquet(self.fs, f, columns) for f in files]
         return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
 
 
@@ -288,25 +324,52 @@ def _umask() -> int:
 
 
 STALE_TEMP_S = 600  # a .tmp-* file untouched this long belongs to a dead run (live spools grow every batch)
+SPOOL_NAME = re.compile(r"^\.tmp-part-(?P<tag>[0-9a-f]{12})-(?P<pid>\d+)-(?P<shard>.+)-[0-9a-f]{8}\.parquet$")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
+
+
+def _remove_quietly(path: str) -> bool:
+    try:
+        os.remove(path)
+        return True
+    except OSError:  # gone already, or not ours to remove
+        return False
 
 
 def remove_stale_temp(output: Output, older_than_s: float = STALE_TEMP_S) -> list[str]:
-    """Remove temp files of dead runs: ``.tmp-*`` anywhere under a local output root, and object-store
-    part spools (``.tmp-part-*.parquet``) in the local temp dir. Returns what was removed."""
+    """Remove temp files of dead runs of this output: ``.tmp-*`` under a local output root untouched for
+    ``older_than_s``, and this output's part spools (beside the parts, or in the local temp dir for an
+    object store) whose process is gone. Spools of other outputs are never touched. Returns what was
+    removed."""
     import time
 
     now, removed = time.time(), []
-    roots = [(output.root, ".tmp-")] if output.local else []
-    roots.append((tempfile.gettempdir(), ".tmp-part-"))
-    for root, prefix in roots:
-        walk = os.walk(root) if root == output.root else [(root, [], os.listdir(root))]
-        for d, _, files in walk:
+    if output.local:
+        for d, _, files in os.walk(output.root):
             for f in files:
                 p = os.path.join(d, f)
                 try:
-                    if f.startswith(prefix) and now - os.path.getmtime(p) > older_than_s:
-                        os.remove(p)
-                        removed.append(p)
+                    old = f.startswith(".tmp-") and now - os.path.getmtime(p) > older_than_s
                 except OSError:
-                    pass  # gone already, or not ours to remove
+                    continue
+                if (old or _dead_spool(f, output.spool_tag)) and _remove_quietly(p):
+                    removed.append(p)
+    else:
+        tmp = tempfile.gettempdir()
+        removed += [os.path.join(tmp, f) for f in os.listdir(tmp)
+                    if _dead_spool(f, output.spool_tag) and _remove_quietly(os.path.join(tmp, f))]
     return removed
+
+
+def _dead_spool(name: str, tag: str) -> bool:
+    m = SPOOL_NAME.match(name)
+    return bool(m and m["tag"] == tag and int(m["pid"]) != os.getpid() and not pid_alive(int(m["pid"])))

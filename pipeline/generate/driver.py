@@ -267,10 +267,21 @@ def _run_prepared(prep: Prepared, progress: bool, t0: float, events, finish: boo
         except OSError as e:
             summary["complete"] = False
             summary["failed_shards"]["(summary.json)"] = f"{type(e).__name__}: {e}"
-    if finish and summary["complete"] and not prep.output.exists(prep.output.path("_SUCCESS")):
-        prep.output.write_json(prep.output.path("_SUCCESS"), {"shards": len(prep.shards),
-                                                              "rows": summary["rows_total"]})
+    if finish and summary["complete"]:
+        write_success(prep.output, {"shards": len(prep.shards), "rows": summary["rows_total"]})
     return summary
+
+
+def write_success(output, record: dict) -> None:
+    """OUTPUT/_SUCCESS once every planned shard is committed (its calls retried by the store's policy).
+    What outlasts the retries says that the shards are all in and only finishing failed: the next run
+    plans nothing, redoes no shard, and writes it."""
+    try:
+        if not output.exists(output.path("_SUCCESS")):
+            output.write_json(output.path("_SUCCESS"), record)
+    except retry.StorageError as e:
+        raise retry.StorageError(f"{e}; every shard is committed ({record.get('rows')} rows), only writing "
+                                 "_SUCCESS failed: run the same command again to finish (no shard is redone)") from e
 
 
 def _pending_images(prep: Prepared) -> int:

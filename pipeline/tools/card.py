@@ -7,10 +7,9 @@ from __future__ import annotations
 import json
 import os
 
-import pyarrow.parquet as pq
 import yaml
 
-from pipeline.core.storage import Output
+from pipeline.core.storage import Output, read_frame, read_schema
 
 SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
          (10_000_000, "1M<n<10M")]
@@ -35,8 +34,8 @@ def _yaml_type(f: dict) -> dict:
 
 
 def features(out: Output, fmt: str, extra: list[str]) -> list[dict]:
-    shard = sorted(out.committed_markers())[0]
-    meta = pq.read_schema(out.part_path(shard), filesystem=out.fs).metadata or {}
+    shard = next(iter(out.valid_commits("size")))
+    meta = read_schema(out.fs, out.part_path(shard)).metadata or {}
     feats = json.loads(meta.get(b"huggingface", b"{}")).get("info", {}).get("features", {})
     cols = [{"name": k, **_yaml_type(v)} for k, v in feats.items() if k != "image"]
     cols += [{"name": c, "dtype": "string"} for c in extra]
@@ -46,27 +45,36 @@ def features(out: Output, fmt: str, extra: list[str]) -> list[dict]:
             {"name": "json", "struct": cols}]
 
 
-def _audit_lines(out: Output) -> list[str]:
-    import pandas as pd
+def _f(v, spec: str) -> str:
+    """A metric for the card: "–" where the audit has none (null, NaN: a one-image group has no cosine)."""
+    try:
+        return "–" if v is None or v != v else format(float(v), spec)
+    except (TypeError, ValueError):
+        return "–"
 
+
+def _ci(ci, spec: str) -> str:
+    return f"[{_f(ci[0], spec)}, {_f(ci[1], spec)}]" if isinstance(ci, (list, tuple)) and len(ci) == 2 else "–"
+
+
+def _audit_lines(out: Output) -> list[str]:
     metrics = out.read_json(out.path("audit", "metrics.json"))
     if not metrics:
         return ["No audit was run on this output (`sdgen audit` adds per-group attribute shares with CIs)."]
     lines = []
     spath = out.path("audit", "summary.parquet")
     if out.exists(spath):
-        s = pd.read_parquet(spath, filesystem=out.fs)
+        s = read_frame(out.fs, spath)
         lines += ["| group | attribute | class | n | share | 95% CI |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r.group} | {r.attribute} | {r['class']} | {r.n} | {r.proportion:.3f} | "
-                  f"[{r.ci_low:.3f}, {r.ci_high:.3f}] |" for _, r in s.iterrows()]
+        lines += [f"| {r.group} | {r.attribute} | {r['class']} | {r.n} | {_f(r.proportion, '.3f')} | "
+                  f"{_ci([r.ci_low, r.ci_high], '.3f')} |" for _, r in s.iterrows()]
     div = metrics.get("diversity") or {}
     if div.get("per_group"):
         lines += ["", "Diversity of CLIP image embeddings per group (Vendi score; mean pairwise cosine), 95% "
                   "bootstrap CIs over prompts then seeds:", "",
                   "| group | images | Vendi | 95% CI | mean cos | 95% CI |", "|---|---|---|---|---|---|"]
-        lines += [f"| {g['group']} | {g['n']} | {g['vendi']:.2f} | [{g['vendi_ci'][0]:.2f}, {g['vendi_ci'][1]:.2f}] | "
-                  f"{g['mean_cos']:.3f} | [{g['mean_cos_ci'][0]:.3f}, {g['mean_cos_ci'][1]:.3f}] |"
-                  for g in div["per_group"] if g.get("vendi_ci") and g["vendi_ci"][0] is not None]
+        lines += [f"| {g.get('group')} | {g.get('n')} | {_f(g.get('vendi'), '.2f')} | {_ci(g.get('vendi_ci'), '.2f')} | "
+                  f"{_f(g.get('mean_cos'), '.3f')} | {_ci(g.get('mean_cos_ci'), '.3f')} |" for g in div["per_group"]]
     return lines + ["", f"Audit created {metrics.get('created', '?')} over {metrics.get('source', {}).get('rows', '?')} "
                         f"rows (all generated rows, before this export's selection)."]
 

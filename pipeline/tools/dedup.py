@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.core.storage import Output
+from pipeline.core.storage import Output, read_frame
 from pipeline.probes.phash import hamming, phash_png, to_uint64
 
 DECISION_COLUMNS = ["prompt_id", "sample_idx", "duplicate", "dup_of", "dup_of_prompt_id", "dup_of_sample_idx",
@@ -138,24 +138,34 @@ def decide(keys: pd.DataFrame, labels: np.ndarray, distance_to) -> pd.DataFrame:
 def _ok_rows(out: Output, column: str):
     """(keys DataFrame, values) of every ok row, part by part; rows missing a pHash are hashed from PNG."""
     keys, values = [], []
-    for shard in sorted(out.committed_markers()):
-        f = pq.ParquetFile(out.part_path(shard), filesystem=out.fs)
-        names = f.schema_arrow.names
-        if column == "clip_image_embedding" and column not in names:
-            raise DedupError(f"part {shard!r} has no clip_image_embedding column; run with write.embeddings: true "
-                             f"or dedup by pHash (without --by-embedding)")
-        cols = ["prompt_id", "sample_idx", "status"] + ([column] if column in names else [])
-        for batch in f.iter_batches(columns=cols, batch_size=8192):
-            t = pa.Table.from_batches([batch])
-            t = t.filter(pa.compute.equal(t.column("status"), "ok"))
-            if column == "phash" and "phash" not in names or column == "phash" and t.column("phash").null_count:
-                t = _hash_missing(f, t, names)
-            keys.append(t.select(["prompt_id", "sample_idx"]).to_pandas())
-            col = t.column(column)
-            values.append(to_uint64(col.to_pylist()) if column == "phash"
-                          else col.combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(len(t), -1))
+    for shard in out.valid_commits("size"):  # committed parts only, checked against their markers
+        with out.fs.open(out.part_path(shard), "rb") as fh:
+            keys, values = _part_rows(shard, pq.ParquetFile(fh), column, keys, values)
+    return _finish_rows(keys, values, column, out.url)
+
+
+def _part_rows(shard: str, f, column: str, keys: list, values: list):
+    """Append one part's ok rows (keys, values of ``column``) to the running lists."""
+    names = f.schema_arrow.names
+    if column == "clip_image_embedding" and column not in names:
+        raise DedupError(f"part {shard!r} has no clip_image_embedding column; run with write.embeddings: true "
+                         f"or dedup by pHash (without --by-embedding)")
+    cols = ["prompt_id", "sample_idx", "status"] + ([column] if column in names else [])
+    for batch in f.iter_batches(columns=cols, batch_size=8192):
+        t = pa.Table.from_batches([batch])
+        t = t.filter(pa.compute.equal(t.column("status"), "ok"))
+        if column == "phash" and "phash" not in names or column == "phash" and t.column("phash").null_count:
+            t = _hash_missing(f, t, names)
+        keys.append(t.select(["prompt_id", "sample_idx"]).to_pandas())
+        col = t.column(column)
+        values.append(to_uint64(col.to_pylist()) if column == "phash"
+                      else col.combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(len(t), -1))
+    return keys, values
+
+
+def _finish_rows(keys: list, values: list, column: str, url: str = ""):
     if not keys:
-        raise DedupError(f"{out.url!r} has no committed rows yet")
+        raise DedupError(f"{url!r} has no committed rows yet")
     return pd.concat(keys, ignore_index=True), np.concatenate(values)
 
 
@@ -217,4 +227,4 @@ def read_dedup(output_url: str, name: str, storage=None) -> pd.DataFrame:
     path = f"{dedup_dir(out, name)}/decisions.parquet"
     if not out.exists(path):
         raise DedupError(f"no dedup decisions at {path!r}; run sdgen dedup {output_url} first")
-    return pd.read_parquet(path, filesystem=out.fs)
+    return read_frame(out.fs, path)

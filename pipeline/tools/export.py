@@ -113,14 +113,15 @@ def _samples(part_file, fs, sel: Selection):
     """(key, png bytes, metadata dict) of the selected rows of one part, a row group at a time."""
     from pipeline.audit.policy import blur_png
 
-    f = pq.ParquetFile(part_file, filesystem=fs)
-    for i in range(f.num_row_groups):
-        df, blur = sel.apply(f.read_row_group(i).to_pandas())
-        for (_, r), b in zip(df.iterrows(), blur):
-            png = r["image"]["bytes"]
-            png = blur_png(png, sel.blur_radius) if b else png
-            meta = {k: _jsonable(v) for k, v in r.items() if k not in LEFT_OUT_COLUMNS}
-            yield sample_key(r["prompt_id"], r["sample_idx"]), png, meta
+    with fs.open(part_file, "rb") as fh:  # reads retried by the output's RetryingFS
+        f = pq.ParquetFile(fh)
+        for i in range(f.num_row_groups):
+            df, blur = sel.apply(f.read_row_group(i).to_pandas())
+            for (_, r), b in zip(df.iterrows(), blur):
+                png = r["image"]["bytes"]
+                png = blur_png(png, sel.blur_radius) if b else png
+                meta = {k: _jsonable(v) for k, v in r.items() if k not in LEFT_OUT_COLUMNS}
+                yield sample_key(r["prompt_id"], r["sample_idx"]), png, meta
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -181,7 +182,7 @@ def export(output_url: str, fmt: str, dest: str, keep_only=None, dedup=None, whe
     run = out.read_json(out.path("run.json"))
     if run is None:
         raise ExportError(f"{output_url!r} is not an sdgen output (no run.json)")
-    markers = out.committed_markers()
+    markers = out.valid_commits("size")  # committed parts only, checked against their markers
     if not markers:
         raise ExportError(f"{output_url!r} has no committed parts yet")
     sel = Selection(output_url, keep_only, dedup, where, storage)

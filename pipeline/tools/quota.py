@@ -171,7 +171,7 @@ def write_delivered(cfg: JobConfig, out: Output, policy, state: pd.DataFrame) ->
 def run_quota(cfg: JobConfig, progress: bool = True, events=None) -> dict:
     """Rounds until every key has `quota.accepted` kept images or stops; returns the last round's
     summary with a `quota` section (rounds, per-key shortfall). _SUCCESS only when the quota loop ends."""
-    from pipeline.generate.driver import run_job
+    from pipeline.generate.driver import run_job, write_success
 
     q = cfg.quota
     policy = load_quota_policy(cfg)
@@ -193,8 +193,7 @@ def run_quota(cfg: JobConfig, progress: bool = True, events=None) -> dict:
                         "keys": record["keys"], "keys_short": record["keys_short"], "shortfall": record["shortfall"],
                         "decisions": record["dir"]}
     out.write_json(out.path("summary.json"), summary)
-    if not out.exists(out.path("_SUCCESS")):
-        out.write_json(out.path("_SUCCESS"), {"rounds": len(rounds), "rows": record["rows"]})
+    write_success(out, {"rounds": len(rounds), "rows": record["rows"]})
     return summary
 
 
