@@ -108,12 +108,7 @@ def dump(obj) -> str:
 
 
 def cli(argv) -> int:
-    """Run an audit command through argparse as `sdgen` would (parser built with add_commands)."""
-    import argparse
+    """Run a command exactly as `sdgen` would: argparse, the command, the one error → exit-code map."""
+    from pipeline.cli import main
 
-    from pipeline.audit.commands import add_commands
-
-    parser = argparse.ArgumentParser(prog="sdgen")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args([str(a) for a in argv])
-    return args.func(args)
+    return main([str(a) for a in argv])

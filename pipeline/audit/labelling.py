@@ -112,35 +112,3 @@ def make_sheet(url, attribute, n, dest, group_by, seed=0, from_pixels=False, sto
     paths = write_sheet(sample, pngs, dest, attribute)
     return {"rows": len(sample), "strata": int(sample.groupby(["group", "predicted"]).ngroups),
             "filled": int(sample["label"].notna().sum()), **paths}
-
-
-def cmd_label(args) -> int:
-    from pipeline.audit.commands import _default_group_by, _probe_args, _storage, split_group_by
-
-    src = open_source(args.output, _storage(args))
-    group_by = split_group_by(args.group_by) or _default_group_by(src)
-    r = make_sheet(src, args.attribute, args.n, args.out, group_by, args.seed, args.from_pixels,
-                   **_probe_args(args))
-    print(f"wrote {r['rows']} images in {r['strata']} strata (group x predicted class) to {r['html']} and "
-          f"{r['csv']}" + (f"; {r['filled']} labels filled from pixels" if args.from_pixels else ""))
-    return 0
-
-
-def add_label_command(subparsers) -> None:
-    sp = subparsers.add_parser("label", help="a stratified sample of images to label, for audit --calibrate")
-    sp.add_argument("output")
-    sp.add_argument("--attribute", required=True, help="the probed attribute to calibrate")
-    sp.add_argument("-n", type=int, default=200, help="images to sample")
-    sp.add_argument("-o", "--out", required=True, help="folder for index.html and labels.csv")
-    sp.add_argument("--group-by", action="append", metavar="COL", help="strata (default: first passthrough column)")
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--from-pixels", action="store_true",
-                    help="toy world: fill labels from pixel analysis (dominant foreground colour)")
-    sp.add_argument("--attribute-set", metavar="NAME_OR_PATH", help="attribute set, for an attribute not probed")
-    sp.add_argument("--clip-model", help="CLIP for post-hoc probes (default: run.json scoring.clip_model)")
-    sp.add_argument("--clip-weights", help="local weights file for --clip-model")
-    sp.add_argument("--device", default="auto", help="device for post-hoc probes")
-    from pipeline.audit.commands import _errors_exit_2, add_storage_option
-
-    add_storage_option(sp)
-    sp.set_defaults(func=_errors_exit_2(cmd_label))

@@ -101,12 +101,32 @@ def apply_where(df: pd.DataFrame, where) -> pd.DataFrame:
 
 
 def passthrough_columns(columns) -> list[str]:
-    """Input columns carried through the run (what audits group by), in output order."""
-    from pipeline.core.schema import CORE_NAMES
+    """Input columns carried through the run (what audits group by), in output order: never a column
+    sdgen derives (core/schema.py is_derived: phash, embeddings, scores, probes, ...)."""
+    from pipeline.core.schema import is_derived
 
-    derived = ("attr_", "subject_", "safety_", "sd_checker_")
-    return [c for c in columns if c not in CORE_NAMES and not c.startswith(derived)
-            and c not in ("source_prompt", "mitigation_variant", "timings")]
+    return [c for c in columns if not is_derived(c)]
+
+
+def default_group_by(src) -> list[str]:
+    """The grouping when none is given: the first of the input's own columns."""
+    cols = passthrough_columns(src.columns())
+    if not cols:
+        raise AuditError(f"{src.url!r} has no column of its input to group by; pass --group-by COLUMN")
+    return cols[:1]
+
+
+def default_attributes(src, given) -> list[str]:
+    """The attributes to audit: those given, else every attribute the run (or a post-hoc probe) labelled."""
+    from pipeline.audit.data import probed_attributes
+
+    if given:
+        return list(dict.fromkeys(given))
+    attrs = list(probed_attributes(src))
+    if not attrs:
+        raise AuditError(f"{src.url!r} holds no probed attribute: pass --attribute A (and --attribute-set SET "
+                         f"to probe the stored images now)")
+    return attrs
 
 
 # ---------------------------------------------------------------- metrics

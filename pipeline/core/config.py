@@ -346,13 +346,22 @@ def read_yaml(path: str | Path, what: str, error: type[Exception] = ConfigError)
 
 def load_storage(path: str | Path) -> StorageConfig:
     """Only the `storage:` section of a job config file (read-side commands: the rest may not apply)."""
+    return load_store_settings(path)[0]
+
+
+def load_store_settings(path: str | Path) -> tuple[StorageConfig, RetryConfig]:
+    """The `storage:` and `retry:` sections of a job config file: how a read-side command given
+    `--config` reaches the output and how often it retries (the rest of the file may not apply)."""
     raw = read_yaml(path, "config") or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"config {str(path)!r} must be a mapping at the top level, got {type(raw).__name__}")
-    try:
-        return StorageConfig.model_validate(raw.get("storage") or {})
-    except ValidationError as e:
-        raise ConfigError(_format_errors(e, repr(str(path))).replace("\n  ", "\n  storage.")) from None
+    out = []
+    for key, model in (("storage", StorageConfig), ("retry", RetryConfig)):
+        try:
+            out.append(model.model_validate(raw.get(key) or {}))
+        except ValidationError as e:
+            raise ConfigError(_format_errors(e, repr(str(path))).replace("\n  ", f"\n  {key}.")) from None
+    return out[0], out[1]
 
 
 def resolve_paths(raw: dict, base: Path) -> dict:

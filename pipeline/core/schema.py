@@ -48,6 +48,17 @@ CORE_FIELDS = [
     pa.field("t_encode_s", pa.float32()),  # PNG encode of this image (in a thread, off the GPU path)
 ]
 CORE_NAMES = [f.name for f in CORE_FIELDS]
+# Columns sdgen adds beside the core ones when the config asks (generate/worker.py, probes/image.py):
+# never an input's own column, so never a default grouping of the audit.
+DERIVED_NAMES = frozenset({"phash", "clip_image_embedding", "aesthetic", "preference", "source_prompt",
+                           "mitigation_variant", "timings"})
+DERIVED_PREFIXES = ("attr_", "subject_", "safety_", "sd_checker_")
+
+
+def is_derived(name: str) -> bool:
+    """A column sdgen writes (core, probe, score, hash, embedding) or an input column it consumes as a
+    per-row setting (OVERRIDES): everything but the input's own passthrough columns."""
+    return name in CORE_NAMES or name in DERIVED_NAMES or name in OVERRIDES or name.startswith(DERIVED_PREFIXES)
 
 
 def output_schema(passthrough: pa.Schema, extra_fields: list[pa.Field] = ()) -> pa.Schema:

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from pipeline.core import retry
 
 
-class OutputError(RuntimeError):
+class OutputError(ValueError):
     """The output location holds something incompatible with this job (e.g. another config)."""
 
 

@@ -29,7 +29,7 @@ AUTO_RECOUNT_S = 10.0  # how often num_workers: auto re-counts the cluster's GPU
 WAIT_TICK_S = 0.5  # longest ray.wait: progress, timeouts and auto re-counts are checked between waits
 
 
-class WorkerStartError(RuntimeError):
+class WorkerStartError(ValueError):
     """No worker could start (model or scorer failed to load, or no capacity in time)."""
 
 

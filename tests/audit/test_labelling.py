@@ -48,7 +48,7 @@ def test_label_from_pixels_then_calibrate(tmp_path, capsys):
 
 
 def test_group_by_comma_list_is_the_intersection(tmp_path, capsys):
-    from pipeline.audit.commands import split_group_by
+    from pipeline.cli.common import split_group_by
 
     assert split_group_by(["shape,style", "style", " tone "]) == ["shape", "style", "tone"]
     assert split_group_by(None) is None
