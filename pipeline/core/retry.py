@@ -98,7 +98,7 @@ def _short(e: BaseException) -> str:
 
 # what each wrapped filesystem method does, for the error line: "listing 'bucket/out/_commits' failed ..."
 VERBS = {"ls": "listing", "find": "listing", "glob": "listing", "walk": "listing", "info": "checking",
-         "size": "reading the size of", "exists": "checking", "isfile": "checking", "isdir": "checking",
+         "size": "reading the size of",
          "cat_file": "reading", "cat": "reading", "open": "opening", "pipe_file": "writing",
          "put_file": "uploading", "get_file": "downloading", "rm": "deleting", "rm_file": "deleting",
          "mkdir": "creating", "makedirs": "creating", "touch": "writing", "mv": "moving", "copy": "copying"}
@@ -126,6 +126,24 @@ class RetryingFS:
             return RetryingFile(result, what, self) if name == "open" and hasattr(result, "read") else result
 
         return wrapped
+
+    # fsspec's exists/isfile/isdir answer False on *any* error, so a 503 would read as "not there" (an
+    # input "does not exist", a _SUCCESS missing): asked through info instead, retried, and only a real
+    # FileNotFoundError means absent.
+    def exists(self, path, **kwargs) -> bool:
+        return self._kind(path) is not None
+
+    def isfile(self, path) -> bool:
+        return self._kind(path) == "file"
+
+    def isdir(self, path) -> bool:
+        return self._kind(path) == "directory"
+
+    def _kind(self, path) -> str | None:
+        try:
+            return self._call(self.raw.info, path, what=f"checking {_key(path)!r}").get("type")
+        except FileNotFoundError:
+            return None
 
     def _call(self, fn, *args, what: str, **kwargs):
         try:

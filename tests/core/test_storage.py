@@ -57,3 +57,35 @@ def test_atomic_small_writes_leave_no_temp_files(tmp_path):
     out.write_json(out.path("_commits", "x.json"), {"shard": "x", "rows": 0})
     assert os.listdir(tmp_path / "o" / "_commits") == ["x.json"]
     assert json.loads(open(tmp_path / "o" / "_commits" / "x.json").read())["shard"] == "x"
+
+
+def test_spools_are_private_to_their_output_and_live_process(tmp_path):
+    """Object-store spools share the local temp dir: two outputs' spools of one shard never touch, and a
+    spool of the same output is removed only when its process is gone (issue 26: two runs of one config
+    into two prefixes deleted each other's spools)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from pipeline.core.storage import remove_stale_temp
+
+    a, b = Output("memory://sdgen-spool-a/out"), Output("memory://sdgen-spool-b/out")
+    sa = a.spool_path("s1")
+    open(sa, "wb").write(b"a")
+    sb = b.spool_path("s1")  # the same shard name of another output
+    open(sb, "wb").write(b"b")
+    assert os.path.dirname(sa) == os.path.dirname(sb) == tempfile.gettempdir() and sa != sb
+    assert os.path.exists(sa) and a.spool_tag in os.path.basename(sa) and str(os.getpid()) in os.path.basename(sa)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # a pid whose process has ended
+    ghost = os.path.join(tempfile.gettempdir(), f".tmp-part-{a.spool_tag}-{dead}-s1-0123abcd.parquet")
+    alive = os.path.join(tempfile.gettempdir(), f".tmp-part-{a.spool_tag}-1-s1-0123abcd.parquet")  # pid 1 lives
+    for p in (ghost, alive):
+        open(p, "wb").write(b"x")
+    again = a.spool_path("s1")  # a new attempt of s1 in this process: its own earlier spool and the dead one go
+    assert not os.path.exists(sa) and not os.path.exists(ghost) and os.path.exists(alive) and os.path.exists(sb)
+    open(ghost, "wb").write(b"x")
+    assert remove_stale_temp(a) == [ghost] and os.path.exists(alive) and os.path.exists(sb)
+    for p in (alive, sb, again):
+        if os.path.exists(p):
+            os.remove(p)

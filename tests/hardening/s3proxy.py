@@ -13,8 +13,11 @@ ERR = "<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, seed: int = 0, **rates):
+    def __init__(self, upstream: str, seed: int = 0, lose_reply=None, **rates):
+        """``lose_reply(method, path, headers) -> bool``: requests forwarded to the store whose reply is then
+        dropped (the store did the work, the client sees a reset and retries), each matching one once."""
         self.up = urlparse(upstream)
+        self.lose_reply, self.lost = lose_reply, []
         self.rates = {"slowdown": 0.0, "internal": 0.0, "drop": 0.0, **rates}
         self.rng, self.lock = random.Random(seed), threading.Lock()
         self.counts = {"requests": 0, "slowdown": 0, "internal": 0, "drop": 0}
@@ -41,13 +44,19 @@ class FaultProxy:
                     self.send_header("Content-Type", "application/xml")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
-                    self.wfile.write(data)
+                    if self.command != "HEAD":  # a HEAD reply has no body: one would poison the connection
+                        self.wfile.write(data)
                     return
                 conn = http.client.HTTPConnection(proxy.up.hostname, proxy.up.port, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
                 conn.request(self.command, self.path, body=body, headers=headers)
                 r = conn.getresponse()
                 data = r.read()
+                if proxy._lose(self.command, self.path, self.headers):  # done upstream, the reply lost
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    conn.close()
+                    return
                 self.send_response(r.status)
                 for k, v in r.getheaders():
                     if k.lower() not in ("transfer-encoding", "connection", "content-length"):
@@ -61,7 +70,11 @@ class FaultProxy:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass  # a client that hung up on an injected fault: not a traceback on the test's stderr
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -76,6 +89,13 @@ class FaultProxy:
                     self.counts[name] += 1
                     return name
         return None
+
+    def _lose(self, method, path, headers) -> bool:
+        with self.lock:
+            if self.lose_reply is None or (method, path) in self.lost or not self.lose_reply(method, path, headers):
+                return False
+            self.lost.append((method, path))
+            return True
 
     def __enter__(self):
         self.thread.start()

@@ -112,3 +112,19 @@ def test_export_to_s3_same_bytes_as_local(output, tmp_path, s3_server, monkeypat
 
     r = export(url, "webdataset", "s3://sets/webdataset", keep_only="nox")
     assert r["files"] == 0 and r["reused"] > 0
+
+
+def test_card_written_after_an_audit_with_null_metrics(output, tmp_path):
+    """An audit of one-image groups has no mean cosine (null): the card prints "–" and is always written."""
+    import json
+
+    url, _ = output
+    metrics = {"created": "2026-01-01", "source": {"rows": 113},
+               "diversity": {"per_group": [{"group": "circle", "n": 1, "vendi": 1.0, "vendi_ci": [1.0, 1.0],
+                                            "mean_cos": None, "mean_cos_ci": None}]}}
+    os.makedirs(os.path.join(url, "audit"), exist_ok=True)
+    with open(os.path.join(url, "audit", "metrics.json"), "w") as f:
+        json.dump(metrics, f)
+    assert cli(["export", url, "--format", "imagefolder", "-o", tmp_path / "f"]) == 0
+    card = (tmp_path / "f" / "README.md").read_text()
+    assert "| circle | 1 | 1.00 | [1.00, 1.00] | – | – |" in card
