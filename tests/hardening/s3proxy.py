@@ -13,11 +13,12 @@ ERR = "<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, seed: int = 0, lose_reply=None, **rates):
+    def __init__(self, upstream: str, seed: int = 0, lose_reply=None, fail=None, **rates):
         """``lose_reply(method, path, headers) -> bool``: requests forwarded to the store whose reply is then
-        dropped (the store did the work, the client sees a reset and retries), each matching one once."""
+        dropped (the store did the work, the client sees a reset and retries), each matching one once.
+        ``fail(method, path) -> bool``: requests answered 503 SlowDown every time (a call that never passes)."""
         self.up = urlparse(upstream)
-        self.lose_reply, self.lost = lose_reply, []
+        self.lose_reply, self.lost, self.fail = lose_reply, [], fail
         self.rates = {"slowdown": 0.0, "internal": 0.0, "drop": 0.0, **rates}
         self.rng, self.lock = random.Random(seed), threading.Lock()
         self.counts = {"requests": 0, "slowdown": 0, "internal": 0, "drop": 0}
@@ -32,7 +33,7 @@ class FaultProxy:
             def _any(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
-                fault = proxy._draw()
+                fault = "slowdown" if proxy.fail and proxy.fail(self.command, self.path) else proxy._draw()
                 if fault == "drop":
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import s3fs
-from conftest import PROMPTS, tiny_config, write_job
+from conftest import PROMPTS, _free_port, tiny_config, write_job
 from s3proxy import FaultProxy
 
 from pipeline.cli import main
@@ -131,7 +131,7 @@ def assert_one_storage_line(code: int, err: str) -> None:
     assert "Traceback" not in err, err[-3000:]
     assert code in (0, 1), (code, err[-2000:])
     if code == 1:
-        said = [ln for ln in err.splitlines() if ln.startswith("sdgen:") and "warning" not in ln]
+        said = [ln for ln in err.splitlines() if ln.startswith(("sdgen: storage error", "sdgen: error"))]
         assert len(said) == 1 and said[0] == err.strip().splitlines()[-1], err[-2000:]
         assert said[0].startswith("sdgen: storage error: ") and ("time(s) with transient errors" in said[0]
                                                                 or "refused" in said[0]), said[0]
@@ -199,3 +199,32 @@ def test_two_runs_of_one_config_into_two_prefixes_at_once(world):
         assert code == 0 and "FileNotFoundError" not in err, err[-3000:]
     a, b = (_objects(world["fs"], f"{BUCKET}/twin-{x}/data") for x in "ab")
     assert a == b and len(a) == 7
+
+
+def test_finishing_fault_says_so_and_the_next_run_only_finishes(world):
+    """Every shard commits, then `_SUCCESS` cannot be written: exit 1 with one line that says exactly that;
+    the next run plans nothing, redoes no shard, and writes `_SUCCESS`."""
+    fs, out = world["fs"], f"s3://{BUCKET}/finish"
+    with FaultProxy(world["endpoint"], fail=lambda method, path: method == "PUT" and "/_SUCCESS" in path) as proxy:
+        r = _run(_job(world["tmp"], "finish-faulty", proxy.url, out))
+    assert_one_storage_line(r.returncode, r.stderr)
+    assert r.returncode == 1 and "only writing _SUCCESS failed" in r.stderr and "no shard is redone" in r.stderr
+    assert len(fs.ls(f"{BUCKET}/finish/_commits")) == 4 and not fs.exists(f"{BUCKET}/finish/_SUCCESS")
+    before = _objects(fs, f"{BUCKET}/finish/data")
+    again = _run(_job(world["tmp"], "finish-clean", world["endpoint"], out))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "pending_shards=0" in again.stderr and fs.exists(f"{BUCKET}/finish/_SUCCESS")
+    assert _objects(fs, f"{BUCKET}/finish/data") == before == _objects(fs, f"{BUCKET}/ref/data")
+
+
+@pytest.mark.parametrize("command", ["status", "verify", "audit", "report", "filter", "dedup", "export",
+                                     "contact-sheet", "label"])
+def test_unreachable_endpoint_exits_1_after_the_configured_tries(world, command, capsys):
+    """Nothing listens at the endpoint: one `sdgen: storage error` line naming the config's 3 tries
+    (retry.attempts of --config), exit 1, for every read-side command."""
+    dead = f"http://127.0.0.1:{_free_port()}"
+    argv, _ = _cases(world, f"s3://{BUCKET}/ref", f"dead-{command}")[command]
+    code = main([*argv, "--config", _job(world["tmp"], f"dead-{command}", dead)])
+    err = capsys.readouterr().err
+    assert_one_storage_line(code, err)
+    assert code == 1 and "failed 3 time(s) with transient errors" in err, err
