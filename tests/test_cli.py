@@ -7,7 +7,7 @@ from pipeline.cli import main
 
 
 def write_cfg(tmp_path, **kw):
-    src = write_prompts(tmp_path / "p.parquet", [f"prompt {i}" for i in range(5)])
+    src = write_prompts(tmp_path / "p.parquet", [f"prompt {i}" for i in range(5)], group=list("ababa"))
     cfg = tiny_config(src, tmp_path / "out", **kw)
     return write_job(tmp_path / "job.yaml", cfg)
 
@@ -51,6 +51,19 @@ def test_errors_exit_2_with_message(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "generation.width" in err and "13" in err
     assert main(["status", str(tmp_path / "nothing")]) == 2
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_audit_defaults_must_name_input_columns(tmp_path, capsys):
+    """audit.group_by / audit.where name the input's own columns, checked before any work (exit 2)."""
+    cfg = write_cfg(tmp_path)
+    assert main(["run", cfg, "--set", "audit.group_by=[phash]"]) == 2
+    err = capsys.readouterr().err
+    assert "audit.group_by: 'phash' is not a column of the input" in err and err.count("\n") == 1
+    assert main(["run", cfg, "--set", "audit.where=[nosuch=1]"]) == 2
+    assert "audit.where: 'nosuch'" in capsys.readouterr().err
+    assert main(["run", cfg, "--set", "audit.where=[group]"]) == 2
+    assert "COLUMN=VALUE" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "out")
 
 

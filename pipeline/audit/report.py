@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from pipeline.audit.breakdowns import clip_section, template_section
 from pipeline.audit.data import KEYS, open_source, probed_attributes, read_rows, with_posthoc_labels
 from pipeline.audit.html import bar_chart, render
-from pipeline.audit.runner import apply_where, passthrough_columns, read_results, run_audit
+from pipeline.audit.runner import apply_where, default_group_by, default_where, read_results, run_audit
 
 THUMB = 96  # px: thumbnails are at most this big (smaller images are kept as stored)
 
@@ -42,13 +42,13 @@ def ensure_audit(src, group_by=None, B=2000, seed=0, where=()) -> tuple[dict | N
             return None, ["No attribute was probed in this run and none has been audited: run "
                           "`sdgen audit OUTPUT --attribute A --attribute-set SET --group-by COL` first."]
         stored = next(iter(((metrics or {}).get("attributes") or {}).values()), {})
-        group_by = group_by or stored.get("group_by") or passthrough_columns(src.columns())[:1]
-        if not group_by:
-            return None, ["The output has no passthrough column to group by: run "
-                          "`sdgen audit OUTPUT --group-by COL` with a column to compare groups."]
-        metrics = _audit_for_report(src, probed, group_by, B, seed, where)
+        # neither --where nor --group-by: the job's audit defaults (group_by and where go together)
+        rows = where or ([] if group_by else default_where(src))
+        group_by = group_by or stored.get("group_by") or default_group_by(src)
+        metrics = _audit_for_report(src, probed, group_by, B, seed, rows, store=not where)
         done = "No audit existed; audited" if not where else f"Rows where {', '.join(where)}: audited"
-        notes = [f"{done} {', '.join(probed)} by {', '.join(group_by)} (B={B}, seed {seed}) for this report"
+        scope = f", rows where {', '.join(rows)} (the job's audit defaults)" if rows and not where else ""
+        notes = [f"{done} {', '.join(probed)} by {', '.join(group_by)}{scope} (B={B}, seed {seed}) for this report"
                  + (" (not stored: audit/metrics.json is unchanged)." if where else ".")]
     else:
         notes = []
@@ -58,12 +58,12 @@ def ensure_audit(src, group_by=None, B=2000, seed=0, where=()) -> tuple[dict | N
     return metrics, notes
 
 
-def _audit_for_report(src, probed, group_by, B, seed, where) -> dict:
+def _audit_for_report(src, probed, group_by, B, seed, where, store: bool) -> dict:
     """Audit every probed attribute; stored in audit/ unless a --where of the report picked the rows."""
     metrics = None
     for a in probed:  # one by one: an attribute probed after the run may come from its own set file
         set_file = probed[a].get("set_file") if probed[a]["origin"] == "posthoc" else None
-        r = run_audit(src, [a], group_by, B=B, seed=seed, where=where, attribute_set=set_file, write=not where)
+        r = run_audit(src, [a], group_by, B=B, seed=seed, where=where, attribute_set=set_file, write=store)
         attrs = {**((metrics or {}).get("attributes") or {}), **r.merged["attributes"]}
         metrics = {**r.merged, "attributes": attrs}
     return metrics

@@ -108,12 +108,25 @@ def passthrough_columns(columns) -> list[str]:
     return [c for c in columns if not is_derived(c)]
 
 
+def run_audit_defaults(src) -> dict:
+    """The job's `audit:` section as recorded in run.json ({} for outputs without one)."""
+    return (((getattr(src, "run", None) or {}).get("config") or {}).get("audit")) or {}
+
+
 def default_group_by(src) -> list[str]:
-    """The grouping when none is given: the first of the input's own columns."""
+    """The grouping when none is given: the job's audit.group_by, else the first of the input's own
+    columns (never a column sdgen derives)."""
+    if run_audit_defaults(src).get("group_by"):
+        return list(run_audit_defaults(src)["group_by"])
     cols = passthrough_columns(src.columns())
     if not cols:
         raise AuditError(f"{src.url!r} has no column of its input to group by; pass --group-by COLUMN")
     return cols[:1]
+
+
+def default_where(src) -> list[str]:
+    """The rows audited when no --where is given: the job's audit.where (COL=VALUE items), else all."""
+    return list(run_audit_defaults(src).get("where") or [])
 
 
 def default_attributes(src, given) -> list[str]:
@@ -382,7 +395,7 @@ def format_attribute(entry: dict) -> str:
         else "file"
     head = (f"{entry['attribute']} by {' x '.join(entry['group_by'])}: target {tgt}; "
             f"{int(entry['level'] * 100)}% CIs for prompts of this kind (shares: Korn-Graubard ∪ "
-            f"beta-binomial; D²: hierarchical bootstrap, B={entry['bootstrap']}); "
+            f"beta-binomial; D²: its range over the share intervals; null floor: B={entry['bootstrap']} draws); "
             f"ok rows only; labels from the {entry['labels']}")
     cols = ["group", "n", "abstain"] + classes + ["D2 [CI]", "floor", "p", "q"]
     rows = []

@@ -32,7 +32,13 @@ def cmd_audit(args) -> int:
         return _audit_compare(args)
     from pipeline.audit.calibration import format_calibration
     from pipeline.audit.data import open_source
-    from pipeline.audit.runner import default_attributes, default_group_by, format_attribute, run_audit
+    from pipeline.audit.runner import (
+        default_attributes,
+        default_group_by,
+        default_where,
+        format_attribute,
+        run_audit,
+    )
 
     if not args.output:
         raise UsageError("give an OUTPUT to audit, or --compare OUT_A OUT_B")
@@ -41,7 +47,8 @@ def cmd_audit(args) -> int:
     attrs = default_attributes(src, args.attribute)
     if args.calibrate and len(attrs) != 1:
         raise UsageError(f"--calibrate {args.calibrate} needs exactly one --attribute, got {attrs}")
-    r = run_audit(src, attrs, group_by, args.target, args.bootstrap, args.seed, args.where, args.k,
+    where = args.where or ([] if args.group_by else default_where(src))  # the job's audit defaults go together
+    r = run_audit(src, attrs, group_by, args.target, args.bootstrap, args.seed, where, args.k,
                   args.min_n, calibrate=args.calibrate, diversity=not args.no_diversity, **probe_args(args))
     for a in attrs:
         print(format_attribute(r["metrics"]["attributes"][a]))

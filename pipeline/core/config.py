@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from pipeline.core.sections import (  # noqa: F401 (re-exported: config.LimitsConfig, ...)
     AccelConfig,
+    AuditDefaults,
     LimitsConfig,
     LoraConfig,
     MitigationConfig,
@@ -209,6 +210,7 @@ class JobConfig(_Strict):
         return self
     limits: LimitsConfig = Field(default_factory=LimitsConfig)  # bounded work (not fingerprinted)
     retry: RetryConfig = Field(default_factory=RetryConfig)  # transient storage faults (not fingerprinted)
+    audit: AuditDefaults = Field(default_factory=AuditDefaults)  # audit/report defaults (not fingerprinted)
     quota: Optional[QuotaConfig] = None  # null = one pass; set = rounds until N kept per key (not fingerprinted)
 
     @model_validator(mode="after")

@@ -98,6 +98,22 @@ class RetryConfig(_Strict):
     max_s: float = Field(10.0, ge=0)  # cap on one backoff, so a try never waits longer than this
 
 
+class AuditDefaults(_Strict):
+    """What `sdgen audit`, `report` and `label` use for this output when given no --group-by / --where:
+    the question the job was run to answer. Read from run.json; changes no output bytes (not
+    fingerprinted). Columns must be the input's own (checked before any work)."""
+    group_by: list[str] = Field(default_factory=list)  # input columns (a × b); [] = the input's first own column
+    where: list[str] = Field(default_factory=list)  # COL=VALUE filters, all must hold; [] = every row
+
+    @field_validator("where")
+    @classmethod
+    def _col_eq_value(cls, v: list[str]) -> list[str]:
+        for item in v:
+            if "=" not in item or not item.split("=", 1)[0].strip():
+                raise ValueError(f"each item must read COLUMN=VALUE, got {item!r}")
+        return v
+
+
 class RayConfig(_Strict):
     executor: Literal["ray", "inline"] = "ray"  # inline = one worker in this process, no Ray (debug)
     address: Optional[str] = None  # null = start a local Ray; "auto" or "ray://host:10001" = join one

@@ -24,6 +24,7 @@ from pipeline.generate.inputs import (
     MAX_LISTED_PROBLEMS,
     InputError,
     Shard,
+    check_audit_defaults,
     duplicate_report,
     list_input_files,
     row_limits,
@@ -119,6 +120,7 @@ def prepare(cfg: JobConfig | ResolvedJob, scan_rows: bool = True, extra: tuple =
     retry.configure(cfg.retry)
     limits = check_limits(cfg)
     in_fs, files = list_input_files(cfg.input, cfg.storage)
+    check_audit_defaults(cfg, in_fs, files)
     scan = scan_input(in_fs, files, cfg.generation.images_per_prompt, limits=limits) if scan_rows else None
     if scan is not None:
         _raise_on_bad_rows(cfg, scan, in_fs)

@@ -72,6 +72,20 @@ def _list_files(fs, url: str, path: str) -> list[str]:
     return files
 
 
+def check_audit_defaults(cfg, fs, files: list[str]) -> None:
+    """`audit.group_by` and the columns of `audit.where` must be the input's own columns (what an audit
+    groups by), named before any work starts."""
+    if not files or not (cfg.audit.group_by or cfg.audit.where):
+        return
+    names = read_footer(fs, files[0]).schema.to_arrow_schema().names
+    own = [c for c in names if not schema.is_derived(c)]
+    for key, cols in (("group_by", cfg.audit.group_by), ("where", [w.split("=", 1)[0].strip() for w in cfg.audit.where])):
+        for c in cols:
+            if c not in own:
+                raise InputError(f"audit.{key}: {c!r} is not a column of the input {files[0]!r}; its own columns "
+                                 f"are {own}")
+
+
 def read_footer(fs, path: str) -> pq.FileMetaData:
     """The Parquet footer, or an InputError saying why the file is not usable Parquet."""
     size = retry.call(fs.size, path, what=f"reading the size of {path!r}")
