@@ -49,7 +49,7 @@ def synthetic_hashes(n: int, dup_frac: float = 0.05, seed: int = 0) -> np.ndarra
 
 def bench_hashes(n: int, threshold: int = 4) -> dict:
     from benchmarks.common import peak_rss_mb
-    from pipeline.tools.dedup import clusters, hash_pairs
+    from pipeline.curate.dedup import clusters, hash_pairs
 
     h = synthetic_hashes(n)
     t = time.perf_counter()
@@ -64,7 +64,7 @@ def bench_hashes(n: int, threshold: int = 4) -> dict:
 
 def bench_embeddings(n: int, dim: int, threshold: float = 0.95) -> dict:
     from benchmarks.common import peak_rss_mb
-    from pipeline.tools.dedup import clusters, embedding_pairs
+    from pipeline.curate.dedup import clusters, embedding_pairs
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(n // 100, dim)).astype(np.float32)  # clustered, like images of prompts
@@ -113,7 +113,7 @@ def bench_export(n: int = 1000) -> dict:
     import tempfile
 
     from benchmarks.common import peak_rss_mb
-    from pipeline.tools.export import export
+    from pipeline.curate.export import export
 
     tmp = tempfile.mkdtemp(prefix="sdgen-bench-export-")
     try:

@@ -57,6 +57,7 @@ def main() -> None:
     from pipeline.generate.driver import _execute_ray, resolve_job
     from pipeline.generate.events import NullSink
     from pipeline.generate.inputs import Shard
+    from pipeline.generate.summary import Tally
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
@@ -84,16 +85,25 @@ def main() -> None:
             if event == "shard_started" and self.first is None:
                 self.first = time.perf_counter()
 
-    result, sink = {"committed": {}, "failed": {}, "load_s": []}, FirstDispatch()
+    gaps, rss = [], []  # idle gaps an actor reports; driver RSS sampled every 10% of the shards
+    step = max(1, args.shards // 10)
+
+    def on_marker(m):
+        if m.get("idle_gap_s") is not None:
+            gaps.append(m["idle_gap_s"])
+        if (len(rss) + 1) * step <= tally.rows + 1:
+            rss.append(round(_rss_mb(), 1))
+
+    tally, sink = Tally(on_marker), FirstDispatch()
     t0 = time.perf_counter()
-    _execute_ray(job, shards, result, Bar(), sink)
+    _execute_ray(job, shards, tally, Bar(), sink)
     end = time.perf_counter()
     wall = end - sink.first
-    gaps = sorted(m["idle_gap_s"] for m in result["committed"].values() if m.get("idle_gap_s") is not None)
+    gaps.sort()
     ray.shutdown()
     report("bench_driver", {
         "actors": args.actors, "shards": args.shards, "ray_cpus": args.cpus,
-        "committed": len(result["committed"]), "failed": len(result["failed"]),
+        "committed": len(tally.names), "failed": len(tally.failed), "driver_rss_mb_every_10pct": rss,
         "actor_start_s": round(sink.first - t0, 2), "dispatch_wall_s": round(wall, 2),
         "shards_per_s": round(args.shards / wall, 1), "driver_ms_per_shard": round(1000 * wall / args.shards, 3),
         "driver_rss_mb_before": round(rss0, 1), "driver_rss_mb_after": round(_rss_mb(), 1),

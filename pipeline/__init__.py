@@ -7,7 +7,8 @@ Python API (the same as `sdgen run`):
 """
 from __future__ import annotations
 
-__version__ = "0.2.0"  # the one version source: the wheel's metadata, `sdgen --version`, run.json
+from pipeline.core.version import __version__  # the one version source (core/version.py)
+
 __all__ = ["__version__", "run", "load_config"]
 
 
@@ -21,10 +22,9 @@ def load_config(source, overrides=None):
     return config.load(source, overrides)
 
 
-def run(source, overrides=None, progress: bool = True) -> dict:
-    """Run (or resume) a job from a YAML path, a dict or a JobConfig; returns the run summary."""
-    from pipeline.generate.driver import run_job
-    from pipeline.tools.quota import run_quota
+def run(source, overrides=None, progress: bool = True, events=None) -> dict:
+    """Run (or resume) a job from a YAML path, a dict or a JobConfig; returns the run summary. ``events``:
+    an EventSink (pipeline/generate/events.py) for run, worker and shard events; None drops them."""
+    from pipeline.launch import run as launch
 
-    cfg = load_config(source, overrides)
-    return (run_quota if cfg.quota else run_job)(cfg, progress=progress)
+    return launch(load_config(source, overrides), progress=progress, events=events)

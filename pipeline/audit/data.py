@@ -253,9 +253,8 @@ def _clip_spec(src: Source, clip_model, clip_weights) -> tuple[str, str | None]:
 def _compute_probes(src, keys, set_name, clip, weights, device, batch_rows):
     import torch
 
-    from pipeline.generate.models import resolve_device_dtype
     from pipeline.probes.image import ImageProbes, describe
-    from pipeline.probes.scorer import ClipScorer, check_scorer_spec
+    from pipeline.probes.scorer import ClipScorer, check_scorer_spec, resolve_device_dtype
 
     check_scorer_spec(clip, weights)
     dev, dtype = resolve_device_dtype(device, "auto")  # as in the actor: float16 on CUDA, float32 on CPU

@@ -110,8 +110,7 @@ def _posthoc_embeddings(src: Source, clip_model, clip_weights, device) -> pd.Dat
     import torch
 
     from pipeline.audit.data import _clip_spec, _keys_hash
-    from pipeline.generate.models import resolve_device_dtype
-    from pipeline.probes.scorer import ClipScorer, check_scorer_spec
+    from pipeline.probes.scorer import ClipScorer, check_scorer_spec, resolve_device_dtype
 
     keys = read_rows(src, columns=KEYS)
     khash = _keys_hash(keys)

@@ -10,11 +10,10 @@ import sys
 
 from pipeline.cli import audit, curate, output, run
 from pipeline.cli.common import report
+from pipeline.core.version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipeline import __version__
-
     p = argparse.ArgumentParser(prog="sdgen", description="Synthetic image datasets from prompt sets, "
                                 "with deterministic seeds, exactly-once commits and bias audits.")
     p.add_argument("--version", action="version", version=f"sdgen {__version__}")

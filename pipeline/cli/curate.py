@@ -5,7 +5,7 @@ from pipeline.cli.common import add_store_options, add_where, store_settings
 
 
 def cmd_dedup(args) -> int:
-    from pipeline.tools.dedup import run_dedup
+    from pipeline.curate.dedup import run_dedup
 
     r = run_dedup(args.output, args.threshold, args.by_embedding, args.name, storage=store_settings(args))
     print(f"dedup {r['name']} ({r['method']}, threshold {r['threshold']}): {r['rows']} images, "
@@ -15,7 +15,7 @@ def cmd_dedup(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from pipeline.tools.export import export
+    from pipeline.curate.export import export
 
     r = export(args.output, args.format, args.dest, keep_only=args.keep_only, dedup=args.dedup,
                where=args.where, shard_size=args.shard_size, storage=store_settings(args))

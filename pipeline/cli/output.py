@@ -28,7 +28,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_contact_sheet(args) -> int:
-    from pipeline.tools.contact import contact_sheet
+    from pipeline.curate.contact import contact_sheet
 
     # --policy NAME never applied to this output: a PolicyError (a ValueError: exit 2)
     print(contact_sheet(args.output, args.o, max_images=args.max_images, storage=store_settings(args),

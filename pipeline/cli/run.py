@@ -11,13 +11,13 @@ def _load(args):
 
 
 def cmd_run(args) -> int:
-    from pipeline.generate.driver import format_summary, run_job
+    from pipeline.curate.quota import quota_lines
     from pipeline.generate.events import EventSink
-    from pipeline.tools.quota import quota_lines, run_quota
+    from pipeline.generate.summary import format_summary
+    from pipeline.launch import run
 
     show_bar = not args.no_progress and args.log_format == "text"  # a bar would garble JSON lines
-    cfg = _load(args)
-    summary = (run_quota if cfg.quota else run_job)(cfg, show_bar, EventSink(args.log_format, bar_shown=show_bar))
+    summary = run(_load(args), show_bar, EventSink(args.log_format, bar_shown=show_bar))
     print(format_summary(summary))
     for line in quota_lines(summary.get("quota")):
         print(line)

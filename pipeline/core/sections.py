@@ -148,7 +148,7 @@ class RayConfig(_Strict):
 
 
 class QuotaConfig(_Strict):
-    """Generate until each key has `accepted` images that `policy` keeps (pipeline/tools/quota.py,
+    """Generate until each key has `accepted` images that `policy` keeps (pipeline/curate/quota.py,
     docs/DESIGN.md "Quotas"). The first round is the plain run; later rounds add samples with new
     sample indices, so every seed stays what the seed contract says. Not fingerprinted: raising N
     and re-running continues the same output."""

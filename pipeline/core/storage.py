@@ -305,7 +305,7 @@ def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
 def library_versions() -> dict:
     import importlib.metadata as md
 
-    from pipeline import __version__
+    from pipeline.core.version import __version__
 
     out = {"sdgen": __version__}  # from the package itself: right even for a source checkout
     for name in ("torch", "diffusers", "transformers", "open_clip_torch", "ray", "pyarrow", "numpy"):

@@ -1,12 +1,13 @@
-"""Run a job: validate and plan on the driver, then drive shards through workers (Ray actors, or
-inline), retrying failed shards, and finish with a summary and _SUCCESS.
+"""Validate and plan a job on the driver, then drive its shards through workers (Ray actors, or
+inline), retrying failed shards, and return the summary. The run entry around it (lease, quota
+rounds, summary.json, contact sheet, _SUCCESS) is pipeline/launch.py.
 
     1. check config, model and scorer specs; list and scan the input (before any model loads)
     2. run.json: written on the first run, fingerprint-checked on every later one
     3. plan shards; skip those whose commit marker is valid (resume)
     4. execute: one actor per worker, each loads its pipeline once; a shard goes to an idle
        actor; an exception or a dead actor re-queues it (bounded tries)
-    5. summary (printed and saved), _SUCCESS when every planned shard is committed
+    5. the summary of what was planned, committed and failed (generate/summary.py)
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from pipeline.generate.models import (
 )
 from pipeline.generate.plan import plan_shards, shard_images
 from pipeline.generate.presets import default_attribute_sets, default_clip_model, default_concept_list
-from pipeline.generate.summary import build_summary, format_summary  # noqa: F401 (cli imports format_summary here)
+from pipeline.generate.summary import Tally, build_summary
 from pipeline.probes.scorer import check_scorer_spec
 
 
@@ -109,7 +110,7 @@ def _check_concept_clip(cfg: JobConfig, probe_info: dict) -> None:
 
 def prepare(cfg: JobConfig | ResolvedJob, scan_rows: bool = True, extra: tuple = ()) -> Prepared:
     """Steps 1-3: everything that can fail on config or input, before any model loads. `extra`: quota
-    round files inside the output (pipeline/tools/quota.py), planned after the input, never scanned
+    round files inside the output (pipeline/curate/quota.py), planned after the input, never scanned
     for duplicates (their rows carry the prompt ids they continue)."""
     job = cfg if isinstance(cfg, ResolvedJob) else resolve_job(cfg)
     cfg = job.config
@@ -218,59 +219,39 @@ def run_info(job: ResolvedJob, probes: dict) -> dict:
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
 
 
-def run_job(cfg: JobConfig, progress: bool = True, events=None, extra: tuple = (), finish: bool = True) -> dict:
-    """Run (or resume) a job; returns the summary dict. Raises on config/input errors, and LeaseHeld
-    (exit 3) when another run holds the output's lease (pipeline/core/lease.py). `events`: an
-    EventSink (pipeline/generate/events.py) for run/worker/shard events; None drops them. `extra` and
-    `finish` (write _SUCCESS when complete) are for quota rounds (pipeline/tools/quota.py)."""
-    from contextlib import nullcontext
+def prepare_round(prep: Prepared, path: str) -> Prepared:
+    """A quota round's plan: the shards of its round file only (inside the output), with the job, output
+    and probes ``prep`` already resolved; nothing is resolved or scanned again."""
+    cfg, out = prep.cfg, prep.output
+    shards, rows = plan_shards(out.fs, [path], path, cfg.shards.rows_per_shard, cfg.fingerprint())
+    shards = [replace(s, in_output=True) for s in shards]
+    committed = out.valid_commits(cfg.write.verify_commits, names={s.name for s in shards})
+    pending = [s for s in shards if s.name not in committed]
+    info = {"files": 1, "rows": sum(rows.values()), "shards": len(shards), "committed_shards": len(committed),
+            "pending_shards": len(pending)}
+    images = shard_images(out.fs, path, shards, cfg.generation.images_per_prompt)
+    return replace(prep, shards=shards, pending=pending, committed=committed, scan=None, info=info,
+                   extra_images=images)
 
-    from pipeline.core.lease import Lease, write_history
+
+def execute(prep: Prepared, progress: bool = True, events=None, t0: float | None = None) -> dict:
+    """Steps 2-5 for a prepared plan: run.json, then every pending shard through the workers; returns the
+    summary. Nothing else: the lease, summary.json, the contact sheet and _SUCCESS belong to the run
+    entry (pipeline/launch.py)."""
     from pipeline.generate.events import NullSink
 
-    t0 = time.time()
-    events = events or NullSink()
-    prep = prepare(cfg, extra=extra)
-    ttl = prep.cfg.write.lease_ttl_s
-    with Lease(prep.output, ttl, log=lambda m: print(m, file=sys.stderr)) if ttl else nullcontext() as lease:
-        summary = _run_prepared(prep, progress, t0, events, finish)
-        if prep.pending and ttl:  # a run that did work leaves its record: the scheduled job's trend
-            try:
-                summary["history"] = write_history(prep.output, t0, summary, lease)
-            except OSError as e:  # e.g. a full disk: must not hide the summary and the failed-shard list
-                summary["history_error"] = f"{type(e).__name__}: {e}"
-                print(f"sdgen: warning: run history not written: {summary['history_error']}", file=sys.stderr)
-    return summary
-
-
-def _run_prepared(prep: Prepared, progress: bool, t0: float, events, finish: bool = True) -> dict:
+    t0, events = time.time() if t0 is None else t0, events or NullSink()
     cfg = prep.cfg  # with model-dependent defaults resolved
     prep.output.check_or_write_run(run_info(prep.job, prep.probes))
     events.emit("run_started", fingerprint=cfg.fingerprint(), output=cfg.output, executor=cfg.ray.executor,
                 **{k: prep.info.get(k) for k in ("shards", "committed_shards", "pending_shards", "images")})
-    result = {"committed": {}, "failed": {}, "load_s": []}
+    tally = Tally()
     if prep.pending:
-        images = _pending_images(prep)
-        bar = _progress_bar(images, progress)
-        if cfg.ray.executor == "inline":
-            _execute_inline(prep.job, prep.pending, result, bar, events)
-        else:
-            _execute_ray(prep.job, prep.pending, result, bar, events)
+        bar = _progress_bar(_pending_images(prep), progress)
+        (_execute_inline if cfg.ray.executor == "inline" else _execute_ray)(prep.job, prep.pending, tally, bar, events)
         bar.close()
-    summary = build_summary(prep, result, time.time() - t0)
+    summary = build_summary(prep, tally, time.time() - t0)
     events.emit("run_finished", **summary)
-    if prep.pending:  # a run that did nothing writes nothing: a re-run changes no byte
-        try:  # disk full: the summary is still printed and the failed shards listed (exit 1)
-            prep.output.write_json(prep.output.path("summary.json"), summary)
-            if cfg.write.contact_sheet and summary["rows_total"]:
-                from pipeline.tools.contact import contact_sheet
-
-                summary["contact_sheet"] = contact_sheet(cfg.output, storage=cfg.storage)
-        except OSError as e:
-            summary["complete"] = False
-            summary["failed_shards"]["(summary.json)"] = f"{type(e).__name__}: {e}"
-    if finish and summary["complete"]:
-        write_success(prep.output, {"shards": len(prep.shards), "rows": summary["rows_total"]})
     return summary
 
 
@@ -289,13 +270,11 @@ def write_success(output, record: dict) -> None:
 def _pending_images(prep: Prepared) -> int:
     """The progress bar's total: a quota round's shards exactly, the input's by each file's even split
     (exact for the usual file whose rows all ask for the same number)."""
-    if prep.scan is None:
-        return 0
     total = 0.0
     for s in prep.pending:
         if s.in_output:
             total += prep.extra_images.get(s.name, 0)
-        elif s.file in prep.scan.file_images:
+        elif prep.scan is not None and s.file in prep.scan.file_images:
             rows, images = prep.scan.file_images[s.file]
             total += images * (s.stop - s.start) / max(rows, 1)
     return round(total)
@@ -309,18 +288,17 @@ def _progress_bar(total: int, enabled: bool):
 
 
 # ---- executors ------------------------------------------------------------------------------------
-def _record(result: dict, shard: Shard, marker: dict, bar, events=None) -> None:
-    result["committed"][shard.name] = marker
-    result["rows_done"] = result.get("rows_done", 0) + marker["rows"]
+def _record(tally: Tally, shard: Shard, marker: dict, bar, events=None) -> None:
+    tally.commit(shard.name, marker)
     bar.update(marker["rows"])
     if events is not None:
         events.emit("shard_committed", shard=shard.name, rows=marker["rows"], attempt=marker.get("attempt"),
                     worker=marker.get("worker"), host=marker.get("host"), status_counts=marker.get("status_counts"),
                     seconds=marker.get("timings"))
-        events.progress(result["rows_done"], bar.total)
+        events.progress(tally.rows, bar.total)
 
 
-def _execute_inline(job: ResolvedJob, pending: list, result: dict, bar, events=None) -> None:
+def _execute_inline(job: ResolvedJob, pending: list, tally: Tally, bar, events=None) -> None:
     """One worker in this process, no Ray (debugging, notebooks, small jobs), with the torch thread
     count an actor would use, so both executors write the same bytes."""
     from pipeline.generate.models import torch_threads
@@ -329,32 +307,31 @@ def _execute_inline(job: ResolvedJob, pending: list, result: dict, bar, events=N
     cfg = job.config
     with torch_threads(cfg.ray.num_cpus_per_worker):
         worker = ShardWorker(job, "inline")
-        result["load_s"].append(worker.load_seconds)
+        tally.load_s.append(worker.load_seconds)
         try:
             for shard in pending:
-                _process_with_retries(worker, shard, cfg.ray.max_shard_tries, result, bar, events)
+                _process_with_retries(worker, shard, cfg.ray.max_shard_tries, tally, bar, events)
         finally:
             worker.close()
 
 
-def _process_with_retries(worker, shard: Shard, tries: int, result: dict, bar, events=None) -> None:
+def _process_with_retries(worker, shard: Shard, tries: int, tally: Tally, bar, events=None) -> None:
     for attempt in range(1, tries + 1):
         if events is not None:
             events.emit("shard_started", shard=shard.name, worker="inline", attempt=attempt)
         try:
             marker = worker.process(shard, attempt)
         except Exception as e:  # noqa: BLE001 - recorded, retried, then reported
-            result["failed"][shard.name] = f"{type(e).__name__}: {e}"
+            tally.fail(shard.name, f"{type(e).__name__}: {e}")
             if events is not None:
-                events.emit("shard_failed", shard=shard.name, attempt=attempt, error=result["failed"][shard.name],
+                events.emit("shard_failed", shard=shard.name, attempt=attempt, error=tally.failed[shard.name],
                             requeued=attempt < tries)
             continue
-        result["failed"].pop(shard.name, None)
-        _record(result, shard, marker, bar, events)
+        _record(tally, shard, marker, bar, events)
         return
 
 
-def _execute_ray(job: ResolvedJob, pending: list, result: dict, bar, events=None) -> None:
+def _execute_ray(job: ResolvedJob, pending: list, tally: Tally, bar, events=None) -> None:
     """Shards go to whichever actor is ready; a failed shard (exception, dead actor or node) is
     re-queued until ray.max_shard_tries. The pool never writes: workers commit, so a re-queued shard
     that had in fact committed is rewritten with the same bytes, never duplicated."""
@@ -376,11 +353,10 @@ def _execute_ray(job: ResolvedJob, pending: list, result: dict, bar, events=None
                 for shard, marker, error in pool.wait():
                     live.done(shard.name)
                     if marker is not None:
-                        result["failed"].pop(shard.name, None)
-                        _record(result, shard, marker, bar, events)
+                        _record(tally, shard, marker, bar, events)
                         continue
                     requeue = tries[shard.name] < cfg.ray.max_shard_tries
-                    result["failed"][shard.name] = error
+                    tally.fail(shard.name, error)
                     pool.events.emit("shard_failed", shard=shard.name, attempt=tries[shard.name], error=error,
                                      requeued=requeue)
                     if requeue:
@@ -390,5 +366,5 @@ def _execute_ray(job: ResolvedJob, pending: list, result: dict, bar, events=None
             if not pool.ever_ready:
                 raise  # nothing could ever start: a setup problem (exit 2)
             for shard in list(queue) + [s for kind, _, s in pool.refs.values() if kind == "task"]:
-                result["failed"][shard.name] = f"no worker left to run it: {e}"
-        result["load_s"] += pool.load_seconds
+                tally.fail(shard.name, f"no worker left to run it: {e}")
+        tally.load_s += pool.load_seconds

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pipeline.core.storage import filesystem
 from pipeline.generate import presets
+from pipeline.generate.load import ModelError, dtype_kwarg, from_pretrained  # noqa: F401 - ModelError: the error of this module
 from pipeline.generate.presets import (  # noqa: F401 - re-exported: older imports keep working
     DEFAULT_GUIDANCE,
     PRESETS,
@@ -36,10 +37,6 @@ SCHEDULER_CLASSES = {  # config name -> (diffusers class, extra config)
     "euler": ("EulerDiscreteScheduler", {}),
     "euler_a": ("EulerAncestralDiscreteScheduler", {}),
 }
-
-
-class ModelError(ValueError):
-    """The model spec cannot be resolved or loaded; the message names the spec."""
 
 
 def is_url(spec: str) -> bool:
@@ -175,34 +172,6 @@ def fetch_url_to_cache(url: str, storage=None) -> str:
     return str(dest)
 
 
-def _dtype_kwarg() -> str:
-    """diffusers renamed from_pretrained's torch_dtype to dtype (the old name warns): use what it has."""
-    from diffusers.utils import deprecation_utils
-
-    return "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
-
-
-def from_pretrained(source: str, dtype, offline_hint: bool = False):
-    import json
-
-    from diffusers import AutoPipelineForText2Image
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
-
-    dlog.disable_progress_bar()  # one bar per component per actor is noise in a job's log
-    tlog.disable_progress_bar()
-    kwargs = {_dtype_kwarg(): dtype, "use_safetensors": True}
-    index = Path(source, "model_index.json")
-    if index.exists() and "safety_checker" in json.loads(index.read_text()):
-        # sdgen scores safety itself on the CLIP tensor it already has (no second CLIP pass)
-        kwargs.update(safety_checker=None, requires_safety_checker=False)
-    try:
-        return AutoPipelineForText2Image.from_pretrained(source, **kwargs)
-    except Exception as e:
-        hint = " (the hub is unreachable or HF_HUB_OFFLINE=1: use a local directory)" if offline_hint else ""
-        raise ModelError(f"could not load model {source!r}{hint}: {type(e).__name__}: {e}") from e
-
-
 def from_single_file(path: str, config_dir: str, dtype):
     """A single-file checkpoint (original Stable Diffusion key layout, .safetensors) with the configs
     of a local diffusers directory: nothing is fetched from the hub (local_files_only)."""
@@ -214,7 +183,7 @@ def from_single_file(path: str, config_dir: str, dtype):
     if not index.is_file():
         raise ModelError(f"single_file_config {config_dir!r}: no model_index.json (a diffusers directory is needed)")
     cls = getattr(diffusers, json.loads(index.read_text())["_class_name"])
-    kwargs = {_dtype_kwarg(): dtype, "config": config_dir, "local_files_only": True}
+    kwargs = {dtype_kwarg(): dtype, "config": config_dir, "local_files_only": True}
     if "safety_checker" in json.loads(index.read_text()):
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     try:
@@ -283,16 +252,3 @@ def torch_threads(n: float):
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def resolve_device_dtype(device: str, dtype: str):
-    """`auto` device = cuda when present; `auto` dtype = float16 on CUDA, float32 on CPU."""
-    import torch
-
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
-    if dtype == "auto":
-        dt = torch.float16 if dev.type == "cuda" else torch.float32
-    else:
-        dt = getattr(torch, dtype)
-    return dev, dt

@@ -220,7 +220,7 @@ def build_sdxl_random(device="cpu", dtype=None):
 
 # ---- the toy world ---------------------------------------------------------------------------------
 def _load_toy(device="cpu", dtype=None):
-    from pipeline.generate.models import from_pretrained
+    from pipeline.generate.load import from_pretrained
     from pipeline.toyworld import SD_DIR
 
     return from_pretrained(str(SD_DIR), dtype)

@@ -5,27 +5,67 @@ from __future__ import annotations
 from collections import Counter
 
 
-def build_summary(prep, result: dict, wall: float) -> dict:
-    """The summary of a run from its Prepared plan and the executors' result (committed, failed)."""
-    done = {**prep.committed, **result["committed"]}
-    status = Counter()
-    for m in done.values():
+class Tally:
+    """What the executors report, aggregated as it arrives: memory flat in the shard count (the driver
+    once kept every commit marker, ~2 KB a shard). Shard names are kept only to count a re-queued shard
+    that committed twice (same bytes) once; ``on_marker`` sees each marker before it is dropped."""
+
+    def __init__(self, on_marker=None):
+        self.names: set[str] = set()  # committed this run
+        self.rows = 0  # rows committed this run
+        self.status: Counter = Counter()  # status counts of this run's commits
+        self.stages: Counter = Counter()  # summed stage seconds of this run's commits
+        self.failed: dict[str, str] = {}  # shard -> last error, for shards not (yet) committed
+        self.load_s: list[float] = []  # model load seconds per worker
+        self.on_marker = on_marker
+
+    def commit(self, shard: str, marker: dict) -> None:
+        self.failed.pop(shard, None)
+        if self.on_marker is not None:
+            self.on_marker(marker)
+        if shard in self.names:
+            return
+        self.names.add(shard)
+        self.rows += marker["rows"]
+        self.status.update(marker.get("status_counts", {}))
+        self.stages.update(marker.get("timings", {}))
+
+    def fail(self, shard: str, error: str) -> None:
+        self.failed[shard] = error
+
+
+def build_summary(prep, tally: Tally, wall: float) -> dict:
+    """The summary of a run from its Prepared plan and the executors' Tally."""
+    before = {n: m for n, m in prep.committed.items() if n not in tally.names}
+    status = Counter(tally.status)
+    for m in before.values():
         status.update(m.get("status_counts", {}))
-    new_rows = sum(m["rows"] for m in result["committed"].values())
-    stages = Counter()
-    for m in result["committed"].values():
-        stages.update(m.get("timings", {}))
     return {
         "output": prep.cfg.output, "fingerprint": prep.cfg.fingerprint(), **prep.info,
-        "committed_this_run": len(result["committed"]),
-        "failed_shards": dict(sorted(result["failed"].items())),
-        "complete": len(done) == len(prep.shards) and not result["failed"],
-        "rows_total": sum(m["rows"] for m in done.values()), "status_counts": dict(status),
-        "rows_this_run": new_rows, "wall_s": round(wall, 2),
-        "images_per_s": round(new_rows / wall, 3) if wall > 0 else None,
-        "model_load_s": [round(x, 2) for x in result["load_s"]],
-        "stage_seconds": {k: round(v, 2) for k, v in stages.items()},
+        "committed_this_run": len(tally.names),
+        "failed_shards": dict(sorted(tally.failed.items())),
+        "complete": len(before) + len(tally.names) == len(prep.shards) and not tally.failed,
+        "rows_total": sum(m["rows"] for m in before.values()) + tally.rows, "status_counts": dict(status),
+        "rows_this_run": tally.rows, "wall_s": round(wall, 2),
+        "images_per_s": round(tally.rows / wall, 3) if wall > 0 else None,
+        "model_load_s": [round(x, 2) for x in tally.load_s],
+        "stage_seconds": {k: round(v, 2) for k, v in tally.stages.items()},
     }
+
+
+def merge_summaries(a: dict, b: dict, wall: float) -> dict:
+    """One run's summary over its plan and the quota rounds after it (b: a round's own summary)."""
+    rows = a["rows_this_run"] + b["rows_this_run"]
+    status, stages = Counter(a["status_counts"]), Counter(a["stage_seconds"])
+    status.update(b["status_counts"])
+    stages.update(b["stage_seconds"])
+    added = ("files", "rows", "shards", "committed_shards", "pending_shards", "committed_this_run", "rows_total")
+    return {**a, **{k: a.get(k, 0) + b.get(k, 0) for k in added}, "status_counts": dict(status),
+            "failed_shards": {**a["failed_shards"], **b["failed_shards"]},
+            "complete": a["complete"] and b["complete"], "rows_this_run": rows, "wall_s": round(wall, 2),
+            "images_per_s": round(rows / wall, 3) if wall > 0 else None,
+            "model_load_s": a["model_load_s"] + b["model_load_s"],
+            "stage_seconds": {k: round(v, 2) for k, v in stages.items()}}
 
 
 def format_summary(s: dict) -> str:

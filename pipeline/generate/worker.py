@@ -29,11 +29,12 @@ from pipeline.core.storage import Output, filesystem
 from pipeline.generate.accel import apply as apply_accel
 from pipeline.generate.diffusion import Generator, Sample, make_batches
 from pipeline.generate.inputs import Shard, read_rows, row_limits
-from pipeline.generate.models import load_pipeline, resolve_device_dtype
+from pipeline.generate.models import load_pipeline
 from pipeline.generate.partwriter import PHASH_FIELD, PartWriter, embedding_field, encode_png
 from pipeline.generate.samples import expand
 from pipeline.probes.image import ImageProbes
 from pipeline.probes.safety import PromptScreen
+from pipeline.probes.scorer import resolve_device_dtype
 
 MAX_PENDING_BATCHES = 2  # batches encoding while the next one generates: bounds host memory
 

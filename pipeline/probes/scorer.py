@@ -171,3 +171,16 @@ class ClipScorer:
         txt = self.encode_texts(prompts)
         cos = (img * txt).sum(-1)
         return {"clip_cos": cos, "clip_score": clip_score(cos), "image_emb": img}
+
+
+def resolve_device_dtype(device: str, dtype: str):
+    """`auto` device = cuda when present; `auto` dtype = float16 on CUDA, float32 on CPU."""
+    import torch
+
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    if dtype == "auto":
+        dt = torch.float16 if dev.type == "cuda" else torch.float32
+    else:
+        dt = getattr(torch, dtype)
+    return dev, dt

@@ -11,8 +11,9 @@ from pipeline.core.config import JobConfig
 from pipeline.core.dataset import Dataset
 from pipeline.core.storage import OutputError
 from pipeline.generate.diffusion import Generator, Sample
-from pipeline.generate.models import load_pipeline, resolve_device_dtype, torch_threads
+from pipeline.generate.models import load_pipeline, torch_threads
 from pipeline.generate.partwriter import encode_png
+from pipeline.probes.scorer import resolve_device_dtype
 
 
 def _decode(png: bytes) -> np.ndarray:

@@ -9,7 +9,7 @@ from conftest import tiny_config, write_prompts
 from pipeline.audit.diversity import diversity, per_group, per_prompt, weighted_mean_cos, weighted_vendi
 from pipeline.audit.runner import run_audit
 from pipeline.core.config import from_dict
-from pipeline.generate.driver import run_job
+from pipeline.launch import run as run_job
 
 
 def test_vendi_and_mean_cos_by_hand():

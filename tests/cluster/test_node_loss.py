@@ -11,8 +11,8 @@ from ray_nodes import loopback_cluster, private_ray_tmp  # noqa: F401 - fixtures
 
 import pipeline
 from pipeline.core.config import from_dict
-from pipeline.generate.driver import run_job
 from pipeline.generate.events import EventSink
+from pipeline.launch import run as run_job
 
 PROMPTS = [f"a shape number {i}" for i in range(16)]
 

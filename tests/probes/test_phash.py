@@ -10,7 +10,7 @@ from conftest import read_output, tiny_config, write_prompts
 
 from pipeline.core.config import from_dict
 from pipeline.core.storage import Output
-from pipeline.generate.driver import run_job
+from pipeline.launch import run as run_job
 from pipeline.probes.phash import hamming, phash_image, phash_png, to_uint64
 
 
@@ -76,7 +76,7 @@ def test_phash_only_adds_a_column_and_old_outputs_resume(tmp_path):
     assert table.num_rows == 8
     ph = table.column("phash").to_pylist()
     assert sum(h is None for h in ph) == markers[kept]["rows"] and sum(h is not None for h in ph) == markers[drop]["rows"]
-    from pipeline.tools.dedup import _ok_rows  # dedup hashes the old part's PNGs itself
+    from pipeline.curate.dedup import _ok_rows  # dedup hashes the old part's PNGs itself
 
     keys, hashes = _ok_rows(out, "phash")
     df = read_output(tmp_path / "out").set_index(["prompt_id", "sample_idx"])

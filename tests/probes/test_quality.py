@@ -8,7 +8,7 @@ import torch
 from conftest import read_output, tiny_config, write_prompts
 
 from pipeline.core.config import from_dict
-from pipeline.generate.driver import run_job
+from pipeline.launch import run as run_job
 from pipeline.probes.quality import AestheticScorer, aesthetic_mlp
 from pipeline.probes.scorer import ScorerError
 

@@ -9,9 +9,9 @@ from conftest import tiny_config, write_prompts
 
 from pipeline.cli import main
 from pipeline.core.config import from_dict
-from pipeline.generate.driver import run_job
+from pipeline.curate.dedup import clusters, embedding_pairs, hash_pairs
+from pipeline.launch import run as run_job
 from pipeline.probes.phash import hamming
-from pipeline.tools.dedup import clusters, embedding_pairs, hash_pairs
 
 
 def cli(argv) -> int:

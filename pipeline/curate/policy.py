@@ -261,7 +261,7 @@ def apply_policy(output_url: str, policy: Policy, name: str | None = None, stora
 
 
 def _join_dedup(output_url: str, name: str, df: pd.DataFrame, names: list[str], storage=None):
-    from pipeline.tools.dedup import DedupError, read_dedup
+    from pipeline.curate.dedup import DedupError, read_dedup
 
     try:
         dd = read_dedup(output_url, name, storage)[["prompt_id", "sample_idx", "duplicate", "distance"]]

@@ -11,7 +11,7 @@ from conftest import decode, tree_bytes
 from synth_output import known_rows, make_output
 
 from pipeline.cli import main
-from pipeline.tools.export import sample_key
+from pipeline.curate.export import sample_key
 
 
 def cli(argv) -> int:
@@ -108,7 +108,7 @@ def test_export_to_s3_same_bytes_as_local(output, tmp_path, s3_server, monkeypat
         assert card[0].decode().replace(f"s3://sets/{fmt}", "X") == card[1].decode().replace(str(local), "X")
         assert {k: v for k, v in remote.items() if not k.startswith("_export")} == \
             {k: v for k, v in want.items() if not k.startswith("_export")}
-    from pipeline.tools.export import export
+    from pipeline.curate.export import export
 
     r = export(url, "webdataset", "s3://sets/webdataset", keep_only="nox")
     assert r["files"] == 0 and r["reused"] > 0

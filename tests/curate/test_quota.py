@@ -1,4 +1,4 @@
-"""Quotas counted after filtering (pipeline/tools/quota.py): rounds with new sample indices until each
+"""Quotas counted after filtering (pipeline/curate/quota.py): rounds with new sample indices until each
 key has N kept images, bounded overshoot, max_oversample stop, delivered set vs all rows, resume."""
 import glob
 import hashlib
@@ -58,7 +58,7 @@ def test_per_prompt_reaches_n_kept_with_new_seeds(tmp_path):
     surplus = dec[dec["rule"] == "quota:surplus"]
     assert len(surplus) == int((rows["seed"] >= HALF).sum()) - 12
     assert os.path.exists(tmp_path / "out" / "_SUCCESS")
-    from pipeline.tools.export import export  # the delivered set leaves, exactly N per key
+    from pipeline.curate.export import export  # the delivered set leaves, exactly N per key
     export(str(tmp_path / "out"), "imagefolder", str(tmp_path / "set"), keep_only="quota")
     meta = pd.concat(pd.read_json(f, lines=True) for f in glob.glob(str(tmp_path / "set" / "train" / "*" / "metadata.jsonl")))
     assert len(meta) == 12 and (meta.groupby("prompt_id").size() == 4).all()
@@ -135,9 +135,9 @@ def test_progress_total_of_a_round_counts_what_the_round_makes(tmp_path):
     """The bar's total for a round is the round file's own images (it once was the input's even split
     over all shards: 32 shown where a demo round made 39)."""
     from pipeline.core.storage import Output
+    from pipeline.curate.quota import write_round
     from pipeline.generate.driver import _pending_images, prepare
     from pipeline.generate.inputs import prompt_ids
-    from pipeline.tools.quota import write_round
 
     cfg = pipeline.load_config(_job(tmp_path))
     pids = prompt_ids(pq.read_table(tmp_path / "p.parquet"))

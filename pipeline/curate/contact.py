@@ -21,7 +21,7 @@ MARK = {"flag": (245, 160, 0), "blur": (150, 60, 200), "drop": (215, 25, 25)}  #
 def decisions(ds, policy: str | None = None) -> dict:
     """{(prompt_id, sample_idx): (decision, rule)} for rows a policy flags, blurs or drops: the named
     policy, or every policy applied to the output (the most severe decision per row)."""
-    from pipeline.audit.policy import PolicyError, read_decisions
+    from pipeline.curate.policy import PolicyError, read_decisions
 
     if policy is None:
         try:

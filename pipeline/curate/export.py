@@ -65,8 +65,8 @@ class Selection:
     """Which rows leave: decisions joined once, then applied per row group."""
 
     def __init__(self, output_url: str, keep_only=None, dedup=None, where=(), storage=None):
-        from pipeline.audit.policy import PolicyError, read_decisions
-        from pipeline.tools.dedup import read_dedup
+        from pipeline.curate.dedup import read_dedup
+        from pipeline.curate.policy import PolicyError, read_decisions
 
         self.where, self.keep_only, self.dedup = list(where), keep_only, dedup
         self.decisions = self.dups = None
@@ -111,7 +111,7 @@ class Selection:
 # ---------------------------------------------------------------- writers
 def _samples(part_file, fs, sel: Selection):
     """(key, png bytes, metadata dict) of the selected rows of one part, a row group at a time."""
-    from pipeline.audit.policy import blur_png
+    from pipeline.curate.policy import blur_png
 
     with fs.open(part_file, "rb") as fh:  # reads retried by the output's RetryingFS
         f = pq.ParquetFile(fh)
@@ -172,7 +172,7 @@ def export(output_url: str, fmt: str, dest: str, keep_only=None, dedup=None, whe
            storage=None) -> dict:
     """Export every committed part of the output to ``dest`` (a folder or an fsspec URL such as
     s3://bucket/set; ``storage`` reaches both); returns counts and the card's path."""
-    from pipeline.tools.card import write_card
+    from pipeline.curate.card import write_card
 
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")

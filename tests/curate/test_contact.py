@@ -6,7 +6,7 @@ from PIL import Image
 from synth_output import make_output, row
 
 from pipeline.cli import main
-from pipeline.tools.contact import BORDER, CELL, MARK
+from pipeline.curate.contact import BORDER, CELL, MARK
 
 
 def cli(argv) -> int:

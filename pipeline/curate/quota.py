@@ -32,7 +32,7 @@ NAME = "quota"  # the decisions' folder: OUT/policy/quota/
 
 def load_quota_policy(cfg: JobConfig):
     """The quota's policy, and the key column checked against the input's columns (exit 2 if wrong)."""
-    from pipeline.audit.policy import PolicyError, load_policy
+    from pipeline.curate.policy import PolicyError, load_policy
     from pipeline.generate.inputs import list_input_files, read_footer
 
     q = cfg.quota
@@ -54,8 +54,8 @@ def load_quota_policy(cfg: JobConfig):
 
 def committed_state(cfg: JobConfig, policy) -> pd.DataFrame:
     """Every committed row with its key, policy decision and whether it counts toward the quota."""
-    from pipeline.audit.policy import decide
     from pipeline.core.dataset import Dataset
+    from pipeline.curate.policy import decide
 
     per = cfg.quota.per
     cols = ["prompt_id", "sample_idx", "status", *([per] if per != schema.PROMPT_ID else []), *policy.columns()]
@@ -134,7 +134,7 @@ def existing_rounds(out: Output) -> list[str]:
 def delivered(state: pd.DataFrame, accepted: int) -> tuple[pd.DataFrame, dict]:
     """The first `accepted` kept rows of every key in (sample_idx, prompt_id) order are delivered; kept
     rows past them drop as surplus. Returns (decisions, per-key report)."""
-    from pipeline.audit.policy import DECISION_COLUMNS
+    from pipeline.curate.policy import DECISION_COLUMNS
 
     s = state.sort_values(["key", "sample_idx", "prompt_id"]).copy()
     rank = s["kept"].astype(int).groupby(s["key"]).cumsum()
@@ -152,7 +152,7 @@ def write_delivered(cfg: JobConfig, out: Output, policy, state: pd.DataFrame) ->
     """OUT/policy/quota/{decisions.parquet, policy.yaml, policy.json} and the per-key report."""
     import yaml
 
-    from pipeline.audit.policy import policy_dir
+    from pipeline.curate.policy import policy_dir
 
     q = cfg.quota
     dec, keys = delivered(state, q.accepted)
@@ -168,33 +168,23 @@ def write_delivered(cfg: JobConfig, out: Output, policy, state: pd.DataFrame) ->
     return record
 
 
-def run_quota(cfg: JobConfig, progress: bool = True, events=None) -> dict:
-    """Rounds until every key has `quota.accepted` kept images or stops; returns the last round's
-    summary with a `quota` section (rounds, per-key shortfall). _SUCCESS only when the quota loop ends."""
-    from pipeline.generate.driver import run_job, write_success
+def next_round(cfg: JobConfig, out: Output, policy, rounds: list[str]) -> str | None:
+    """Plan the next round from the committed rows and write its file; None when every key is met or
+    stopped (max_rounds, max_oversample, or no prompt can make more)."""
+    if len(rounds) >= cfg.quota.max_rounds:
+        return None
+    plan = plan_round(committed_state(cfg, policy), cfg.quota, cfg.generation.batch_size)
+    return write_round(cfg, out, len(rounds) + 1, plan) if plan else None
 
+
+def deliver(cfg: JobConfig, out: Output, policy, rounds: int) -> dict:
+    """The delivered set once the rounds end: decisions under OUT/policy/quota/, and the summary's
+    `quota` section (rounds, keys met, per-key shortfall)."""
     q = cfg.quota
-    policy = load_quota_policy(cfg)
-    out = Output(cfg.output, cfg.storage)
-    rounds = existing_rounds(out)
-    summary = run_job(cfg, progress, events, extra=tuple(rounds), finish=False)
-    while summary["complete"]:
-        state = committed_state(cfg, policy)
-        plan = plan_round(state, q, cfg.generation.batch_size) if len(rounds) < q.max_rounds else {}
-        if not plan:
-            break
-        rounds.append(write_round(cfg, out, len(rounds) + 1, plan))
-        summary = run_job(cfg, progress, events, extra=tuple(rounds), finish=False)
-    if not summary["complete"]:  # a failed shard: what was committed stays; the re-run continues here
-        summary["quota"] = {"rounds": len(rounds), "complete": False}
-        return summary
     record = write_delivered(cfg, out, policy, committed_state(cfg, policy))
-    summary["quota"] = {"rounds": len(rounds), "complete": True, "accepted": q.accepted, "per": q.per,
-                        "keys": record["keys"], "keys_short": record["keys_short"], "shortfall": record["shortfall"],
-                        "decisions": record["dir"]}
-    out.write_json(out.path("summary.json"), summary)
-    write_success(out, {"rounds": len(rounds), "rows": record["rows"]})
-    return summary
+    return {"rounds": rounds, "complete": True, "accepted": q.accepted, "per": q.per, "keys": record["keys"],
+            "keys_short": record["keys_short"], "shortfall": record["shortfall"], "decisions": record["dir"],
+            "rows": record["rows"]}
 
 
 def quota_lines(q: dict | None) -> list[str]:

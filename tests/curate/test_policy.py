@@ -8,7 +8,7 @@ import yaml
 from conftest import tree_bytes
 from synth_output import cli, make_output, row
 
-from pipeline.audit.policy import PolicyError, apply_policy, decide, load_policy, materialize, parse_policy
+from pipeline.curate.policy import PolicyError, apply_policy, decide, load_policy, materialize, parse_policy
 
 POLICY = {"name": "t", "default": "keep", "blur_radius": 3, "rules": [
     {"name": "x_mark", "when": "safety_x_mark > 0.25", "action": "drop"},

@@ -13,7 +13,7 @@ Parts are never rewritten. Pairs are found without comparing all pairs:
     (k nearest neighbours of every row, kept when cos >= threshold); exact (flat) below 20k rows.
 Near-duplicate pairs are joined into clusters (connected components); each cluster keeps its first
 row in (prompt_id, sample_idx) order and marks the rest `duplicate` with `dup_of` = the kept key.
-A policy reads them with `dedup: <name>` and a rule on `duplicate` (pipeline/audit/policy.py).
+A policy reads them with `dedup: <name>` and a rule on `duplicate` (pipeline/curate/policy.py).
 """
 from __future__ import annotations
 
