@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup run test test-fast lint bench toy-models notebooks clean
+.PHONY: setup run test test-fast lint bench toy-models notebooks docs clean
 
 # Create .venv and install the project with its test extras (idempotent: re-runs only when pyproject changes).
 setup: $(STAMP)
@@ -45,6 +45,11 @@ toy-models: setup
 # the tables and images; commit the result. Each stays under 1.5 MB (notebooks/execute.py checks).
 notebooks: setup
 	$(BIN)/python notebooks/execute.py
+
+# Regenerate docs/CONFIG.md from the config model's fields and comments (tests/core/test_config_doc.py
+# fails when it is stale); written through a temp file so a failure leaves the old one in place.
+docs: setup
+	$(BIN)/python -m pipeline.core.config_doc > docs/CONFIG.md.tmp && mv docs/CONFIG.md.tmp docs/CONFIG.md
 
 clean:
 	rm -rf runs out .pytest_cache

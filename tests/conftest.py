@@ -80,7 +80,7 @@ def read_output(output) -> "pandas.DataFrame":  # noqa: F821
 
 
 def assert_unique_keys(df) -> None:
-    """The output contract (README, section Prompt ids): (prompt_id, sample_idx) is unique and never null."""
+    """The output contract (docs/OUTPUT.md, section Prompt ids): (prompt_id, sample_idx) is unique and never null."""
     if not {"prompt_id", "sample_idx"} <= set(df.columns):
         return  # a column subset read by a test
     assert df["prompt_id"].notna().all(), "null prompt_id in the output"

@@ -184,7 +184,7 @@ class SafetyConfig(_Strict):
 
 class JobConfig(_Strict):
     input: str  # Parquet prompts: a file, a directory or a cloud prefix (s3://bucket/prompts/)
-    output: str  # output directory or cloud prefix (layout in README: data/, _commits/, run.json)
+    output: str  # output directory or cloud prefix (layout in docs/OUTPUT.md: data/, _commits/, run.json)
     model: str = "tiny"  # tiny | toy | local diffusers dir | hub id | cloud URL of a diffusers dir
     storage: StorageConfig = Field(default_factory=StorageConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)

@@ -118,7 +118,7 @@ def check_schema(path: str, sch: pa.Schema) -> None:
     for col, ok in schema.OVERRIDES.items():
         if col in sch.names and not ok(sch.field(col).type):
             raise InputError(f"input file {path!r}: override column {col!r} has type {sch.field(col).type}, "
-                             f"which does not fit (README.md, section Input)")
+                             f"which does not fit (docs/OUTPUT.md, section Input)")
     consumed = {schema.PROMPT, schema.PROMPT_ID, *schema.OVERRIDES}
     clash = [c for c in sch.names if c in schema.CORE_NAMES and c not in consumed]
     if clash:

@@ -53,6 +53,19 @@ class Batch:
         return self.samples, self.result, self.scores, self.futures, self.score_seconds
 
 
+def build_generator(cfg, device, dtype):
+    """(pipeline, accel report, Generator) exactly as a run's worker makes images: the model with its
+    scheduler, LoRA and speed levers (accel.py: fuse, layout, fp8, compile), unique-prompt encoding
+    (null = on for CUDA) and batch padding. `sdgen verify` regenerates through this too."""
+    pipe = load_pipeline(cfg.model, dtype, device, cfg.generation.scheduler, cfg.storage, cfg.lora,
+                         cfg.single_file_config)
+    accel = apply_accel(pipe, cfg, device)
+    unique = cfg.accel.encode_unique_prompts
+    unique = device.type == "cuda" if unique is None else unique
+    pad = cfg.generation.batch_size if cfg.generation.compile and cfg.accel.pad_batches else None
+    return pipe, accel, Generator(pipe, device, dtype, unique, pad)
+
+
 class ShardWorker:
     def __init__(self, job: ResolvedJob, worker_id: str = "0"):
         cfg = job.config
@@ -60,13 +73,7 @@ class ShardWorker:
         retry.configure(cfg.retry)  # this process's storage calls (an actor's own process)
         self.device, self.dtype = resolve_device_dtype(cfg.generation.device, cfg.generation.dtype)
         t0 = time.perf_counter()
-        self.pipe = load_pipeline(cfg.model, self.dtype, self.device, cfg.generation.scheduler, cfg.storage,
-                                  cfg.lora, cfg.single_file_config)
-        self.accel = apply_accel(self.pipe, cfg, self.device)  # fuse, layout, fp8, compile (accel.py)
-        unique = cfg.accel.encode_unique_prompts
-        unique = self.device.type == "cuda" if unique is None else unique
-        self.generator = Generator(self.pipe, self.device, self.dtype, unique,
-                                   cfg.generation.batch_size if cfg.generation.compile and cfg.accel.pad_batches else None)
+        self.pipe, self.accel, self.generator = build_generator(cfg, self.device, self.dtype)
         self.scorer = None
         if cfg.scoring.enabled:
             from pipeline.probes.scorer import ClipScorer

@@ -10,9 +10,10 @@ import numpy as np
 from pipeline.core.config import JobConfig
 from pipeline.core.dataset import Dataset
 from pipeline.core.storage import OutputError
-from pipeline.generate.diffusion import Generator, Sample
-from pipeline.generate.models import load_pipeline, torch_threads
+from pipeline.generate.diffusion import Sample
+from pipeline.generate.models import torch_threads
 from pipeline.generate.partwriter import encode_png
+from pipeline.generate.worker import build_generator
 from pipeline.probes.scorer import resolve_device_dtype
 
 
@@ -49,8 +50,7 @@ def _regenerate(cfg: JobConfig, rows, batch_size: int, device: str) -> dict:
     import torch
 
     dev, dtype = resolve_device_dtype(device if device != "auto" else cfg.generation.device, cfg.generation.dtype)
-    pipe = load_pipeline(cfg.model, dtype, dev, cfg.generation.scheduler, cfg.storage, cfg.lora, cfg.single_file_config)
-    gen = Generator(pipe, dev, dtype)
+    _, _, gen = build_generator(cfg, dev, dtype)  # the worker's own generation path and settings
     samples = [Sample(i, r.prompt_id, int(r.sample_idx), r.prompt, r.negative_prompt or "", int(r.seed),
                       int(r.width), int(r.height), int(r.steps), float(r.guidance_scale))
                for i, r in enumerate(rows.itertuples())]
