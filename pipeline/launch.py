@@ -15,6 +15,7 @@ import sys
 import time
 from contextlib import nullcontext
 
+from pipeline.core import layout
 from pipeline.core.config import JobConfig
 from pipeline.core.lease import Lease, write_history
 from pipeline.core.storage import Output
@@ -62,7 +63,7 @@ def _finish(prep: Prepared, summary: dict, did_work: bool, t0: float, lease) -> 
     out, cfg = prep.output, prep.cfg
     if did_work or summary.get("quota", {}).get("complete"):
         try:  # disk full: the summary is still printed and the failure listed (exit 1)
-            out.write_json(out.path("summary.json"), summary)
+            out.write_json(out.path(layout.SUMMARY), summary)
             if did_work and cfg.write.contact_sheet and summary["rows_total"]:
                 from pipeline.curate.contact import contact_sheet
 

@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.core import layout
 from pipeline.core.dataset import Dataset
 from pipeline.core.storage import Output, read_frame, read_parquet, read_schema
 
@@ -59,7 +60,7 @@ def open_source(url, storage=None) -> Source:
     ds = Dataset(url, storage)
     out = ds.output
     if ds.run is not None:
-        return Source(url, out, ds.run, ds.files, out.fs, out.path("audit"))
+        return Source(url, out, ds.run, ds.files, out.fs, out.path(layout.AUDIT))
     fs, root = out.fs, out.root
     if fs.isfile(root):
         files, base = [root], root.rsplit("/", 1)[0]

@@ -21,6 +21,7 @@ from pipeline.audit.breakdowns import clip_section, template_section
 from pipeline.audit.data import KEYS, open_source, probed_attributes, read_rows, with_posthoc_labels
 from pipeline.audit.html import bar_chart, render
 from pipeline.audit.runner import apply_where, default_group_by, default_where, read_results, run_audit
+from pipeline.core import layout
 
 THUMB = 96  # px: thumbnails are at most this big (smaller images are kept as stored)
 
@@ -280,7 +281,7 @@ def _per_prompt(df, gen: dict) -> str:
 
 def policies(src) -> list[dict]:
     try:
-        dirs = src.fs.ls(src.output.path("policy"), detail=False)
+        dirs = src.fs.ls(src.output.path(layout.POLICY), detail=False)
     except FileNotFoundError:
         return []
     out = []

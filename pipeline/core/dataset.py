@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.core import layout
 from pipeline.core.storage import Output, OutputError, read_parquet, read_schema
 
 KEYS = ("prompt_id", "sample_idx")  # unique in every output: one row per (prompt id, sample index)
@@ -28,7 +29,7 @@ class Dataset:
         self.url, self.storage = url, storage
         self.output = Output(url, storage)
         self.run = None if self.output.fs.isfile(self.output.root) else self.output.read_json(
-            self.output.path("run.json"))
+            self.output.path(layout.RUN))
         self.commits = self.output.valid_commits(check) if self.run is not None else {}
         self.files = [self.output.part_path(s) for s in sorted(self.commits)]
 

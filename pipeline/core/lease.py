@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 
+from pipeline.core import layout
 from pipeline.core.retry import StorageError
 from pipeline.core.storage import pid_alive
 
@@ -45,7 +46,7 @@ class Lease:
 
     def __init__(self, output, ttl_s: float, log=print):
         self.out, self.ttl = output, float(ttl_s)
-        self.path = output.path("_lock")
+        self.path = output.path(layout.LOCK)
         self.run_id = uuid.uuid4().hex
         self.holder = {"run_id": self.run_id, "host": socket.gethostname(), "pid": os.getpid()}
         self.took_over: dict | None = None  # the stale lease this run replaced, if any
@@ -120,7 +121,7 @@ class Lease:
         why = self.stale_reason(rec)
         if why is None:
             raise LeaseHeld(self._held_message(rec))
-        marker = f"{self.path}.takeover-{rec.get('run_id', 'unknown')}"
+        marker = self.out.path(layout.takeover(rec.get("run_id", "unknown")))
         if not self._create_exclusive(marker, self._record()) and not self._ours(marker):
             raise LeaseHeld(self._held_message(rec, "another run is taking over its stale lease"))
         self.out.write_bytes_atomic(self.path, self._record())
@@ -204,7 +205,7 @@ def write_history(output, started: float, summary: dict, lease: Lease | None) ->
     if lease is not None:
         rec.update(run_id=lease.run_id, host=lease.holder["host"], pid=lease.holder["pid"],
                    took_over_lease=lease.took_over)
-    path = output.path("_runs", history_name(started))
+    path = output.path(layout.run_record(history_name(started)))
     output.write_json(path, rec)
     return path
 
@@ -212,7 +213,7 @@ def write_history(output, started: float, summary: dict, lease: Lease | None) ->
 def read_history(output) -> list[dict]:
     """Every run record, oldest first."""
     try:
-        names = sorted(p for p in output.fs.ls(output.path("_runs"), detail=False) if p.endswith(".json"))
+        names = sorted(p for p in output.fs.ls(output.path(layout.RUNS), detail=False) if p.endswith(".json"))
     except FileNotFoundError:
         return []
     return [r for r in (output.read_json(p) for p in names) if r]

@@ -22,7 +22,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.core import retry
+from pipeline.core import layout, retry
 
 
 class OutputError(ValueError):
@@ -104,10 +104,10 @@ class Output:
         return "/".join([self.root, *parts])
 
     def part_path(self, shard: str) -> str:
-        return self.path("data", f"part-{shard}.parquet")
+        return self.path(layout.part(shard))
 
     def marker_path(self, shard: str) -> str:
-        return self.path("_commits", f"{shard}.json")
+        return self.path(layout.marker(shard))
 
     # ---- small files ------------------------------------------------------------------------------
     def write_bytes_atomic(self, path: str, data: bytes, sync: bool = True) -> None:
@@ -157,9 +157,9 @@ class Output:
     def check_or_write_run(self, run_info: dict) -> bool:
         """Write run.json on the first run; on later runs require the same fingerprint.
         Returns True when run.json was newly written."""
-        existing = self.read_json(self.path("run.json"))
+        existing = self.read_json(self.path(layout.RUN))
         if existing is None:
-            self.write_json(self.path("run.json"), run_info)
+            self.write_json(self.path(layout.RUN), run_info)
             return True
         if existing.get("fingerprint") != run_info["fingerprint"] and not self.committed_markers():
             # only committed work locks the fingerprint: a failed start (model did not load) must not
@@ -167,7 +167,7 @@ class Output:
 
             warnings.warn(f"output {self.url!r}: run.json of an earlier run with no committed shard "
                           "(another config) is replaced by this run's", stacklevel=2)
-            self.write_json(self.path("run.json"), run_info)
+            self.write_json(self.path(layout.RUN), run_info)
             return True
         if existing.get("fingerprint") != run_info["fingerprint"]:
             diff = _diff_keys(existing.get("fingerprint_fields", {}), run_info["fingerprint_fields"])
@@ -180,7 +180,7 @@ class Output:
     # ---- commits ------------------------------------------------------------------------------------
     def committed_markers(self) -> dict[str, dict]:
         """Markers present, by shard name (one listing call, then small reads)."""
-        d = self.path("_commits")
+        d = self.path(layout.COMMITS)
         try:
             names = [p for p in self.fs.ls(d, detail=False) if p.endswith(".json")]
         except FileNotFoundError:
@@ -221,7 +221,7 @@ class Output:
         rename), a local temp dir for object stores. The name carries the output and this process's pid
         (``.tmp-part-<output>-<pid>-<shard>-<random>.parquet``): an earlier spool of the same shard and
         output is removed only when its process is gone (killed) or is this one (an earlier attempt)."""
-        d = self.path("data") if self.local else tempfile.gettempdir()
+        d = self.path(layout.DATA) if self.local else tempfile.gettempdir()
         os.makedirs(d, exist_ok=True)
         for name in os.listdir(d):
             m = SPOOL_NAME.match(name)
@@ -278,7 +278,7 @@ class Output:
 
     def data_files(self) -> list[str]:
         try:
-            files = self.fs.ls(self.path("data"), detail=False)
+            files = self.fs.ls(self.path(layout.DATA), detail=False)
         except FileNotFoundError:
             return []
         return sorted(p for p in files if p.rsplit("/", 1)[-1].startswith("part-") and p.endswith(".parquet"))

@@ -9,6 +9,7 @@ import os
 
 import yaml
 
+from pipeline.core import layout
 from pipeline.core.storage import Output, read_frame, read_schema
 
 SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
@@ -58,11 +59,11 @@ def _ci(ci, spec: str) -> str:
 
 
 def _audit_lines(out: Output) -> list[str]:
-    metrics = out.read_json(out.path("audit", "metrics.json"))
+    metrics = out.read_json(out.path(layout.audit_file("metrics.json")))
     if not metrics:
         return ["No audit was run on this output (`sdgen audit` adds per-group attribute shares with CIs)."]
     lines = []
-    spath = out.path("audit", "summary.parquet")
+    spath = out.path(layout.audit_file("summary.parquet"))
     if out.exists(spath):
         s = read_frame(out.fs, spath)
         lines += ["| group | attribute | class | n | share | 95% CI |", "|---|---|---|---|---|---|"]
@@ -82,14 +83,14 @@ def _audit_lines(out: Output) -> list[str]:
 def _selection_lines(out: Output, sel) -> list[str]:
     lines = []
     if sel.keep_only:
-        rec = out.read_json(out.path("policy", sel.keep_only, "policy.json")) or {}
-        pol = yaml.safe_load(out.fs.cat_file(out.path("policy", sel.keep_only, "policy.yaml")))
+        rec = out.read_json(out.path(layout.policy_file(sel.keep_only, "policy.json"))) or {}
+        pol = yaml.safe_load(out.fs.cat_file(out.path(layout.policy_file(sel.keep_only, "policy.yaml"))))
         rules = "; ".join(f"`{r['when']}` -> {r['action']}" for r in pol.get("rules", []))
         lines.append(f"- Policy `{sel.keep_only}` (fingerprint {str(rec.get('fingerprint'))[:12]}): rows decided "
                      f"keep, flag or blur (blur applied, radius {pol.get('blur_radius')}); rules: {rules}; "
                      f"decisions over all rows: {rec.get('counts')}")
     if sel.dedup:
-        rec = out.read_json(out.path("dedup", sel.dedup, "dedup.json")) or {}
+        rec = out.read_json(out.path(layout.dedup_file(sel.dedup, "dedup.json"))) or {}
         lines.append(f"- Near-duplicates left out: `{sel.dedup}` ({rec.get('method')}, threshold "
                      f"{rec.get('threshold')}; {rec.get('duplicates')} of {rec.get('rows')} images)")
     if sel.where:

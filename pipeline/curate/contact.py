@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 
+from pipeline.core import layout
 from pipeline.core.dataset import Dataset
 
 CELL = 128  # pixels per image in the sheet (small images are upscaled with nearest neighbour)
@@ -25,7 +26,7 @@ def decisions(ds, policy: str | None = None) -> dict:
 
     if policy is None:
         try:
-            names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in ds.output.fs.ls(ds.output.path("policy"),
+            names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in ds.output.fs.ls(ds.output.path(layout.POLICY),
                                                                                   detail=False))
         except FileNotFoundError:
             return {}
@@ -96,7 +97,7 @@ def contact_sheet(output_url: str, path: str | None = None, max_images: int = 64
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
     if path is None:
-        path = ds.output.path("contact_sheet.png")
+        path = ds.output.path(layout.CONTACT_SHEET)
         ds.output.write_bytes_atomic(path, buf.getvalue())
     else:
         with open(path, "wb") as f:

@@ -25,6 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.core import layout
 from pipeline.core.storage import Output, read_frame
 from pipeline.probes.phash import hamming, phash_png, to_uint64
 
@@ -188,14 +189,14 @@ def _hash_missing(f, t: pa.Table, names) -> pa.Table:
 def dedup_dir(out: Output, name: str) -> str:
     if not re.fullmatch(r"[\w.-]+", name):
         raise DedupError(f"dedup name {name!r} must use letters, digits, '.', '_' or '-' (it names a folder)")
-    return out.path("dedup", name)
+    return out.path(layout.dedup_file(name))
 
 
 def run_dedup(output_url: str, threshold=None, by_embedding: bool = False, name: str | None = None,
               storage=None) -> dict:
     """Find near-duplicates among the ok rows and write the decisions; returns the record."""
     out = Output(output_url, storage)
-    run = out.read_json(out.path("run.json"))
+    run = out.read_json(out.path(layout.RUN))
     if run is None:
         raise DedupError(f"{output_url!r} is not an sdgen output (no run.json)")
     if by_embedding:

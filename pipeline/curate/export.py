@@ -27,6 +27,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import yaml
 
+from pipeline.core import layout
 from pipeline.core.storage import Output
 
 FORMATS = ("webdataset", "imagefolder")
@@ -75,7 +76,7 @@ class Selection:
         try:
             if keep_only:
                 self.decisions = read_decisions(output_url, keep_only, storage).set_index(["prompt_id", "sample_idx"])
-                raw = yaml.safe_load(out.fs.cat_file(out.path("policy", keep_only, "policy.yaml")))
+                raw = yaml.safe_load(out.fs.cat_file(out.path(layout.policy_file(keep_only, "policy.yaml"))))
                 self.blur_radius = float(raw.get("blur_radius", 8.0))  # as sdgen filter --materialize
             if dedup:
                 d = read_dedup(output_url, dedup, storage)
@@ -86,9 +87,9 @@ class Selection:
     def fingerprint(self, out: Output, fmt: str, shard_size: int) -> str:
         """Equal fingerprints, equal exported files: what decides is hashed, decisions by their bytes."""
         parts = [fmt, str(shard_size), json.dumps(self.where)]
-        for kind, name in (("policy", self.keep_only), ("dedup", self.dedup)):
+        for folder, name in ((layout.policy_file, self.keep_only), (layout.dedup_file, self.dedup)):
             if name:
-                parts.append(hashlib.sha256(out.fs.cat_file(out.path(kind, name, "decisions.parquet"))).hexdigest())
+                parts.append(hashlib.sha256(out.fs.cat_file(out.path(folder(name, "decisions.parquet")))).hexdigest())
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
     def apply(self, df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
@@ -179,7 +180,7 @@ def export(output_url: str, fmt: str, dest: str, keep_only=None, dedup=None, whe
     if shard_size < 1:
         raise ExportError(f"--shard-size must be >= 1, got {shard_size!r}")
     out, dst = Output(output_url, storage), Output(dest, storage)
-    run = out.read_json(out.path("run.json"))
+    run = out.read_json(out.path(layout.RUN))
     if run is None:
         raise ExportError(f"{output_url!r} is not an sdgen output (no run.json)")
     markers = out.valid_commits("size")  # committed parts only, checked against their markers
@@ -189,7 +190,7 @@ def export(output_url: str, fmt: str, dest: str, keep_only=None, dedup=None, whe
     fp = sel.fingerprint(out, fmt, shard_size)
     total = {"rows": 0, "skipped": 0, "files": 0, "reused": 0}
     for shard in sorted(markers):
-        rec_path = dst.path("_export", f"{shard}.json")
+        rec_path = dst.path(layout.export_record(shard))
         rec = dst.read_json(rec_path)  # what this part became last time, if anything
         if rec and rec["selection"] == fp and rec["part_sha256"] == markers[shard].get("sha256") and all(
                 dst.exists(dst.path(f)) for f in rec["files"]):

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from pipeline.core import layout
 from pipeline.core.schema import BLOCKED, OK
 from pipeline.core.storage import read_frame, read_parquet
 
@@ -227,7 +228,7 @@ def decide(df: pd.DataFrame, policy: Policy) -> pd.DataFrame:
 def policy_dir(output, name: str) -> str:
     if not re.fullmatch(r"[\w.-]+", name):
         raise PolicyError(f"policy name {name!r} must use letters, digits, '.', '_' or '-' (it names a folder)")
-    return output.path("policy", name)
+    return output.path(layout.policy_file(name))
 
 
 def apply_policy(output_url: str, policy: Policy, name: str | None = None, storage=None) -> dict:
@@ -327,9 +328,9 @@ def materialize(output_url: str, name: str, dest: str, blur_radius: float, stora
         counts = {k: int(v) for k, v in pd.Series(t.column("status").to_pylist()).value_counts().items()}
         dst.commit_part(shard, spool, {"rows": t.num_rows, "status_counts": counts})
         rows += t.num_rows
-    run = src.read_json(src.path("run.json")) or {}
+    run = src.read_json(src.path(layout.RUN)) or {}
     policy_rec = src.read_json(f"{policy_dir(src, name)}/policy.json")
-    dst.write_json(dst.path("run.json"), {**run, "derived_from": {"output": output_url, "policy": policy_rec}})
+    dst.write_json(dst.path(layout.RUN), {**run, "derived_from": {"output": output_url, "policy": policy_rec}})
     return {"dest": dest, "rows": rows}
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.core import schema
+from pipeline.core import layout, schema
 from pipeline.core.config import ConfigError, JobConfig
 from pipeline.core.storage import Output
 
@@ -119,13 +119,13 @@ def write_round(cfg: JobConfig, out: Output, r: int, plan: dict[str, tuple[int, 
         parts.append(t.append_column(schema.PROMPT_ID, pa.array([pid]))
                       .append_column("images_per_prompt", pa.array([n], pa.int64()))
                       .append_column("sample_start", pa.array([start], pa.int64())))
-    path = out.path("_quota", f"round-{r:04d}.parquet")
+    path = out.path(layout.quota_round(r))
     out.write_table(path, pa.concat_tables(parts, promote_options="default"))
     return path
 
 
 def existing_rounds(out: Output) -> list[str]:
-    d = out.path("_quota")
+    d = out.path(layout.QUOTA)
     if not out.exists(d):
         return []
     return sorted(p for p in out.fs.ls(d, detail=False) if p.rsplit("/", 1)[-1].startswith("round-"))

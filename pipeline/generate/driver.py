@@ -17,7 +17,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 
-from pipeline.core import retry
+from pipeline.core import layout, retry
 from pipeline.core.config import ConfigError, JobConfig
 from pipeline.core.job import ResolvedJob
 from pipeline.core.storage import Output, OutputError, library_versions, remove_stale_temp
@@ -260,8 +260,8 @@ def write_success(output, record: dict) -> None:
     What outlasts the retries says that the shards are all in and only finishing failed: the next run
     plans nothing, redoes no shard, and writes it."""
     try:
-        if not output.exists(output.path("_SUCCESS")):
-            output.write_json(output.path("_SUCCESS"), record)
+        if not output.exists(output.path(layout.SUCCESS)):
+            output.write_json(output.path(layout.SUCCESS), record)
     except retry.StorageError as e:
         raise retry.StorageError(f"{e}; every shard is committed ({record.get('rows')} rows), only writing "
                                  "_SUCCESS failed: run the same command again to finish (no shard is redone)") from e

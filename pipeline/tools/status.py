@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from pipeline.core import layout
 from pipeline.core.dataset import Dataset
 from pipeline.core.lease import read_history
 
@@ -27,8 +28,8 @@ def output_status(url: str, storage=None) -> dict:
         "uncommitted_parts": sorted(parts - set(valid)),  # published, marker missing: redone on resume
         "rows": ds.rows,
         "status_counts": dict(status),
-        "success": out.exists(out.path("_SUCCESS")),
-        "last_summary": out.read_json(out.path("summary.json")),
-        "lease": out.read_json(out.path("_lock")),  # the running run's holder and expiry; null = none
+        "success": out.exists(out.path(layout.SUCCESS)),
+        "last_summary": out.read_json(out.path(layout.SUMMARY)),
+        "lease": out.read_json(out.path(layout.LOCK)),  # the running run's holder and expiry; null = none
         "last_runs": read_history(out)[-3:],  # OUTPUT/_runs/: the latest run records
     }
