@@ -79,6 +79,15 @@ def read_frame(fs, path: str, columns=None):
         return pd.read_parquet(f, columns=columns)
 
 
+def read_decisions(out: "Output", folder: str, missing: Exception):
+    """FOLDER/decisions.parquet of a policy or dedup run as a DataFrame; ``missing`` is raised when that
+    run was never made (its message says which command makes it)."""
+    path = f"{folder}/decisions.parquet"
+    if not out.exists(path):
+        raise missing
+    return read_frame(out.fs, path)
+
+
 def read_schema(fs, path: str) -> pa.Schema:
     with fs.open(path, "rb") as f:
         return pq.read_schema(f)

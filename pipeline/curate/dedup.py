@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.core import layout
-from pipeline.core.storage import Output, read_frame
+from pipeline.core.storage import Output, read_decisions
 from pipeline.probes.phash import hamming, phash_png, to_uint64
 
 DECISION_COLUMNS = ["prompt_id", "sample_idx", "duplicate", "dup_of", "dup_of_prompt_id", "dup_of_sample_idx",
@@ -225,7 +225,6 @@ def run_dedup(output_url: str, threshold=None, by_embedding: bool = False, name:
 
 def read_dedup(output_url: str, name: str, storage=None) -> pd.DataFrame:
     out = Output(output_url, storage)
-    path = f"{dedup_dir(out, name)}/decisions.parquet"
-    if not out.exists(path):
-        raise DedupError(f"no dedup decisions at {path!r}; run sdgen dedup {output_url} first")
-    return read_frame(out.fs, path)
+    folder = dedup_dir(out, name)
+    return read_decisions(out, folder, DedupError(f"no dedup decisions at {folder + '/decisions.parquet'!r}; "
+                                                  f"run sdgen dedup {output_url} first"))

@@ -41,7 +41,7 @@ import pyarrow as pa
 
 from pipeline.core import layout
 from pipeline.core.schema import BLOCKED, OK
-from pipeline.core.storage import read_frame, read_parquet
+from pipeline.core.storage import read_parquet
 
 ACTIONS = ("keep", "flag", "blur", "drop")  # in increasing severity
 OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq,
@@ -273,13 +273,12 @@ def _join_dedup(output_url: str, name: str, df: pd.DataFrame, names: list[str], 
 
 
 def read_decisions(output_url: str, name: str, storage=None) -> pd.DataFrame:
-    from pipeline.core.storage import Output
+    from pipeline.core.storage import Output, read_decisions
 
     out = Output(output_url, storage)
-    path = f"{policy_dir(out, name)}/decisions.parquet"
-    if not out.exists(path):
-        raise PolicyError(f"no decisions at {path!r}; run sdgen filter {output_url} --policy ... first")
-    return read_frame(out.fs, path)
+    folder = policy_dir(out, name)
+    return read_decisions(out, folder, PolicyError(f"no decisions at {folder + '/decisions.parquet'!r}; run sdgen "
+                                                   f"filter {output_url} --policy ... first"))
 
 
 # ---------------------------------------------------------------- materialised dataset
