@@ -16,17 +16,13 @@ import datetime as dt
 import hashlib
 import io
 import json
-import os
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from pipeline.core import layout
-from pipeline.core.dataset import Dataset
-from pipeline.core.storage import Output, read_frame, read_parquet, read_schema
+from pipeline.core.dataset import Dataset, png_bytes
+from pipeline.core.storage import read_frame, read_parquet
 
 KEYS = ["prompt_id", "sample_idx"]
 
@@ -35,49 +31,25 @@ class AuditError(ValueError):
     """An audit cannot run as asked; the message names the output, column or value."""
 
 
-@dataclass
-class Source:
-    url: str
-    output: Output  # where audit/ is written (the output itself, or the foreign dataset's folder)
-    run: dict | None  # run.json; None for Parquet that sdgen did not make
-    files: list  # Parquet files in reading order: committed parts, or the foreign files
-    fs: object
-    audit_dir: str
-
-    @property
-    def foreign(self) -> bool:
-        return self.run is None
-
-    def columns(self) -> list[str]:
-        return read_schema(self.fs, self.files[0]).names if self.files else []
+Source = Dataset  # what an audit reads: core.dataset.Dataset, sdgen output or foreign Parquet
 
 
-def open_source(url, storage=None) -> Source:
-    """An sdgen output (run.json + committed parts, read through core.dataset.Dataset) or a Parquet
-    file / folder with an `image` column. Given a Source, returns it: open once, pass it on."""
-    if isinstance(url, Source):
+def open_source(url, storage=None) -> Dataset:
+    """An sdgen output (run.json + committed parts) or a Parquet file / folder with an `image` column,
+    as a core.dataset.Dataset (the one reader). Given a Dataset, returns it: open once, pass it on."""
+    if isinstance(url, Dataset):
         return url
-    ds = Dataset(url, storage)
-    out = ds.output
-    if ds.run is not None:
-        return Source(url, out, ds.run, ds.files, out.fs, out.path(layout.AUDIT))
-    fs, root = out.fs, out.root
-    if fs.isfile(root):
-        files, base = [root], root.rsplit("/", 1)[0]
-        audit = f"{base}/{root.rsplit('/', 1)[-1].removesuffix('.parquet')}.audit"
-    elif fs.isdir(root):  # top level only: audit/ below it must never be read back as data
-        files = sorted(p for p in fs.ls(root, detail=False) if p.endswith(".parquet")
-                       and not p.rsplit("/", 1)[-1].startswith((".", "_")))
-        audit = f"{root}/audit"
-    else:
+    ds = Dataset(url, storage, foreign=True)
+    if not ds.foreign:
+        return ds
+    if not ds.exists():
         raise AuditError(f"{url!r} does not exist")
-    if not files:
+    if not ds.files:
         raise AuditError(f"{url!r} is neither an sdgen output (no run.json) nor holds .parquet files")
-    src = Source(url, out, None, files, fs, audit)
-    if "image" not in src.columns():
+    if "image" not in ds.columns():
         raise AuditError(f"{url!r}: Parquet without run.json needs an `image` column (struct of bytes, path); "
-                         f"columns are {src.columns()}")
-    return src
+                         f"columns are {ds.columns()}")
+    return ds
 
 
 def read_rows(src: Source, columns=None) -> pd.DataFrame:
@@ -115,21 +87,10 @@ def _foreign_defaults(src: Source, df: pd.DataFrame) -> pd.DataFrame:
 def iter_images(src: Source, batch_rows: int = 64):
     """(row offset, [PNG bytes or None]) batches in read_rows order, reading only the image column."""
     offset = 0
-    for f in src.files:
-        with src.fs.open(f, "rb") as fh:
-            for batch in pq.ParquetFile(fh).iter_batches(batch_size=batch_rows, columns=["image"]):
-                images = batch.column(0).to_pylist()
-                yield offset, [_png(im) for im in images]
-                offset += len(images)
-
-
-def _png(im):
-    if im is None:
-        return None
-    if im.get("bytes") is not None:
-        return im["bytes"]
-    path = im.get("path")  # HF datasets may store a path instead of bytes
-    return open(path, "rb").read() if path and os.path.isfile(path) else None
+    for batch in src.batches(["image"], batch_rows):
+        images = batch.column(0).to_pylist()
+        yield offset, [png_bytes(im) for im in images]
+        offset += len(images)
 
 
 def decode_batch(pngs) -> dict[tuple, tuple[list[int], np.ndarray]]:

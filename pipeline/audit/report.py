@@ -15,7 +15,6 @@ import io
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from pipeline.audit.breakdowns import clip_section, template_section
 from pipeline.audit.data import KEYS, open_source, probed_attributes, read_rows, with_posthoc_labels
@@ -144,23 +143,12 @@ def pick_rows(df: pd.DataFrame, n: int) -> pd.DataFrame:
 
 
 def read_images(src, keys: pd.DataFrame) -> dict:
-    """{(prompt_id, sample_idx): PNG bytes} for the wanted rows, reading only their row groups."""
+    """{(prompt_id, sample_idx): PNG bytes} for the wanted rows, reading only their row groups (by row
+    position: foreign data gets its keys from read_rows, not from its files)."""
     want = set(zip(keys["prompt_id"], keys["sample_idx"]))
     all_keys = read_rows(src, columns=KEYS)  # read_rows order = file order, row by row
-    out, offset = {}, 0
-    for f in src.files:
-        with src.fs.open(f, "rb") as fh:
-            pf = pq.ParquetFile(fh)
-            start = offset
-            for rg in range(pf.metadata.num_row_groups):
-                size = pf.metadata.row_group(rg).num_rows
-                ks = list(zip(all_keys["prompt_id"][start:start + size], all_keys["sample_idx"][start:start + size]))
-                if want.intersection(ks):
-                    images = pf.read_row_group(rg, columns=["image"]).column(0).to_pylist()
-                    out.update({k: im["bytes"] for k, im in zip(ks, images) if k in want and im and im.get("bytes")})
-                start += size
-            offset += pf.metadata.num_rows
-    return out
+    at = {i: k for i, k in enumerate(zip(all_keys["prompt_id"], all_keys["sample_idx"])) if k in want}
+    return {at[i]: png for i, png in src.images_at(at).items() if png}
 
 
 def _true(v) -> bool:

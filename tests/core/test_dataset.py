@@ -71,3 +71,22 @@ def test_read_side_commands_reach_s3_with_the_job_configs_storage(s3_server, tmp
     assert fs.exists(f"{bucket}/out/audit/metrics.json")
     assert main(["report", out, "-o", str(tmp_path / "r.html"), "--bootstrap", "200", *c]) == 0
     assert "colour" in (tmp_path / "r.html").read_text()
+
+
+def test_foreign_parquet_and_images_by_position(tmp_path):
+    """The one reader also opens Parquet sdgen did not make (post-hoc audits): a file or a folder's
+    top-level parts, never audit/ below it; images by row position read only the row groups that hold them."""
+    import pyarrow as pa
+    from synth_output import png
+
+    rows = [{"prompt": f"p{i}", "image": {"bytes": png((i * 20, 0, 0)), "path": None}} for i in range(7)]
+    os.makedirs(tmp_path / "set" / "audit")
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "set" / "a.parquet", row_group_size=3)
+    pq.write_table(pa.Table.from_pylist(rows[:1]), tmp_path / "set" / "audit" / "ignored.parquet")
+    ds = Dataset(str(tmp_path / "set"), foreign=True)
+    assert ds.foreign and ds.run is None and len(ds.files) == 1 and ds.audit_dir.endswith("/set/audit")
+    got = ds.images_at([0, 4, 6])
+    assert got == {0: rows[0]["image"]["bytes"], 4: rows[4]["image"]["bytes"], 6: rows[6]["image"]["bytes"]}
+    one = Dataset(str(tmp_path / "set" / "a.parquet"), foreign=True)
+    assert one.files == [str(tmp_path / "set" / "a.parquet")] and one.audit_dir.endswith("/set/a.audit")
+    assert Dataset(str(tmp_path / "set")).files == []  # without foreign=True: only sdgen outputs
