@@ -10,7 +10,15 @@ What is resolved, and from what:
 - ``generation.guidance_scale`` null -> the model's recommended scale (toy 1.0, else 7.5);
 - ``scoring.clip_model`` auto -> the CLIP that goes with the model (toy for toy, else tiny);
 - ``probes.attributes`` auto -> ``attribute_sets`` (toyworld for the toy model, else none);
-- ``safety.concepts`` auto -> ``concept_list`` (toyworld for the toy model, else none).
+- ``safety.concepts`` auto -> ``concept_list`` (toyworld for the toy model, else none);
+- the model spec -> ``model_kind`` (preset, file, dir, url, hub: generate/models.py model_kind);
+- the limits a row is checked against -> ``train_timesteps`` (the scheduler's, read from its config
+  without loading; None only for a hub id, whose workers read it from the loaded scheduler once).
+
+Decided where they run, on purpose: ``ray.num_workers: auto`` (re-counted as GPUs join an autoscaling
+cluster: ray_pool.py), GPUs per worker (what the cluster has when the pool starts) and
+``accel.encode_unique_prompts: null`` (on where the worker's device is CUDA: the driver may have no
+GPU); each in one place (ray_pool.ActorPool.start, worker.build_generator).
 
 The fingerprint hashes the resolved generation and scoring values and the *declared* probes and
 safety values: "auto" there is a pure function of the model, which is hashed too, so both spell the
@@ -29,6 +37,8 @@ class ResolvedJob:
     config: JobConfig  # generation size/guidance and scoring.clip_model filled in
     attribute_sets: tuple[str, ...] = ()  # attribute sets probed on every image
     concept_list: Optional[str] = None  # safety concept list scored on every image
+    model_kind: str = ""  # what `model` names: preset | file | dir | url | hub ("" = not resolved here)
+    train_timesteps: Optional[int] = None  # the scheduler's training timesteps (caps steps); None = hub
 
     def __post_init__(self):
         unresolved = [k for k, v in (("generation.width", self.config.generation.width),
@@ -65,8 +75,10 @@ class ResolvedJob:
     # ---- transport to workers (Ray actors get a plain dict, never a pickled model object) ----
     def to_dict(self) -> dict:
         return {"config": self.config.model_dump(), "attribute_sets": list(self.attribute_sets),
-                "concept_list": self.concept_list}
+                "concept_list": self.concept_list, "model_kind": self.model_kind,
+                "train_timesteps": self.train_timesteps}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ResolvedJob":
-        return cls(JobConfig.model_validate(d["config"]), tuple(d["attribute_sets"]), d["concept_list"])
+        return cls(JobConfig.model_validate(d["config"]), tuple(d["attribute_sets"]), d["concept_list"],
+                   d.get("model_kind", ""), d.get("train_timesteps"))

@@ -89,10 +89,10 @@ def _auto_probes(cfg: JobConfig) -> tuple[tuple[str, ...], str | None]:
 
 def resolve_job(cfg: JobConfig) -> ResolvedJob:
     """Decide every "auto"/null value once (core/job.py lists them); checks the model spec first."""
-    check_model_spec(cfg.model, cfg.storage)
+    kind = check_model_spec(cfg.model, cfg.storage)
     cfg = resolve_defaults(cfg)
     attribute_sets, concept_list = _auto_probes(cfg)
-    return ResolvedJob(cfg, attribute_sets, concept_list)
+    return ResolvedJob(cfg, attribute_sets, concept_list, kind, train_timesteps(cfg.model, cfg.storage))
 
 
 def _check_concept_clip(cfg: JobConfig, probe_info: dict) -> None:
@@ -119,7 +119,7 @@ def prepare(cfg: JobConfig | ResolvedJob, scan_rows: bool = True, extra: tuple =
     probe_info = describe_probes(job)
     _check_concept_clip(cfg, probe_info)
     retry.configure(cfg.retry)
-    limits = check_limits(cfg)
+    limits = check_limits(job)
     in_fs, files = list_input_files(cfg.input, cfg.storage)
     check_audit_defaults(cfg, in_fs, files)
     scan = scan_input(in_fs, files, cfg.generation.images_per_prompt, limits=limits) if scan_rows else None
@@ -168,11 +168,12 @@ def check_output_writable(output: Output) -> None:
                           + "; choose another output or fix its permissions")
 
 
-def check_limits(cfg: JobConfig):
-    """The resolved config against `limits` and the scheduler's training timesteps (read from its
+def check_limits(job: ResolvedJob):
+    """The resolved config against `limits` and the scheduler's training timesteps (resolved from its
     config, no model load); returns the RowLimits every row is checked against."""
+    cfg = job.config
     g, lim = cfg.generation, cfg.limits
-    limits = row_limits(cfg, train_timesteps(cfg.model, cfg.storage))
+    limits = row_limits(cfg, job.train_timesteps)
     if g.steps > limits.max_steps:
         raise ConfigError(f"generation.steps {g.steps} exceeds {limits.steps_why} ({limits.max_steps})")
     if g.width * g.height > lim.max_pixels:

@@ -43,39 +43,54 @@ def is_url(spec: str) -> bool:
     return "://" in spec and not spec.startswith("file://")
 
 
-def check_model_spec(spec: str, storage=None) -> str:
-    """Cheap up-front check (no weights read). Returns the kind: preset | dir | url | hub."""
-    preset = presets.get(spec)
-    if preset is not None:
-        if preset.check is not None:
-            try:
-                preset.check()
-            except ValueError as e:
-                raise ModelError(str(e)) from None
+def model_kind(spec: str) -> str:
+    """What a `model:` value names, decided here and only here (every function below switches on it):
+    preset | file (a single .safetensors checkpoint) | dir (a local diffusers folder) | url | hub."""
+    if presets.get(spec) is not None:
         return "preset"
     local = spec.removeprefix("file://")
     if local.endswith(".safetensors"):
-        if not os.path.isfile(local):
-            raise ModelError(f"model {spec!r}: no such single-file checkpoint")
         return "file"
-    if os.path.isdir(local):
-        if not os.path.isfile(os.path.join(local, "model_index.json")):
-            raise ModelError(f"model {spec!r} is a directory without model_index.json (not a diffusers pipeline)")
-        return "dir"
     if is_url(spec):
-        fs, path = filesystem(spec, storage)
-        if not fs.exists(f"{path}/model_index.json"):
-            raise ModelError(f"model {spec!r}: no model_index.json at that URL")
         return "url"
-    if os.path.sep in spec and not HUB_ID.match(spec) or spec.startswith((".", "/")):
+    if os.path.isdir(local) or (os.path.sep in spec and not HUB_ID.match(spec)) or spec.startswith((".", "/")):
+        return "dir"
+    return "hub"
+
+
+def check_model_spec(spec: str, storage=None) -> str:
+    """Cheap up-front check (no weights read). Returns the kind (model_kind)."""
+    kind, local = model_kind(spec), spec.removeprefix("file://")
+    if kind == "preset" and presets.get(spec).check is not None:
+        try:
+            presets.get(spec).check()
+        except ValueError as e:
+            raise ModelError(str(e)) from None
+    elif kind == "file" and not os.path.isfile(local):
+        raise ModelError(f"model {spec!r}: no such single-file checkpoint")
+    elif kind == "dir" and not os.path.isdir(local):
         raise ModelError(f"model {spec!r}: no such local directory")
+    elif kind == "dir" and not os.path.isfile(os.path.join(local, "model_index.json")):
+        raise ModelError(f"model {spec!r} is a directory without model_index.json (not a diffusers pipeline)")
+    elif kind == "url" and not _url_exists(spec, storage):
+        raise ModelError(f"model {spec!r}: no model_index.json at that URL")
+    elif kind == "hub":
+        _check_hub_id(spec)
+    return kind
+
+
+def _url_exists(spec: str, storage) -> bool:
+    fs, path = filesystem(spec, storage)
+    return fs.exists(f"{path}/model_index.json")
+
+
+def _check_hub_id(spec: str) -> None:
     if not HUB_ID.match(spec):
         raise ModelError(f"model {spec!r} is not a preset ({', '.join(presets.PRESETS)}), a local directory, "
                          f"a cloud URL or a hub id")
     if os.environ.get("HF_HUB_OFFLINE") == "1" and not _in_hub_cache(spec):
         raise ModelError(f"model {spec!r} looks like a hub id, but the hub is offline (HF_HUB_OFFLINE=1) and "
                          f"it is not in the local cache; use a local directory or a preset")
-    return "hub"
 
 
 def _in_hub_cache(repo_id: str) -> bool:
@@ -90,11 +105,25 @@ def _in_hub_cache(repo_id: str) -> bool:
 def recommended_guidance(spec: str) -> float:
     """generation.guidance_scale when the config leaves it null: the preset's recommendation (toy
     1.0: it follows colour and shape words there and reproduces its world's skews), else 7.5."""
-    preset = presets.get(spec)
-    return preset.guidance if preset else DEFAULT_GUIDANCE
+    return presets.get(spec).guidance if model_kind(spec) == "preset" else DEFAULT_GUIDANCE
 
 
 DEFAULT_RESOLUTION = 512  # when a model's native size cannot be read without loading it
+
+
+def _config_reader(spec: str, storage):
+    """read(relative path) -> text of a model's config files without loading it, or None where they are
+    not readable before loading (a hub id, a preset built in code)."""
+    kind = model_kind(spec)
+    if kind == "preset":
+        where = presets.get(spec).config_dir
+        return (lambda rel: Path(where(), rel).read_text()) if where else None
+    if kind == "dir":
+        return lambda rel: Path(spec.removeprefix("file://"), rel).read_text()
+    if kind == "url":
+        fs, path = filesystem(spec, storage)
+        return lambda rel: fs.cat_file(f"{path}/{rel}").decode()
+    return None
 
 
 def native_resolution(spec: str, storage=None, single_file_config: str | None = None) -> int:
@@ -102,19 +131,12 @@ def native_resolution(spec: str, storage=None, single_file_config: str | None = 
     a single-file checkpoint's come from its `single_file_config` directory."""
     import json
 
-    if single_file_config and spec.endswith(".safetensors"):
+    if single_file_config and model_kind(spec) == "file":
         spec = single_file_config
-
-    preset = presets.get(spec)
-    if preset is not None:
-        return preset.native_size
-    local = spec.removeprefix("file://")
-    if os.path.isdir(local):
-        read = lambda rel: Path(local, rel).read_text()  # noqa: E731
-    elif is_url(spec):
-        fs, path = filesystem(spec, storage)
-        read = lambda rel: fs.cat_file(f"{path}/{rel}").decode()  # noqa: E731
-    else:
+    if model_kind(spec) == "preset":
+        return presets.get(spec).native_size
+    read = _config_reader(spec, storage)
+    if read is None:
         return DEFAULT_RESOLUTION  # a hub id: its configs are not read before loading
     try:
         unet, vae = json.loads(read("unet/config.json")), json.loads(read("vae/config.json"))
@@ -125,27 +147,16 @@ def native_resolution(spec: str, storage=None, single_file_config: str | None = 
 
 def train_timesteps(spec: str, storage=None) -> int | None:
     """The scheduler's training timesteps (``num_train_timesteps``) from its config alone, without
-    loading the model: presets are built with diffusers' default (1000) except the toy model, whose
-    config is read from its directory like a local dir or URL. None for a hub id (not read before
-    loading); the worker then checks against the loaded scheduler."""
+    loading the model: a preset built in code has diffusers' default (1000); a preset with configs on
+    disk (toy), a local dir or a URL is read. None for a hub id (not read before loading): the worker
+    then takes the loaded scheduler's, once."""
     import json
 
-    if spec == "toy":
-        from pipeline.toyworld import SD_DIR
-
-        spec = str(SD_DIR)
-    elif presets.get(spec) is not None:
-        return 1000
-    local = spec.removeprefix("file://")
+    read = _config_reader(spec, storage)
+    if read is None:
+        return 1000 if model_kind(spec) == "preset" else None
     try:
-        if os.path.isdir(local):
-            raw = Path(local, "scheduler", "scheduler_config.json").read_text()
-        elif is_url(spec):
-            fs, path = filesystem(spec, storage)
-            raw = fs.cat_file(f"{path}/scheduler/scheduler_config.json").decode()
-        else:
-            return None
-        return int(json.loads(raw).get("num_train_timesteps", 1000))
+        return int(json.loads(read("scheduler/scheduler_config.json")).get("num_train_timesteps", 1000))
     except (OSError, KeyError, ValueError, TypeError):
         return None
 
@@ -209,14 +220,14 @@ def load_pipeline(spec: str, dtype, device, scheduler: str = "default", storage=
                   single_file_config: str | None = None):
     """The text-to-image pipeline for `spec`, on `device` in `dtype`, with the chosen scheduler;
     `lora` (a LoraConfig) is fused in when it has a path."""
-    preset = presets.get(spec)
-    if preset is not None:  # built ones are created in float32 and cast; loaded ones get the dtype kwarg
-        pipe = preset.build(device, dtype)
-    elif spec.endswith(".safetensors"):
-        pipe = from_single_file(spec.removeprefix("file://"), single_file_config, dtype)
-    elif os.path.isdir(spec.removeprefix("file://")):
-        pipe = from_pretrained(spec.removeprefix("file://"), dtype)
-    elif is_url(spec):
+    kind, local = model_kind(spec), spec.removeprefix("file://")
+    if kind == "preset":  # built ones are created in float32 and cast; loaded ones get the dtype kwarg
+        pipe = presets.get(spec).build(device, dtype)
+    elif kind == "file":
+        pipe = from_single_file(local, single_file_config, dtype)
+    elif kind == "dir":
+        pipe = from_pretrained(local, dtype)
+    elif kind == "url":
         pipe = from_pretrained(fetch_url_to_cache(spec, storage), dtype)
     else:
         pipe = from_pretrained(spec, dtype, True)

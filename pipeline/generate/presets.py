@@ -36,6 +36,9 @@ class Preset:
     concept_list: Optional[str] = None  # safety.concepts: auto (when scoring is on)
     check: Optional[Callable] = None  # cheap up-front check (weights present); raises ValueError
     description: str = ""
+    # where its diffusers configs lie (scheduler/, unet/), read before loading; None = built in code
+    # with diffusers' defaults (1000 training timesteps)
+    config_dir: Optional[Callable[[], str]] = None
 
 
 def _seeded(device="cpu"):
@@ -226,6 +229,12 @@ def _load_toy(device="cpu", dtype=None):
     return from_pretrained(str(SD_DIR), dtype)
 
 
+def _toy_dir() -> str:
+    from pipeline.toyworld import SD_DIR
+
+    return str(SD_DIR)
+
+
 def _check_toy() -> None:
     from pathlib import Path
 
@@ -251,7 +260,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            description="SD2-shaped (v-prediction), small, random"),
     # guidance 1.0 (CFG off) for toy: follows colour/shape words and reproduces its world's skews
     Preset("toy", _load_toy, 64, _toy_guidance(), "toy", ("toyworld",), "toyworld", _check_toy,
-           "the shipped toy-world model"),
+           "the shipped toy-world model", _toy_dir),
     Preset("sd15-random", build_sd15_random, 512, DEFAULT_GUIDANCE, RANDOM_CLIP,
            description="SD1.5 architecture, random weights"),
     Preset("sd2-random", build_sd2_random, 768, DEFAULT_GUIDANCE, RANDOM_CLIP,

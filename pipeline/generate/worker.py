@@ -104,6 +104,9 @@ class ShardWorker:
             self.extra_fields.append(pa.field("preference", pa.float32()))
         self.load_seconds = time.perf_counter() - t0
         self.scheduler_name = type(self.pipe.scheduler).__name__
+        steps = job.train_timesteps  # resolved on the driver; a hub model's from its loaded scheduler
+        steps = getattr(self.pipe.scheduler.config, "num_train_timesteps", None) if steps is None else steps
+        self.limits = row_limits(cfg, steps)  # what every row of every shard is checked against
         self.output = Output(cfg.output, cfg.storage)
         self.in_fs = filesystem(cfg.input, cfg.storage)[0]
         self.pool = ThreadPoolExecutor(cfg.write.encode_threads, thread_name_prefix="png")
@@ -118,8 +121,7 @@ class ShardWorker:
         # 1. read the shard's rows (only the row groups that overlap it)
         table = read_rows(self.output.fs if shard.in_output else self.in_fs, shard.file, shard.start, shard.stop)
         # 2. rows -> samples: ids, duplicates, invalid rows, screening, mitigation variants
-        timesteps = getattr(self.pipe.scheduler.config, "num_train_timesteps", None)
-        rows = expand(table, shard, self.cfg, self.screen, row_limits(self.cfg, timesteps))
+        rows = expand(table, shard, self.cfg, self.screen, self.limits)
         writer = PartWriter(self.output, shard.name, table, self.cfg, self.scheduler_name, self.extra_fields)
         timings = {"read": time.perf_counter() - t0, "generate": 0.0, "score": 0.0, "encode": 0.0}
         for bad in rows.invalid:
