@@ -103,7 +103,7 @@ def main() -> None:
     ray.shutdown()
     report("bench_driver", {
         "actors": args.actors, "shards": args.shards, "ray_cpus": args.cpus,
-        "committed": len(tally.names), "failed": len(tally.failed), "driver_rss_mb_every_10pct": rss,
+        "committed": tally.count, "failed": len(tally.failed), "driver_rss_mb_every_10pct": rss,
         "actor_start_s": round(sink.first - t0, 2), "dispatch_wall_s": round(wall, 2),
         "shards_per_s": round(args.shards / wall, 1), "driver_ms_per_shard": round(1000 * wall / args.shards, 3),
         "driver_rss_mb_before": round(rss0, 1), "driver_rss_mb_after": round(_rss_mb(), 1),

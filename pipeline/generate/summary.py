@@ -7,15 +7,17 @@ from collections import Counter
 
 class Tally:
     """What the executors report, aggregated as it arrives: memory flat in the shard count (the driver
-    once kept every commit marker, ~2 KB a shard). Shard names are kept only to count a re-queued shard
-    that committed twice (same bytes) once; ``on_marker`` sees each marker before it is dropped."""
+    once kept every commit marker, ~2 KB a shard). Only a shard that failed once and was re-queued can
+    report a commit twice (its first attempt committed, then died before answering): those few are
+    remembered to count once. ``on_marker`` sees each marker before it is dropped."""
 
     def __init__(self, on_marker=None):
-        self.names: set[str] = set()  # committed this run
+        self.count = 0  # shards committed this run
         self.rows = 0  # rows committed this run
         self.status: Counter = Counter()  # status counts of this run's commits
         self.stages: Counter = Counter()  # summed stage seconds of this run's commits
         self.failed: dict[str, str] = {}  # shard -> last error, for shards not (yet) committed
+        self.retried: dict[str, bool] = {}  # shard that failed once -> whether it has committed since
         self.load_s: list[float] = []  # model load seconds per worker
         self.on_marker = on_marker
 
@@ -23,29 +25,31 @@ class Tally:
         self.failed.pop(shard, None)
         if self.on_marker is not None:
             self.on_marker(marker)
-        if shard in self.names:
-            return
-        self.names.add(shard)
+        if self.retried.get(shard):
+            return  # its second report: counted already
+        if shard in self.retried:
+            self.retried[shard] = True
+        self.count += 1
         self.rows += marker["rows"]
         self.status.update(marker.get("status_counts", {}))
         self.stages.update(marker.get("timings", {}))
 
     def fail(self, shard: str, error: str) -> None:
         self.failed[shard] = error
+        self.retried.setdefault(shard, False)
 
 
 def build_summary(prep, tally: Tally, wall: float) -> dict:
-    """The summary of a run from its Prepared plan and the executors' Tally."""
-    before = {n: m for n, m in prep.committed.items() if n not in tally.names}
+    """The summary of a run from its Prepared plan (shards committed before it) and the executors' Tally."""
     status = Counter(tally.status)
-    for m in before.values():
+    for m in prep.committed.values():
         status.update(m.get("status_counts", {}))
     return {
         "output": prep.cfg.output, "fingerprint": prep.cfg.fingerprint(), **prep.info,
-        "committed_this_run": len(tally.names),
+        "committed_this_run": tally.count,
         "failed_shards": dict(sorted(tally.failed.items())),
-        "complete": len(before) + len(tally.names) == len(prep.shards) and not tally.failed,
-        "rows_total": sum(m["rows"] for m in before.values()) + tally.rows, "status_counts": dict(status),
+        "complete": len(prep.committed) + tally.count == len(prep.shards) and not tally.failed,
+        "rows_total": sum(m["rows"] for m in prep.committed.values()) + tally.rows, "status_counts": dict(status),
         "rows_this_run": tally.rows, "wall_s": round(wall, 2),
         "images_per_s": round(tally.rows / wall, 3) if wall > 0 else None,
         "model_load_s": [round(x, 2) for x in tally.load_s],

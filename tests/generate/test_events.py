@@ -35,3 +35,17 @@ def test_cli_json_log_of_an_inline_run(tmp_path, capsys):
     assert kinds[0] == "run_started" and kinds[-1] == "run_finished" and kinds.count("shard_committed") == 2
     assert len(events[0]["fingerprint"]) == 64
     assert sum(e["rows"] for e in events if e["event"] == "shard_committed") == 8 == events[-1]["rows_total"]
+
+
+def test_tally_counts_a_retried_shard_once_and_keeps_no_marker():
+    """The driver's Tally aggregates markers as they arrive: a shard whose first attempt committed but
+    died before answering reports twice and counts once; nothing per shard is kept for the others."""
+    from pipeline.generate.summary import Tally
+
+    seen, t = [], Tally(on_marker=lambda m: seen.append(m["rows"]))
+    t.commit("a", {"rows": 2, "status_counts": {"ok": 2}, "timings": {"total": 1.0}})
+    t.fail("b", "actor died")
+    t.commit("b", {"rows": 3, "status_counts": {"ok": 2, "failed": 1}, "timings": {"total": 2.0}})
+    t.commit("b", {"rows": 3, "status_counts": {"ok": 2, "failed": 1}, "timings": {"total": 2.0}})  # again
+    assert (t.count, t.rows, dict(t.status), t.failed) == (2, 5, {"ok": 4, "failed": 1}, {})
+    assert seen == [2, 3, 3] and t.stages["total"] == 3.0 and set(t.retried) == {"b"}
