@@ -3,7 +3,9 @@
 # Committed shards are skipped (exactly-once), new input files become new shards. The output's lease
 # (OUTPUT/_lock) makes an overlapping run a clean skip: sdgen exits 3 without doing any work and
 # this script exits 0 after saying so. Then it prints the run history's trend (OUTPUT/_runs/).
-# Exit code: sdgen's (0 ok, 1 some shards failed, 2 bad config/input), 0 for a skipped run.
+# Exit code: sdgen's (0 ok, 1 some shards failed, 2 bad config/input), 0 for a skipped run and for a
+# run that stopped at its budget (exit 4: limits.max_worker_hours / max_wall_hours; the next
+# scheduled run continues where it stopped).
 #   0 * * * *  cd /opt/sdgen && jobs/scheduled_run.sh configs/nightly.yaml >> /var/log/sdgen.log 2>&1
 # Python: $SDGEN_PYTHON, else the checkout's .venv, else python3 (sdgen installed).
 set -uo pipefail
@@ -18,6 +20,9 @@ fi
 code=$?
 if [ "$code" -eq 3 ]; then
   echo "scheduled_run: skipped: the previous run still holds the output's lease (see the line above)"
+  code=0
+elif [ "$code" -eq 4 ]; then
+  echo "scheduled_run: stopped at its budget (see the summary above); the next scheduled run continues"
   code=0
 fi
 # the trend of the last runs (also after a skip: it shows how long the running one's predecessors took)

@@ -14,8 +14,9 @@ RAY_AUTH_TOKEN, or RAY_AUTH_TOKEN_PATH, or ~/.ray/auth_token when RAY_AUTH_MODE=
 `--token-file` sets those two for you.
 
 Exit code with --wait: the job's own (sdgen: 0 ok, 1 some shards failed, 2 bad config/input,
-3 another run holds the output's lease); 1 when the job failed without one (runtime env setup,
-stopped); without --wait: 0 once submitted. 2 for bad arguments here.
+3 another run holds the output's lease, 4 a budget was reached: a re-run continues); 1 when the job
+failed without one (runtime env setup, stopped); without --wait: 0 once submitted. 2 for bad
+arguments here.
 """
 from __future__ import annotations
 

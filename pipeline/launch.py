@@ -20,9 +20,10 @@ from pipeline.core.config import JobConfig
 from pipeline.core.lease import Lease, write_history
 from pipeline.core.storage import Output
 from pipeline.curate import quota as Q
+from pipeline.generate.budget import Budget
 from pipeline.generate.driver import Prepared, execute, prepare, prepare_round, write_success
 from pipeline.generate.events import NullSink
-from pipeline.generate.summary import merge_summaries
+from pipeline.generate.summary import merge_summaries, work_fields
 
 
 def run(cfg: JobConfig, progress: bool = True, events=None) -> dict:
@@ -32,24 +33,30 @@ def run(cfg: JobConfig, progress: bool = True, events=None) -> dict:
     policy = Q.load_quota_policy(cfg) if cfg.quota else None  # 1. a bad quota is a config error too
     rounds = Q.existing_rounds(Output(cfg.output, cfg.storage)) if cfg.quota else []
     prep = prepare(cfg, extra=tuple(rounds))
+    budget = Budget(prep.cfg.limits, prep.cfg.cost)  # one budget for the plan and every quota round
     ttl = prep.cfg.write.lease_ttl_s
     with Lease(prep.output, ttl, log=lambda m: print(m, file=sys.stderr)) if ttl else nullcontext() as lease:
-        summary = execute(prep, progress, events, t0)  # 3.
+        summary = execute(prep, progress, events, t0, budget)  # 3.
         did_work = bool(prep.pending)
         if policy is not None and summary["complete"]:  # 4.
-            summary, more = _quota_rounds(prep, policy, rounds, summary, progress, events, t0)
+            summary, more = _quota_rounds(prep, policy, rounds, summary, (progress, events, t0, budget))
             did_work = did_work or more
+        summary.update(budget.spent(summary["rows_this_run"]), **work_fields(prep.cfg, summary["rows_this_run"]))
         _finish(prep, summary, did_work, t0, lease)  # 5.; the lease is released after it
     return summary
 
 
-def _quota_rounds(prep: Prepared, policy, rounds: list[str], summary: dict, progress, events, t0) -> tuple[dict, bool]:
-    """Rounds until every key is met or stops; returns (the merged summary, whether any round ran)."""
+def _quota_rounds(prep: Prepared, policy, rounds: list[str], summary: dict, run: tuple) -> tuple[dict, bool]:
+    """Rounds until every key is met or stops; returns (the merged summary, whether any round ran).
+    ``run``: (progress, events, t0, budget), as the plan ran."""
     cfg, ran = prep.cfg, False
+    progress, events, t0, budget = run
     while summary["complete"] and (path := Q.next_round(cfg, prep.output, policy, rounds)):
         rounds.append(path)
-        part = execute(prepare_round(prep, path), progress, events)
+        part = execute(prepare_round(prep, path), progress, events, budget=budget)
         summary, ran = merge_summaries(summary, part, time.time() - t0), True
+        if part.get("budget_stop"):
+            summary["budget_stop"] = part["budget_stop"]
     if not summary["complete"]:  # a failed shard: what was committed stays; the re-run continues here
         summary["quota"] = {"rounds": len(rounds), "complete": False}
     else:

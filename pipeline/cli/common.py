@@ -7,6 +7,8 @@ Exit codes (README.md, "Exit codes"):
        (`sdgen: storage error: ...`), a local OS error such as a full disk
     2  bad config, input or arguments (`sdgen: error: ...`); nothing was written
     3  another run holds the output's lease; nothing was done
+    4  `sdgen run` reached a budget (limits.max_worker_hours / max_wall_hours): what was committed is
+       kept, a re-run continues
 Tracebacks are for bugs only: every error class sdgen raises on purpose is in this map.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pipeline.core import retry
 from pipeline.core.lease import LEASE_EXIT_CODE, LeaseHeld
 from pipeline.core.retry import StorageError
 
-EXIT_FAULT, EXIT_BAD_INPUT = 1, 2
+EXIT_FAULT, EXIT_BAD_INPUT, EXIT_BUDGET = 1, 2, 4
 
 
 def exit_code(e: BaseException) -> tuple[int, str] | None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from pipeline.cli.common import EXIT_BUDGET, EXIT_FAULT
 from pipeline.core import config as config_mod
 
 
@@ -21,7 +22,9 @@ def cmd_run(args) -> int:
     print(format_summary(summary))
     for line in quota_lines(summary.get("quota")):
         print(line)
-    return 0 if not summary["failed_shards"] else 1
+    if summary["failed_shards"]:
+        return EXIT_FAULT
+    return EXIT_BUDGET if summary.get("budget_stop") else 0
 
 
 def cmd_plan(args) -> int:
@@ -37,11 +40,28 @@ def cmd_plan(args) -> int:
         raise InputError(f"the input asks for {work['images']} images, more than limits.max_images "
                          f"({cfg.limits.max_images}); raise the limit or split the input")
     info = {**prep.info, **work, "committed_images": sum(m["rows"] for m in prep.committed.values())}
+    info["estimate"] = _estimate(args, prep, work, info)
     print(json.dumps(info, indent=1) if args.json else "\n".join(f"{k:34s}{v}" for k, v in info.items()))
     if work["rows_overriding_images_per_prompt"] and not args.json:
         print(f"note: {work['rows_overriding_images_per_prompt']} row(s) set their own images_per_prompt, "
               f"which overrides generation.images_per_prompt ({cfg.generation.images_per_prompt}) for them")
     return 0
+
+
+def _estimate(args, prep, work: dict, info: dict) -> dict:
+    """Worker-hours and wall time of the pending work (generate/estimate.py says from what)."""
+    from pipeline.core.lease import read_history
+    from pipeline.generate.estimate import estimate, history_rate, measured_rate
+
+    cfg = prep.cfg
+    n = cfg.ray.num_workers
+    workers = args.workers or (1 if cfg.ray.executor == "inline" or n == "auto" else n)
+    rate = history_rate(read_history(prep.output), cfg) or (measured_rate(prep.job) if args.measure else None)
+    pending = work["pixel_steps"] * max(work["images"] - info["committed_images"], 0) / max(work["images"], 1)
+    out = estimate(round(pending), workers, rate, cfg.cost)
+    if n == "auto" and not args.workers and cfg.ray.executor != "inline":
+        out["note"] = "ray.num_workers: auto (one per GPU): estimated for 1 worker; pass --workers N"
+    return out
 
 
 def add_commands(sub) -> None:
@@ -57,6 +77,11 @@ def add_commands(sub) -> None:
     sp.add_argument("--log-format", choices=("text", "json"), default="text",
                     help="events on stderr: text lines, or one JSON object per line (no progress bar)")
     sp.set_defaults(func=cmd_run)
-    sp = with_config("plan", "shards, prompts, images and what is already committed (reads only metadata)")
+    sp = with_config("plan", "shards, images, what is committed, and what the rest will cost (worker-hours, "
+                             "wall time; from the output's run history, or --measure)")
     sp.add_argument("--json", action="store_true")
+    sp.add_argument("--workers", type=int, metavar="N", help="estimate the wall time for N workers "
+                    "(default: ray.num_workers; 1 for inline or auto)")
+    sp.add_argument("--measure", action="store_true", help="no run history for this model yet: load it and "
+                    "time one batch here (the load is timed apart)")
     sp.set_defaults(func=cmd_plan)

@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pipeline.core.sections import (  # noqa: F401 (re-exported: config.LimitsConfig, ...)
     AccelConfig,
     AuditDefaults,
+    CostConfig,
     LimitsConfig,
     LoraConfig,
     MitigationConfig,
@@ -211,6 +212,7 @@ class JobConfig(_Strict):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)  # bounded work (not fingerprinted)
     retry: RetryConfig = Field(default_factory=RetryConfig)  # transient storage faults (not fingerprinted)
     audit: AuditDefaults = Field(default_factory=AuditDefaults)  # audit/report defaults (not fingerprinted)
+    cost: CostConfig = Field(default_factory=CostConfig)  # money per worker-hour (not fingerprinted)
     quota: Optional[QuotaConfig] = None  # null = one pass; set = rounds until N kept per key (not fingerprinted)
 
     @model_validator(mode="after")

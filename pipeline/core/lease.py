@@ -201,6 +201,11 @@ def write_history(output, started: float, summary: dict, lease: Lease | None) ->
         "failed_shards": len(summary.get("failed_shards") or {}), "failed": summary.get("failed_shards") or {},
         "status_counts_total": summary.get("status_counts"), "rows_total": summary.get("rows_total"),
         "complete": summary.get("complete"), "images_per_s": summary.get("images_per_s"),
+        # what it cost, and what `sdgen plan` estimates the next run from (generate/estimate.py)
+        "worker_seconds": summary.get("worker_seconds"), "images_per_worker_hour": summary.get("images_per_worker_hour"),
+        "model_load_s": summary.get("model_load_s"), "pixel_steps": summary.get("pixel_steps_this_run"),
+        "model": summary.get("model"), "size": summary.get("size"), "steps": summary.get("steps"),
+        **{k: summary[k] for k in ("cost", "currency", "budget_stop") if summary.get(k) is not None},
     }
     if lease is not None:
         rec.update(run_id=lease.run_id, host=lease.holder["host"], pid=lease.holder["pid"],

@@ -88,6 +88,16 @@ class LimitsConfig(_Strict):
     max_side: int = Field(8192, ge=8)  # width or height alone: a 100000 x 64 strip is no image anyone wants
     max_images_per_prompt: int = Field(10_000, ge=1)  # one row's images_per_prompt (config or column)
     max_images: int = Field(100_000_000, ge=1)  # images one run may ask for in total (all rows)
+    # budgets of one run: when reached, no new shard starts, shards in flight finish and commit, and
+    # `sdgen run` exits 4; a re-run (a larger budget) continues, byte-identical to an unlimited run
+    max_worker_hours: Optional[float] = Field(None, gt=0)  # worker-hours (summed over workers, load included)
+    max_wall_hours: Optional[float] = Field(None, gt=0)  # hours since the run started
+
+
+class CostConfig(_Strict):
+    """What a worker-hour costs, printed beside hours (plan, summary, status); not fingerprinted."""
+    per_worker_hour: Optional[float] = Field(None, ge=0)  # price of one worker (GPU) for an hour; null = none
+    currency: str = "USD"  # printed after the amount
 
 
 class RetryConfig(_Strict):

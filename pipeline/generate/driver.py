@@ -21,6 +21,7 @@ from pipeline.core import layout, retry
 from pipeline.core.config import ConfigError, JobConfig
 from pipeline.core.job import ResolvedJob
 from pipeline.core.storage import Output, OutputError, library_versions, remove_stale_temp
+from pipeline.generate.budget import Budget
 from pipeline.generate.inputs import (
     MAX_LISTED_PROBLEMS,
     InputError,
@@ -39,7 +40,7 @@ from pipeline.generate.models import (
 )
 from pipeline.generate.plan import plan_shards, shard_images
 from pipeline.generate.presets import default_attribute_sets, default_clip_model, default_concept_list
-from pipeline.generate.summary import Tally, build_summary
+from pipeline.generate.summary import Tally, build_summary, work_fields
 from pipeline.probes.scorer import check_scorer_spec
 
 
@@ -235,23 +236,30 @@ def prepare_round(prep: Prepared, path: str) -> Prepared:
                    extra_images=images)
 
 
-def execute(prep: Prepared, progress: bool = True, events=None, t0: float | None = None) -> dict:
-    """Steps 2-5 for a prepared plan: run.json, then every pending shard through the workers; returns the
-    summary. Nothing else: the lease, summary.json, the contact sheet and _SUCCESS belong to the run
-    entry (pipeline/launch.py)."""
+def execute(prep: Prepared, progress: bool = True, events=None, t0: float | None = None,
+            budget: Budget | None = None) -> dict:
+    """Steps 2-5 for a prepared plan: run.json, then every pending shard through the workers (until a
+    budget is reached); returns the summary. Nothing else: the lease, summary.json, the contact sheet
+    and _SUCCESS belong to the run entry (pipeline/launch.py)."""
     from pipeline.generate.events import NullSink
 
     t0, events = time.time() if t0 is None else t0, events or NullSink()
     cfg = prep.cfg  # with model-dependent defaults resolved
+    budget = budget or Budget(cfg.limits, cfg.cost)
     prep.output.check_or_write_run(run_info(prep.job, prep.probes))
     events.emit("run_started", fingerprint=cfg.fingerprint(), output=cfg.output, executor=cfg.ray.executor,
                 **{k: prep.info.get(k) for k in ("shards", "committed_shards", "pending_shards", "images")})
     tally = Tally()
     if prep.pending:
         bar = _progress_bar(_pending_images(prep), progress)
-        (_execute_inline if cfg.ray.executor == "inline" else _execute_ray)(prep.job, prep.pending, tally, bar, events)
+        run = _execute_inline if cfg.ray.executor == "inline" else _execute_ray
+        run(prep.job, prep.pending, tally, bar, events, budget)
         bar.close()
     summary = build_summary(prep, tally, time.time() - t0)
+    summary.update(budget.spent(summary["rows_this_run"]), **work_fields(cfg, summary["rows_this_run"]))
+    if budget.stopped:
+        summary["budget_stop"] = {"reason": budget.stopped, "shards_not_started": len(prep.pending) - tally.count
+                                  - len(tally.failed)}
     events.emit("run_finished", **summary)
     return summary
 
@@ -299,21 +307,27 @@ def _record(tally: Tally, shard: Shard, marker: dict, bar, events=None) -> None:
         events.progress(tally.rows, bar.total)
 
 
-def _execute_inline(job: ResolvedJob, pending: list, tally: Tally, bar, events=None) -> None:
+def _execute_inline(job: ResolvedJob, pending: list, tally: Tally, bar, events=None, budget=None) -> None:
     """One worker in this process, no Ray (debugging, notebooks, small jobs), with the torch thread
     count an actor would use, so both executors write the same bytes."""
     from pipeline.generate.models import torch_threads
     from pipeline.generate.worker import ShardWorker
 
-    cfg = job.config
+    cfg, budget = job.config, budget or Budget()
     with torch_threads(cfg.ray.num_cpus_per_worker):
-        worker = ShardWorker(job, "inline")
-        tally.load_s.append(worker.load_seconds)
+        budget.worker_started("inline")
         try:
-            for shard in pending:
-                _process_with_retries(worker, shard, cfg.ray.max_shard_tries, tally, bar, events)
+            worker = ShardWorker(job, "inline")
+            tally.load_s.append(worker.load_seconds)
+            try:
+                for shard in pending:
+                    if budget.exhausted():  # a budget: no new shard starts
+                        break
+                    _process_with_retries(worker, shard, cfg.ray.max_shard_tries, tally, bar, events)
+            finally:
+                worker.close()
         finally:
-            worker.close()
+            budget.worker_released("inline")
 
 
 def _process_with_retries(worker, shard: Shard, tries: int, tally: Tally, bar, events=None) -> None:
@@ -332,20 +346,20 @@ def _process_with_retries(worker, shard: Shard, tries: int, tally: Tally, bar, e
         return
 
 
-def _execute_ray(job: ResolvedJob, pending: list, tally: Tally, bar, events=None) -> None:
+def _execute_ray(job: ResolvedJob, pending: list, tally: Tally, bar, events=None, budget=None) -> None:
     """Shards go to whichever actor is ready; a failed shard (exception, dead actor or node) is
     re-queued until ray.max_shard_tries. The pool never writes: workers commit, so a re-queued shard
     that had in fact committed is rewritten with the same bytes, never duplicated."""
     from pipeline.generate.ray_pool import ActorPool, LiveProgress, WorkerStartError
 
-    cfg = job.config
-    with ActorPool(job, events) as pool:
+    cfg, budget = job.config, budget or Budget()
+    with ActorPool(job, events, budget) as pool:
         pool.start(len(pending))
         queue, tries, live = deque(pending), Counter(), LiveProgress(bar)
         try:
-            while queue or pool.busy():
+            while (queue and not budget.stopped) or pool.busy():
                 for wid in pool.idle():
-                    if not queue:
+                    if not queue or budget.exhausted():  # a budget: no new shard starts
                         break
                     shard = queue.popleft()
                     tries[shard.name] += 1

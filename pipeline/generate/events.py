@@ -3,7 +3,7 @@
     run_started      fingerprint, shards, images, executor
     worker_ready     worker, host, gpu, load_s          worker_died / worker_start_failed: worker, host, error
     shard_started    shard, worker, attempt            shard_committed: shard, rows, status_counts, seconds
-    shard_failed     shard, attempt, error, requeued   progress: images, total (json only, at most every 10 s)
+    shard_failed     shard, attempt, error, requeued   progress: images, total, images_per_s, eta_s (every 10 s)
     run_finished     the summary
 
 `--log-format json` writes one JSON object per line (``{"ts": ..., "event": ..., ...}``) for log
@@ -29,6 +29,7 @@ class EventSink:
         self.fmt, self.stream, self.bar_shown = fmt, stream, bar_shown
         self.counts: dict[str, int] = {}
         self._last_progress = 0.0
+        self._first: tuple[float, int] | None = None  # (time, images) of the first progress call
 
     def emit(self, event: str, **fields) -> None:
         self.counts[event] = self.counts.get(event, 0) + 1
@@ -46,11 +47,19 @@ class EventSink:
         stream.flush()
 
     def progress(self, images: int, total: int) -> None:
-        """A progress event, rate-limited: the bar covers interactive runs, this covers log files."""
+        """A progress event, rate-limited: the bar covers interactive runs, this covers log files. It
+        carries images/s since the first commit and the ETA at that rate."""
         now = time.time()
+        if self._first is None:
+            self._first = (now, images)  # the rate counts from the first commit (model loads excluded)
         if not self.bar_shown and now - self._last_progress >= PROGRESS_EVERY_S:
             self._last_progress = now
-            self.emit("progress", images=images, total=total)
+            t0, n0 = self._first
+            dt = now - t0
+            rate = (images - n0) / dt if dt > 0 and images > n0 else None
+            eta = round((total - images) / rate, 1) if rate else None
+            self.emit("progress", images=images, total=total, images_per_s=round(rate, 3) if rate else None,
+                      eta_s=eta)
 
 
 class NullSink(EventSink):

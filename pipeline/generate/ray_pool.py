@@ -44,9 +44,10 @@ class Slot:
 
 
 class ActorPool:
-    def __init__(self, job: ResolvedJob, events: EventSink | None = None):
+    def __init__(self, job: ResolvedJob, events: EventSink | None = None, budget=None):
         self.job, self.cfg = job, job.config
         self.events = events or NullSink()
+        self.budget = budget  # generate/budget.py: each actor's worker-seconds, request to release
         self.started_ray = False
         self.slots: dict[str, Slot] = {}
         self.refs: dict = {}  # object ref -> ("ready", wid, None) or ("task", wid, shard)
@@ -83,8 +84,10 @@ class ActorPool:
     def __exit__(self, *exc):
         import ray
 
-        for slot in self.slots.values():
+        for wid, slot in self.slots.items():
             ray.kill(slot.handle, no_restart=True)
+            if self.budget is not None:
+                self.budget.worker_released(wid)
         if self.progress is not None:
             ray.kill(self.progress, no_restart=True)
         if self.started_ray:
@@ -148,6 +151,8 @@ class ActorPool:
             self.job.to_dict(), wid, max(1, int(self._cpus)), self.progress)
         self.slots[wid] = Slot(handle, start_failures=failures)
         self.refs[handle.ready.remote()] = ("ready", wid, None)
+        if self.budget is not None:
+            self.budget.worker_started(wid)  # billed from the request, as a rented GPU is
 
     # ---- dispatch ----------------------------------------------------------------------------------------------
     def idle(self) -> list[str]:
@@ -250,6 +255,8 @@ class ActorPool:
         if give_up:
             slot.given_up = True
             slot.start_failures = failures
+            if self.budget is not None:
+                self.budget.worker_released(wid)
             if all(s.given_up for s in self.slots.values()):
                 raise WorkerStartError(f"every worker failed to start {failures} times in a row; last error: "
                                        f"{self.last_start_error}")

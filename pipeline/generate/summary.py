@@ -57,6 +57,14 @@ def build_summary(prep, tally: Tally, wall: float) -> dict:
     }
 
 
+def work_fields(cfg, rows: int) -> dict:
+    """What a run made, in the units `sdgen plan` estimates from: the model, size and steps, and its
+    pixel-steps (rows × width × height × steps at the configured values; per-row overrides aside)."""
+    g = cfg.generation
+    return {"model": cfg.model, "size": [g.width, g.height], "steps": g.steps,
+            "pixel_steps_this_run": rows * g.width * g.height * g.steps}
+
+
 def merge_summaries(a: dict, b: dict, wall: float) -> dict:
     """One run's summary over its plan and the quota rounds after it (b: a round's own summary)."""
     rows = a["rows_this_run"] + b["rows_this_run"]
@@ -80,6 +88,14 @@ def format_summary(s: dict) -> str:
         f"rows        {s['rows_total']} total ({s['rows_this_run']} this run); status {s['status_counts']}",
         f"speed       {s['images_per_s']} images/s over {s['wall_s']} s (model load {s['model_load_s']} s)",
     ]
+    if s.get("worker_seconds") is not None:
+        money = f"; {s['cost']:.2f} {s['currency']}" if s.get("cost") is not None else ""
+        lines.append(f"cost        {s['worker_seconds'] / 3600:.4f} worker-hours ({s['images_per_worker_hour']} "
+                     f"images per worker-hour){money}")
+    if s.get("budget_stop"):
+        b = s["budget_stop"]
+        lines.append(f"BUDGET      {b['reason']}: {b['shards_not_started']} shard(s) not started; what was "
+                     "committed is kept: run again (a larger budget) to continue (exit 4)")
     if s.get("rows_overriding_images_per_prompt"):
         lines.append(f"overrides   {s['rows_overriding_images_per_prompt']} row(s) set their own images_per_prompt "
                      "(it overrides generation.images_per_prompt for them)")

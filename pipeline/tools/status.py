@@ -18,6 +18,7 @@ def output_status(url: str, storage=None) -> dict:
     for m in valid.values():
         status.update(m.get("status_counts", {}))
     parts = {p.rsplit("/", 1)[-1][len("part-"):-len(".parquet")] for p in out.data_files()}
+    history = read_history(out)
     return {
         "output": url,
         "fingerprint": run.get("fingerprint"),
@@ -31,5 +32,16 @@ def output_status(url: str, storage=None) -> dict:
         "success": out.exists(out.path(layout.SUCCESS)),
         "last_summary": out.read_json(out.path(layout.SUMMARY)),
         "lease": out.read_json(out.path(layout.LOCK)),  # the running run's holder and expiry; null = none
-        "last_runs": read_history(out)[-3:],  # OUTPUT/_runs/: the latest run records
+        "last_runs": history[-3:],  # OUTPUT/_runs/: the latest run records
+        "cost_so_far": cost_so_far(history),  # summed over every run that did work
     }
+
+
+def cost_so_far(history: list[dict]) -> dict:
+    """Worker-hours (and money, where the runs had a price) over an output's run history."""
+    ws = sum(h.get("worker_seconds") or 0 for h in history)
+    out = {"runs": len(history), "worker_hours": round(ws / 3600, 5)}
+    priced = [h for h in history if h.get("cost") is not None]
+    if priced:
+        out.update(cost=round(sum(h["cost"] for h in priced), 2), currency=priced[-1].get("currency"))
+    return out

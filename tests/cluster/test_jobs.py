@@ -130,7 +130,7 @@ def test_submit_helpers():
         with pytest.raises(ValueError, match=bad.split("=")[0]):
             submit.parse_env([bad])
     assert [submit.exit_code(s, c) for s, c in [("SUCCEEDED", 0), ("FAILED", 2), ("FAILED", 1), ("FAILED", None),
-                                                ("STOPPED", None)]] == [0, 2, 1, 1, 1]
+                                                ("STOPPED", None), ("FAILED", 4)]] == [0, 2, 1, 1, 1, 4]
     args = submit.build_parser().parse_args(["job.yaml", "--set", "generation.steps=5"])
     from pipeline.cli import build_parser
 
