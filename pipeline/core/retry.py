@@ -6,15 +6,15 @@ reads, part upload, marker and run.json writes). What still fails after the last
 The policy is the job's `retry` section; `configure` sets it for the process (driver and each
 worker; a read-side command given `--config`), `call` applies it. Full jitter (AWS's recommendation)
 spreads retries of many workers. `RetryingFS` puts every call to a store through `call`: listing,
-head/size/exists, reads (and each read of an open file, which pyarrow makes), puts and deletes. Calls
-nest (a whole-file scan retried around its own reads): only the outermost retries, so one fault costs
-one backoff and `attempts` means what it says. A non-transient refusal of a remote store (403,
+head/size/exists, reads (and each read of an open file, which pyarrow makes), puts and deletes: each
+call gets `attempts` tries of its own (a listing of several requests is not failed by faults spread
+over them). What outlasts them is a StorageError, which no outer `call` (a whole-file scan around its
+reads) retries again: tries never multiply. A non-transient refusal of a remote store (403,
 NoSuchBucket) becomes a `StorageError` at once, with its own line.
 """
 from __future__ import annotations
 
 import random
-import threading
 import time
 from dataclasses import dataclass
 
@@ -65,17 +65,11 @@ def is_transient(e: BaseException) -> bool:
     return False
 
 
-_depth = threading.local()  # how many `call`s this thread is inside: only the outermost one retries
-
-
 def call(fn, *args, what: str = "storage call", policy: Policy | None = None, **kwargs):
-    """fn(*args, **kwargs), retried on transient errors; then StorageError naming `what`. Inside another
-    `call` of the same thread it runs once: the outer call retries the whole."""
-    if getattr(_depth, "n", 0):
-        return fn(*args, **kwargs)
+    """fn(*args, **kwargs), retried on transient errors; then StorageError naming `what` (never retried
+    again by an outer call: is_transient says no to it)."""
     p = policy or _policy
     for attempt in range(1, p.attempts + 1):
-        _depth.n = 1
         try:
             return fn(*args, **kwargs)
         except Exception as e:
@@ -85,8 +79,6 @@ def call(fn, *args, what: str = "storage call", policy: Policy | None = None, **
                 raise StorageError(f"storage error: {what} failed {p.attempts} time(s) with transient errors "
                                    f"(last: {type(e).__name__}: {_short(e)}); retry later or raise "
                                    "retry.attempts") from e
-        finally:
-            _depth.n = 0
         time.sleep(random.uniform(0, min(p.max_s, p.base_s * 2 ** (attempt - 1))))
 
 
