@@ -120,7 +120,7 @@ def _cases(w, out, tag):
 
 
 def _record(command, rate, code, err) -> None:
-    line = next((ln for ln in err.splitlines() if ln.startswith("sdgen:")), "")
+    line = next((ln for ln in err.splitlines() if ln.startswith(("sdgen: storage error", "sdgen: error"))), "")
     if os.environ.get("SDGEN_FAULT_TABLE"):
         with open(os.environ["SDGEN_FAULT_TABLE"], "a") as f:
             f.write(json.dumps({"command": command, "rate": rate, "exit": code, "line": line}) + "\n")
