@@ -57,19 +57,20 @@ def shares(metrics: dict) -> dict:
 
 def main():
     from pipeline.audit.runner import run_audit, run_compare
+    from pipeline.audit.spec import AuditSpec
 
     src, res = prompts_file(), {"images_per_shape": IPP * len(WORDINGS), "guidance": {}}
     for g in (1.0, 2.0, 4.0, 7.5):
         out = job(src, f"g{g}", g)
-        res["guidance"][g] = shares(run_audit(out, ["colour"], "shape", target=TRUTH)["metrics"])
+        res["guidance"][g] = shares(run_audit(out, AuditSpec(["colour"], "shape", target=TRUTH))["metrics"])
     after = job(src, "mitigated_g1.0", 1.0, mitigate=True)
-    res["mitigated"] = shares(run_audit(after, ["colour"], "shape")["metrics"])
-    before = shares(run_audit(os.path.join(OUT, "g1.0"), ["colour"], "shape")["metrics"])
+    res["mitigated"] = shares(run_audit(after, AuditSpec(["colour"], "shape"))["metrics"])
+    before = shares(run_audit(os.path.join(OUT, "g1.0"), AuditSpec(["colour"], "shape"))["metrics"])
     res["before_uniform_target"] = before
-    cmp = run_compare(os.path.join(OUT, "g1.0"), after, "colour", "shape")["table"]
+    cmp = run_compare(os.path.join(OUT, "g1.0"), after, AuditSpec(["colour"], "shape"))["table"]
     res["compare_d2"] = cmp[cmp["quantity"] == "d2"].drop(columns=["note"]).to_dict("records")
     # paired (same prompts, same seeds): what guidance 7.5 changes against guidance 1, with its CI
-    amp = run_compare(os.path.join(OUT, "g1.0"), os.path.join(OUT, "g7.5"), "colour", "shape")["table"]
+    amp = run_compare(os.path.join(OUT, "g1.0"), os.path.join(OUT, "g7.5"), AuditSpec(["colour"], "shape"))["table"]
     res["compare_guidance"] = amp.drop(columns=["note"]).to_dict("records")
     print_tables(res)
     report("toy_audit", res)

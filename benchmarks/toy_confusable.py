@@ -89,14 +89,16 @@ def table(rows: list[dict]) -> str:
 
 def run(out: str, n: int, bootstrap: int = 400, seed: int = 0, clip_model=None) -> dict:
     """Label ``n`` images from pixels, audit with --calibrate, compare with the pixel truth."""
-    from pipeline.audit.labelling import make_sheet
     from pipeline.audit.runner import run_audit
+    from pipeline.audit.spec import AuditSpec, ProbeSpec
+    from pipeline.pages.label_sheet import make_sheet
 
-    probe = {"attribute_set": SET, **({"clip_model": clip_model} if clip_model else {})}
+    probe = ProbeSpec(attribute_set=SET, clip_model=clip_model)
     sheet = os.path.join(out, "audit", "label_sheet")
-    lab = make_sheet(out, "colour", n, sheet, ["shape"], seed, from_pixels=True, **probe)
-    res = run_audit(out, ["colour"], "shape", B=bootstrap, seed=seed, diversity=False, calibrate=lab["csv"],
-                    **probe)
+    lab = make_sheet(out, "colour", n, sheet, ["shape"], seed, from_pixels=True, **probe.kwargs())
+    spec = AuditSpec(["colour"], "shape", bootstrap=bootstrap, seed=seed, calibration=lab["csv"], diversity=False,
+                     probe=probe)
+    res = run_audit(out, spec)
     entry = res["metrics"]["attributes"]["colour"]
     rows = compare(entry, pixel_truth(out, "shape", entry["classes"]))
     cal = entry["calibration"]

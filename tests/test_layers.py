@@ -45,8 +45,8 @@ def test_core_imports_nothing_else_of_sdgen():
 # What may import what. A subpackage may import itself and the ones listed; nothing may import upward.
 # core is the contracts everything shares; toyworld the shipped world and its models (it knows nothing of
 # sdgen's stages); probes measure an image; generate makes and commits images; audit measures outputs
-# (numbers only, never generating); tools reads or checks outputs; curate turns outputs into training
-# sets; launch is the one run entry; cli is the command line. toyworld.training is the offline trainer
+# (numbers only, never generating, never HTML); pages shows audit numbers as HTML; tools reads or checks
+# outputs; curate turns outputs into training sets; launch is the one run entry; cli is the command line. toyworld.training is the offline trainer
 # (`make toy-models`), which the runtime never imports: it may use generate's tokenizer.
 LAYERS = {
     "core": set(),
@@ -54,10 +54,11 @@ LAYERS = {
     "probes": {"core", "toyworld"},
     "generate": {"core", "toyworld", "probes"},
     "audit": {"core", "toyworld", "probes"},
+    "pages": {"core", "toyworld", "probes", "audit"},
     "tools": {"core", "toyworld", "probes", "generate"},
     "curate": {"core", "toyworld", "probes", "generate", "audit"},
     "launch": {"core", "toyworld", "probes", "generate", "curate"},
-    "cli": {"core", "toyworld", "probes", "generate", "audit", "tools", "curate", "launch"},
+    "cli": {"core", "toyworld", "probes", "generate", "audit", "pages", "tools", "curate", "launch"},
     "(package)": {"core", "launch"},  # pipeline/__init__.py: the Python API
 }
 EXEMPT = {"pipeline.toyworld.training": {"generate"}}
@@ -148,3 +149,13 @@ def _strongly_connected(graph: dict) -> list[list[str]]:
             elif child in on:
                 low[node] = min(low[node], index[child])
     return out
+
+
+def test_audit_holds_numbers_only():
+    """HTML lives in pages/ (jinja templates): no audit module imports a template engine or escapes HTML."""
+    for path in (PKG / "audit").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            bad = [n for n in names if n.split(".")[0] in ("jinja2", "markupsafe", "html")]
+            assert not bad, f"audit/{path.name} imports {bad}: pages belong in pipeline/pages"

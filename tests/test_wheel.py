@@ -47,6 +47,8 @@ def test_wheel_holds_the_toy_weights_and_every_shipped_yaml(wheel):
         assert rel in names, f"{rel} missing from {wheel.name}"
     shipped = {str(p.relative_to(ROOT)) for p in (ROOT / "pipeline" / "data").rglob("*.yaml")}
     assert shipped and shipped <= names, sorted(shipped - names)
+    templates = {str(p.relative_to(ROOT)) for p in (ROOT / "pipeline" / "pages" / "templates").iterdir()}
+    assert templates and templates <= names, sorted(templates - names)  # the pages' jinja templates
     assert not any(n.startswith("tests/") for n in names)
 
 
@@ -61,7 +63,7 @@ def test_installed_wheel_runs_the_toy_model_outside_the_checkout(wheel, tmp_path
     _run([str(py), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)])
     work = tmp_path / "elsewhere"
     work.mkdir()
-    write_prompts(work / "p.parquet", ["a red circle", "a blue square"])
+    write_prompts(work / "p.parquet", ["a red circle", "a blue square"], shape=["circle", "square"])
     write_job(work / "job.yaml", {"input": str(work / "p.parquet"), "output": str(work / "out"), "model": "toy",
                                   "generation": {"images_per_prompt": 1, "steps": 4}, "ray": {"executor": "inline"}})
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
@@ -76,6 +78,10 @@ def test_installed_wheel_runs_the_toy_model_outside_the_checkout(wheel, tmp_path
 
     df = pd.read_parquet(work / "out" / "data")
     assert len(df) == 2 and (df.status == "ok").all() and set(df.model) == {"toy"}
+    # the report page's templates (page, CSS, script) load from the installed package
+    _run([str(venv / "bin" / "sdgen"), "report", "out", "-o", "r.html"], cwd=work, env=env)
+    page = (work / "r.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<style>\nbody{" in page and "data-images-ok" in page
 
 
 def _version() -> str:

@@ -1,19 +1,15 @@
 """Per-prompt and per-image breakdowns of one or more runs, for `sdgen report` and `sdgen report --compare`
-(docs/AUDIT.md §8-§9):
+(docs/AUDIT.md §8-§9), as numbers (their page sections: pipeline/pages/breakdowns.py):
 
 - template sensitivity: an attribute's class shares per prompt wording within each group, Wilson
   intervals per prompt, the spread across prompts (largest range of a class share) and a χ² test of
   homogeneity of the prompt × class table (`template_sensitivity`, `template_homogeneity`);
-- CLIP-score distributions per group: quantiles and mean (`clip_distribution`), drawn as box plots
-  with several runs overlaid (`clip_box_svg`).
+- CLIP-score distributions per group: quantiles and mean (`clip_distribution`).
 
-Each has an HTML section renderer taking ``{run name: rows}`` (one run for the single-run report, two
-for a comparison). ``rows`` are an output's rows as `audit.data.read_rows` gives them (labels joined
-for attributes probed after the run); only status == "ok" rows count.
+``rows`` are an output's rows as `audit.data.read_rows` gives them (labels joined for attributes
+probed after the run); only status == "ok" rows count.
 """
 from __future__ import annotations
-
-import html
 
 import numpy as np
 import pandas as pd
@@ -24,7 +20,6 @@ from pipeline.audit.stats import ABSTAIN, LEVEL, benjamini_hochberg, encode_labe
 from pipeline.audit.tables import group_keys
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)  # box plot: whiskers at 5/95%, box at the quartiles
-RUN_COLOURS = ("#4c78a8", "#f58518", "#54a24b", "#b279a2")  # run 1, 2, ... in every chart of a page
 
 
 def _ok(rows: pd.DataFrame) -> pd.DataFrame:
@@ -103,50 +98,6 @@ def template_homogeneity(sens: pd.DataFrame) -> pd.DataFrame:
     return df.assign(q_value=benjamini_hochberg(df["p_value"].to_numpy(float)) if len(df) else [])
 
 
-def _fmt(x, fmt="{:.2f}"):
-    return "–" if x is None or (isinstance(x, float) and not np.isfinite(x)) else fmt.format(x)
-
-
-def template_section(runs: dict, attribute, group_by, classes=None, by="prompt_id") -> str:
-    """HTML of the template-sensitivity section: per group one table, a row per prompt and, per run,
-    n and each class share [Wilson CI]; under it per run the range and the χ² homogeneity test."""
-    sens = {name: template_sensitivity(r, attribute, group_by, classes, by) for name, r in runs.items()}
-    homo = {name: template_homogeneity(s).set_index("group") for name, s in sens.items()}
-    classes = classes or sorted(set().union(*(set(s["class"]) for s in sens.values())))
-    groups = sorted(set().union(*(set(s["group"]) for s in sens.values())))
-    e = html.escape
-    out = [f'<div class="template-sensitivity" data-attribute="{e(attribute)}">']
-    for g in groups:
-        head = "".join(f"<th>{e(n)}: n</th>" + "".join(f"<th>{e(n)}: {e(c)}</th>" for c in classes) for n in sens)
-        out.append(f"<h3>{e(' × '.join([group_by] if isinstance(group_by, str) else group_by))} = {e(g)}</h3>"
-                   f'<div class="tw"><table><tr><th class="l">prompt</th>{head}</tr>')
-        per = {n: s[s["group"] == g] for n, s in sens.items()}
-        prompts = sorted(set().union(*(set(p["prompt"]) for p in per.values())))
-        for p in prompts:
-            texts = [d.loc[d["prompt"] == p, "text"] for d in per.values()]
-            text = next((t.iloc[0] for t in texts if len(t)), p)
-            cells = []
-            for d in per.values():
-                d = d[d["prompt"] == p].set_index("class")
-                if d.empty:
-                    cells += ["<td>–</td>"] * (len(classes) + 1)
-                    continue
-                cells.append(f"<td>{int(d['n'].iloc[0])}</td>")
-                cells += [f"<td>{_fmt(d.at[c, 'share'])} [{_fmt(d.at[c, 'ci_low'])}, {_fmt(d.at[c, 'ci_high'])}]</td>"
-                          if c in d.index else "<td>–</td>" for c in classes]
-            out.append(f'<tr data-prompt="{e(p)}"><td class="l">{e(str(text))}</td>{"".join(cells)}</tr>')
-        out.append("</table></div>")
-        for n, h in homo.items():
-            if g in h.index:
-                r = h.loc[g]
-                out.append(f'<p class="muted">{e(n)}: {r["prompts"]} prompts; largest spread of a share across '
-                           f'prompts {_fmt(r["range"])} ({e(str(r["range_class"]))}); homogeneity χ² = '
-                           f'{_fmt(r["chi2"])} (dof {r["dof"]}), p = {_fmt(r["p_value"], "{:.3g}")}, '
-                           f'q (BH over groups) = {_fmt(r["q_value"], "{:.3g}")}, smallest expected count '
-                           f'{_fmt(r["min_expected"], "{:.1f}")}.</p>')
-    return "".join(out) + "</div>"
-
-
 # ---------------------------------------------------------------- CLIP-score distributions
 def clip_distribution(rows, group_by, column="clip_score", quantiles=QUANTILES) -> pd.DataFrame:
     """Per group: n (non-missing scores of ok rows), mean, min, max and the ``quantiles`` (numpy's
@@ -165,64 +116,3 @@ def clip_distribution(rows, group_by, column="clip_score", quantiles=QUANTILES) 
                     "min": float(s.min()) if s.size else np.nan, "max": float(s.max()) if s.size else np.nan,
                     **dict(zip(qcols, map(float, qs)))})
     return pd.DataFrame(out, columns=["group", "n", "mean", "min", "max", *qcols])
-
-
-def clip_box_svg(dists: dict, width=520) -> str:
-    """Horizontal box plots, one row per group × run (runs overlaid per group in RUN_COLOURS): whiskers
-    q05–q95, box q25–q75, a tick at the median, a dot at the mean; one shared axis."""
-    e = html.escape
-    frames = [d for d in dists.values() if len(d)]
-    if not frames:
-        return ""
-    lo = min(float(d["q05"].min()) for d in frames)
-    hi = max(float(d["q95"].max()) for d in frames)
-    lo, hi = (lo - 0.5, hi + 0.5) if not hi > lo else (lo, hi)
-    groups = sorted(set().union(*(set(d["group"]) for d in frames)))
-    left, plot, row, k = 110, width - 130, 14, len(dists)
-    h = 24 + len(groups) * (k * row + 8) + 22
-    x = lambda v: left + (v - lo) / (hi - lo) * plot  # noqa: E731
-    out = [f'<svg class="chart clip-box" width="{width}" height="{h}" viewBox="0 0 {width} {h}" role="img" '
-           f'aria-label="CLIP score per group">']
-    for i, (name, colour) in enumerate(zip(dists, RUN_COLOURS)):
-        out.append(f'<rect x="{left + i * 120}" y="4" width="10" height="10" fill="{colour}"/>'
-                   f'<text x="{left + i * 120 + 14}" y="13">{e(str(name))}</text>')
-    y = 24
-    for g in groups:
-        out.append(f'<text x="{left - 6}" y="{y + k * row / 2 + 4:.1f}" text-anchor="end">{e(g)}</text>')
-        for (name, d), colour in zip(dists.items(), RUN_COLOURS):
-            r = d[d["group"] == g]
-            if len(r) and r["n"].iloc[0] > 0:
-                r = r.iloc[0]
-                ym = y + row / 2
-                out.append(f'<g class="box" data-run="{e(str(name))}" data-group="{e(g)}" data-median="{r["q50"]:.4f}">'
-                           f'<line x1="{x(r["q05"]):.1f}" x2="{x(r["q95"]):.1f}" y1="{ym}" y2="{ym}" stroke="{colour}"/>'
-                           f'<rect x="{x(r["q25"]):.1f}" y="{y + 2}" width="{max(1.0, x(r["q75"]) - x(r["q25"])):.1f}" '
-                           f'height="{row - 4}" fill="{colour}" fill-opacity="0.45" stroke="{colour}"/>'
-                           f'<line x1="{x(r["q50"]):.1f}" x2="{x(r["q50"]):.1f}" y1="{y + 1}" y2="{y + row - 1}" '
-                           f'stroke="#1d2329" stroke-width="2"/><circle cx="{x(r["mean"]):.1f}" cy="{ym}" r="2.5" '
-                           f'fill="#1d2329"/></g>')
-            y += row
-        y += 8
-    out.append(f'<line x1="{left}" x2="{left + plot}" y1="{y}" y2="{y}" stroke="#5b6670"/>'
-               f'<text x="{left}" y="{y + 14}">{lo:.3f}</text>'
-               f'<text x="{left + plot}" y="{y + 14}" text-anchor="end">{hi:.3f}</text></svg>')
-    return "".join(out)
-
-
-def clip_section(runs: dict, group_by, column="clip_score") -> str:
-    """HTML of the CLIP-score section: the overlaid box plots and a table of n, mean and quantiles per
-    group and run; empty when no run has the column."""
-    dists = {n: clip_distribution(r, group_by, column) for n, r in runs.items() if column in r.columns}
-    if not dists:
-        return ""
-    e = html.escape
-    qcols = [c for c in next(iter(dists.values())).columns if c.startswith("q")]
-    head = "".join(f"<th>{c}</th>" for c in ["n", "mean", *qcols])
-    out = ['<div class="clip-distribution">', clip_box_svg(dists),
-           f'<div class="tw"><table><tr><th class="l">group</th><th class="l">run</th>{head}</tr>']
-    for g in sorted(set().union(*(set(d["group"]) for d in dists.values()))):
-        for n, d in dists.items():
-            for r in d[d["group"] == g].to_dict("records"):
-                cells = "".join(f"<td>{_fmt(r[c], '{:.3f}')}</td>" for c in ["mean", *qcols])
-                out.append(f'<tr><td class="l">{e(g)}</td><td class="l">{e(str(n))}</td><td>{r["n"]}</td>{cells}</tr>')
-    return "".join(out) + "</table></div></div>"

@@ -34,6 +34,7 @@ import pandas as pd
 from scipy import stats as st
 
 from pipeline.audit import stats as S
+from pipeline.audit.spec import CALIBRATION_BOOTSTRAP
 
 CORRECTED_COLUMNS = ["proportion_corrected", "ci_low_corrected", "ci_high_corrected"]
 SMOOTH = 0.1  # pseudo-count per confusion cell: a predicted class never seen for a truth keeps P > 0
@@ -207,8 +208,8 @@ def _corrected_group(g, i, ctx, t, target, classes, B, seed, level):
     return rows, entry
 
 
-def calibrate_groups(rows, label_col, classes, labels, keys, target="uniform", B=400, seed=0, level=S.LEVEL,
-                     min_row=MIN_ROW):
+def calibrate_groups(rows, label_col, classes, labels, keys, target="uniform", B=CALIBRATION_BOOTSTRAP, seed=0,
+                     level=S.LEVEL, min_row=MIN_ROW):
     """Corrected shares per group → (summary additions DataFrame, calibration entry for metrics.json).
 
     ``rows``: the audited ok rows (prompt_id, sample_idx, ``label_col``); ``keys``: their group keys
@@ -280,13 +281,14 @@ def format_calibration(attribute, entry) -> str:
     return "\n".join(lines)
 
 
-def apply_calibration(labelled, attribute, group_by, summary, entry, path, B=400, seed=0):
+def apply_calibration(labelled, attribute, group_by, summary, entry, path, B=CALIBRATION_BOOTSTRAP, seed=0,
+                      level=S.LEVEL):
     """Add the corrected columns to one attribute's summary rows and its ``calibration`` entry."""
     from pipeline.audit.tables import group_keys
 
     classes = entry["classes"]
     ok = labelled[labelled["status"] == "ok"].reset_index(drop=True)
     add, cal = calibrate_groups(ok, f"attr_{attribute}", classes, read_labels(path, classes),
-                                group_keys(ok, group_by), entry["target"], B=B, seed=seed)
+                                group_keys(ok, group_by), entry["target"], B=B, seed=seed, level=level)
     cal["file"] = str(path)
     return summary.merge(add, on=["group", "class"], how="left"), {**entry, "calibration": cal}

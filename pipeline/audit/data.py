@@ -93,6 +93,15 @@ def iter_images(src: Source, batch_rows: int = 64):
         offset += len(images)
 
 
+def read_images(src: Source, keys: pd.DataFrame) -> dict:
+    """{(prompt_id, sample_idx): PNG bytes} for the wanted rows, reading only their row groups (by row
+    position: foreign data gets its keys from read_rows, not from its files)."""
+    want = set(zip(keys["prompt_id"], keys["sample_idx"]))
+    all_keys = read_rows(src, columns=KEYS)  # read_rows order = file order, row by row
+    at = {i: k for i, k in enumerate(zip(all_keys["prompt_id"], all_keys["sample_idx"])) if k in want}
+    return {at[i]: png for i, png in src.images_at(at).items() if png}
+
+
 def decode_batch(pngs) -> dict[tuple, tuple[list[int], np.ndarray]]:
     """{(H, W): (positions, uint8 N x 3 x H x W)}: images of one size are encoded together."""
     from PIL import Image

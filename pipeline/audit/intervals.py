@@ -25,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import special, stats
 
-LEVEL = 0.95
+from pipeline.audit.spec import LEVEL
+
 D2_FLOOR = 1e-9  # D² lower ends below this are rounding in the share-interval ends (≈1e-6 each)
 FEW_PROMPTS = 3  # below this many prompts the between-prompt variance rests on < 2 degrees of freedom
 

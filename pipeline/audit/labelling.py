@@ -1,15 +1,13 @@
 """`sdgen label OUT --attribute A -n 200 -o SHEET`: a stratified, seeded sample of an output's images
-to label by hand, as an HTML sheet (thumbnails with their keys and the probe's label) and a CSV
-template (prompt_id, sample_idx, group, predicted, label) whose filled form is what
-`sdgen audit --calibrate` reads. Strata are group × predicted class (abstain included), allocated
+to label by hand, and its CSV template (prompt_id, sample_idx, group, predicted, label) whose filled
+form is what `sdgen audit --calibrate` reads; the HTML sheet of the same sample (thumbnails with their
+keys and the probe's label) is pipeline/pages/label_sheet.py. Strata are group × predicted class (abstain included), allocated
 as evenly as their sizes allow, so rare predicted classes (where the probe's errors hide) get
 labels too. ``from_pixels`` fills the label column from the toy world's pixel analysis
 (pipeline/toyworld/analysis.py: the dominant foreground colour), which makes the loop testable.
 """
 from __future__ import annotations
 
-import base64
-import html
 import os
 
 import numpy as np
@@ -76,27 +74,16 @@ def _images(src, df, wanted_rows):
     return out
 
 
-def write_sheet(sample, pngs, dest, attribute):
-    """dest/index.html (thumbnails and keys) and dest/labels.csv (the template)."""
+def write_labels_csv(sample, dest) -> str:
+    """dest/labels.csv: the template to fill (the label column blank unless filled from pixels)."""
     os.makedirs(dest, exist_ok=True)
     sample[["prompt_id", "sample_idx", "group", "predicted", "label"]].to_csv(f"{dest}/labels.csv", index=False)
-    cells = []
-    for r, b in zip(sample.itertuples(), pngs):
-        img = (f'<img src="data:image/png;base64,{base64.b64encode(b).decode()}" width="128">' if b else "(no image)")
-        cells.append(f"<figure>{img}<figcaption>{html.escape(str(r.prompt_id))} #{r.sample_idx}<br>"
-                     f"{html.escape(str(r.group))}; probe: {html.escape(str(r.predicted))}</figcaption></figure>")
-    page = (f"<!doctype html><meta charset=utf-8><title>label {html.escape(attribute)}</title>"
-            "<style>figure{display:inline-block;margin:6px;font:12px sans-serif;width:140px}</style>"
-            f"<h1>Label {html.escape(attribute)}: {len(sample)} images</h1><p>Fill the <code>label</code> "
-            "column of labels.csv with the true class (blank = unsure), then run "
-            "<code>sdgen audit OUT --attribute A --calibrate labels.csv</code>.</p>" + "".join(cells))
-    with open(f"{dest}/index.html", "w") as f:
-        f.write(page)
-    return {"html": f"{dest}/index.html", "csv": f"{dest}/labels.csv"}
+    return f"{dest}/labels.csv"
 
 
-def make_sheet(url, attribute, n, dest, group_by, seed=0, from_pixels=False, storage=None, **probe_args):
-    """Draw the sample, write the sheet; returns {"rows", "strata", "html", "csv", "filled"}."""
+def draw_sample(url, attribute, n, group_by, seed=0, from_pixels=False, storage=None, **probe_args):
+    """(sample, PNG bytes of its rows): up to ``n`` ok rows stratified by group × predicted class, with
+    columns group, predicted and label (filled from pixels when ``from_pixels``)."""
     src = open_source(url, storage)
     df = read_rows(src)
     df["_row"] = np.arange(len(df))
@@ -109,6 +96,4 @@ def make_sheet(url, attribute, n, dest, group_by, seed=0, from_pixels=False, sto
     sample = stratified_sample(ok, ["group", "predicted"], n, seed)
     pngs = _images(src, df, sample["_row"].to_numpy())
     sample["label"] = pixel_labels(pngs, info["classes"]) if from_pixels else None
-    paths = write_sheet(sample, pngs, dest, attribute)
-    return {"rows": len(sample), "strata": int(sample.groupby(["group", "predicted"]).ngroups),
-            "filled": int(sample["label"].notna().sum()), **paths}
+    return sample, pngs

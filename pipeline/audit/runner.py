@@ -9,7 +9,8 @@ can show several attributes, each with the grouping it was audited by).
 
 Definitions are docs/AUDIT.md's, computed by pipeline.audit.stats. Only status == "ok" rows enter a
 distribution; blocked, failed and invalid rows are counted in each group's coverage. Below min_n
-(30) non-abstained images a group shows its null floor, not a disparity.
+(spec.MIN_N) non-abstained images a group shows its null floor, not a disparity. What an audit asks
+and every default: pipeline/audit/spec.py (`AuditSpec`).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import pyarrow as pa
 from pipeline.audit import stats as S
 from pipeline.audit import tables as T
 from pipeline.audit.data import AuditError, attribute_labels, open_source, read_rows
+from pipeline.audit.spec import CALIBRATION_BOOTSTRAP, AuditSpec
 from pipeline.core.storage import read_frame
 
 SUMMARY_COLUMNS = ["group", "attribute", "class", "n", "abstained", "proportion", "ci_low", "ci_high"]
@@ -158,16 +160,17 @@ def coverage(df: pd.DataFrame, group_by) -> dict:
     return out
 
 
-def _audit_groups(ok, group_by, label, classes, target, B, seed, min_n):
+def _audit_groups(ok, spec: AuditSpec, label, classes, target):
     """audit_table, or with per-group targets: audit_table per group and the across-group tests and
     BH q-values recomputed over all of them (per-group seeds are the same either way)."""
+    opts = {"B": spec.bootstrap, "seed": spec.seed, "min_n": spec.min_n, "level": spec.level}
     if not isinstance(target, dict) or "groups" not in target:
-        return T.audit_table(ok, group_by, label, classes, target, B=B, seed=seed, min_n=min_n)
-    keys = T.group_keys(ok, group_by)
+        return T.audit_table(ok, list(spec.group_by), label, classes, target, **opts)
+    keys = T.group_keys(ok, list(spec.group_by))
     summaries, groups = [], {}
     for g in sorted(keys.unique()):
         t = target["groups"].get(g, target["default"])
-        s, m = T.audit_table(ok[keys == g], group_by, label, classes, t, B=B, seed=seed, min_n=min_n)
+        s, m = T.audit_table(ok[keys == g], list(spec.group_by), label, classes, t, **opts)
         summaries.append(s)
         groups.update({k: {**v, "target": t} for k, v in m["groups"].items()})
     across = S.independence_test([[m["counts"][c] for c in classes] for m in groups.values()] or [[0]])
@@ -177,25 +180,26 @@ def _audit_groups(ok, group_by, label, classes, target, B, seed, min_n):
     return summary, {"groups": groups, "across": across, "bh_q": bh}
 
 
-def audit_attribute(df, attribute, info, group_by, target="uniform", B=2000, seed=0, min_n=30):
-    """(summary rows, metrics entry) of one attribute over ``df`` (all statuses; ok rows counted)."""
+def audit_attribute(df, attribute, info, spec: AuditSpec):
+    """(summary rows, metrics entry) of one attribute over ``df`` (all statuses; ok rows counted),
+    grouped by ``spec.group_by`` against ``spec.target``."""
     label = f"attr_{attribute}"
     classes = list(info["classes"])
-    target = load_target(target, classes)
+    target = load_target(spec.target, classes)
     ok = df[df["status"] == "ok"]
     try:
-        summary, m = _audit_groups(ok, group_by, label, classes, target, B, seed, min_n)
+        summary, m = _audit_groups(ok, spec, label, classes, target)
     except ValueError as e:
         raise AuditError(f"attribute {attribute!r}: {e}") from None
     summary["attribute"] = attribute
-    cov = coverage(df, group_by)
+    cov = coverage(df, list(spec.group_by))
     groups = {}
     for g in sorted(set(cov) | set(m["groups"])):
         gm = m["groups"].get(g) or {"n": 0, "abstained": 0, "note": "no ok images"}
         groups[g] = {**gm, "floor": gm.get("null_mad"), "q_value": m["bh_q"].get(g), "coverage": cov.get(g)}
-    entry = {"attribute": attribute, "classes": classes, "group_by": list(group_by), "target": target,
-             "bootstrap": B, "seed": seed, "min_n": min_n, "level": S.LEVEL, "set": info.get("set"),
-             "labels": info.get("origin"), "caveats": info.get("caveats", ""),
+    entry = {"attribute": attribute, "classes": classes, "group_by": list(spec.group_by), "target": target,
+             "bootstrap": spec.bootstrap, "seed": spec.seed, "min_n": spec.min_n, "level": spec.level,
+             "set": info.get("set"), "labels": info.get("origin"), "caveats": info.get("caveats", ""),
              "description": info.get("description", ""), "groups": groups, "across": m["across"]}
     return summary[SUMMARY_COLUMNS], entry
 
@@ -231,60 +235,65 @@ class AuditResult:
         return getattr(self, key)
 
 
-def run_audit(url, attributes, group_by, target="uniform", B=2000, seed=0, where=(), k=None, min_n=30,
-              write=True, storage=None, diversity=True, calibrate=None, **probe_args) -> AuditResult:
-    """Audit ``attributes`` of the output at ``url`` (a URL or an opened Source) grouped by
-    ``group_by`` (a column or a list); ``storage`` is the job config's storage section for cloud URLs.
+def run_audit(src, spec: AuditSpec, *, write=True, storage=None) -> AuditResult:
+    """Audit ``spec.attributes`` of the output ``src`` (a URL or an opened Source) grouped by
+    ``spec.group_by``; ``storage`` is the job config's storage section for cloud URLs.
 
-    ``probe_args`` (attribute_set, clip_model, clip_weights, device) matter only for attributes the
-    run did not probe. Writes audit/summary.parquet and audit/metrics.json when ``write``.
-    ``calibrate``: a LABELS file (prompt_id, sample_idx, label) for error-corrected shares
-    (pipeline/audit/calibration.py; one attribute only).
+    ``spec.probe`` matters only for attributes the run did not probe. Writes audit/summary.parquet and
+    audit/metrics.json when ``write``. ``spec.calibration``: a LABELS file (prompt_id, sample_idx,
+    label) for error-corrected shares (pipeline/audit/calibration.py; one attribute only).
     """
-    src = open_source(url, storage)
-    url = src.url
-    group_by = [group_by] if isinstance(group_by, str) else list(group_by)
-    df = read_rows(src)
-    if df.empty:
-        raise AuditError(f"{url!r} has no committed rows")
-    missing = [c for c in group_by if c not in df.columns]
-    if missing:
-        raise AuditError(f"--group-by {missing[0]!r} is not a column of {url!r}; passthrough columns are "
-                         f"{passthrough_columns(df.columns)}")
-    df = apply_where(df, where)
-    if df.empty:
-        raise AuditError(f"--where {list(where)} leaves no rows")
+    src = open_source(src, storage)
+    df = _audited_rows(src, spec)
+    where, group_by = list(spec.where), list(spec.group_by)
     summaries, entries = [], {}
-    for a in attributes:
-        labelled, info = attribute_labels(src, df, a, **probe_args)
-        s, e = audit_attribute(labelled, a, info, group_by, target, B, seed, min_n)
-        if calibrate:
+    for a in spec.attributes:
+        labelled, info = attribute_labels(src, df, a, **spec.probe.kwargs())
+        s, e = audit_attribute(labelled, a, info, spec)
+        if spec.calibration:
             from pipeline.audit.calibration import apply_calibration
 
-            s, e = apply_calibration(labelled, a, group_by, s, e, calibrate, B=min(B, 400), seed=seed)
+            s, e = apply_calibration(labelled, a, group_by, s, e, spec.calibration,
+                                     B=min(spec.bootstrap, CALIBRATION_BOOTSTRAP), seed=spec.seed,
+                                     level=spec.level)
         summaries.append(s)
-        entries[a] = {**e, "where": list(where)}
+        entries[a] = {**e, "where": where}
+    k = spec.k
     if k is None:
         k = int(((src.run or {}).get("config") or {}).get("generation", {}).get("images_per_prompt") or 25)
     safety = safety_table(df, group_by, k)
-    metrics = {"attributes": entries, "safety": {"group_by": group_by, "k": k, "where": list(where),
-                                                 "rows": safety},
-               "source": {"output": url, "run_fingerprint": (src.run or {}).get("fingerprint"),
+    metrics = {"attributes": entries, "safety": {"group_by": group_by, "k": k, "where": where, "rows": safety},
+               "source": {"output": src.url, "run_fingerprint": (src.run or {}).get("fingerprint"),
                           "rows": len(df), "sdgen_output": not src.foreign},
                "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    if diversity:  # Vendi score and mean cosine per prompt and group (pipeline/audit/diversity.py)
-        metrics["diversity"] = _diversity(src, df, group_by, seed, probe_args)
+    if spec.diversity:  # Vendi score and mean cosine per prompt and group (pipeline/audit/diversity.py)
+        metrics["diversity"] = _diversity(src, df, spec)
     summary = pd.concat(summaries, ignore_index=True)
     paths, merged = write_results(src, summary, metrics) if write else ({}, jsonable(metrics))
     return AuditResult(summary, jsonable(metrics), merged, paths, src, df)
 
 
-def _diversity(src, df, group_by, seed, probe_args) -> dict:
+def _audited_rows(src, spec: AuditSpec) -> pd.DataFrame:
+    """The output's rows that ``spec.where`` picks, after checking the grouping columns exist."""
+    df = read_rows(src)
+    if df.empty:
+        raise AuditError(f"{src.url!r} has no committed rows")
+    missing = [c for c in spec.group_by if c not in df.columns]
+    if missing:
+        raise AuditError(f"--group-by {missing[0]!r} is not a column of {src.url!r}; passthrough columns are "
+                         f"{passthrough_columns(df.columns)}")
+    df = apply_where(df, spec.where)
+    if df.empty:
+        raise AuditError(f"--where {list(spec.where)} leaves no rows")
+    return df
+
+
+def _diversity(src, df, spec: AuditSpec) -> dict:
     from pipeline.audit.diversity import diversity_metrics
     from pipeline.probes.scorer import ScorerError
 
     try:
-        return diversity_metrics(src, df, group_by, seed, **probe_args)
+        return diversity_metrics(src, df, list(spec.group_by), spec.seed, **spec.probe.kwargs())
     except (AuditError, ScorerError) as e:  # e.g. foreign data without a CLIP named: the rest of the audit stands
         return {"skipped": str(e)}
 
@@ -328,43 +337,43 @@ def read_results(url, storage=None) -> tuple[pd.DataFrame | None, dict | None]:
 
 
 # ---------------------------------------------------------------- compare
-def compare_labelled(src_a, src_b, attribute, group_by, target="uniform", B=2000, seed=0, where=(), min_n=30,
-                     **probe_args) -> dict:
+def compare_labelled(src_a, src_b, attribute, spec: AuditSpec) -> dict:
     """The one run-vs-run difference code (`sdgen audit --compare` and `sdgen report --compare`):
     {"table": tables.compare(...), "classes", "target", "info" (A's attribute description),
     "frames": [A's, B's ok rows with labels]}. ``src_a``/``src_b``: opened Sources."""
     frames, infos = [], []
     for src in (src_a, src_b):
-        df = apply_where(read_rows(src), where)
-        labelled, info = attribute_labels(src, df, attribute, **probe_args)
+        df = apply_where(read_rows(src), spec.where)
+        labelled, info = attribute_labels(src, df, attribute, **spec.probe.kwargs())
         frames.append(labelled[labelled["status"] == "ok"])
         infos.append(info)
     if list(infos[0]["classes"]) != list(infos[1]["classes"]):
         raise AuditError(f"attribute {attribute!r} has classes {infos[0]['classes']} in {src_a.url!r} but "
                          f"{infos[1]['classes']} in {src_b.url!r}: the runs cannot be compared")
     classes = list(infos[0]["classes"])
-    t = load_target(target, classes)
+    t = load_target(spec.target, classes)
     if isinstance(t, dict) and "groups" in t:
         raise AuditError("--compare takes one target (uniform or a {class: weight} file), not per-group targets")
     try:
-        table = T.compare(frames[0], frames[1], group_by, f"attr_{attribute}", classes, t, B=B, seed=seed,
-                          min_n=min_n)
+        table = T.compare(frames[0], frames[1], list(spec.group_by), f"attr_{attribute}", classes, t,
+                          B=spec.bootstrap, seed=spec.seed, min_n=spec.min_n, level=spec.level)
     except ValueError as e:
         raise AuditError(f"compare: {e}") from None
     return {"table": table, "classes": classes, "target": t, "info": infos[0], "frames": frames}
 
 
-def run_compare(url_a, url_b, attribute, group_by, target="uniform", B=2000, seed=0, where=(), min_n=30,
-                out_file=None, name=None, **probe_args) -> dict:
-    """Run B minus run A per group (proportions and D², with CIs; paired where prompt ids match).
-    ``url_a``/``url_b``: URLs or opened Sources."""
-    group_by = [group_by] if isinstance(group_by, str) else list(group_by)
-    src_a, src_b = open_source(url_a), open_source(url_b)
-    url_a, url_b = src_a.url, src_b.url
-    c = compare_labelled(src_a, src_b, attribute, group_by, target, B, seed, where, min_n, **probe_args)
-    table, classes, t = c["table"], c["classes"], c["target"]
-    result = {"a": url_a, "b": url_b, "attribute": attribute, "classes": classes, "group_by": group_by,
-              "target": t, "bootstrap": B, "seed": seed, "where": list(where), "rows": table,
+def run_compare(a, b, spec: AuditSpec, out_file=None, name=None) -> dict:
+    """Run B minus run A per group (proportions and D², with CIs; paired where prompt ids match) of
+    ``spec``'s one attribute. ``a``/``b``: URLs or opened Sources. Writes the JSON to ``out_file``, else
+    to B's audit/compare-<name or A's folder name>.json."""
+    if len(spec.attributes) != 1:
+        raise AuditError(f"a comparison takes exactly one attribute, got {list(spec.attributes)}")
+    src_a, src_b = open_source(a), open_source(b)
+    c = compare_labelled(src_a, src_b, spec.attributes[0], spec)
+    table = c["table"]
+    result = {"a": src_a.url, "b": src_b.url, "attribute": spec.attributes[0], "classes": c["classes"],
+              "group_by": list(spec.group_by), "target": c["target"], "bootstrap": spec.bootstrap,
+              "seed": spec.seed, "where": list(spec.where), "rows": table,
               "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     result = jsonable(result)
     if out_file:
@@ -372,7 +381,7 @@ def run_compare(url_a, url_b, attribute, group_by, target="uniform", B=2000, see
         with open(path, "w") as f:
             f.write(_dumps(result))
     else:
-        path = f"{src_b.audit_dir}/compare-{name or _stem(url_a)}.json"
+        path = f"{src_b.audit_dir}/compare-{name or _stem(src_a.url)}.json"
         src_b.output.write_bytes_atomic(path, _dumps(result).encode())
     return {"table": table, "result": result, "path": path}
 
@@ -381,49 +390,3 @@ def _stem(url: str) -> str:
     import re
 
     return re.sub(r"[^\w.-]", "_", url.rstrip("/").rsplit("/", 1)[-1]) or "a"
-
-
-# ---------------------------------------------------------------- text tables
-def _f(x, fmt="{:.2f}"):
-    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else fmt.format(x)
-
-
-def format_attribute(entry: dict) -> str:
-    """One attribute's table: group, n, abstain rate, shares [CI], D² [CI] (or the floor), p, q."""
-    classes = entry["classes"]
-    tgt = entry["target"] if isinstance(entry["target"], str) else "per-group" if "groups" in entry["target"] \
-        else "file"
-    head = (f"{entry['attribute']} by {' x '.join(entry['group_by'])}: target {tgt}; "
-            f"{int(entry['level'] * 100)}% CIs for prompts of this kind (shares: Korn-Graubard ∪ "
-            f"beta-binomial; D²: its range over the share intervals; null floor: B={entry['bootstrap']} draws); "
-            f"ok rows only; labels from the {entry['labels']}")
-    cols = ["group", "n", "abstain"] + classes + ["D2 [CI]", "floor", "p", "q"]
-    rows = []
-    for g, m in entry["groups"].items():
-        p, lo, hi = (m.get(k) or {} for k in ("proportions", "ci_low", "ci_high"))
-        shares = [f"{_f(p.get(c))} [{_f(lo.get(c))},{_f(hi.get(c))}]" if p.get(c) is not None else "-"
-                  for c in classes]
-        d2 = (f"{_f(m['d2'], '{:.3f}')} [{_f(m['d2_ci'][0], '{:.3f}')},{_f(m['d2_ci'][1], '{:.3f}')}]"
-              if m.get("d2") is not None else f"n<{entry['min_n']}: floor only")
-        rows.append([g, str(m.get("n", 0)), _f(m.get("abstain_rate"), "{:.0%}"), *shares, d2,
-                     _f(m.get("floor"), "{:.3f}"), _f(m.get("p_value"), "{:.2g}"), _f(m.get("q_value"), "{:.2g}")])
-    across = entry.get("across") or {}
-    foot = (f"across groups: chi2={_f(across.get('chi2'))} (dof {across.get('dof')}), p={_f(across.get('p'), '{:.3g}')}, "
-            f"Cramer's V={_f(across.get('cramers_v'))}")
-    notes = [f"{g}: {m['few_prompts']}" for g, m in entry["groups"].items() if m.get("few_prompts")]
-    return "\n".join([head, _grid([cols, *rows]), foot, *notes])
-
-
-def format_compare(table: pd.DataFrame) -> str:
-    cols = ["group", "quantity", "class", "a", "b", "diff (B-A)", "95% CI", "q (BH)", "paired", "note"]
-    rows = [[str(r["group"]), str(r["quantity"]), "" if pd.isna(r["class"]) else str(r["class"]),
-             _f(r["a"], "{:.3f}"), _f(r["b"], "{:.3f}"), _f(r["diff"], "{:+.3f}"),
-             f"[{_f(r['ci_low'], '{:+.3f}')},{_f(r['ci_high'], '{:+.3f}')}]",
-             _f(r.get("q_value"), "{:.2g}") + ("*" if r.get("flag") else ""), str(r["paired"]),
-             "" if pd.isna(r["note"]) else str(r["note"])] for r in jsonable(table)]
-    return _grid([cols, *rows])
-
-
-def _grid(rows) -> str:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)

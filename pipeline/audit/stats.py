@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
+from pipeline.audit.spec import BOOTSTRAP, LEVEL, MIN_N
+
 ABSTAIN = "abstain"
-LEVEL = 0.95
 
 
 # ---------------------------------------------------------------- point metrics (§1-§4)
@@ -181,7 +182,7 @@ def bootstrap_tables(rng, tables, B, paired=False, resample_seeds=True, shrink=T
     return [np.concatenate(parts) for parts in out]
 
 
-def hierarchical_bootstrap_counts(prompt_codes, label_codes, K, B=2000, seed=0, resample_seeds=True,
+def hierarchical_bootstrap_counts(prompt_codes, label_codes, K, B=BOOTSTRAP, seed=0, resample_seeds=True,
                                   shrink=True):
     """B × K class counts of the two-stage bootstrap (prompts within group, then seeds within prompt).
 
@@ -198,7 +199,7 @@ def hierarchical_bootstrap_counts(prompt_codes, label_codes, K, B=2000, seed=0, 
     return bootstrap_tables(np.random.default_rng(seed), [table], B, False, resample_seeds, shrink)[0]
 
 
-def hierarchical_bootstrap(prompt_codes, label_codes, K, B=2000, seed=0, resample_seeds=True, shrink=True):
+def hierarchical_bootstrap(prompt_codes, label_codes, K, B=BOOTSTRAP, seed=0, resample_seeds=True, shrink=True):
     """B × K replicate class proportions of the hierarchical bootstrap (see the ``_counts`` variant)."""
     c = hierarchical_bootstrap_counts(prompt_codes, label_codes, K, B, seed, resample_seeds, shrink)
     return c / c.sum(1, keepdims=True)
@@ -303,7 +304,7 @@ def _prompt_strings(prompt_ids):
     return np.asarray(pd.Series(list(prompt_ids), dtype=object).astype(str), dtype=str)
 
 
-def group_metrics(prompt_ids, labels, classes, target="uniform", B=2000, seed=0, min_n=30, level=LEVEL):
+def group_metrics(prompt_ids, labels, classes, target="uniform", B=BOOTSTRAP, seed=0, min_n=MIN_N, level=LEVEL):
     """All per-group metrics of §1-§4 and §7 for one group's rows (one prompt id and label per row).
 
     Share intervals are for the population of prompts of this kind (``intervals.share_intervals``:

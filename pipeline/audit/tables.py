@@ -8,8 +8,8 @@ import hashlib
 import numpy as np
 import pandas as pd
 
+from pipeline.audit.spec import BOOTSTRAP, LEVEL, MIN_N
 from pipeline.audit.stats import (
-    LEVEL,
     _prompt_strings,
     benjamini_hochberg,
     bootstrap_tables,
@@ -53,8 +53,8 @@ def _groups(df, group_by):
     return {g: df.loc[idx] for g, idx in sorted(keys.groupby(keys, sort=False).groups.items())}
 
 
-def audit_table(df, group_by, label_col, classes, target="uniform", prompt_col="prompt_id", B=2000, seed=0,
-                min_n=30, level=LEVEL):
+def audit_table(df, group_by, label_col, classes, target="uniform", prompt_col="prompt_id", B=BOOTSTRAP,
+                seed=0, min_n=MIN_N, level=LEVEL):
     """Per-group audit of one attribute → (summary DataFrame, metrics dict).
 
     Summary columns: group, attribute, class, n, abstained, proportion, ci_low, ci_high (one row per
@@ -166,8 +166,8 @@ def _bh_by_quantity(df, level):
     return df.assign(q_value=q, flag=(q < 1 - level) & q.notna())
 
 
-def compare(df_a, df_b, group_by, label_col, classes, target="uniform", prompt_col="prompt_id", B=2000,
-            seed=0, min_n=30, paired=None, level=LEVEL):
+def compare(df_a, df_b, group_by, label_col, classes, target="uniform", prompt_col="prompt_id",
+            B=BOOTSTRAP, seed=0, min_n=MIN_N, paired=None, level=LEVEL):
     """Run B minus run A per group: each class share and D², with percentile bootstrap CIs.
 
     The runs are resampled independently (the images differ), except that with ``paired`` (None =

@@ -1,13 +1,14 @@
 """`sdgen expand | audit | filter | report | label`: prompt sets in, audits, policies and pages out."""
 from __future__ import annotations
 
+from pipeline.audit.spec import MIN_N, AuditSpec
 from pipeline.cli.common import (
     add_bootstrap,
     add_group_by,
     add_probe_options,
     add_store_options,
     add_where,
-    probe_args,
+    probe_spec,
     split_group_by,
     store_settings,
 )
@@ -32,13 +33,8 @@ def cmd_audit(args) -> int:
         return _audit_compare(args)
     from pipeline.audit.calibration import format_calibration
     from pipeline.audit.data import open_source
-    from pipeline.audit.runner import (
-        default_attributes,
-        default_group_by,
-        default_where,
-        format_attribute,
-        run_audit,
-    )
+    from pipeline.audit.runner import default_attributes, default_group_by, default_where, run_audit
+    from pipeline.audit.text import format_attribute
 
     if not args.output:
         raise UsageError("give an OUTPUT to audit, or --compare OUT_A OUT_B")
@@ -48,8 +44,10 @@ def cmd_audit(args) -> int:
     if args.calibrate and len(attrs) != 1:
         raise UsageError(f"--calibrate {args.calibrate} needs exactly one --attribute, got {attrs}")
     where = args.where or ([] if args.group_by else default_where(src))  # the job's audit defaults go together
-    r = run_audit(src, attrs, group_by, args.target, args.bootstrap, args.seed, where, args.k,
-                  args.min_n, calibrate=args.calibrate, diversity=not args.no_diversity, **probe_args(args))
+    spec = AuditSpec(attrs, group_by, args.target, bootstrap=args.bootstrap, min_n=args.min_n, seed=args.seed,
+                     where=where, calibration=args.calibrate, k=args.k, diversity=not args.no_diversity,
+                     probe=probe_spec(args))
+    r = run_audit(src, spec)
     for a in attrs:
         print(format_attribute(r["metrics"]["attributes"][a]))
         if "calibration" in r["metrics"]["attributes"][a]:
@@ -61,15 +59,17 @@ def cmd_audit(args) -> int:
 
 def _audit_compare(args) -> int:
     from pipeline.audit.data import open_source
-    from pipeline.audit.runner import default_group_by, format_compare, run_compare
+    from pipeline.audit.runner import default_group_by, run_compare
+    from pipeline.audit.text import format_compare
 
     if args.output or len(args.attribute or []) != 1:
         raise UsageError("--compare OUT_A OUT_B takes no positional OUTPUT and exactly one --attribute")
     storage = store_settings(args)
     a, b = (open_source(u, storage) for u in args.compare)
     group_by = split_group_by(args.group_by) or default_group_by(b)
-    r = run_compare(a, b, args.attribute[0], group_by, args.target, args.bootstrap, args.seed,
-                    args.where, args.min_n, args.out, args.name, **probe_args(args))
+    spec = AuditSpec(args.attribute, group_by, args.target, bootstrap=args.bootstrap, min_n=args.min_n,
+                     seed=args.seed, where=args.where, probe=probe_spec(args))
+    r = run_compare(a, b, spec, args.out, args.name)
     print(format_compare(r["table"]))
     print(f"wrote {r['path']}")
     return 0
@@ -93,12 +93,14 @@ def cmd_filter(args) -> int:
 def cmd_report(args) -> int:
     if args.compare:
         return _report_compare(args)
-    from pipeline.audit.report import build_report
+    from pipeline.pages.report import build_report
 
     if not args.output:
         raise UsageError("give an OUTPUT to report on, or --compare BEFORE AFTER")
-    r = build_report(args.output, args.out, group_by=split_group_by(args.group_by), thumbnails=args.thumbnails,
-                     B=args.bootstrap, seed=args.seed, storage=store_settings(args), where=args.where)
+    # how to audit when the page needs it (no stored audit, or --where); --target is --compare's
+    spec = AuditSpec(group_by=split_group_by(args.group_by), bootstrap=args.bootstrap, seed=args.seed,
+                     where=args.where)
+    r = build_report(args.output, args.out, spec, thumbnails=args.thumbnails, storage=store_settings(args))
     for note in r["notes"]:
         print(f"note: {note}")
     print(f"wrote {r['path']} ({r['bytes'] / 1e6:.1f} MB)")
@@ -106,26 +108,27 @@ def cmd_report(args) -> int:
 
 
 def _report_compare(args) -> int:
-    """`sdgen report --compare BEFORE AFTER`: the comparison page (pipeline/audit/compare_report.py)."""
-    from pipeline.audit.compare_report import build_compare_report
+    """`sdgen report --compare BEFORE AFTER`: the comparison page (pipeline/pages/compare.py)."""
+    from pipeline.pages.compare import build_compare_report
 
     if args.output:
         raise UsageError(f"--compare BEFORE AFTER takes no positional OUTPUT (got {args.output!r})")
-    r = build_compare_report(*args.compare, attributes=args.attribute, group_by=split_group_by(args.group_by),
-                             out_file=args.out, B=args.bootstrap, seed=args.seed, where=args.where,
-                             target=args.target, pairs=args.pairs, storage=store_settings(args))
+    spec = AuditSpec(args.attribute, split_group_by(args.group_by), args.target, bootstrap=args.bootstrap,
+                     seed=args.seed, where=args.where)
+    r = build_compare_report(*args.compare, spec, out_file=args.out, pairs=args.pairs, storage=store_settings(args))
     print(f"wrote {r['path']} ({r['bytes'] / 1e6:.1f} MB)")
     return 0
 
 
 def cmd_label(args) -> int:
     from pipeline.audit.data import open_source
-    from pipeline.audit.labelling import make_sheet
     from pipeline.audit.runner import default_group_by
+    from pipeline.pages.label_sheet import make_sheet
 
     src = open_source(args.output, store_settings(args))
     group_by = split_group_by(args.group_by) or default_group_by(src)
-    r = make_sheet(src, args.attribute, args.n, args.out, group_by, args.seed, args.from_pixels, **probe_args(args))
+    r = make_sheet(src, args.attribute, args.n, args.out, group_by, args.seed, args.from_pixels,
+                   **probe_spec(args).kwargs())
     print(f"wrote {r['rows']} images in {r['strata']} strata (group x predicted class) to {r['html']} and "
           f"{r['csv']}" + (f"; {r['filled']} labels filled from pixels" if args.from_pixels else ""))
     return 0
@@ -161,7 +164,7 @@ def _add_audit(sub) -> None:
                     help="uniform, or a YAML file: {class: weight}, or {groups: {group: {class: weight}}}")
     add_bootstrap(sp)
     add_where(sp, "audit only rows")
-    sp.add_argument("--min-n", type=int, default=30, help="below this many images a group shows its floor")
+    sp.add_argument("--min-n", type=int, default=MIN_N, help="below this many images a group shows its floor")
     add_probe_options(sp)
     add_store_options(sp)
     sp.add_argument("--k", type=int, help="P(>=1 unsafe in k images); default: the run's images_per_prompt")

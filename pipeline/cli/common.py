@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 
+from pipeline.audit.spec import BOOTSTRAP, ProbeSpec
 from pipeline.core import config as config_mod
 from pipeline.core import retry
 from pipeline.core.lease import LEASE_EXIT_CODE, LeaseHeld
@@ -79,7 +80,8 @@ def add_where(sp, what: str = "only rows") -> None:
 
 
 def add_bootstrap(sp) -> None:
-    sp.add_argument("--bootstrap", type=int, default=2000, metavar="B", help="bootstrap replicates (>= 2000)")
+    sp.add_argument("--bootstrap", type=int, default=BOOTSTRAP, metavar="B",
+                    help=f"bootstrap replicates (>= {BOOTSTRAP})")
     sp.add_argument("--seed", type=int, default=0, help="RNG seed of bootstrap and null draws")
 
 
@@ -93,9 +95,9 @@ def add_probe_options(sp) -> None:
     sp.add_argument("--device", default="auto", help="device for post-hoc probes (auto = cuda when present)")
 
 
-def probe_args(args) -> dict:
-    return {"attribute_set": args.attribute_set, "clip_model": args.clip_model,
-            "clip_weights": args.clip_weights, "device": args.device}
+def probe_spec(args) -> ProbeSpec:
+    """The post-hoc probing options of add_probe_options."""
+    return ProbeSpec(args.attribute_set, args.clip_model, args.clip_weights, args.device)
 
 
 def split_group_by(values) -> list[str] | None:

@@ -68,15 +68,14 @@ def read_parquet(fs, path: str, columns=None) -> pa.Table:
     """A Parquet file through ``fs`` (its reads retried when ``fs`` is a RetryingFS): the one way sdgen
     reads a small Parquet file or a part whole. pyarrow gets a file handle, never the filesystem."""
     with fs.open(path, "rb") as f:
-        return pq.read_table(f, columns=columns)
+        # ParquetFile, not read_table/pd.read_parquet: pyarrow 25-26's dataset reader over a Python file
+        # object can abort the interpreter at exit ("terminate called without an active exception")
+        return pq.ParquetFile(f).read(columns=columns)
 
 
 def read_frame(fs, path: str, columns=None):
-    """read_parquet as a pandas DataFrame (pandas' own conversion, as pd.read_parquet)."""
-    import pandas as pd
-
-    with fs.open(path, "rb") as f:
-        return pd.read_parquet(f, columns=columns)
+    """read_parquet as a pandas DataFrame (the same frame pd.read_parquet gives)."""
+    return read_parquet(fs, path, columns).to_pandas()
 
 
 def read_decisions(out: "Output", folder: str, missing: Exception):
@@ -90,7 +89,7 @@ def read_decisions(out: "Output", folder: str, missing: Exception):
 
 def read_schema(fs, path: str) -> pa.Schema:
     with fs.open(path, "rb") as f:
-        return pq.read_schema(f)
+        return pq.ParquetFile(f).schema_arrow
 
 
 def sha256_file(fs, path: str, chunk: int = 1 << 20) -> str:

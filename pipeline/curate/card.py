@@ -10,6 +10,7 @@ import os
 import yaml
 
 from pipeline.core import layout
+from pipeline.core.fmt import ci, num
 from pipeline.core.storage import Output, read_frame, read_schema
 
 SIZES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
@@ -46,18 +47,6 @@ def features(out: Output, fmt: str, extra: list[str]) -> list[dict]:
             {"name": "json", "struct": cols}]
 
 
-def _f(v, spec: str) -> str:
-    """A metric for the card: "–" where the audit has none (null, NaN: a one-image group has no cosine)."""
-    try:
-        return "–" if v is None or v != v else format(float(v), spec)
-    except (TypeError, ValueError):
-        return "–"
-
-
-def _ci(ci, spec: str) -> str:
-    return f"[{_f(ci[0], spec)}, {_f(ci[1], spec)}]" if isinstance(ci, (list, tuple)) and len(ci) == 2 else "–"
-
-
 def _audit_lines(out: Output) -> list[str]:
     metrics = out.read_json(out.path(layout.audit_file("metrics.json")))
     if not metrics:
@@ -67,15 +56,15 @@ def _audit_lines(out: Output) -> list[str]:
     if out.exists(spath):
         s = read_frame(out.fs, spath)
         lines += ["| group | attribute | class | n | share | 95% CI |", "|---|---|---|---|---|---|"]
-        lines += [f"| {r.group} | {r.attribute} | {r['class']} | {r.n} | {_f(r.proportion, '.3f')} | "
-                  f"{_ci([r.ci_low, r.ci_high], '.3f')} |" for _, r in s.iterrows()]
+        lines += [f"| {r.group} | {r.attribute} | {r['class']} | {r.n} | {num(r.proportion)} | "
+                  f"{ci([r.ci_low, r.ci_high])} |" for _, r in s.iterrows()]
     div = metrics.get("diversity") or {}
     if div.get("per_group"):
         lines += ["", "Diversity of CLIP image embeddings per group (Vendi score; mean pairwise cosine), 95% "
                   "bootstrap CIs over prompts then seeds:", "",
                   "| group | images | Vendi | 95% CI | mean cos | 95% CI |", "|---|---|---|---|---|---|"]
-        lines += [f"| {g.get('group')} | {g.get('n')} | {_f(g.get('vendi'), '.2f')} | {_ci(g.get('vendi_ci'), '.2f')} | "
-                  f"{_f(g.get('mean_cos'), '.3f')} | {_ci(g.get('mean_cos_ci'), '.3f')} |" for g in div["per_group"]]
+        lines += [f"| {g.get('group')} | {g.get('n')} | {num(g.get('vendi'), '.2f')} | {ci(g.get('vendi_ci'), '.2f')} | "
+                  f"{num(g.get('mean_cos'))} | {ci(g.get('mean_cos_ci'))} |" for g in div["per_group"]]
     return lines + ["", f"Audit created {metrics.get('created', '?')} over {metrics.get('source', {}).get('rows', '?')} "
                         f"rows (all generated rows, before this export's selection)."]
 

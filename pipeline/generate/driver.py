@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 import time
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field, replace
 
 from pipeline.core import layout, retry
@@ -355,26 +355,29 @@ def _execute_ray(job: ResolvedJob, pending: list, tally: Tally, bar, events=None
     cfg, budget = job.config, budget or Budget()
     with ActorPool(job, events, budget) as pool:
         pool.start(len(pending))
-        queue, tries, live = deque(pending), Counter(), LiveProgress(bar)
+        # attempts of shards in flight, and of failed ones waiting for their next try: nothing is kept
+        # per committed shard (memory flat in the shard count)
+        queue, tries, live = deque(pending), {}, LiveProgress(bar)
         try:
             while (queue and not budget.stopped) or pool.busy():
                 for wid in pool.idle():
                     if not queue or budget.exhausted():  # a budget: no new shard starts
                         break
                     shard = queue.popleft()
-                    tries[shard.name] += 1
+                    tries[shard.name] = tries.get(shard.name, 0) + 1
                     live.open(shard.name)
                     pool.submit(wid, shard, tries[shard.name])
                 for shard, marker, error in pool.wait():
                     live.done(shard.name)
+                    attempt = tries.pop(shard.name, 1)
                     if marker is not None:
                         _record(tally, shard, marker, bar, events)
                         continue
-                    requeue = tries[shard.name] < cfg.ray.max_shard_tries
+                    requeue = attempt < cfg.ray.max_shard_tries
                     tally.fail(shard.name, error)
-                    pool.events.emit("shard_failed", shard=shard.name, attempt=tries[shard.name], error=error,
-                                     requeued=requeue)
+                    pool.events.emit("shard_failed", shard=shard.name, attempt=attempt, error=error, requeued=requeue)
                     if requeue:
+                        tries[shard.name] = attempt
                         queue.append(shard)
                 live.add(pool.take_progress())
         except WorkerStartError as e:

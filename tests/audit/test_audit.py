@@ -14,6 +14,7 @@ import pipeline
 from pipeline.audit import stats as S
 from pipeline.audit import tables as T
 from pipeline.audit.runner import SUMMARY_COLUMNS, run_audit, run_compare
+from pipeline.audit.spec import AuditSpec, ProbeSpec
 
 B = 400
 
@@ -21,7 +22,7 @@ B = 400
 @pytest.fixture(scope="module")
 def known(tmp_path_factory):
     out = make_output(tmp_path_factory.mktemp("known") / "out", known_rows())
-    return out, run_audit(out, ["colour"], ["shape"], B=B, seed=0)
+    return out, run_audit(out, AuditSpec(["colour"], ["shape"], bootstrap=B, seed=0))
 
 
 def test_summary_shares_and_n_match_hand_counts(known):
@@ -90,15 +91,15 @@ def test_row_order_and_sharding_change_nothing(known, tmp_path):
     rows = known_rows()
     rng = np.random.default_rng(1)
     other = make_output(tmp_path / "shuffled", [rows[i] for i in rng.permutation(len(rows))], shards=3)
-    again = run_audit(other, ["colour"], ["shape"], B=B, seed=0)
+    again = run_audit(other, AuditSpec(["colour"], ["shape"], bootstrap=B, seed=0))
     pd.testing.assert_frame_equal(again["summary"], res["summary"])
     assert len(again["summary"]) > 0 and again["metrics"]["attributes"] == res["metrics"]["attributes"]
 
 
 def test_where_and_per_group_truth_target(known, tmp_path):
     out, _ = known
-    r = run_audit(out, ["colour"], ["shape"], target="pipeline/data/toyworld.yaml", where=["shape=circle"], B=B,
-                  write=False)
+    r = run_audit(out, AuditSpec(["colour"], ["shape"], target="pipeline/data/toyworld.yaml", where=["shape=circle"],
+                                 bootstrap=B), write=False)
     circle = r["metrics"]["attributes"]["colour"]["groups"]
     assert list(circle) == ["circle"]  # --where kept one group
     s2 = np.var([1, 1, 1, 0.5, 0], ddof=1)  # population D² (#13): minus the prompts' variance, 2·s²/5
@@ -113,7 +114,7 @@ def test_compare_differences(known, tmp_path):
         if r["shape"] == "circle" and r["status"] == "ok" and r["attr_colour"] != "abstain":
             r["attr_colour"] = "red" if r["sample_idx"] % 2 == 0 else "blue"
     out_b = make_output(tmp_path / "b", rows)
-    res = run_compare(out_a, out_b, "colour", ["shape"], B=B, name="before")
+    res = run_compare(out_a, out_b, AuditSpec(["colour"], ["shape"], bootstrap=B), name="before")
     t = res["table"].set_index(["group", "quantity", "class"], drop=False)
     red = t.loc[("circle", "proportion", "red")]
     assert red["a"] == 0.7 and red["b"] == 0.5 and red["diff"] == pytest.approx(-0.2) and red["paired"]
@@ -169,7 +170,7 @@ def no_abstain_set(tmp):
 
 def test_posthoc_labels_equal_in_run_labels(two_runs, monkeypatch):
     probed, plain = two_runs
-    r = run_audit(str(plain), ["colour", "shape"], ["shape"], B=200, device="cpu")
+    r = run_audit(str(plain), AuditSpec(["colour", "shape"], ["shape"], bootstrap=200, probe=ProbeSpec(device="cpu")))
     assert r["metrics"]["attributes"]["colour"]["labels"] == "posthoc"
     ref = read_output(probed)
     post = pd.read_parquet(plain / "audit" / "probes" / "toyworld.parquet").sort_values(["prompt_id", "sample_idx"])
@@ -179,8 +180,8 @@ def test_posthoc_labels_equal_in_run_labels(two_runs, monkeypatch):
         np.testing.assert_allclose(np.stack(post[f"attr_{a}_probs"]), np.stack(ref[f"attr_{a}_probs"]), atol=1e-5)
         np.testing.assert_allclose(post[f"attr_{a}_margin"], ref[f"attr_{a}_margin"], atol=1e-5)
     np.testing.assert_allclose(post.subject_toyworld_p, ref.subject_toyworld_p, atol=1e-5)
-    hues = run_audit(str(plain), ["hue"], ["shape"], B=200, attribute_set=str(plain.parent / "hues.yaml"), write=False,
-                     device="cpu")
+    probe = ProbeSpec(attribute_set=str(plain.parent / "hues.yaml"), device="cpu")
+    hues = run_audit(str(plain), AuditSpec(["hue"], ["shape"], bootstrap=200, probe=probe), write=False)
     assert hues["metrics"]["attributes"]["hue"]["labels"] == "posthoc"
     post = pd.read_parquet(plain / "audit" / "probes" / "hues.parquet").sort_values(["prompt_id", "sample_idx"])
     assert list(post.attr_hue) == list(ref.attr_hue) and "abstain" not in set(ref.attr_hue)
@@ -191,11 +192,11 @@ def test_posthoc_labels_equal_in_run_labels(two_runs, monkeypatch):
     import pipeline.audit.data as D
 
     monkeypatch.setattr(D, "_compute_probes", lambda *a, **k: pytest.fail("stored probes were not reused"))
-    again = run_audit(str(plain), ["colour"], ["shape"], B=200, write=False, device="cpu")
+    again = run_audit(str(plain), AuditSpec(["colour"], ["shape"], bootstrap=200, probe=ProbeSpec(device="cpu")), write=False)
     pd.testing.assert_frame_equal(again["summary"], r["summary"][r["summary"].attribute == "colour"].reset_index(drop=True))
-    from pipeline.audit.report import build_report
+    from pipeline.pages.report import build_report
 
-    build_report(str(plain), str(plain.parent / "r.html"), B=200)  # labels joined from audit/probes/
+    build_report(str(plain), str(plain.parent / "r.html"), AuditSpec(bootstrap=200))  # labels joined from audit/probes/
     html = (plain.parent / "r.html").read_text()
     assert "stored PNGs (probed after the run)" in html and html.count("<img ") == 2 * 6
     assert html.count("<figcaption>abstain · a circle") == 2 * 2  # colour and shape, 2 images each
@@ -206,9 +207,10 @@ def test_foreign_parquet_audit(two_runs, tmp_path):
     _, plain = two_runs
     df = read_output(plain)[["image", "prompt", "shape"]]
     df.to_parquet(tmp_path / "images.parquet")
-    r = run_audit(str(tmp_path), ["shape"], ["shape"], B=200, clip_model="tiny", attribute_set="toyworld", device="cpu")
+    r = run_audit(str(tmp_path), AuditSpec(["shape"], ["shape"], bootstrap=200,
+                                         probe=ProbeSpec("toyworld", "tiny", device="cpu")))
     g = r["metrics"]["attributes"]["shape"]["groups"]
     assert {k: v["coverage"]["ok"] for k, v in g.items()} == {"circle": 2, "square": 2, "triangle": 2}
     assert (tmp_path / "audit" / "probes" / "toyworld.parquet").exists()
     with pytest.raises(ValueError, match="pass --clip-model"):
-        run_audit(str(tmp_path / "images.parquet"), ["colour"], ["shape"], B=200)
+        run_audit(str(tmp_path / "images.parquet"), AuditSpec(["colour"], ["shape"], bootstrap=200))

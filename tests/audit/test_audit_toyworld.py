@@ -7,6 +7,7 @@ import yaml
 
 import pipeline
 from pipeline.audit.runner import run_audit
+from pipeline.audit.spec import AuditSpec
 
 WORDINGS = ["a {}", "a photo of a {}", "an image of a {}", "a picture of a {}"]
 TRUTH = "pipeline/data/toyworld.yaml"
@@ -19,7 +20,7 @@ def test_audit_recovers_the_known_skews(tmp_path):
     pipeline.run({"input": str(tmp_path / "p.parquet"), "output": str(tmp_path / "out"), "model": "toy",
                   "generation": {"images_per_prompt": 25, "steps": 20, "guidance_scale": 1.0, "batch_size": 50},
                   "scoring": {"clip_model": "toy"}, "ray": {"executor": "inline"}}, progress=False)
-    metrics = run_audit(str(tmp_path / "out"), ["colour"], "shape", target=TRUTH)["metrics"]
+    metrics = run_audit(str(tmp_path / "out"), AuditSpec(["colour"], "shape", target=TRUTH))["metrics"]
     groups = metrics["attributes"]["colour"]["groups"]
     skews = yaml.safe_load(open(TRUTH))["skews"]
     inside = 0

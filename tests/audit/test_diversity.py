@@ -8,6 +8,7 @@ from conftest import tiny_config, write_prompts
 
 from pipeline.audit.diversity import diversity, per_group, per_prompt, weighted_mean_cos, weighted_vendi
 from pipeline.audit.runner import run_audit
+from pipeline.audit.spec import AuditSpec
 from pipeline.core.config import from_dict
 from pipeline.launch import run as run_job
 
@@ -41,7 +42,7 @@ def test_toy_world_known_answers(tmp_path):
         "images_per_prompt": 24, "steps": 10, "width": None, "height": None, "batch_size": 24},
         shards={"rows_per_shard": 4}, write={"embeddings": True})
     run_job(from_dict(cfg), progress=False)
-    r = run_audit(str(tmp_path / "out"), ["colour"], ["setting"], B=200)
+    r = run_audit(str(tmp_path / "out"), AuditSpec(["colour"], ["setting"], bootstrap=200))
     div = {p["prompt_id"]: p for p in r["metrics"]["diversity"]["per_prompt"]}
     print({k: (round(v["vendi"], 3), [round(c, 2) for c in v["vendi_ci"]], round(v["mean_cos"], 3)) for k, v in div.items()})
     assert div["circle_g7"]["vendi"] < div["circle_g1"]["vendi"]
@@ -62,7 +63,7 @@ def test_posthoc_embeddings_from_stored_pngs(tmp_path):
 
     rows = known_rows()
     url = make_output(tmp_path / "out", rows)
-    r = run_audit(url, ["colour"], ["shape"], B=200)
+    r = run_audit(url, AuditSpec(["colour"], ["shape"], bootstrap=200))
     div = r["metrics"]["diversity"]
     assert div["embedding"] == "posthoc" and (tmp_path / "out" / "audit" / "embeddings.parquet").exists()
     by = {p["prompt_id"]: p for p in div["per_prompt"]}
@@ -72,11 +73,11 @@ def test_posthoc_embeddings_from_stored_pngs(tmp_path):
     want = diversity(emb.astype(np.float16).astype(np.float32))
     assert by["c0"]["n"] == 8 and by["c0"]["vendi"] == pytest.approx(want["vendi"], rel=1e-4)
     assert {g["group"] for g in div["per_group"]} == {"circle", "square", "triangle"}
-    again = run_audit(url, ["colour"], ["shape"], B=200)["metrics"]["diversity"]  # reuses embeddings.parquet
+    again = run_audit(url, AuditSpec(["colour"], ["shape"], bootstrap=200))["metrics"]["diversity"]  # reuses embeddings.parquet
     assert again["per_prompt"][0]["vendi"] == div["per_prompt"][0]["vendi"]
-    from pipeline.audit.report import build_report
+    from pipeline.pages.report import build_report
 
-    html = open(build_report(url, str(tmp_path / "r.html"), B=300)["path"]).read()
+    html = open(build_report(url, str(tmp_path / "r.html"), AuditSpec(bootstrap=300))["path"]).read()
     section = html.split("<h2>Diversity</h2>")[1].split("<h2>")[0]
     assert section.count("<tr>") == 4 and "triangle" in section and "posthoc" in section
 

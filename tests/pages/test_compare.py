@@ -14,17 +14,13 @@ from scipy import stats
 from synth_output import CLASSES, cli, known_rows, make_output, row
 
 from pipeline.audit import tables as T
-from pipeline.audit.breakdowns import (
-    clip_distribution,
-    clip_section,
-    template_homogeneity,
-    template_section,
-    template_sensitivity,
-)
-from pipeline.audit.compare_report import build_compare_report, page_data
+from pipeline.audit.breakdowns import clip_distribution, template_homogeneity, template_sensitivity
 from pipeline.audit.data import open_source, read_rows
 from pipeline.audit.runner import run_compare
+from pipeline.audit.spec import AuditSpec
 from pipeline.core.dataset import Dataset
+from pipeline.pages.breakdowns import clip_section, template_section
+from pipeline.pages.compare import build_compare_report, page_data
 
 B = 2000
 
@@ -40,7 +36,7 @@ def pure_rows(flip=()):
 def pure(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pure")
     a, b = make_output(tmp / "a", pure_rows()), make_output(tmp / "b", pure_rows(flip=(0,)))
-    r = build_compare_report(a, b, ["colour"], ["shape"], B=B)
+    r = build_compare_report(a, b, AuditSpec(["colour"], ["shape"], bootstrap=B))
     return a, b, r, open(r["path"]).read()
 
 
@@ -64,7 +60,7 @@ def test_paired_difference_on_a_known_case(pure):
 
 def test_page_and_audit_json_agree(pure, tmp_path):
     a, b, r, page = pure
-    j = run_compare(a, b, "colour", ["shape"], B=B, out_file=str(tmp_path / "c.json"))["result"]
+    j = run_compare(a, b, AuditSpec(["colour"], ["shape"], bootstrap=B), out_file=str(tmp_path / "c.json"))["result"]
     assert page_data(page)["attributes"]["colour"] == json.loads(json.dumps(j["rows"]))
     assert r["path"] == f"{b}/audit/compare-a.html"
     assert not re.search(r"https?:|ftp:|//[a-z0-9]", page, re.I), "self-contained: no URL of any kind"
@@ -72,7 +68,7 @@ def test_page_and_audit_json_agree(pure, tmp_path):
 
 def test_identical_runs_paired_zero_and_no_flags(tmp_path):
     a, b = make_output(tmp_path / "a", pure_rows()), make_output(tmp_path / "b", pure_rows())
-    t = build_compare_report(a, b, group_by=["shape"], B=500)["tables"]["colour"]
+    t = build_compare_report(a, b, AuditSpec(group_by=["shape"], bootstrap=500))["tables"]["colour"]
     p = t[t["quantity"] == "proportion"]
     assert (p["ci_low"] == 0).all() and (p["ci_high"] == 0).all() and not t["flag"].any()
 
@@ -81,7 +77,7 @@ def test_fallback_to_independent_when_prompts_differ(tmp_path):
     a = make_output(tmp_path / "a", pure_rows())
     rows = [{**r, "prompt_id": r["prompt_id"] + "-v2"} for r in pure_rows(flip=(0,))]
     b = make_output(tmp_path / "b", rows)
-    r = build_compare_report(a, b, ["colour"], ["shape"], B=500, pairs=3)
+    r = build_compare_report(a, b, AuditSpec(["colour"], ["shape"], bootstrap=500), pairs=3)
     page = open(r["path"]).read()
     assert not r["tables"]["colour"]["paired"].any()
     assert "independent (the prompt ids differ" in page and "no key in both runs" in page
@@ -92,7 +88,7 @@ def test_flag_on_a_large_shift(tmp_path):
     unchanged classes: BH q = 2/501 · 4/2)."""
     a = make_output(tmp_path / "a", [row(f"c{j}", k, "red", group="circle") for j in range(10) for k in range(8)])
     b = make_output(tmp_path / "b", [row(f"c{j}", k, "blue", group="circle") for j in range(10) for k in range(8)])
-    t = build_compare_report(a, b, B=500)["tables"]["colour"].set_index(["quantity", "class"])
+    t = build_compare_report(a, b, AuditSpec(bootstrap=500))["tables"]["colour"].set_index(["quantity", "class"])
     assert t.loc[("proportion", "red"), "flag"] and t.loc[("proportion", "red"), "diff"] == -1
     assert t.loc[("proportion", "red"), "q_value"] == pytest.approx(4 / 501)
     assert not t.loc[("proportion", "green"), "flag"]
@@ -104,7 +100,7 @@ def test_grids_show_both_images_of_the_same_keys(tmp_path):
     rows_b = [row(r["prompt_id"], r["sample_idx"], "yellow", group=r["shape"]) if r["status"] == "ok"
               else r for r in known_rows()]  # B: every ok image yellow, same keys
     a, b = make_output(tmp_path / "a", rows_a), make_output(tmp_path / "b", rows_b)
-    page = open(build_compare_report(a, b, ["colour"], ["shape"], B=200, pairs=3)["path"]).read()
+    page = open(build_compare_report(a, b, AuditSpec(["colour"], ["shape"], bootstrap=200), pairs=3)["path"]).read()
     figs = re.findall(r'<figure class="pair" data-key="([^"]+)"><div class="ims">\s*<img data-run="A" '
                       r'src="data:image/png;base64,([^"]+)"[^>]*>\s*<img data-run="B" src="data:image/png;base64,'
                       r'([^"]+)"', page)
@@ -158,7 +154,7 @@ def test_clip_quantiles_against_numpy(tmp_path):
     assert d.loc["triangle", ["q05", "q25", "q50", "q75", "q95"]].tolist() == pytest.approx(
         np.quantile(tri, [0.05, 0.25, 0.5, 0.75, 0.95]).tolist())
     a, b = make_output(tmp_path / "a", rows_a), make_output(tmp_path / "b", rows_b)
-    page = open(build_compare_report(a, b, B=200)["path"]).read()
+    page = open(build_compare_report(a, b, AuditSpec(bootstrap=200))["path"]).read()
     boxes = re.findall(r'<g class="box" data-run="([AB])" data-group="(\w+)" data-median="([\d.]+)"', page)
     assert len(boxes) == 6 and ("B", "triangle", f"{d.loc['triangle', 'q50']:.4f}") in boxes
     assert "CLIP score per group" in page
@@ -203,7 +199,7 @@ def test_renders_in_headless_chromium(pure, tmp_path):
 def test_flagged_images_are_blurred_in_the_pairs(tmp_path):
     """known_rows' three x-marked triangles (t0 #3, t1 #7, t3 #3) are never shown as stored."""
     a, b = make_output(tmp_path / "a", known_rows()), make_output(tmp_path / "b", known_rows())
-    page = open(build_compare_report(a, b, where=["shape=triangle"], B=200, pairs=40)["path"]).read()
+    page = open(build_compare_report(a, b, AuditSpec(where=["shape=triangle"], bootstrap=200), pairs=40)["path"]).read()
     figs = dict(re.findall(r'<figure class="pair" data-key="([^"]+)"><div class="ims">\s*<img data-run="A" '
                            r'src="data:image/png;base64,([^"]+)"', page))
     assert len(figs) == 40 and page.count("flagged, blurred") == 3

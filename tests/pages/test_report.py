@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from synth_output import cli, known_rows, make_output, row
 
-from pipeline.audit.report import MAX_COLUMNS, build_report, metric_tables
+from pipeline.audit.spec import AuditSpec
+from pipeline.pages.report import MAX_COLUMNS, build_report, metric_tables
 
 CHROMIUM = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -21,7 +22,7 @@ def report(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     rows = known_rows() + [row(f"x{i}", 0, "red", group="x mark", x_mark=0.4, flagged=True) for i in range(2)]
     out = make_output(tmp / "out", rows)
-    r = build_report(out, str(tmp / "report.html"), thumbnails=6, B=300)
+    r = build_report(out, str(tmp / "report.html"), AuditSpec(bootstrap=300), thumbnails=6)
     return out, r, (tmp / "report.html").read_text()
 
 
@@ -99,7 +100,7 @@ def test_renders_in_headless_chromium(report, tmp_path):
 def test_images_per_prompt_as_stored():
     import pandas as pd
 
-    from pipeline.audit.report import _per_prompt
+    from pipeline.pages.report import _per_prompt
 
     df = pd.DataFrame({"prompt_id": ["a"] * 8 + ["b"] * 4})
     assert _per_prompt(df, {"images_per_prompt": 24}) == "4–8 (config 24; per-row values override it)"
@@ -147,7 +148,7 @@ def test_empty_group_has_no_chart(tmp_path):
     rows = [row(f"r{i}", k, "red", group="circle") for i in range(3) for k in range(4)]
     rows += [row(f"b{i}", k, None, group="blank") for i in range(2) for k in range(4)]  # all abstained: n=0
     out = make_output(tmp_path / "out", rows)
-    html = open(build_report(out, str(tmp_path / "r.html"), B=100)["path"]).read()
+    html = open(build_report(out, str(tmp_path / "r.html"), AuditSpec(bootstrap=100))["path"]).read()
     assert html.count('<svg class="chart"') == 1 and "circle (n=12)" in html
     assert "(n=0)" not in html and "Not charted (no labelled image): blank." in html
 

@@ -9,32 +9,38 @@ explains in the report why it could not.
 """
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import io
+from dataclasses import replace
 
-import numpy as np
 import pandas as pd
 
-from pipeline.audit.breakdowns import clip_section, template_section
-from pipeline.audit.data import KEYS, open_source, probed_attributes, read_rows, with_posthoc_labels
-from pipeline.audit.html import bar_chart, render
+from pipeline.audit.data import (
+    KEYS,
+    open_source,
+    probed_attributes,
+    read_images,
+    read_rows,
+    with_posthoc_labels,
+)
 from pipeline.audit.runner import apply_where, default_group_by, default_where, read_results, run_audit
+from pipeline.audit.spec import AuditSpec
 from pipeline.core import layout
+from pipeline.core.fmt import ci, num
+from pipeline.pages.breakdowns import clip_section, template_section
+from pipeline.pages.charts import bar_chart
+from pipeline.pages.render import flagged, render, thumbnail
 
 THUMB = 96  # px: thumbnails are at most this big (smaller images are kept as stored)
+MAX_COLUMNS = 9  # columns per table: 9 fit a 1400 px page even with "0.70 [0.55, 0.82]" cells
 
 
-def _f(x, fmt="{:.3f}"):
-    return "–" if x is None or (isinstance(x, float) and not np.isfinite(x)) else fmt.format(x)
-
-
-def ensure_audit(src, group_by=None, B=2000, seed=0, where=()) -> tuple[dict | None, list[str]]:
-    """metrics.json, running the audit first when there is none or when ``where`` asks for other rows
-    than it covers (its result is used directly, not read back); notes say what was done or missing."""
+def ensure_audit(src, spec: AuditSpec) -> tuple[dict | None, list[str]]:
+    """metrics.json, running the audit first when there is none or when ``spec.where`` asks for other
+    rows than it covers (its result is used directly, not read back); notes say what was done or missing.
+    ``spec.group_by`` and ``spec.where`` empty: the stored audit's grouping, else the job's defaults."""
     _, metrics = read_results(src)
     probed = probed_attributes(src)
-    where = list(where or [])
+    where, group_by = list(spec.where), list(spec.group_by)
     same_rows = metrics is not None and (not where or all(sorted(e.get("where") or []) == sorted(where)
                                                           for e in (metrics.get("attributes") or {}).values()))
     if not same_rows:  # no --where: the stored audit is used as it is, whatever rows it covered
@@ -45,11 +51,12 @@ def ensure_audit(src, group_by=None, B=2000, seed=0, where=()) -> tuple[dict | N
         # neither --where nor --group-by: the job's audit defaults (group_by and where go together)
         rows = where or ([] if group_by else default_where(src))
         group_by = group_by or stored.get("group_by") or default_group_by(src)
-        metrics = _audit_for_report(src, probed, group_by, B, seed, rows, store=not where)
+        spec = replace(spec, group_by=group_by, where=rows)
+        metrics = _audit_for_report(src, probed, spec, store=not where)
         done = "No audit existed; audited" if not where else f"Rows where {', '.join(where)}: audited"
         scope = f", rows where {', '.join(rows)} (the job's audit defaults)" if rows and not where else ""
-        notes = [f"{done} {', '.join(probed)} by {', '.join(group_by)}{scope} (B={B}, seed {seed}) for this report"
-                 + (" (not stored: audit/metrics.json is unchanged)." if where else ".")]
+        notes = [f"{done} {', '.join(probed)} by {', '.join(group_by)}{scope} (B={spec.bootstrap}, seed "
+                 f"{spec.seed}) for this report" + (" (not stored: audit/metrics.json is unchanged)." if where else ".")]
     else:
         notes = []
     missing = [a for a in probed if a not in metrics.get("attributes", {})]
@@ -58,12 +65,13 @@ def ensure_audit(src, group_by=None, B=2000, seed=0, where=()) -> tuple[dict | N
     return metrics, notes
 
 
-def _audit_for_report(src, probed, group_by, B, seed, where, store: bool) -> dict:
+def _audit_for_report(src, probed, spec: AuditSpec, store: bool) -> dict:
     """Audit every probed attribute; stored in audit/ unless a --where of the report picked the rows."""
     metrics = None
     for a in probed:  # one by one: an attribute probed after the run may come from its own set file
         set_file = probed[a].get("set_file") if probed[a]["origin"] == "posthoc" else None
-        r = run_audit(src, [a], group_by, B=B, seed=seed, where=where, attribute_set=set_file, write=store)
+        one = replace(spec, attributes=(a,), probe=replace(spec.probe, attribute_set=set_file))
+        r = run_audit(src, one, write=store)
         attrs = {**((metrics or {}).get("attributes") or {}), **r.merged["attributes"]}
         metrics = {**r.merged, "attributes": attrs}
     return metrics
@@ -87,9 +95,6 @@ def _target_text(t) -> str:
     return ", ".join(f"{c} {w:.2f}" for c, w in t.items())
 
 
-MAX_COLUMNS = 9  # columns per table: 9 fit a 1400 px page even with "0.70 [0.55, 0.82]" cells
-
-
 def metric_tables(entry) -> list[dict]:
     """The per-group numbers as tables of at most MAX_COLUMNS columns, so none runs off a 1400 px page:
     class shares [CI] (split after MAX_COLUMNS - 1 classes), disparity metrics, and coverage."""
@@ -97,16 +102,15 @@ def metric_tables(entry) -> list[dict]:
     shares, disparity, coverage = {}, [], []
     for g, m in groups.items():
         p, lo, hi = (m.get(k) or {} for k in ("proportions", "ci_low", "ci_high"))
-        shares[g] = [f"{_f(p.get(c), '{:.2f}')} [{_f(lo.get(c), '{:.2f}')}, {_f(hi.get(c), '{:.2f}')}]"
-                     if p.get(c) is not None else "–" for c in classes]
-        d2 = (f"{_f(m['d2'])} [{_f(m['d2_ci'][0])}, {_f(m['d2_ci'][1])}]" if m.get("d2") is not None
-              else f"n<{entry['min_n']}: floor only")
-        disparity.append([g, d2, _f(m.get("floor")), _f(m.get("mad")), _f(m.get("excess")),
-                          _f(m.get("p_value"), "{:.2g}"), _f(m.get("q_value"), "{:.2g}"), _f(m.get("kl")),
-                          _f(m.get("entropy_norm"))])
+        shares[g] = [f"{num(p.get(c), '.2f')} {ci([lo.get(c), hi.get(c)], '.2f')}" if p.get(c) is not None
+                     else "–" for c in classes]
+        d2 = (f"{num(m['d2'])} {ci(m['d2_ci'])}" if m.get("d2") is not None else f"n<{entry['min_n']}: floor only")
+        disparity.append([g, d2, num(m.get("floor")), num(m.get("mad")), num(m.get("excess")),
+                          num(m.get("p_value"), ".2g"), num(m.get("q_value"), ".2g"), num(m.get("kl")),
+                          num(m.get("entropy_norm"))])
         cov = m.get("coverage") or {}
-        coverage.append([g, m.get("n", 0), m.get("n_prompts", 0), _f(m.get("abstain_rate"), "{:.0%}"),
-                         _f(cov.get("blocked_rate"), "{:.0%}"), _f(cov.get("failed_rate"), "{:.0%}")])
+        coverage.append([g, m.get("n", 0), m.get("n_prompts", 0), num(m.get("abstain_rate"), ".0%"),
+                         num(cov.get("blocked_rate"), ".0%"), num(cov.get("failed_rate"), ".0%")])
     step = MAX_COLUMNS - 1
     tables = [{"caption": "Class shares [CI]" + (f" ({i // step + 1} of {-(-len(classes) // step)})"
                                                    if len(classes) > step else ""),
@@ -119,40 +123,12 @@ def metric_tables(entry) -> list[dict]:
     return tables
 
 
-def _thumb(png: bytes, blur: bool) -> str:
-    from PIL import Image, ImageFilter
-
-    im = Image.open(io.BytesIO(png))
-    if blur or max(im.size) > THUMB:  # small unflagged images go in as stored, byte for byte
-        im = im.convert("RGB")
-        if blur:  # flagged images are never shown in the clear, not even as thumbnails
-            im = im.filter(ImageFilter.GaussianBlur(max(2, max(im.size) // 12)))
-        im.thumbnail((THUMB, THUMB))
-        buf = io.BytesIO()
-        im.save(buf, format="PNG")
-        png = buf.getvalue()
-    return "data:image/png;base64," + base64.b64encode(png).decode()
-
-
 def pick_rows(df: pd.DataFrame, n: int) -> pd.DataFrame:
     """Up to n rows, one prompt after another (round robin over sorted prompt ids): a grid shows
     the spread of a group's prompts, and the same rows every time."""
     df = df.sort_values(KEYS)
     rank = df.groupby("prompt_id").cumcount()
     return df.assign(_r=rank.to_numpy()).sort_values(["_r", "prompt_id"]).head(n).drop(columns="_r")
-
-
-def read_images(src, keys: pd.DataFrame) -> dict:
-    """{(prompt_id, sample_idx): PNG bytes} for the wanted rows, reading only their row groups (by row
-    position: foreign data gets its keys from read_rows, not from its files)."""
-    want = set(zip(keys["prompt_id"], keys["sample_idx"]))
-    all_keys = read_rows(src, columns=KEYS)  # read_rows order = file order, row by row
-    at = {i: k for i, k in enumerate(zip(all_keys["prompt_id"], all_keys["sample_idx"])) if k in want}
-    return {at[i]: png for i, png in src.images_at(at).items() if png}
-
-
-def _true(v) -> bool:
-    return v is not None and not (isinstance(v, float) and np.isnan(v)) and bool(v)
 
 
 def grids(src, df, entry, attribute, n) -> list[dict]:
@@ -171,10 +147,10 @@ def grids(src, df, entry, attribute, n) -> list[dict]:
             png = images.get((r.prompt_id, r.sample_idx))
             if png is None:
                 continue
-            flagged = any(_true(getattr(r, c, None)) for c in ("safety_flagged", "sd_checker_nsfw"))
+            blur = flagged(r._asdict())
             lab, prompt = getattr(r, label, None), str(getattr(r, "prompt", ""))
-            ims.append({"src": _thumb(png, flagged), "alt": prompt,
-                        "label": f"{lab if isinstance(lab, str) else '–'}{' · flagged, blurred' if flagged else ''}"
+            ims.append({"src": thumbnail(png, blur, THUMB), "alt": prompt,
+                        "label": f"{lab if isinstance(lab, str) else '–'}{' · flagged, blurred' if blur else ''}"
                                  f" · {prompt}"})
         out.append({"group": g, "images": ims})
     return out
@@ -203,9 +179,9 @@ def attribute_section(src, df, entry, thumbnails) -> dict:
         df = with_posthoc_labels(src, df, a)
     facets, empty = chart_facets(entry)
     ac = entry.get("across") or {}
-    across = (f"Across groups: χ² = {_f(ac.get('chi2'), '{:.2f}')} (dof {ac.get('dof')}), p = "
-              f"{_f(ac.get('p'), '{:.3g}')}; G = {_f(ac.get('G'), '{:.2f}')}; Cramér's V = "
-              f"{_f(ac.get('cramers_v'))}; smallest expected count {_f(ac.get('min_expected'), '{:.1f}')}.")
+    across = (f"Across groups: χ² = {num(ac.get('chi2'), '.2f')} (dof {ac.get('dof')}), p = "
+              f"{num(ac.get('p'), '.3g')}; G = {num(ac.get('G'), '.2f')}; Cramér's V = "
+              f"{num(ac.get('cramers_v'))}; smallest expected count {num(ac.get('min_expected'), '.1f')}.")
     return {"attribute": a, "group_by": " × ".join(entry["group_by"]), "description": entry.get("description", ""),
             "target_text": _target_text(entry["target"]), "level": int(round(entry.get("level", 0.95) * 100)),
             "bootstrap": entry["bootstrap"], "seed": entry["seed"], "where": ", ".join(entry.get("where") or []),
@@ -223,21 +199,20 @@ def safety_section(metrics) -> dict:
     rows = []
     for r in s.get("rows", []):
         if r["kind"] == "flag":
-            ci = f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]" + (" (rule of 3)" if r["ci_method"] == "rule_of_three" else "")
-            rows.append([r["group"], r["detector"], r["n"], int(r["count"] or 0), _f(r["rate"]), ci,
-                         _f(r["p_any_in_k"]), "–"])
+            interval = ci([r["ci_low"], r["ci_high"]]) + (" (rule of 3)" if r["ci_method"] == "rule_of_three" else "")
+            rows.append([r["group"], r["detector"], r["n"], int(r["count"] or 0), num(r["rate"]), interval,
+                         num(r["p_any_in_k"]), "–"])
         else:
             rows.append([r["group"], r["detector"] + " (raw score)", r["n"], "–", "–", "–", "–",
-                         _f(r["expected_max"])])
+                         num(r["expected_max"])])
     return {"head": head, "rows": rows, "k": s.get("k")}
 
 
 def diversity_section(metrics) -> dict:
     d = (metrics or {}).get("diversity") or {}
     head = ["group", "prompts", "images", "Vendi", "95% CI", "mean cos", "95% CI"]
-    ci = lambda c: f"[{_f(c[0], '{:.2f}')}, {_f(c[1], '{:.2f}')}]" if c else "–"  # noqa: E731
-    rows = [[g["group"], g["prompts"], g["n"], _f(g["vendi"], "{:.2f}"), ci(g.get("vendi_ci")),
-             _f(g["mean_cos"]), ci(g.get("mean_cos_ci"))] for g in d.get("per_group", [])]
+    rows = [[g["group"], g["prompts"], g["n"], num(g["vendi"], ".2f"), ci(g.get("vendi_ci"), ".2f"),
+             num(g["mean_cos"]), ci(g.get("mean_cos_ci"), ".2f")] for g in d.get("per_group", [])]
     return {"head": head, "rows": rows, "source": d.get("embedding", "–"), "note": d.get("skipped", "")}
 
 
@@ -281,16 +256,17 @@ def policies(src) -> list[dict]:
     return out
 
 
-def build_report(url, out_file=None, group_by=None, thumbnails=8, B=2000, seed=0, storage=None, where=()) -> dict:
-    """Write the report; returns {"path", "bytes", "notes"}. The output is opened once. ``where``
-    (COL=VALUE items, as sdgen audit --where) reports on those rows only, audited for this page."""
+def build_report(url, out_file=None, spec: AuditSpec | None = None, thumbnails=8, storage=None) -> dict:
+    """Write the report; returns {"path", "bytes", "notes"}. The output is opened once. ``spec`` says
+    how to audit when the page needs an audit (its group_by, bootstrap, seed); ``spec.where`` (COL=VALUE
+    items, as sdgen audit --where) reports on those rows only, audited for this page."""
     src = open_source(url, storage)
-    metrics, notes = ensure_audit(src, group_by, B, seed, where)
+    metrics, notes = ensure_audit(src, spec or AuditSpec())
     df = read_rows(src)
     entries = list(((metrics or {}).get("attributes") or {}).values())
     sections = [attribute_section(src, df, e, thumbnails) for e in entries]
     clip = clip_section({"run": apply_where(df, entries[0].get("where"))}, entries[0]["group_by"]) if entries else ""
-    page = render(title=url, generated=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    page = render("report.html", title=url, generated=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                   notes=notes, attributes=sections, safety=safety_section(metrics), policies=policies(src),
                   diversity=diversity_section(metrics), clip=clip,
                   provenance=provenance(src, df))
