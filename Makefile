@@ -29,8 +29,10 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -x -m "not slow" $(PYTEST_ARGS)
 
+# ruff check (line length 110 enforced) and ruff format --check: the whole tree is formatted
 lint: setup
-	$(BIN)/ruff check pipeline tests jobs benchmarks
+	$(BIN)/ruff check pipeline tests jobs benchmarks notebooks/execute.py
+	$(BIN)/ruff format --check pipeline tests jobs benchmarks notebooks/execute.py
 
 bench: setup
 	$(BIN)/python -m benchmarks.bench_cpu

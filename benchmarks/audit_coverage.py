@@ -23,6 +23,7 @@ debiasing) against the population D².
     python benchmarks/audit_coverage.py --reps 200 --methods cluster,wilson_deff --procs 2
     python benchmarks/audit_coverage.py --methods cluster,d2 --hetero spike0.1,spike0.25   # non-Beta check
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,12 @@ from pipeline.audit import stats as S
 PROMPTS = (2, 3, 5, 10, 30)
 SEEDS = (4, 8, 32)
 # name -> (true shares, classes whose coverage is counted); "4cls" counts its 0.7 and one 0.1 share
-SHARES = {"0.05": ([0.05, 0.95], [0]), "0.2": ([0.2, 0.8], [0]), "0.5": ([0.5, 0.5], [0]),
-          "4cls": ([0.7, 0.1, 0.1, 0.1], [0, 1])}
+SHARES = {
+    "0.05": ([0.05, 0.95], [0]),
+    "0.2": ([0.2, 0.8], [0]),
+    "0.5": ([0.5, 0.5], [0]),
+    "4cls": ([0.7, 0.1, 0.1, 0.1], [0, 1]),
+}
 HETERO = {"none": 0.0, "sd0.1": 0.1, "sd0.25": 0.25, "spike0.1": 0.1, "spike0.25": 0.25}
 BETA_HETERO = ("none", "sd0.1", "sd0.25")  # the default grid; spike* are the non-Beta robustness check
 MIN_CONC = 0.5  # Dirichlet concentration floor: an SD the Beta cannot reach (0.25 at mean 0.05) is capped
@@ -49,7 +54,7 @@ MIN_CONC = 0.5  # Dirichlet concentration floor: an SD the Beta cannot reach (0.
 
 def concentration(p, sd):
     """Dirichlet concentration a0 giving the first class's share SD ``sd``: Var = p(1−p)/(a0+1)."""
-    return max(MIN_CONC, p[0] * (1 - p[0]) / sd ** 2 - 1)
+    return max(MIN_CONC, p[0] * (1 - p[0]) / sd**2 - 1)
 
 
 def spike_shares(rng, P, p, sd):
@@ -58,7 +63,7 @@ def spike_shares(rng, P, p, sd):
     and SD sd, so its population share is exactly p_c; the other classes share the remaining mass in
     their proportions (their means stay p_j). Like "some professions never get this class"."""
     c = 0 if p.size == 2 else 1
-    s = min(1.0, (sd ** 2 + p[c] ** 2) / p[c])
+    s = min(1.0, (sd**2 + p[c] ** 2) / p[c])
     on = rng.random(P) < p[c] / s
     rest = np.delete(p, c) / (1 - p[c])
     shares = np.empty((P, p.size))
@@ -136,9 +141,17 @@ def run_cell(args):
                 width[k] += hi - lo
                 zero[k] += int(hi - lo <= 1e-12)
                 continue
-            lo, hi = (bootstrap_ci(table, rng, B) if k == "bootstrap" else
-                      wilson_deff_ci(table) if k == "wilson_deff" else kg_ci(table) if k == "kg" else
-                      betabin_ci(table) if k == "betabin" else cluster_ci(table))
+            lo, hi = (
+                bootstrap_ci(table, rng, B)
+                if k == "bootstrap"
+                else wilson_deff_ci(table)
+                if k == "wilson_deff"
+                else kg_ci(table)
+                if k == "kg"
+                else betabin_ci(table)
+                if k == "betabin"
+                else cluster_ci(table)
+            )
             lo, hi = np.asarray(lo)[counted], np.asarray(hi)[counted]
             hits[k] += (lo <= p[counted] + 1e-12) & (p[counted] - 1e-12 <= hi)
             width[k] += hi - lo
@@ -149,13 +162,21 @@ def run_cell(args):
     rows = []
     for i, c in enumerate(counted):
         label = share if share != "4cls" else f"4cls:{p[c]:g}"
-        rows.append({"prompts": P, "seeds": m, "share": label, "true": float(p[c]), "hetero": het,
-                     "expected_events": P * m * float(p[c]),
-                     **{f"cov_{k}": hits[k][i] / reps for k in methods},
-                     **{f"width_{k}": width[k][i] / reps for k in methods},
-                     **{f"zero_{k}": zero[k] / reps for k in methods},
-                     "d2_bias_binomial": float(np.mean(d2_bin)) - truth,
-                     "d2_bias_population": float(np.mean(d2_pop)) - truth})
+        rows.append(
+            {
+                "prompts": P,
+                "seeds": m,
+                "share": label,
+                "true": float(p[c]),
+                "hetero": het,
+                "expected_events": P * m * float(p[c]),
+                **{f"cov_{k}": hits[k][i] / reps for k in methods},
+                **{f"width_{k}": width[k][i] / reps for k in methods},
+                **{f"zero_{k}": zero[k] / reps for k in methods},
+                "d2_bias_binomial": float(np.mean(d2_bin)) - truth,
+                "d2_bias_population": float(np.mean(d2_pop)) - truth,
+            }
+        )
     return rows
 
 
@@ -183,42 +204,63 @@ def summarise(rows, methods):
     for k in methods:
         if k in ("d2", "d2_boot"):  # one row per cell (the counted classes share it)
             cov = np.array([r[f"cov_{k}"] for r in rows if not r["share"].endswith(":0.1")])
-            out[k] = {"cells": len(cov), "below_90": int((cov < 0.90).sum()), "below_93": int((cov < 0.93).sum()),
-                      "in_93_97": int(((cov >= 0.93) & (cov <= 0.97)).sum()), "min": float(cov.min()),
-                      "mean_width": float(np.mean([r[f"width_{k}"] for r in rows]))}
+            out[k] = {
+                "cells": len(cov),
+                "below_90": int((cov < 0.90).sum()),
+                "below_93": int((cov < 0.93).sum()),
+                "in_93_97": int(((cov >= 0.93) & (cov <= 0.97)).sum()),
+                "min": float(cov.min()),
+                "mean_width": float(np.mean([r[f"width_{k}"] for r in rows])),
+            }
             continue
         cov = np.array([r[f"cov_{k}"] for r in rows])
         need = np.array([required(r) for r in rows])
-        out[k] = {"cells": len(rows), "below_90": int((cov < 0.90).sum()),
-                  "in_93_97": int(((cov >= 0.93) & (cov <= 0.97)).sum()),
-                  "below_required": int((cov < need).sum()), "min": float(cov.min()),
-                  "mean_width": float(np.mean([r[f"width_{k}"] for r in rows])),
-                  "zero_width_rate": float(np.mean([r[f"zero_{k}"] for r in rows]))}
+        out[k] = {
+            "cells": len(rows),
+            "below_90": int((cov < 0.90).sum()),
+            "in_93_97": int(((cov >= 0.93) & (cov <= 0.97)).sum()),
+            "below_required": int((cov < need).sum()),
+            "min": float(cov.min()),
+            "mean_width": float(np.mean([r[f"width_{k}"] for r in rows])),
+            "zero_width_rate": float(np.mean([r[f"zero_{k}"] for r in rows])),
+        }
     return out
 
 
 def table_text(rows, methods):
-    head = ["P", "m", "share", "hetero", "E[events]"] + [f"cov {k}" for k in methods] + \
-           [f"width {k}" for k in methods] + ["D2 bias bin", "D2 bias pop"]
+    head = (
+        ["P", "m", "share", "hetero", "E[events]"]
+        + [f"cov {k}" for k in methods]
+        + [f"width {k}" for k in methods]
+        + ["D2 bias bin", "D2 bias pop"]
+    )
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in rows:
         mark = {k: "" if r[f"cov_{k}"] >= required(r) else " !" for k in methods}
-        lines.append(" | ".join([str(r["prompts"]), str(r["seeds"]), r["share"], r["hetero"],
-                                 f"{r['expected_events']:.1f}"]
-                                + [f"{r[f'cov_{k}']:.3f}{mark[k]}" for k in methods]
-                                + [f"{r[f'width_{k}']:.3f}" for k in methods]
-                                + [f"{r['d2_bias_binomial']:+.4f}", f"{r['d2_bias_population']:+.4f}"]))
+        lines.append(
+            " | ".join(
+                [str(r["prompts"]), str(r["seeds"]), r["share"], r["hetero"], f"{r['expected_events']:.1f}"]
+                + [f"{r[f'cov_{k}']:.3f}{mark[k]}" for k in methods]
+                + [f"{r[f'width_{k}']:.3f}" for k in methods]
+                + [f"{r['d2_bias_binomial']:+.4f}", f"{r['d2_bias_population']:+.4f}"]
+            )
+        )
     return "\n".join(lines)
 
 
 def by_prompts(rows, methods):
     """Markdown: per prompts-per-group, for each method, min coverage, cells under the bar, mean width."""
-    lines = ["| prompts | " + " | ".join(f"{k}: min cov / under bar / width" for k in methods) + " |",
-             "|---|" + "---|" * len(methods)]
+    lines = [
+        "| prompts | " + " | ".join(f"{k}: min cov / under bar / width" for k in methods) + " |",
+        "|---|" + "---|" * len(methods),
+    ]
     for P in sorted({r["prompts"] for r in rows}):
         sub = [r for r in rows if r["prompts"] == P]
-        cells = [f"{min(r[f'cov_{k}'] for r in sub):.3f} / {sum(r[f'cov_{k}'] < required(r) for r in sub)}"
-                 f" of {len(sub)} / {np.mean([r[f'width_{k}'] for r in sub]):.3f}" for k in methods]
+        cells = [
+            f"{min(r[f'cov_{k}'] for r in sub):.3f} / {sum(r[f'cov_{k}'] < required(r) for r in sub)}"
+            f" of {len(sub)} / {np.mean([r[f'width_{k}'] for r in sub]):.3f}"
+            for k in methods
+        ]
         lines.append(f"| {P} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -229,8 +271,11 @@ def main(argv=None):
     ap.add_argument("--methods", default="bootstrap,wilson_deff,cluster")
     ap.add_argument("--bootstrap", type=int, default=1000, help="B of the bootstrap method")
     ap.add_argument("--procs", type=int, default=2)
-    ap.add_argument("--hetero", default=",".join(BETA_HETERO),
-                    help="comma list of: " + ", ".join(HETERO) + " (spike*: zero-inflated prompts, not a Beta)")
+    ap.add_argument(
+        "--hetero",
+        default=",".join(BETA_HETERO),
+        help="comma list of: " + ", ".join(HETERO) + " (spike*: zero-inflated prompts, not a Beta)",
+    )
     ap.add_argument("--json", help="write the rows and the summary here")
     a = ap.parse_args(argv)
     methods = a.methods.split(",")
@@ -243,7 +288,9 @@ def main(argv=None):
     print(f"{len(rows)} cells x {a.reps} datasets in {time.perf_counter() - t0:.0f} s")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"reps": a.reps, "bootstrap": a.bootstrap, "rows": rows, "summary": summary}, f, indent=1)
+            json.dump(
+                {"reps": a.reps, "bootstrap": a.bootstrap, "rows": rows, "summary": summary}, f, indent=1
+            )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ encoding, Parquet writing and commits are included.
 
     python -m benchmarks.bench_cpu [--quick]
 """
+
 from __future__ import annotations
 
 import os
@@ -29,19 +30,35 @@ def run_job(tmp: str, executor: str) -> dict:
 
     src = write_prompt_file(os.path.join(tmp, "p.parquet"), N_SHARDS * ROWS_PER_SHARD)
     out = os.path.join(tmp, f"out-{executor}")
-    summary = pipeline.run({
-        "input": src, "output": out, "model": "tiny",
-        "generation": {"width": RES, "height": RES, "steps": STEPS, "batch_size": BATCH, "images_per_prompt": 1},
-        "shards": {"rows_per_shard": ROWS_PER_SHARD},
-        "ray": {"executor": executor, "num_workers": 1, "num_cpus_per_worker": 1}}, progress=False)
+    summary = pipeline.run(
+        {
+            "input": src,
+            "output": out,
+            "model": "tiny",
+            "generation": {
+                "width": RES,
+                "height": RES,
+                "steps": STEPS,
+                "batch_size": BATCH,
+                "images_per_prompt": 1,
+            },
+            "shards": {"rows_per_shard": ROWS_PER_SHARD},
+            "ray": {"executor": executor, "num_workers": 1, "num_cpus_per_worker": 1},
+        },
+        progress=False,
+    )
     from pipeline.core.storage import Output
 
     markers = sorted(Output(out).committed_markers().values(), key=lambda m: m["finished_at"])
     span = markers[-1]["finished_at"] - markers[0]["finished_at"]
     rows = sum(m["rows"] for m in markers[1:])
     key = "job" if executor == "ray" else f"job_{executor}"
-    return {f"{key}_steady_img_per_s": round(rows / span, 3), f"{key}_wall_s": summary["wall_s"],
-            f"{key}_model_load_s": summary["model_load_s"], f"{key}_stage_seconds": summary["stage_seconds"]}
+    return {
+        f"{key}_steady_img_per_s": round(rows / span, 3),
+        f"{key}_wall_s": summary["wall_s"],
+        f"{key}_model_load_s": summary["model_load_s"],
+        f"{key}_stage_seconds": summary["stage_seconds"],
+    }
 
 
 def bare_loop() -> float:
@@ -59,8 +76,14 @@ def bare_loop() -> float:
         t = time.perf_counter()
         for b in range(n // BATCH):
             gens = [torch.Generator("cpu").manual_seed(b * BATCH + i) for i in range(BATCH)]
-            pipe(ps[(b % 4) * BATCH:(b % 4 + 1) * BATCH], height=RES, width=RES, num_inference_steps=STEPS,
-                 generator=gens, output_type="pt")
+            pipe(
+                ps[(b % 4) * BATCH : (b % 4 + 1) * BATCH],
+                height=RES,
+                width=RES,
+                num_inference_steps=STEPS,
+                generator=gens,
+                output_type="pt",
+            )
         return n / (time.perf_counter() - t)
 
 
@@ -69,8 +92,12 @@ def bare_loop_in_ray_actor() -> float:
     itself (Ray's daemons, the worker's own threads), apart from anything sdgen adds."""
     import ray
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}})
+    ray.init(
+        num_cpus=os.cpu_count(),
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": os.getcwd()}},
+    )
     try:
         actor = ray.remote(num_cpus=1)(_BareActor).remote()
         return ray.get(actor.run.remote())
@@ -85,8 +112,14 @@ class _BareActor:
 
 def main():
     tmp = tempfile.mkdtemp(prefix="sdgen-bench-cpu-")
-    res = {"model": "tiny", "resolution": RES, "steps": STEPS, "batch": BATCH,
-           "images_timed": (N_SHARDS - 1) * ROWS_PER_SHARD, "cpu_count": os.cpu_count()}
+    res = {
+        "model": "tiny",
+        "resolution": RES,
+        "steps": STEPS,
+        "batch": BATCH,
+        "images_timed": (N_SHARDS - 1) * ROWS_PER_SHARD,
+        "cpu_count": os.cpu_count(),
+    }
     res["bare_diffusers_img_per_s"] = round(bare_loop(), 3)
     res.update(run_job(tmp, "ray"))
     res.update(run_job(tmp, "inline"))  # the same worker without Ray: shows what Ray's processes cost

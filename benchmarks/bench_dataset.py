@@ -4,6 +4,7 @@ process so peaks do not mix). Numbers printed and saved, not asserted.
 
     python benchmarks/bench_dataset.py [--n 1000000] [--dim 64] [--only phash|hashes|embeddings]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,9 @@ def bench_phash(reps: int = 200) -> dict:
 def synthetic_hashes(n: int, dup_frac: float = 0.05, seed: int = 0) -> np.ndarray:
     """n random 64-bit hashes; a dup_frac share are copies of others with 0-3 bits flipped."""
     rng = np.random.default_rng(seed)
-    h = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64) | (rng.integers(0, 2, n).astype(np.uint64) << 63)
+    h = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64) | (
+        rng.integers(0, 2, n).astype(np.uint64) << 63
+    )
     k = int(n * dup_frac)
     src, dst = rng.choice(n, k, replace=False), rng.choice(n, k, replace=False)
     flips = np.zeros(k, np.uint64)
@@ -58,8 +61,15 @@ def bench_hashes(n: int, threshold: int = 4) -> dict:
     labels = clusters(n, i, j)
     total = time.perf_counter() - t
     dups = n - len(np.unique(labels))
-    return {"hashes": n, "threshold": threshold, "pairs": int(len(i)), "duplicates": int(dups),
-            "pairs_s": round(t_pairs, 2), "total_s": round(total, 2), "peak_rss_mb": round(peak_rss_mb(), 1)}
+    return {
+        "hashes": n,
+        "threshold": threshold,
+        "pairs": int(len(i)),
+        "duplicates": int(dups),
+        "pairs_s": round(t_pairs, 2),
+        "total_s": round(total, 2),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
 
 
 def bench_embeddings(n: int, dim: int, threshold: float = 0.95) -> dict:
@@ -68,16 +78,22 @@ def bench_embeddings(n: int, dim: int, threshold: float = 0.95) -> dict:
 
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(n // 100, dim)).astype(np.float32)  # clustered, like images of prompts
-    x = (centres[rng.integers(0, len(centres), n)] + rng.normal(size=(n, dim)).astype(np.float32) * 0.6)
+    x = centres[rng.integers(0, len(centres), n)] + rng.normal(size=(n, dim)).astype(np.float32) * 0.6
     k = n // 50  # 2% near-copies
     x[rng.choice(n, k, replace=False)] = x[rng.choice(n, k, replace=False)] + 0.01 * rng.normal(size=(k, dim))
     x = x.astype(np.float16)  # as stored
     t = time.perf_counter()
     i, j, _ = embedding_pairs(x.astype(np.float32), threshold)
     labels = clusters(n, i, j)
-    return {"embeddings": n, "dim": dim, "threshold": threshold, "pairs": int(len(i)),
-            "duplicates": int(n - len(np.unique(labels))), "total_s": round(time.perf_counter() - t, 2),
-            "peak_rss_mb": round(peak_rss_mb(), 1)}
+    return {
+        "embeddings": n,
+        "dim": dim,
+        "threshold": threshold,
+        "pairs": int(len(i)),
+        "duplicates": int(n - len(np.unique(labels))),
+        "total_s": round(time.perf_counter() - t, 2),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
 
 
 def _synthetic_output(root: str, n: int, size: int = 64, parts: int = 4) -> str:
@@ -98,9 +114,18 @@ def _synthetic_output(root: str, n: int, size: int = 64, parts: int = 4) -> str:
         for i in idx:
             buf = io.BytesIO()
             Image.fromarray(rng.integers(0, 255, (size, size, 3), np.uint8)).save(buf, format="PNG")
-            rows.append({"prompt_id": f"p{i // 8}", "sample_idx": int(i % 8), "prompt": f"prompt {i // 8}",
-                         "seed": int(i), "status": "ok", "group": "ab"[i % 2], "phash": f"{int(i):016x}",
-                         "image": {"bytes": buf.getvalue(), "path": f"p{i // 8}_{i % 8}.png"}})
+            rows.append(
+                {
+                    "prompt_id": f"p{i // 8}",
+                    "sample_idx": int(i % 8),
+                    "prompt": f"prompt {i // 8}",
+                    "seed": int(i),
+                    "status": "ok",
+                    "group": "ab"[i % 2],
+                    "phash": f"{int(i):016x}",
+                    "image": {"bytes": buf.getvalue(), "path": f"p{i // 8}_{i % 8}.png"},
+                }
+            )
         spool = out.spool_path(f"s{k}")
         pq.write_table(pa.Table.from_pylist(rows, schema=sch), spool, row_group_size=32)
         out.commit_part(f"s{k}", spool, {"rows": len(rows)})
@@ -140,14 +165,21 @@ def main() -> None:
     p.add_argument("--only", choices=["phash", "hashes", "embeddings", "export"])
     a = p.parse_args()
     if a.only:
-        r = {"phash": bench_phash, "hashes": lambda: bench_hashes(a.n),
-             "embeddings": lambda: bench_embeddings(a.n, a.dim), "export": bench_export}[a.only]()
+        r = {
+            "phash": bench_phash,
+            "hashes": lambda: bench_hashes(a.n),
+            "embeddings": lambda: bench_embeddings(a.n, a.dim),
+            "export": bench_export,
+        }[a.only]()
         print(json.dumps(r))
         return
     results = {}
     for stage in ("phash", "hashes", "embeddings", "export"):
         cmd = [sys.executable, __file__, "--only", stage, "--n", str(a.n), "--dim", str(a.dim)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1" if stage == "phash" else os.environ.get("OMP_NUM_THREADS", "2")}
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1" if stage == "phash" else os.environ.get("OMP_NUM_THREADS", "2"),
+        }
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
         results[stage] = json.loads(out.strip().splitlines()[-1])
     from benchmarks.common import report

@@ -9,6 +9,7 @@ driver RSS growth over the run, and the idle gap an actor sees between two shard
     PYTHONPATH=$PWD python benchmarks/bench_driver.py --actors 32 --shards 20000
 Writes benchmarks/results/bench_driver.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,14 @@ class NoopWorker:
         start = time.perf_counter()
         gap = None if self.last_end is None else start - self.last_end  # idle since its previous shard
         self.last_end = time.perf_counter()
-        return {"rows": 1, "status_counts": {"ok": 1}, "timings": {"total": 1e-6}, "attempt": attempt,
-                "worker": self.worker_id, "idle_gap_s": gap}
+        return {
+            "rows": 1,
+            "status_counts": {"ok": 1},
+            "timings": {"total": 1e-6},
+            "attempt": attempt,
+            "worker": self.worker_id,
+            "idle_gap_s": gap,
+        }
 
 
 def _rss_mb() -> float:
@@ -60,13 +67,31 @@ def main() -> None:
     from pipeline.generate.summary import Tally
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"SDGEN_WORKER_CLASS": "benchmarks.bench_driver:NoopWorker",
-                                       "PYTHONPATH": root, "HF_HUB_OFFLINE": "1"}})
-    cfg = from_dict({"input": "unused.parquet", "output": "/tmp/unused-bench-driver", "model": "tiny",
-                     "generation": {"width": 64, "height": 64},
-                     "ray": {"num_workers": args.actors, "min_workers": args.actors,
-                             "num_cpus_per_worker": round(args.cpus * 0.5 / args.actors, 4)}})
+    ray.init(
+        num_cpus=args.cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={
+            "env_vars": {
+                "SDGEN_WORKER_CLASS": "benchmarks.bench_driver:NoopWorker",
+                "PYTHONPATH": root,
+                "HF_HUB_OFFLINE": "1",
+            }
+        },
+    )
+    cfg = from_dict(
+        {
+            "input": "unused.parquet",
+            "output": "/tmp/unused-bench-driver",
+            "model": "tiny",
+            "generation": {"width": 64, "height": 64},
+            "ray": {
+                "num_workers": args.actors,
+                "min_workers": args.actors,
+                "num_cpus_per_worker": round(args.cpus * 0.5 / args.actors, 4),
+            },
+        }
+    )
     job = resolve_job(cfg)
     shards = [Shard(f"s{i:08d}", "unused.parquet", i, i + 1) for i in range(args.shards)]
     rss0 = _rss_mb()
@@ -101,15 +126,25 @@ def main() -> None:
     wall = end - sink.first
     gaps.sort()
     ray.shutdown()
-    report("bench_driver", {
-        "actors": args.actors, "shards": args.shards, "ray_cpus": args.cpus,
-        "committed": tally.count, "failed": len(tally.failed), "driver_rss_mb_every_10pct": rss,
-        "actor_start_s": round(sink.first - t0, 2), "dispatch_wall_s": round(wall, 2),
-        "shards_per_s": round(args.shards / wall, 1), "driver_ms_per_shard": round(1000 * wall / args.shards, 3),
-        "driver_rss_mb_before": round(rss0, 1), "driver_rss_mb_after": round(_rss_mb(), 1),
-        "median_actor_idle_gap_ms": round(1000 * gaps[len(gaps) // 2], 3) if gaps else None,
-        "p95_actor_idle_gap_ms": round(1000 * gaps[int(len(gaps) * 0.95)], 3) if gaps else None,
-    })
+    report(
+        "bench_driver",
+        {
+            "actors": args.actors,
+            "shards": args.shards,
+            "ray_cpus": args.cpus,
+            "committed": tally.count,
+            "failed": len(tally.failed),
+            "driver_rss_mb_every_10pct": rss,
+            "actor_start_s": round(sink.first - t0, 2),
+            "dispatch_wall_s": round(wall, 2),
+            "shards_per_s": round(args.shards / wall, 1),
+            "driver_ms_per_shard": round(1000 * wall / args.shards, 3),
+            "driver_rss_mb_before": round(rss0, 1),
+            "driver_rss_mb_after": round(_rss_mb(), 1),
+            "median_actor_idle_gap_ms": round(1000 * gaps[len(gaps) // 2], 3) if gaps else None,
+            "p95_actor_idle_gap_ms": round(1000 * gaps[int(len(gaps) * 0.95)], 3) if gaps else None,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ rows to leave out: pil, tutorial, fp8, start). The JSON is rewritten after every
 short by a time limit still leaves what it measured. Ray is not on the device machine (its wheel
 exceeds the transfer limit), so the actor body is timed directly; Ray's costs are measured on CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,16 +74,35 @@ class Bench:
 
         src = write_prompt_file(os.path.join(self.tmp, f"{name}.parquet"), n_rows)
         lv = self.levers if compile_ else []
-        return from_dict({
-            "input": src, "output": os.path.join(self.tmp, f"out-{name}"), "model": self.preset,
-            "generation": {"width": self.res, "height": self.res, "steps": self.steps, "guidance_scale": GUIDANCE,
-                           "batch_size": self.batch, "scheduler": self.sched, "compile": compile_,
-                           "channels_last": "channels_last" in lv},
-            "accel": {"compile_scope": self.scope, "compile_mode": self.mode, "compile_cache_dir": cache,
-                      "encode_unique_prompts": True, "fuse_qkv": "fuse_qkv" in lv,
-                      "channels_last_vae": "channels_last_vae" in lv},
-            "scoring": {"clip_model": "tiny" if self.tiny else "random:ViT-L-14"},
-            "shards": {"rows_per_shard": n_rows}, "write": {"encode_threads": 8}, "ray": {"executor": "inline"}})
+        return from_dict(
+            {
+                "input": src,
+                "output": os.path.join(self.tmp, f"out-{name}"),
+                "model": self.preset,
+                "generation": {
+                    "width": self.res,
+                    "height": self.res,
+                    "steps": self.steps,
+                    "guidance_scale": GUIDANCE,
+                    "batch_size": self.batch,
+                    "scheduler": self.sched,
+                    "compile": compile_,
+                    "channels_last": "channels_last" in lv,
+                },
+                "accel": {
+                    "compile_scope": self.scope,
+                    "compile_mode": self.mode,
+                    "compile_cache_dir": cache,
+                    "encode_unique_prompts": True,
+                    "fuse_qkv": "fuse_qkv" in lv,
+                    "channels_last_vae": "channels_last_vae" in lv,
+                },
+                "scoring": {"clip_model": "tiny" if self.tiny else "random:ViT-L-14"},
+                "shards": {"rows_per_shard": n_rows},
+                "write": {"encode_threads": 8},
+                "ray": {"executor": "inline"},
+            }
+        )
 
     def worker(self, cfg):
         from pipeline.generate.driver import resolve_job
@@ -100,9 +120,15 @@ class Bench:
         t = time.perf_counter()
         for b in range(self.batches):
             gens = [torch.Generator("cpu").manual_seed(b * self.batch + i) for i in range(self.batch)]
-            im = pipe(ps[b * self.batch:(b + 1) * self.batch], height=self.res, width=self.res,
-                      num_inference_steps=steps or self.steps, guidance_scale=GUIDANCE, generator=gens,
-                      output_type=out).images
+            im = pipe(
+                ps[b * self.batch : (b + 1) * self.batch],
+                height=self.res,
+                width=self.res,
+                num_inference_steps=steps or self.steps,
+                guidance_scale=GUIDANCE,
+                generator=gens,
+                output_type=out,
+            ).images
             if out == "pil":
                 for x in im:
                     x.save(io.BytesIO(), format="PNG")
@@ -126,8 +152,14 @@ class Bench:
         sync()
         t = time.perf_counter()
         for i in range(n):
-            im = pipe(prompts(n)[i], height=self.res, width=self.res, num_inference_steps=self.steps,
-                      guidance_scale=GUIDANCE, generator=torch.Generator("cpu").manual_seed(i)).images[0]
+            im = pipe(
+                prompts(n)[i],
+                height=self.res,
+                width=self.res,
+                num_inference_steps=self.steps,
+                guidance_scale=GUIDANCE,
+                generator=torch.Generator("cpu").manual_seed(i),
+            ).images[0]
             im.save(io.BytesIO(), format="PNG")
         sync()
         return n / (time.perf_counter() - t)
@@ -141,7 +173,9 @@ class Bench:
         src = write_prompt_file(os.path.join(self.tmp, f"{name}.parquet"), n or self.n, **columns)
         run_cfg = cfg.model_copy(update={"input": src})
         fs, files = list_input_files(run_cfg.input)
-        shard = plan_shards(fs, files, os.path.dirname(run_cfg.input), n or self.n, run_cfg.fingerprint())[0][0]
+        shard = plan_shards(fs, files, os.path.dirname(run_cfg.input), n or self.n, run_cfg.fingerprint())[0][
+            0
+        ]
         sync()
         t = time.perf_counter()
         marker = worker.process(shard)
@@ -152,9 +186,12 @@ class Bench:
 def deviation(scorer, ref, other, device) -> dict:
     """Max / mean |pixel difference|, PSNR (dB) and mean CLIP-score change of `other` vs `ref`."""
     d = (other.int() - ref.int()).abs().float()
-    mse = float((d ** 2).mean())
-    out = {"max_px": int(d.max()), "mean_px": round(float(d.mean()), 4),
-           "psnr_db": round(10 * math.log10(255 ** 2 / mse), 2) if mse > 0 else float("inf")}
+    mse = float((d**2).mean())
+    out = {
+        "max_px": int(d.max()),
+        "mean_px": round(float(d.mean()), 4),
+        "psnr_db": round(10 * math.log10(255**2 / mse), 2) if mse > 0 else float("inf"),
+    }
     if scorer is not None:
         ps = prompts(len(ref))
         a = scorer.score(ref.to(device), ps)["clip_score"].float()
@@ -169,8 +206,13 @@ def start_probe(bench: Bench, cache: str) -> dict:
     if bench.tiny:
         cmd.append("--tiny")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=root,
-                         env={**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])})
+    out = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])},
+    )
     if out.returncode:
         return {"start_s": "failed", "error": out.stderr.strip()[-600:]}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -186,8 +228,15 @@ def probe_main(model: str, tiny: bool, cache: str) -> None:
     load = time.perf_counter() - t0
     b.ours(w, cfg, "probe-run")
     w.close()
-    print(json.dumps({"load_s": round(load, 2), "first_batch_s": round(time.perf_counter() - t0 - load, 2),
-                      "start_s": round(time.perf_counter() - t0, 2)}))
+    print(
+        json.dumps(
+            {
+                "load_s": round(load, 2),
+                "first_batch_s": round(time.perf_counter() - t0 - load, 2),
+                "start_s": round(time.perf_counter() - t0, 2),
+            }
+        )
+    )
 
 
 def finish(res: dict) -> None:
@@ -207,10 +256,20 @@ def run_model(model: str, tiny: bool, compile_: bool, save=lambda res: None) -> 
     t0 = time.perf_counter()
     cfg = b.config("main", b.n)
     w = b.worker(cfg)
-    res = {"model": model, "preset": b.preset, "device": torch.cuda.get_device_name() if torch.cuda.is_available()
-           else "cpu", "torch": torch.__version__, "batch": b.batch, "images": b.n, "resolution": b.res,
-           "steps": b.steps, "scheduler": type(w.pipe.scheduler).__name__, "dtype": str(w.dtype),
-           "build_s": round(time.perf_counter() - t0, 1), "rows": []}
+    res = {
+        "model": model,
+        "preset": b.preset,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__,
+        "batch": b.batch,
+        "images": b.n,
+        "resolution": b.res,
+        "steps": b.steps,
+        "scheduler": type(w.pipe.scheduler).__name__,
+        "dtype": str(w.dtype),
+        "build_s": round(time.perf_counter() - t0, 1),
+        "rows": [],
+    }
     if model in TFLOP_PER_IMAGE and not tiny:
         res["flop_bound_img_per_s"] = round(PEAK_TFLOPS / TFLOP_PER_IMAGE[model], 2)
 
@@ -295,20 +354,30 @@ def variants(b: Bench, w, ref, row, cfg, label: str, res: dict) -> None:
 def table(path: str) -> str:
     """Markdown rows of one result file (RESULTS.md)."""
     r = json.load(open(path))
-    lines = [f"{r['model']} ({r['preset']}) on {r['device']}, torch {r['torch']}, {r['resolution']}², "
-             f"{r['steps']} steps {r['scheduler']}, batch {r['batch']}, {r['dtype']}, compile {r.get('compile_s', '-')} s, "
-             f"peak {r.get('peak_mem_GiB', '-')} GiB, fp8 setup {r.get('fp8_setup_s', '-')} s"
-             + (" (PARTIAL: the run was cut short)" if r.get("partial") else ""), "",
-             "| what | img/s | vs bare eager (mean of 2) | max px | mean px | PSNR dB | CLIP-score change |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"{r['model']} ({r['preset']}) on {r['device']}, torch {r['torch']}, {r['resolution']}², "
+        f"{r['steps']} steps {r['scheduler']}, batch {r['batch']}, {r['dtype']}, "
+        f"compile {r.get('compile_s', '-')} s, "
+        f"peak {r.get('peak_mem_GiB', '-')} GiB, fp8 setup {r.get('fp8_setup_s', '-')} s"
+        + (" (PARTIAL: the run was cut short)" if r.get("partial") else ""),
+        "",
+        "| what | img/s | vs bare eager (mean of 2) | max px | mean px | PSNR dB | CLIP-score change |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for x in r["rows"]:
         d = x.get("deviation", {})
-        lines.append(f"| {x['what']} | {x['img_per_s']} | {x.get('ratio_vs_bare_eager', '')} | {d.get('max_px', '')} | "
-                     f"{d.get('mean_px', '')} | {d.get('psnr_db', '')} | {d.get('clip_score_change', '')} |")
+        lines.append(
+            f"| {x['what']} | {x['img_per_s']} | {x.get('ratio_vs_bare_eager', '')} | "
+            f"{d.get('max_px', '')} | "
+            f"{d.get('mean_px', '')} | {d.get('psnr_db', '')} | {d.get('clip_score_change', '')} |"
+        )
     if "start_cold" in r:
         warm = r.get("start_warm", {}).get("start_s", "not measured")
-        lines += ["", f"actor start (fresh process, compile on): cold {r['start_cold']['start_s']} s, "
-                      f"warm cache {warm} s"]
+        lines += [
+            "",
+            f"actor start (fresh process, compile on): cold {r['start_cold']['start_s']} s, "
+            f"warm cache {warm} s",
+        ]
     return "\n".join(lines)
 
 

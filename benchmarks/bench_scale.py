@@ -8,6 +8,7 @@
 
     python -m benchmarks.bench_scale [--rows N]
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,15 @@ def write_big_prompt_file(path: str, n: int) -> None:
     with pq.ParquetWriter(path, schema) as w:
         for start in range(0, n, CHUNK):
             idx = range(start, min(n, start + CHUNK))
-            w.write_table(pa.table({"prompt": [f"a photo of a {words[i % 8]} number {i}" for i in idx],
-                                    "group": [words[i % 8] for i in idx]}, schema=schema))
+            w.write_table(
+                pa.table(
+                    {
+                        "prompt": [f"a photo of a {words[i % 8]} number {i}" for i in idx],
+                        "group": [words[i % 8] for i in idx],
+                    },
+                    schema=schema,
+                )
+            )
 
 
 def child_peak_mb(cmd: list[str], env=None) -> tuple[float, float, str]:
@@ -71,8 +79,13 @@ print(m["rows"], m["size"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss /
 
 
 def actor_memory(tmp: str, rows: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", WORKER_SNIPPET, str(rows), tmp], capture_output=True, text=True,
-                         check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", WORKER_SNIPPET, str(rows), tmp],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    ).stdout.split()
     n, size, peak = int(out[0]), int(out[1]), float(out[2])
     return {"shard_images": n, "part_MB": round(size / 2**20, 1), "peak_rss_MB": round(peak, 1)}
 
@@ -82,16 +95,23 @@ def main():
     big = os.path.join(tmp, "prompts-10M.parquet")
     t = time.perf_counter()
     write_big_prompt_file(big, ROWS)
-    res = {"rows": ROWS, "file_MB": round(os.path.getsize(big) / 2**20, 1),
-           "write_s": round(time.perf_counter() - t, 1)}
+    res = {
+        "rows": ROWS,
+        "file_MB": round(os.path.getsize(big) / 2**20, 1),
+        "write_s": round(time.perf_counter() - t, 1),
+    }
     cfg = os.path.join(tmp, "plan.yaml")
     with open(cfg, "w") as f:
         f.write(f"input: {big}\noutput: {tmp}/out\nmodel: tiny\n")
-    seconds, peak, out = child_peak_mb([sys.executable, "-m", "pipeline.cli", "plan", cfg, "--json"],
-                                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    seconds, peak, out = child_peak_mb(
+        [sys.executable, "-m", "pipeline.cli", "plan", cfg, "--json"],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     res.update(plan_s=round(seconds, 2), plan_peak_rss_MB=round(peak, 1), plan_output=out.strip())
     # peak RSS levels off once the batch pipeline is warm: a shard 4x larger costs no more memory
-    sizes = (8, 16, 32) if "--quick" in sys.argv else (32, 256, 1024)  # --quick: a smoke run, not a measurement
+    sizes = (
+        (8, 16, 32) if "--quick" in sys.argv else (32, 256, 1024)
+    )  # --quick: a smoke run, not a measurement
     res["actor_by_shard_size"] = [actor_memory(tmp, n) for n in sizes]
     mid, big = res["actor_by_shard_size"][1:]
     res["actor_rss_256_to_1024_images_MB"] = round(big["peak_rss_MB"] - mid["peak_rss_MB"], 1)

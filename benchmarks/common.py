@@ -1,4 +1,5 @@
 """Shared helpers of the benchmark scripts (numbers printed, not asserted)."""
+
 from __future__ import annotations
 
 import json

@@ -9,6 +9,7 @@
 
 Prints markdown tables (the ones in docs/AUDIT_GUIDE.md) and saves benchmarks/results/toy_audit.json.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,9 @@ OUT = sys.argv[sys.argv.index("--out") + 1] if "--out" in sys.argv else "runs/to
 WORDINGS = ["a {}", "a photo of a {}", "an image of a {}", "a picture of a {}"]
 SHAPES = ["circle", "square", "triangle"]
 TRUTH = "pipeline/data/toyworld.yaml"
-VARIANTS = [{"name": c, "template": f"a {c} {{prompt}}", "weight": 1} for c in ("red", "green", "blue", "yellow")]
+VARIANTS = [
+    {"name": c, "template": f"a {c} {{prompt}}", "weight": 1} for c in ("red", "green", "blue", "yellow")
+]
 
 
 def prompts_file() -> str:
@@ -39,9 +42,14 @@ def job(src: str, name: str, guidance: float, mitigate: bool = False) -> str:
     import pipeline
 
     out = os.path.join(OUT, name)
-    cfg = {"input": src, "output": out, "model": "toy",
-           "generation": {"images_per_prompt": IPP, "steps": 20, "guidance_scale": guidance, "batch_size": 50},
-           "scoring": {"clip_model": "toy"}, "ray": {"executor": "inline", "num_cpus_per_worker": 2}}
+    cfg = {
+        "input": src,
+        "output": out,
+        "model": "toy",
+        "generation": {"images_per_prompt": IPP, "steps": 20, "guidance_scale": guidance, "batch_size": 50},
+        "scoring": {"clip_model": "toy"},
+        "ray": {"executor": "inline", "num_cpus_per_worker": 2},
+    }
     if mitigate:
         cfg["mitigation"] = {"enabled": True, "variants": VARIANTS}
     pipeline.run(cfg, progress=False)
@@ -50,9 +58,19 @@ def job(src: str, name: str, guidance: float, mitigate: bool = False) -> str:
 
 def shares(metrics: dict) -> dict:
     groups = metrics["attributes"]["colour"]["groups"]
-    return {g: {"n": m["n"], "shares": m["proportions"], "ci_low": m["ci_low"], "ci_high": m["ci_high"],
-                "d2": m["d2"], "d2_ci": m["d2_ci"], "p": m["p_value"], "target": m.get("target")}
-            for g, m in groups.items()}
+    return {
+        g: {
+            "n": m["n"],
+            "shares": m["proportions"],
+            "ci_low": m["ci_low"],
+            "ci_high": m["ci_high"],
+            "d2": m["d2"],
+            "d2_ci": m["d2_ci"],
+            "p": m["p_value"],
+            "target": m.get("target"),
+        }
+        for g, m in groups.items()
+    }
 
 
 def main():
@@ -70,7 +88,9 @@ def main():
     cmp = run_compare(os.path.join(OUT, "g1.0"), after, AuditSpec(["colour"], "shape"))["table"]
     res["compare_d2"] = cmp[cmp["quantity"] == "d2"].drop(columns=["note"]).to_dict("records")
     # paired (same prompts, same seeds): what guidance 7.5 changes against guidance 1, with its CI
-    amp = run_compare(os.path.join(OUT, "g1.0"), os.path.join(OUT, "g7.5"), AuditSpec(["colour"], "shape"))["table"]
+    amp = run_compare(os.path.join(OUT, "g1.0"), os.path.join(OUT, "g7.5"), AuditSpec(["colour"], "shape"))[
+        "table"
+    ]
     res["compare_guidance"] = amp.drop(columns=["note"]).to_dict("records")
     print_tables(res)
     report("toy_audit", res)
@@ -85,19 +105,25 @@ def _share(m, cls):
 
 
 def print_tables(res: dict) -> None:
-    print("| guidance | circle red share [CI] | circle D² vs truth [CI] | square D² vs truth [CI] | "
-          "triangle green share [CI] | triangle D² vs truth [CI] |")
+    print(
+        "| guidance | circle red share [CI] | circle D² vs truth [CI] | square D² vs truth [CI] | "
+        "triangle green share [CI] | triangle D² vs truth [CI] |"
+    )
     print("|---|---|---|---|---|---|")
     for g, m in res["guidance"].items():
         c, s, t = m["circle"], m["square"], m["triangle"]
-        print(f"| {g} | {_share(c, 'red')} | {_ci(c['d2'], c['d2_ci'])} | {_ci(s['d2'], s['d2_ci'])} | "
-              f"{_share(t, 'green')} | {_ci(t['d2'], t['d2_ci'])} |")
+        print(
+            f"| {g} | {_share(c, 'red')} | {_ci(c['d2'], c['d2_ci'])} | {_ci(s['d2'], s['d2_ci'])} | "
+            f"{_share(t, 'green')} | {_ci(t['d2'], t['d2_ci'])} |"
+        )
     print("\n| group | D² vs uniform, before [CI] | after (mitigated) [CI] | diff [CI] |")
     print("|---|---|---|---|")
     for row in res["compare_d2"]:
         b, a = res["before_uniform_target"][row["group"]], res["mitigated"][row["group"]]
-        print(f"| {row['group']} | {_ci(b['d2'], b['d2_ci'])} | {_ci(a['d2'], a['d2_ci'])} | "
-              f"{_ci(row['diff'], (row['ci_low'], row['ci_high']))} |")
+        print(
+            f"| {row['group']} | {_ci(b['d2'], b['d2_ci'])} | {_ci(a['d2'], a['d2_ci'])} | "
+            f"{_ci(row['diff'], (row['ci_low'], row['ci_high']))} |"
+        )
     print("\n| group | quantity | guidance 1 | guidance 7.5 | diff [CI] | q |")
     print("|---|---|---|---|---|---|")
     majority = {("circle", "red"), ("triangle", "green")}  # the trained skews (JSON holds every class)
@@ -105,8 +131,10 @@ def print_tables(res: dict) -> None:
         if row["quantity"] != "d2" and (row["group"], row["class"]) not in majority:
             continue
         what = row["quantity"] if row["quantity"] == "d2" else f"{row['class']} share"
-        print(f"| {row['group']} | {what} | {row['a']:.3f} | {row['b']:.3f} | "
-              f"{_ci(row['diff'], (row['ci_low'], row['ci_high']))} | {row['q_value']:.3g} |")
+        print(
+            f"| {row['group']} | {what} | {row['a']:.3f} | {row['b']:.3f} | "
+            f"{_ci(row['diff'], (row['ci_low'], row['ci_high']))} | {row['q_value']:.3g} |"
+        )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ colour; `sdgen audit --calibrate`; the pixel-measured share of every colour per 
 images (pipeline/toyworld/analysis.py). Prints raw vs corrected vs pixel truth per shape and colour
 with 95% CIs and whether each CI covers the truth; saves benchmarks/results/toy_confusable.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,9 +37,17 @@ def generate(out: str, ipp: int, steps: int) -> bool:
     rows = [(w.format(s), s) for s in SHAPES for w in WORDINGS]
     pq.write_table(pa.table({"prompt": [r[0] for r in rows], "shape": [r[1] for r in rows]}), src)
     # guidance 1: the toy model follows the world's colour skews; steps 12 keeps a CPU run near 30 s
-    pipeline.run({"input": src, "output": out, "model": "toy",
-                  "generation": {"images_per_prompt": ipp, "steps": steps, "guidance_scale": 1.0, "batch_size": 60},
-                  "scoring": {"clip_model": "toy"}, "ray": {"executor": "inline"}}, progress=False)
+    pipeline.run(
+        {
+            "input": src,
+            "output": out,
+            "model": "toy",
+            "generation": {"images_per_prompt": ipp, "steps": steps, "guidance_scale": 1.0, "batch_size": 60},
+            "scoring": {"clip_model": "toy"},
+            "ray": {"executor": "inline"},
+        },
+        progress=False,
+    )
     return True
 
 
@@ -69,21 +78,33 @@ def compare(entry: dict, truth: dict) -> list[dict]:
             t, cg = truth[g][c], cal[g]
             raw = (m["proportions"][c], m["ci_low"][c], m["ci_high"][c])
             cor = (cg["proportions_corrected"][c], cg["ci_low_corrected"][c], cg["ci_high_corrected"][c])
-            rows.append({"group": g, "class": c, "truth": t, "raw": raw, "corrected": cor,
-                         "raw_covers": raw[1] - 1e-9 <= t <= raw[2] + 1e-9,
-                         "corrected_covers": cor[1] - 1e-9 <= t <= cor[2] + 1e-9})
+            rows.append(
+                {
+                    "group": g,
+                    "class": c,
+                    "truth": t,
+                    "raw": raw,
+                    "corrected": cor,
+                    "raw_covers": raw[1] - 1e-9 <= t <= raw[2] + 1e-9,
+                    "corrected_covers": cor[1] - 1e-9 <= t <= cor[2] + 1e-9,
+                }
+            )
     return rows
 
 
 def table(rows: list[dict]) -> str:
     """Markdown table of compare()'s rows."""
     fmt = lambda s: f"{s[0]:.2f} [{s[1]:.2f}, {s[2]:.2f}]"  # noqa: E731
-    lines = ["| shape | colour | pixel truth | raw [95% CI] | covers | corrected [95% CI] | covers |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| shape | colour | pixel truth | raw [95% CI] | covers | corrected [95% CI] | covers |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['group']} | {r['class']} | {r['truth']:.2f} | {fmt(r['raw'])} | "
-                     f"{'yes' if r['raw_covers'] else '**no**'} | {fmt(r['corrected'])} | "
-                     f"{'yes' if r['corrected_covers'] else '**no**'} |")
+        lines.append(
+            f"| {r['group']} | {r['class']} | {r['truth']:.2f} | {fmt(r['raw'])} | "
+            f"{'yes' if r['raw_covers'] else '**no**'} | {fmt(r['corrected'])} | "
+            f"{'yes' if r['corrected_covers'] else '**no**'} |"
+        )
     return "\n".join(lines)
 
 
@@ -96,17 +117,29 @@ def run(out: str, n: int, bootstrap: int = 400, seed: int = 0, clip_model=None) 
     probe = ProbeSpec(attribute_set=SET, clip_model=clip_model)
     sheet = os.path.join(out, "audit", "label_sheet")
     lab = make_sheet(out, "colour", n, sheet, ["shape"], seed, from_pixels=True, **probe.kwargs())
-    spec = AuditSpec(["colour"], "shape", bootstrap=bootstrap, seed=seed, calibration=lab["csv"], diversity=False,
-                     probe=probe)
+    spec = AuditSpec(
+        ["colour"],
+        "shape",
+        bootstrap=bootstrap,
+        seed=seed,
+        calibration=lab["csv"],
+        diversity=False,
+        probe=probe,
+    )
     res = run_audit(out, spec)
     entry = res["metrics"]["attributes"]["colour"]
     rows = compare(entry, pixel_truth(out, "shape", entry["classes"]))
     cal = entry["calibration"]
-    return {"labels": cal["labels"], "strata": lab["strata"], "rows": rows, "warnings": cal["warnings"],
-            "accuracy": {c: a["accuracy"] for c, a in cal["accuracy"].items()},
-            "condition_number": cal["condition_number"],
-            "confusion": {g: m["confusion"] for g, m in cal["groups"].items()},
-            "own_confusion_rows": {g: m["own_confusion_rows"] for g, m in cal["groups"].items()}}
+    return {
+        "labels": cal["labels"],
+        "strata": lab["strata"],
+        "rows": rows,
+        "warnings": cal["warnings"],
+        "accuracy": {c: a["accuracy"] for c, a in cal["accuracy"].items()},
+        "condition_number": cal["condition_number"],
+        "confusion": {g: m["confusion"] for g, m in cal["groups"].items()},
+        "own_confusion_rows": {g: m["own_confusion_rows"] for g, m in cal["groups"].items()},
+    }
 
 
 def main(argv=None):
@@ -116,7 +149,9 @@ def main(argv=None):
     ap.add_argument("--out", default="runs/toy_confusable", help="toy output (reused when finished)")
     ap.add_argument("--ipp", type=int, default=30, help="images per prompt (12 prompts)")
     ap.add_argument("--steps", type=int, default=12, help="denoising steps")
-    ap.add_argument("-n", type=int, default=240, help="images to label from pixels (240 of 360: 20 per stratum)")
+    ap.add_argument(
+        "-n", type=int, default=240, help="images to label from pixels (240 of 360: 20 per stratum)"
+    )
     ap.add_argument("--bootstrap", type=int, default=400)
     ap.add_argument("--seed", type=int, default=0, help="label sample and bootstrap seed")
     a = ap.parse_args(argv)
@@ -126,10 +161,23 @@ def main(argv=None):
     for w in res["warnings"]:
         print(f"warning: {w}")
     rows = res["rows"]
-    print(f"raw CIs covering the pixel truth: {sum(r['raw_covers'] for r in rows)}/{len(rows)}; corrected: "
-          f"{sum(r['corrected_covers'] for r in rows)}/{len(rows)}")
-    report("toy_confusable", {"out": a.out, "generated": made, "ipp": a.ipp, "steps": a.steps, "n": a.n,
-                              "bootstrap": a.bootstrap, "seed": a.seed, **res})
+    print(
+        f"raw CIs covering the pixel truth: {sum(r['raw_covers'] for r in rows)}/{len(rows)}; corrected: "
+        f"{sum(r['corrected_covers'] for r in rows)}/{len(rows)}"
+    )
+    report(
+        "toy_confusable",
+        {
+            "out": a.out,
+            "generated": made,
+            "ipp": a.ipp,
+            "steps": a.steps,
+            "n": a.n,
+            "bootstrap": a.bootstrap,
+            "seed": a.seed,
+            **res,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ Exit code with --wait: the job's own (sdgen: 0 ok, 1 some shards failed, 2 bad c
 failed without one (runtime env setup, stopped); without --wait: 0 once submitted. 2 for bad
 arguments here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,16 +38,26 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jobs/submit.py", description=__doc__.splitlines()[0])
     p.add_argument("config", help="job YAML on this machine; shipped with the job as job.yaml")
-    p.add_argument("--address", default=os.environ.get("RAY_API_SERVER_ADDRESS") or "http://127.0.0.1:8265",
-                   help="Ray dashboard (Jobs API) address (default $RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265)")
+    p.add_argument(
+        "--address",
+        default=os.environ.get("RAY_API_SERVER_ADDRESS") or "http://127.0.0.1:8265",
+        help="Ray dashboard (Jobs API) address (default $RAY_API_SERVER_ADDRESS or http://127.0.0.1:8265)",
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="sdgen config override")
-    p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                   help="a non-secret environment variable for the job (e.g. HF_HUB_OFFLINE=1)")
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a non-secret environment variable for the job (e.g. HF_HUB_OFFLINE=1)",
+    )
     p.add_argument("--pip", action="append", default=[], help="extra pip packages for the runtime env")
     p.add_argument("--python", default="python", help="interpreter on the cluster (default: python)")
     p.add_argument("--token-file", help="Ray auth token file (sets RAY_AUTH_MODE=token, RAY_AUTH_TOKEN_PATH)")
     p.add_argument("--submission-id", help="job id; Ray refuses a second job with the same id")
-    p.add_argument("--wait", action="store_true", help="stream the logs until the job ends; exit with its code")
+    p.add_argument(
+        "--wait", action="store_true", help="stream the logs until the job ends; exit with its code"
+    )
     return p
 
 
@@ -62,8 +73,10 @@ def parse_env(items: list[str]) -> dict[str, str]:
         if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise ValueError(f"--env expects NAME=VALUE, got {item!r}")
         if any(w in name.upper() for w in SECRET_WORDS):
-            raise ValueError(f"--env {name}: looks like a secret; a runtime env is visible in Ray's dashboard "
-                             "and logs: give the cluster's nodes the secret instead (Kubernetes Secret, instance role)")
+            raise ValueError(
+                f"--env {name}: looks like a secret; a runtime env is visible in Ray's dashboard "
+                "and logs: give the cluster's nodes the secret instead (Kubernetes Secret, instance role)"
+            )
         env[name] = value
     return env
 
@@ -121,11 +134,14 @@ def main(argv=None) -> int:
         entry = entrypoint(args)
         try:
             client = JobSubmissionClient(args.address)
-            job_id = client.submit_job(entrypoint=entry, runtime_env=runtime_env,
-                                       submission_id=args.submission_id)
+            job_id = client.submit_job(
+                entrypoint=entry, runtime_env=runtime_env, submission_id=args.submission_id
+            )
         except Exception as e:  # noqa: BLE001 - connection, auth, duplicate id: one line, exit 1
-            print(f"submit: error: could not submit to {args.address}: {type(e).__name__}: {e}"[:2000],
-                  file=sys.stderr)
+            print(
+                f"submit: error: could not submit to {args.address}: {type(e).__name__}: {e}"[:2000],
+                file=sys.stderr,
+            )
             return 1
     print(f"submitted {job_id}: {entry}", flush=True)
     return follow(client, job_id) if args.wait else 0

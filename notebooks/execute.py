@@ -1,5 +1,6 @@
 """Execute the notebooks in place and store their outputs (`make notebooks`), so a reader on a code
 host sees the tables and images without running anything. Usage: python notebooks/execute.py [NAME.ipynb ...]"""
+
 from __future__ import annotations
 
 import sys
@@ -12,7 +13,9 @@ from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ("quickstart.ipynb", "bias_audit.ipynb")
-MAX_BYTES = 1_500_000  # stored size cap per notebook (outputs included): keeps the repo small; tests check it too
+MAX_BYTES = (
+    1_500_000  # stored size cap per notebook (outputs included): keeps the repo small; tests check it too
+)
 
 
 def drop_stderr(nb) -> None:
@@ -20,7 +23,9 @@ def drop_stderr(nb) -> None:
     paths and say nothing to a reader: only stdout, results and images are stored."""
     for cell in nb.cells:
         if cell.cell_type == "code":
-            cell.outputs = [o for o in cell.outputs if not (o.output_type == "stream" and o.get("name") == "stderr")]
+            cell.outputs = [
+                o for o in cell.outputs if not (o.output_type == "stream" and o.get("name") == "stderr")
+            ]
 
 
 def execute(name: str) -> int:
@@ -31,7 +36,9 @@ def execute(name: str) -> int:
     nb = nbformat.read(path, as_version=4)
     with tempfile.TemporaryDirectory() as work:
         os.environ["SDGEN_NOTEBOOK_WORK"] = work  # the notebooks write their outputs here, not into the repo
-        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+        NotebookClient(
+            nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+        ).execute()
     drop_stderr(nb)
     nbformat.write(nb, path)
     size = path.stat().st_size

@@ -5,6 +5,7 @@ Python API (the same as `sdgen run`):
     import pipeline
     summary = pipeline.run({"input": "prompts.parquet", "output": "out/", "model": "toy"})
 """
+
 from __future__ import annotations
 
 from pipeline.core.version import __version__  # the one version source (core/version.py)
@@ -15,6 +16,7 @@ __all__ = ["__version__", "run", "load_config"]
 def load_config(source, overrides=None):
     """A validated JobConfig from a YAML path, a dict, or a JobConfig (overrides: ["k.k=v", ...])."""
     from pipeline.core import config
+
     if isinstance(source, config.JobConfig):
         return config.from_dict(source.model_dump(), overrides) if overrides else source
     if isinstance(source, dict):

@@ -1,14 +1,15 @@
 """The one run entry (`sdgen run`, `pipeline.run`): everything a run does, in order, under one lease.
 
-    1. prepare: check and resolve the job once, list and scan the input, plan the shards, with any quota
-       round files already written (generate/driver.prepare); a config or input error stops here
-    2. take the output's lease (core/lease.py); it is held to the end and released last
-    3. execute the plan (generate/driver.execute): workers commit shards exactly once
-    4. quota rounds (curate/quota.py), while every shard so far committed: plan the next round from the
-       committed rows, write its file, prepare it alone (nothing resolved or scanned again), execute it
-    5. finish: summary.json and the contact sheet when the run did work, the quota's delivered set,
-       _SUCCESS when complete, the run history (OUTPUT/_runs/)
+1. prepare: check and resolve the job once, list and scan the input, plan the shards, with any quota
+   round files already written (generate/driver.prepare); a config or input error stops here
+2. take the output's lease (core/lease.py); it is held to the end and released last
+3. execute the plan (generate/driver.execute): workers commit shards exactly once
+4. quota rounds (curate/quota.py), while every shard so far committed: plan the next round from the
+   committed rows, write its file, prepare it alone (nothing resolved or scanned again), execute it
+5. finish: summary.json and the contact sheet when the run did work, the quota's delivered set,
+   _SUCCESS when complete, the run history (OUTPUT/_runs/)
 """
+
 from __future__ import annotations
 
 import sys
@@ -41,7 +42,9 @@ def run(cfg: JobConfig, progress: bool = True, events=None) -> dict:
         if policy is not None and summary["complete"]:  # 4.
             summary, more = _quota_rounds(prep, policy, rounds, summary, (progress, events, t0, budget))
             did_work = did_work or more
-        summary.update(budget.spent(summary["rows_this_run"]), **work_fields(prep.cfg, summary["rows_this_run"]))
+        summary.update(
+            budget.spent(summary["rows_this_run"]), **work_fields(prep.cfg, summary["rows_this_run"])
+        )
         _finish(prep, summary, did_work, t0, lease)  # 5.; the lease is released after it
     return summary
 
@@ -80,8 +83,12 @@ def _finish(prep: Prepared, summary: dict, did_work: bool, t0: float, lease) -> 
             summary["failed_shards"]["(summary.json)"] = f"{type(e).__name__}: {e}"
     if summary["complete"]:
         quota = summary.get("quota")
-        write_success(out, {"rounds": quota["rounds"], "rows": quota["rows"]} if quota
-                      else {"shards": len(prep.shards), "rows": summary["rows_total"]})
+        write_success(
+            out,
+            {"rounds": quota["rounds"], "rows": quota["rows"]}
+            if quota
+            else {"shards": len(prep.shards), "rows": summary["rows_total"]},
+        )
     if did_work and lease is not None:  # a run that did work leaves its record: the scheduled job's trend
         try:
             summary["history"] = write_history(out, t0, summary, lease)

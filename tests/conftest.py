@@ -1,4 +1,5 @@
 """Shared fixtures: tiny job configs, prompt files, a session Ray cluster, an S3 server on loopback."""
+
 from __future__ import annotations
 
 import io
@@ -29,11 +30,20 @@ _hyp_settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYP
 
 # The seed of the global RNGs (random, numpy, torch) each test starts from: fixed under CI, else drawn
 # anew per session unless SDGEN_TEST_SEED pins it. Printed, so a failure shows how to rerun it.
-TEST_SEED = int(os.environ.get("SDGEN_TEST_SEED") or (20261206 if os.environ.get("CI")
-                                                       else int.from_bytes(os.urandom(4), "little")))
+TEST_SEED = int(
+    os.environ.get("SDGEN_TEST_SEED")
+    or (20261206 if os.environ.get("CI") else int.from_bytes(os.urandom(4), "little"))
+)
 
-PROMPTS = ["a red circle", "a blue square", "a green triangle", "a yellow square", "a photo of a doctor",
-           "a photo of a nurse", "an x mark"]
+PROMPTS = [
+    "a red circle",
+    "a blue square",
+    "a green triangle",
+    "a yellow square",
+    "a photo of a doctor",
+    "a photo of a nurse",
+    "an x mark",
+]
 
 
 def write_prompts(path, prompts=PROMPTS, **columns) -> str:
@@ -46,7 +56,9 @@ def write_prompts(path, prompts=PROMPTS, **columns) -> str:
 def tiny_config(input_path, output, **sections) -> dict:
     """A small, fast job: tiny model, 64x64, 3 steps, inline executor unless told otherwise."""
     cfg = {
-        "input": str(input_path), "output": str(output), "model": "tiny",
+        "input": str(input_path),
+        "output": str(output),
+        "model": "tiny",
         "generation": {"width": 64, "height": 64, "steps": 3, "images_per_prompt": 2, "batch_size": 3},
         "shards": {"rows_per_shard": 3},
         "ray": {"executor": "inline"},
@@ -80,12 +92,15 @@ def read_output(output) -> "pandas.DataFrame":  # noqa: F821
 
 
 def assert_unique_keys(df) -> None:
-    """The output contract (docs/OUTPUT.md, section Prompt ids): (prompt_id, sample_idx) is unique and never null."""
+    """The output contract (docs/OUTPUT.md, section Prompt ids): (prompt_id, sample_idx) is unique and never
+    null."""
     if not {"prompt_id", "sample_idx"} <= set(df.columns):
         return  # a column subset read by a test
     assert df["prompt_id"].notna().all(), "null prompt_id in the output"
     dup = df[df.duplicated(["prompt_id", "sample_idx"], keep=False)]
-    assert dup.empty, f"duplicate (prompt_id, sample_idx) keys: {dup[['prompt_id', 'sample_idx']].values.tolist()[:5]}"
+    assert dup.empty, (
+        f"duplicate (prompt_id, sample_idx) keys: {dup[['prompt_id', 'sample_idx']].values.tolist()[:5]}"
+    )
 
 
 def tree_bytes(root) -> dict:
@@ -99,8 +114,10 @@ def tree_bytes(root) -> dict:
 
 
 def pytest_report_header(config):
-    return f"sdgen test seed: {TEST_SEED} (rerun with SDGEN_TEST_SEED={TEST_SEED}); hypothesis profile: " \
-           f"{_hyp_settings.get_current_profile_name()}"
+    return (
+        f"sdgen test seed: {TEST_SEED} (rerun with SDGEN_TEST_SEED={TEST_SEED}); hypothesis profile: "
+        f"{_hyp_settings.get_current_profile_name()}"
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -132,8 +149,12 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}},
+        )
     yield ray
 
 
@@ -155,7 +176,9 @@ def wait_for_port(port: int, proc: subprocess.Popen, what: str, limit_s: float =
             return
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(f"{what} exited with {proc.returncode} before listening on port {port}") from None
+                raise RuntimeError(
+                    f"{what} exited with {proc.returncode} before listening on port {port}"
+                ) from None
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{what} did not listen on port {port} within {limit_s:.0f} s") from None
             time.sleep(0.05)
@@ -171,12 +194,17 @@ def _free_port() -> int:
 def s3_server():
     """moto's S3 server on 127.0.0.1 (as s3fs's own tests do); yields its endpoint URL."""
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     wait_for_port(port, proc, "moto.server")
     old = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
+    )
     yield endpoint
     proc.terminate()
     proc.wait(10)

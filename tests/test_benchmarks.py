@@ -1,5 +1,6 @@
 """The benchmark scripts still run after code moves (smoke runs with tiny sizes; numbers are not
 checked here: RESULTS.md reports the real runs). Results go to a temporary $OUT, not benchmarks/results."""
+
 import json
 import os
 import subprocess
@@ -14,8 +15,9 @@ pytestmark = pytest.mark.slow
 
 def _bench(tmp_path, *args) -> dict:
     env = {**os.environ, "OUT": str(tmp_path), "HF_HUB_OFFLINE": "1"}
-    r = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=900)
+    r = subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     (res,) = tmp_path.glob("*.json")
     return json.loads(res.read_text())

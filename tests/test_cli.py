@@ -75,5 +75,8 @@ def test_contact_sheet(tmp_path, capsys):
     assert "sheet" in capsys.readouterr().out
     sheet = Image.open(tmp_path / "out" / "contact_sheet.png")
     assert sheet.size == (8 * 128, 2 * (128 + 3 * 11 + 6))  # 10 images in 8 columns: 2 rows
-    assert main(["contact-sheet", str(tmp_path / "out"), "-o", str(tmp_path / "s.png"), "--max-images", "3"]) == 0
+    assert (
+        main(["contact-sheet", str(tmp_path / "out"), "-o", str(tmp_path / "s.png"), "--max-images", "3"])
+        == 0
+    )
     assert Image.open(tmp_path / "s.png").size[0] == 3 * 128

@@ -2,6 +2,7 @@
 The report's first section must tell the toy world's story: for neutral prompts ("a circle"), circles
 come out mostly red and triangles green (pipeline/toyworld: circle red ≈ 0.7, triangle green ≈ 0.9),
 grouped by the input's own `shape` column (never by a column sdgen derives, such as phash)."""
+
 import re
 
 import pytest
@@ -14,8 +15,8 @@ pytestmark = pytest.mark.slow
 def _first_section_shares(html: str) -> tuple[str, dict]:
     """(title of the first attribute section, {group: {class: share}}) from its class-shares table."""
     title = re.search(r"<h2>(.*?)</h2>", html).group(1)
-    table = html[html.index("<caption>Class shares [CI]</caption>"):]
-    table = table[:table.index("</table>")]
+    table = html[html.index("<caption>Class shares [CI]</caption>") :]
+    table = table[: table.index("</table>")]
     classes = re.findall(r"<th>(\w+)</th>", table)
     shares = {}
     for group, cells in re.findall(r'<tr><td class="l">(\w+)</td>(.*?)</tr>', table):
@@ -34,7 +35,9 @@ def test_make_run_then_report_with_no_flags_shows_the_known_skews(tmp_path, caps
     assert title == "colour by shape"
     assert set(shares) == {"circle", "square", "triangle"}
     assert max(shares["circle"], key=shares["circle"].get) == "red" and shares["circle"]["red"] >= 0.6
-    assert max(shares["triangle"], key=shares["triangle"].get) == "green" and shares["triangle"]["green"] >= 0.8
+    assert (
+        max(shares["triangle"], key=shares["triangle"].get) == "green" and shares["triangle"]["green"] >= 0.8
+    )
     assert (out / "audit" / "metrics.json").exists()  # the default audit is stored, as `sdgen audit` would
 
 
@@ -42,6 +45,20 @@ def test_no_default_grouping_by_a_derived_column(tmp_path):
     """Without audit defaults, the grouping is the input's first own column, not phash (issue 20)."""
     from pipeline.audit.runner import passthrough_columns
 
-    cols = ["prompt_id", "sample_idx", "prompt", "clip_score", "attr_colour", "safety_flagged", "phash",
-            "clip_image_embedding", "aesthetic", "preference", "source_prompt", "template", "colour", "shape"]
+    cols = [
+        "prompt_id",
+        "sample_idx",
+        "prompt",
+        "clip_score",
+        "attr_colour",
+        "safety_flagged",
+        "phash",
+        "clip_image_embedding",
+        "aesthetic",
+        "preference",
+        "source_prompt",
+        "template",
+        "colour",
+        "shape",
+    ]
     assert passthrough_columns(cols) == ["template", "colour", "shape"]

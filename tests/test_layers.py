@@ -1,5 +1,6 @@
 """What may import what (the LAYERS table below, ARCHITECTURE.md): no upward import and no import circle,
 function-level imports included; `sdgen plan` and the audit math stay torch-free."""
+
 import ast
 import subprocess
 import sys
@@ -9,14 +10,16 @@ PKG = Path(__file__).resolve().parents[1] / "pipeline"
 
 
 def test_config_plan_and_audit_statistics_import_no_torch():
-    code = ("import sys\n"
-            "import pipeline, pipeline.cli\n"
-            "from pipeline.core import config, job, schema, storage, dataset\n"
-            "from pipeline.generate import inputs, plan\n"
-            "from pipeline.audit import stats, tables\n"
-            "from pipeline.probes import attributes, safety\n"
-            "bad = sorted(m for m in ('torch', 'diffusers', 'open_clip', 'transformers') if m in sys.modules)\n"
-            "print(','.join(bad))\n")
+    code = (
+        "import sys\n"
+        "import pipeline, pipeline.cli\n"
+        "from pipeline.core import config, job, schema, storage, dataset\n"
+        "from pipeline.generate import inputs, plan\n"
+        "from pipeline.audit import stats, tables\n"
+        "from pipeline.probes import attributes, safety\n"
+        "bad = sorted(m for m in ('torch', 'diffusers', 'open_clip', 'transformers') if m in sys.modules)\n"
+        "print(','.join(bad))\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "", f"imported {r.stdout.strip()}"
 
@@ -25,9 +28,11 @@ def test_sdgen_plan_runs_without_torch(tmp_path):
     from conftest import tiny_config, write_job, write_prompts
 
     cfg = tiny_config(write_prompts(tmp_path / "p.parquet"), tmp_path / "out")
-    code = ("import sys, json\nfrom pipeline.cli import main\n"
-            f"rc = main(['plan', {str(tmp_path / 'job.yaml')!r}, '--json'])\n"
-            "assert rc == 0, rc\nprint('torch' in sys.modules)\n")
+    code = (
+        "import sys, json\nfrom pipeline.cli import main\n"
+        f"rc = main(['plan', {str(tmp_path / 'job.yaml')!r}, '--json'])\n"
+        "assert rc == 0, rc\nprint('torch' in sys.modules)\n"
+    )
     write_job(tmp_path / "job.yaml", cfg)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -46,8 +51,9 @@ def test_core_imports_nothing_else_of_sdgen():
 # core is the contracts everything shares; toyworld the shipped world and its models (it knows nothing of
 # sdgen's stages); probes measure an image; generate makes and commits images; audit measures outputs
 # (numbers only, never generating, never HTML); pages shows audit numbers as HTML; tools reads or checks
-# outputs; curate turns outputs into training sets; launch is the one run entry; cli is the command line. toyworld.training is the offline trainer
-# (`make toy-models`), which the runtime never imports: it may use generate's tokenizer.
+# outputs; curate turns outputs into training sets; launch is the one run entry; cli is the command line.
+# toyworld.training is the offline trainer (`make toy-models`), which the runtime never imports: it may
+# use generate's tokenizer.
 LAYERS = {
     "core": set(),
     "toyworld": {"core"},
@@ -106,9 +112,13 @@ def test_layering_table_holds_for_every_import():
 def test_no_import_circles():
     """No two modules import each other, directly or through others (function-level imports count)."""
     known = _modules()
-    graph = {_module_name(p): {t for t in _imports(p, known) if t in known} - {_module_name(p)}
-             for p in PKG.rglob("*.py")}
-    graph = {m: {t for t in ts if not m.startswith(t + ".")} for m, ts in graph.items()}  # a package's own __init__
+    graph = {
+        _module_name(p): {t for t in _imports(p, known) if t in known} - {_module_name(p)}
+        for p in PKG.rglob("*.py")
+    }
+    graph = {
+        m: {t for t in ts if not m.startswith(t + ".")} for m, ts in graph.items()
+    }  # a package's own __init__
     cycles = [c for c in _strongly_connected(graph) if len(c) > 1]
     assert not cycles, f"import circles: {cycles}"
 
@@ -155,7 +165,12 @@ def test_audit_holds_numbers_only():
     """HTML lives in pages/ (jinja templates): no audit module imports a template engine or escapes HTML."""
     for path in (PKG / "audit").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             bad = [n for n in names if n.split(".")[0] in ("jinja2", "markupsafe", "html")]
             assert not bad, f"audit/{path.name} imports {bad}: pages belong in pipeline/pages"

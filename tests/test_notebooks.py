@@ -1,5 +1,6 @@
 """The notebooks run end to end (tiny model unless the toy weights exist), on CPU (slow), and are
 stored with their outputs (`make notebooks`) so a reader on a code host sees them (fast)."""
+
 import json
 import os
 from pathlib import Path
@@ -24,8 +25,13 @@ def test_stored_with_outputs(name):
     errors = [o for c in code for o in c["outputs"] if o.get("output_type") == "error"]
     assert not errors, f"{name}: stored an error output {errors[0].get('ename')}"
     stderr = [o for c in code for o in c["outputs"] if o.get("name") == "stderr"]
-    assert not stderr, f"{name}: stored stderr (library warnings name this machine's paths): {''.join(stderr[0]['text'])[:80]!r}"
-    assert any("image/png" in o.get("data", {}) for c in code for o in c["outputs"]), f"{name}: no image/png output"
+    assert not stderr, (
+        f"{name}: stored stderr (library warnings name this machine's paths): "
+        f"{''.join(stderr[0]['text'])[:80]!r}"
+    )
+    assert any("image/png" in o.get("data", {}) for c in code for o in c["outputs"]), (
+        f"{name}: no image/png output"
+    )
 
 
 def _execute(name, work):
@@ -35,7 +41,9 @@ def _execute(name, work):
     nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
     os.environ["SDGEN_NOTEBOOK_WORK"] = str(work)
     try:
-        NotebookClient(nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+        NotebookClient(
+            nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+        ).execute()
     finally:
         os.environ.pop("SDGEN_NOTEBOOK_WORK", None)
     return nb
@@ -45,8 +53,11 @@ def _text(nb) -> str:
     out = []
     for cell in nb.cells:
         for o in cell.get("outputs", []):
-            out.append(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) +
-                       str(o.get("data", {}).get("text/html", "")))
+            out.append(
+                o.get("text", "")
+                + str(o.get("data", {}).get("text/plain", ""))
+                + str(o.get("data", {}).get("text/html", ""))
+            )
     return "\n".join(out)
 
 
@@ -56,8 +67,13 @@ def test_bias_audit_notebook(tmp_path):
     text = _text(nb)
     assert "colour by shape" in text and "D2 [CI]" in text and "diff (B-A)" in text
     assert '<rect class="bar"' in text  # the inline charts
-    for f in ("before/audit/summary.parquet", "before/audit/metrics.json", "after/audit/compare-before.json",
-              "after/audit/report.html", "after/policy/toyworld/decisions.parquet"):
+    for f in (
+        "before/audit/summary.parquet",
+        "before/audit/metrics.json",
+        "after/audit/compare-before.json",
+        "after/audit/report.html",
+        "after/policy/toyworld/decisions.parquet",
+    ):
         assert (tmp_path / f).is_file(), f
     import pandas as pd
 

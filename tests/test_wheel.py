@@ -1,6 +1,7 @@
 """The installable wheel: built from this checkout, installed into a fresh virtual environment, and
 run with the default toy model from a directory outside the checkout. Catches package data that a
 source checkout has and an installation lacks (the toy weights, the shipped YAML)."""
+
 import os
 import shutil
 import subprocess
@@ -32,18 +33,32 @@ def wheel(tmp_path_factory):
             (src / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, src / rel)
     # --no-build-isolation: the test venv's setuptools; nothing is downloaded
-    _run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q",
-          "-w", str(dist)])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(src),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(dist),
+        ]
+    )
     (whl,) = dist.glob("sdgen-*.whl")
     return whl
 
 
 def test_wheel_holds_the_toy_weights_and_every_shipped_yaml(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for rel in ("pipeline/toyworld/weights/sd/unet/diffusion_pytorch_model.safetensors",
-                "pipeline/toyworld/weights/sd/model_index.json",
-                "pipeline/toyworld/weights/clip/open_clip_model.safetensors",
-                "pipeline/toyworld/weights/sd/tokenizer/merges.txt"):
+    for rel in (
+        "pipeline/toyworld/weights/sd/unet/diffusion_pytorch_model.safetensors",
+        "pipeline/toyworld/weights/sd/model_index.json",
+        "pipeline/toyworld/weights/clip/open_clip_model.safetensors",
+        "pipeline/toyworld/weights/sd/tokenizer/merges.txt",
+    ):
         assert rel in names, f"{rel} missing from {wheel.name}"
     shipped = {str(p.relative_to(ROOT)) for p in (ROOT / "pipeline" / "data").rglob("*.yaml")}
     assert shipped and shipped <= names, sorted(shipped - names)
@@ -64,11 +79,22 @@ def test_installed_wheel_runs_the_toy_model_outside_the_checkout(wheel, tmp_path
     work = tmp_path / "elsewhere"
     work.mkdir()
     write_prompts(work / "p.parquet", ["a red circle", "a blue square"], shape=["circle", "square"])
-    write_job(work / "job.yaml", {"input": str(work / "p.parquet"), "output": str(work / "out"), "model": "toy",
-                                  "generation": {"images_per_prompt": 1, "steps": 4}, "ray": {"executor": "inline"}})
+    write_job(
+        work / "job.yaml",
+        {
+            "input": str(work / "p.parquet"),
+            "output": str(work / "out"),
+            "model": "toy",
+            "generation": {"images_per_prompt": 1, "steps": 4},
+            "ray": {"executor": "inline"},
+        },
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
-    where = _run([str(py), "-c", "import pipeline, pipeline.toyworld as t; print(pipeline.__file__, t.SD_DIR)"],
-                 cwd=work, env=env).stdout
+    where = _run(
+        [str(py), "-c", "import pipeline, pipeline.toyworld as t; print(pipeline.__file__, t.SD_DIR)"],
+        cwd=work,
+        env=env,
+    ).stdout
     assert str(ROOT) not in where and str(venv) in where  # the installed copy, not this checkout
     version = _run([str(venv / "bin" / "sdgen"), "--version"], cwd=work, env=env).stdout
     assert version.strip() == f"sdgen {_version()}"

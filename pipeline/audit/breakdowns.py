@@ -9,6 +9,7 @@
 ``rows`` are an output's rows as `audit.data.read_rows` gives them (labels joined for attributes
 probed after the run); only status == "ok" rows count.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,7 +35,9 @@ def _classes(rows, label, classes):
 
 
 # ---------------------------------------------------------------- template sensitivity
-def template_sensitivity(rows, attribute, group_by, classes=None, by="prompt_id", level=LEVEL) -> pd.DataFrame:
+def template_sensitivity(
+    rows, attribute, group_by, classes=None, by="prompt_id", level=LEVEL
+) -> pd.DataFrame:
     """Class shares per prompt (``by``: prompt_id, or e.g. a template column) within each group.
 
     One row per group × prompt × class: group, prompt (the value of ``by``), text (the first prompt
@@ -60,8 +63,20 @@ def template_sensitivity(rows, attribute, group_by, classes=None, by="prompt_id"
         for k, cls in enumerate(classes):
             cnt = int((c == k).sum())
             lo, hi, _ = wilson(cnt, n, z=z, rule_of_three=False)
-            out.append({"group": g, "prompt": p, "text": sub["_t"].iloc[0], "n": n, "abstained": abst,
-                        "class": cls, "count": cnt, "share": cnt / n if n else np.nan, "ci_low": lo, "ci_high": hi})
+            out.append(
+                {
+                    "group": g,
+                    "prompt": p,
+                    "text": sub["_t"].iloc[0],
+                    "n": n,
+                    "abstained": abst,
+                    "class": cls,
+                    "count": cnt,
+                    "share": cnt / n if n else np.nan,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                }
+            )
     cols = ["group", "prompt", "text", "n", "abstained", "class", "count", "share", "ci_low", "ci_high"]
     return pd.DataFrame(out, columns=cols)
 
@@ -84,17 +99,30 @@ def template_homogeneity(sens: pd.DataFrame) -> pd.DataFrame:
         tab = tab.loc[:, tab.sum(0) > 0]
         shares = tab.div(tab.sum(1), axis=0)
         rng = (shares.max() - shares.min()) if len(tab) else pd.Series(dtype=float)
-        r = {"group": g, "prompts": int(len(tab)), "n": int(tab.to_numpy().sum()),
-             "range": float(rng.max()) if len(rng) else np.nan,
-             "range_class": str(rng.idxmax()) if len(rng) else None,
-             "chi2": np.nan, "dof": 0, "p_value": np.nan, "min_expected": np.nan}
+        r = {
+            "group": g,
+            "prompts": int(len(tab)),
+            "n": int(tab.to_numpy().sum()),
+            "range": float(rng.max()) if len(rng) else np.nan,
+            "range_class": str(rng.idxmax()) if len(rng) else None,
+            "chi2": np.nan,
+            "dof": 0,
+            "p_value": np.nan,
+            "min_expected": np.nan,
+        }
         if tab.shape[0] >= 2 and tab.shape[1] >= 2:
             res = chi2_contingency(tab.to_numpy(float), correction=False)
-            r.update(chi2=float(res.statistic), dof=int(res.dof), p_value=float(res.pvalue),
-                     min_expected=float(res.expected_freq.min()))
+            r.update(
+                chi2=float(res.statistic),
+                dof=int(res.dof),
+                p_value=float(res.pvalue),
+                min_expected=float(res.expected_freq.min()),
+            )
         out.append(r)
-    df = pd.DataFrame(out, columns=["group", "prompts", "n", "range", "range_class", "chi2", "dof", "p_value",
-                                    "min_expected"])
+    df = pd.DataFrame(
+        out,
+        columns=["group", "prompts", "n", "range", "range_class", "chi2", "dof", "p_value", "min_expected"],
+    )
     return df.assign(q_value=benjamini_hochberg(df["p_value"].to_numpy(float)) if len(df) else [])
 
 
@@ -112,7 +140,14 @@ def clip_distribution(rows, group_by, column="clip_score", quantiles=QUANTILES) 
         s = pd.to_numeric(sub[column], errors="raise").to_numpy(float)
         s = s[~np.isnan(s)]
         qs = np.quantile(s, quantiles) if s.size else [np.nan] * len(quantiles)
-        out.append({"group": str(g), "n": int(s.size), "mean": float(s.mean()) if s.size else np.nan,
-                    "min": float(s.min()) if s.size else np.nan, "max": float(s.max()) if s.size else np.nan,
-                    **dict(zip(qcols, map(float, qs)))})
+        out.append(
+            {
+                "group": str(g),
+                "n": int(s.size),
+                "mean": float(s.mean()) if s.size else np.nan,
+                "min": float(s.min()) if s.size else np.nan,
+                "max": float(s.max()) if s.size else np.nan,
+                **dict(zip(qcols, map(float, qs))),
+            }
+        )
     return pd.DataFrame(out, columns=["group", "n", "mean", "min", "max", *qcols])

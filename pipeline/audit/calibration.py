@@ -24,9 +24,11 @@ prediction and (if labelled) its true class, so the group's confusion rows and p
 re-drawn together (the labelled images are among the audited ones: resampling them apart would count
 their noise twice), the stratum weights recomputed from each replicate's counts; pooled fallback rows
 come from a resample of the whole labelled set with its weights as drawn. EM on each
-replicate; percentile intervals. Corrected D² = Σ(π̂ − t)² − Σ Var*(π̂_k), the bootstrap variance standing in for
+replicate; percentile intervals. Corrected D² = Σ(π̂ − t)² − Σ Var*(π̂_k), the bootstrap variance standing
+in for
 the sampling variance the plug-in adds.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,8 +61,10 @@ def read_labels(path, classes) -> pd.DataFrame:
     bad = df[~df["label"].isin(list(classes))]
     if len(bad):
         i = bad.index[0]
-        raise CalibrationError(f"--calibrate {path}: row {i}, column 'label': {bad.loc[i, 'label']!r} is not "
-                               f"one of {list(classes)}")
+        raise CalibrationError(
+            f"--calibrate {path}: row {i}, column 'label': {bad.loc[i, 'label']!r} is not "
+            f"one of {list(classes)}"
+        )
     df["prompt_id"] = df["prompt_id"].astype(str)
     df["sample_idx"] = pd.to_numeric(df["sample_idx"], errors="raise").astype(np.int64)
     if df.duplicated(["prompt_id", "sample_idx"]).any():
@@ -123,9 +127,13 @@ def accuracy_table(counts, classes, level=S.LEVEL):
     for k, c in enumerate(classes):
         n, ok = int(counts[k].sum()), int(counts[k, k])
         ci = st.binomtest(ok, n).proportion_ci(level, method="wilson") if n else None
-        out[c] = {"n": n, "correct": ok, "accuracy": ok / n if n else None,
-                  "ci": (float(ci.low), float(ci.high)) if ci else None,
-                  "abstain_rate": float(counts[k, -1] / n) if n else None}
+        out[c] = {
+            "n": n,
+            "correct": ok,
+            "accuracy": ok / n if n else None,
+            "ci": (float(ci.low), float(ci.high)) if ci else None,
+            "abstain_rate": float(counts[k, -1] / n) if n else None,
+        }
     return out
 
 
@@ -136,18 +144,25 @@ def _warnings(counts, A, classes):
         w.append(f"only {L} labelled images (< {MIN_LABELS}): corrected intervals are wide")
     for k, c in enumerate(classes):
         if counts[k].sum() < 10:
-            w.append(f"class {c!r} has {int(counts[k].sum())} labelled images (< 10): its confusion row is a guess")
+            w.append(
+                f"class {c!r} has {int(counts[k].sum())} labelled images (< 10): its confusion row is a guess"
+            )
     cond = float(np.linalg.cond(A))
     if not np.isfinite(cond) or cond > MAX_COND:
-        w.append(f"confusion matrix is near-singular (condition number {cond:.1f} > {MAX_COND:g}): the "
-                 f"probe confuses classes so much that correction amplifies noise")
+        w.append(
+            f"confusion matrix is near-singular (condition number {cond:.1f} > {MAX_COND:g}): the "
+            f"probe confuses classes so much that correction amplifies noise"
+        )
     return w, cond
 
 
 def _unlabelled_warnings(unlabelled, groups, g_all, codes, classes):
     names = [*classes, S.ABSTAIN]
-    return [f"group {groups[a]!r}: {int(np.sum((g_all == a) & (codes == j)))} images predicted {names[j]!r} but "
-            f"none labelled: their truth is guessed from the other strata" for a, j in unlabelled]
+    return [
+        f"group {groups[a]!r}: {int(np.sum((g_all == a) & (codes == j)))} images predicted {names[j]!r} but "
+        f"none labelled: their truth is guessed from the other strata"
+        for a, j in unlabelled
+    ]
 
 
 def _pooled_row_warnings(counts, pooled, use_own, groups, classes, level=S.LEVEL, min_seen=5):
@@ -163,16 +178,20 @@ def _pooled_row_warnings(counts, pooled, use_own, groups, classes, level=S.LEVEL
             ci = st.binomtest(ok, n).proportion_ci(level, method="wilson")
             p = float(pooled[k, k] / pooled[k].sum())
             if not ci.low <= p <= ci.high:
-                out.append(f"group {g!r}: true {c!r} uses the pooled confusion row (accuracy {p:.2f}) but its own "
-                           f"{n} labels give {ok / n:.2f} [{ci.low:.2f},{ci.high:.2f}]: label more of it "
-                           f"(>= {MIN_ROW} for its own row)")
+                out.append(
+                    f"group {g!r}: true {c!r} uses the pooled confusion row (accuracy {p:.2f}) but its own "
+                    f"{n} labels give {ok / n:.2f} [{ci.low:.2f},{ci.high:.2f}]: label more of it "
+                    f"(>= {MIN_ROW} for its own row)"
+                )
     return out
 
 
 def _corrected_group(g, i, ctx, t, target, classes, B, seed, level):
     """Corrected shares of group ``g`` (index ``i``) with their joint hierarchical bootstrap CIs."""
-    keys, pred, prompts, truth, counts, wcounts, pooled, use_own, bc, scale = (ctx[k] for k in (
-        "keys", "pred", "prompts", "truth", "counts", "wcounts", "pooled", "use_own", "bc", "scale"))
+    keys, pred, prompts, truth, counts, wcounts, pooled, use_own, bc, scale = (
+        ctx[k]
+        for k in ("keys", "pred", "prompts", "truth", "counts", "wcounts", "pooled", "use_own", "bc", "scale")
+    )
     K = len(classes)
     sel = (keys == g).to_numpy()
     codes = np.where(pred[sel] < 0, K, pred[sel])
@@ -196,20 +215,33 @@ def _corrected_group(g, i, ctx, t, target, classes, B, seed, level):
     d2b = ((pib - tg) ** 2).sum(1) - var.sum()
     dlo, dhi = S.percentile_ci(d2b, level)
     rows = [(g, c, float(pi[k]), float(lo[k]), float(hi[k])) for k, c in enumerate(classes)]
-    entry = {"proportions_corrected": dict(zip(classes, pi.tolist())),
-             "ci_low_corrected": dict(zip(classes, lo.tolist())),
-             "ci_high_corrected": dict(zip(classes, hi.tolist())),
-             "mad_corrected": float(S.mad(pi, tg)), "d2_corrected": d2,
-             "d2_ci_corrected": (float(dlo), float(dhi)),
-             "labelled": int(counts[i].sum()),
-             "own_confusion_rows": [c for k, c in enumerate(classes) if use_own[i, k, 0]],
-             "confusion": counts[i].astype(int).tolist(),
-             "accuracy": accuracy_table(counts[i], classes, level)}
+    entry = {
+        "proportions_corrected": dict(zip(classes, pi.tolist())),
+        "ci_low_corrected": dict(zip(classes, lo.tolist())),
+        "ci_high_corrected": dict(zip(classes, hi.tolist())),
+        "mad_corrected": float(S.mad(pi, tg)),
+        "d2_corrected": d2,
+        "d2_ci_corrected": (float(dlo), float(dhi)),
+        "labelled": int(counts[i].sum()),
+        "own_confusion_rows": [c for k, c in enumerate(classes) if use_own[i, k, 0]],
+        "confusion": counts[i].astype(int).tolist(),
+        "accuracy": accuracy_table(counts[i], classes, level),
+    }
     return rows, entry
 
 
-def calibrate_groups(rows, label_col, classes, labels, keys, target="uniform", B=CALIBRATION_BOOTSTRAP, seed=0,
-                     level=S.LEVEL, min_row=MIN_ROW):
+def calibrate_groups(
+    rows,
+    label_col,
+    classes,
+    labels,
+    keys,
+    target="uniform",
+    B=CALIBRATION_BOOTSTRAP,
+    seed=0,
+    level=S.LEVEL,
+    min_row=MIN_ROW,
+):
     """Corrected shares per group → (summary additions DataFrame, calibration entry for metrics.json).
 
     ``rows``: the audited ok rows (prompt_id, sample_idx, ``label_col``); ``keys``: their group keys
@@ -223,8 +255,9 @@ def calibrate_groups(rows, label_col, classes, labels, keys, target="uniform", B
     hit = labels.set_index(["prompt_id", "sample_idx"]).index.isin(key_idx)
     lab = labels[hit]
     if lab.empty:
-        raise CalibrationError("--calibrate: no labelled image is among the audited rows (match on prompt_id, "
-                               "sample_idx)")
+        raise CalibrationError(
+            "--calibrate: no labelled image is among the audited rows (match on prompt_id, sample_idx)"
+        )
     li = pos.loc[list(zip(lab["prompt_id"], lab["sample_idx"]))].to_numpy()
     groups = sorted(keys.unique())
     gi = {g: i for i, g in enumerate(groups)}
@@ -245,50 +278,89 @@ def calibrate_groups(rows, label_col, classes, labels, keys, target="uniform", B
     warn += _pooled_row_warnings(counts, pooled, use_own, groups, classes, level)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 13]))
     draws = rng.integers(0, L, size=(B, L))  # labelled rows resampled (one draw for all groups)
-    flat = ((np.arange(B)[:, None] * G + lg[draws]) * K + lt[draws]) * (K + 1) + np.where(lp[draws] < 0, K, lp[draws])
-    bc = np.bincount(flat.ravel(), weights=w[draws].ravel(), minlength=B * G * K * (K + 1)).reshape(B, G, K, K + 1)
+    flat = ((np.arange(B)[:, None] * G + lg[draws]) * K + lt[draws]) * (K + 1) + np.where(
+        lp[draws] < 0, K, lp[draws]
+    )
+    bc = np.bincount(flat.ravel(), weights=w[draws].ravel(), minlength=B * G * K * (K + 1)).reshape(
+        B, G, K, K + 1
+    )
     rows_out, entry_groups = [], {}
     prompts = S._prompt_strings(rows["prompt_id"])
     truth = np.full(len(rows), K)  # K = not labelled
     truth[li] = lt
-    ctx = {"keys": keys, "pred": pred, "prompts": prompts, "truth": truth, "counts": counts, "wcounts": wcounts,
-           "pooled": pooled, "use_own": use_own, "bc": bc, "scale": L / len(rows)}
+    ctx = {
+        "keys": keys,
+        "pred": pred,
+        "prompts": prompts,
+        "truth": truth,
+        "counts": counts,
+        "wcounts": wcounts,
+        "pooled": pooled,
+        "use_own": use_own,
+        "bc": bc,
+        "scale": L / len(rows),
+    }
     for g in groups:
         rows_g, entry_groups[g] = _corrected_group(g, gi[g], ctx, t, target, classes, B, seed, level)
         rows_out += rows_g
     add = pd.DataFrame(rows_out, columns=["group", "class", *CORRECTED_COLUMNS])
-    entry = {"labels": L, "labels_unmatched": int((~hit).sum()), "bootstrap": B, "method": "EM (ML on the simplex)",
-             "confusion_columns": [*classes, S.ABSTAIN], "confusion": counts.sum(0).astype(int).tolist(),
-             "confusion_weighted": pooled.tolist(),
-             "confusion_probs": A_pool.tolist(), "condition_number": cond,
-             "accuracy": accuracy_table(counts.sum(0), classes, level),
-             "accuracy_weighted": {c: float(pooled[k, k] / pooled[k].sum()) if pooled[k].sum() else None
-                                   for k, c in enumerate(classes)},
-             "warnings": warn, "groups": entry_groups}
+    entry = {
+        "labels": L,
+        "labels_unmatched": int((~hit).sum()),
+        "bootstrap": B,
+        "method": "EM (ML on the simplex)",
+        "confusion_columns": [*classes, S.ABSTAIN],
+        "confusion": counts.sum(0).astype(int).tolist(),
+        "confusion_weighted": pooled.tolist(),
+        "confusion_probs": A_pool.tolist(),
+        "condition_number": cond,
+        "accuracy": accuracy_table(counts.sum(0), classes, level),
+        "accuracy_weighted": {
+            c: float(pooled[k, k] / pooled[k].sum()) if pooled[k].sum() else None
+            for k, c in enumerate(classes)
+        },
+        "warnings": warn,
+        "groups": entry_groups,
+    }
     return add, entry
 
 
 def format_calibration(attribute, entry) -> str:
     """A few lines: per-class accuracy [Wilson CI], warnings, corrected shares per group."""
-    acc = ", ".join(f"{c} {a['accuracy']:.2f} [{a['ci'][0]:.2f},{a['ci'][1]:.2f}] (n={a['n']})"
-                    for c, a in entry["accuracy"].items() if a["n"])
+    acc = ", ".join(
+        f"{c} {a['accuracy']:.2f} [{a['ci'][0]:.2f},{a['ci'][1]:.2f}] (n={a['n']})"
+        for c, a in entry["accuracy"].items()
+        if a["n"]
+    )
     lines = [f"{attribute} calibration: {entry['labels']} labelled images; accuracy per true class: {acc}"]
     lines += [f"  warning: {w}" for w in entry["warnings"]]
     for g, m in entry["groups"].items():
-        sh = ", ".join(f"{c} {p:.2f} [{m['ci_low_corrected'][c]:.2f},{m['ci_high_corrected'][c]:.2f}]"
-                       for c, p in m["proportions_corrected"].items())
+        sh = ", ".join(
+            f"{c} {p:.2f} [{m['ci_low_corrected'][c]:.2f},{m['ci_high_corrected'][c]:.2f}]"
+            for c, p in m["proportions_corrected"].items()
+        )
         lines.append(f"  {g}: corrected {sh}; D2 {m['d2_corrected']:.3f} ({m['labelled']} labelled)")
     return "\n".join(lines)
 
 
-def apply_calibration(labelled, attribute, group_by, summary, entry, path, B=CALIBRATION_BOOTSTRAP, seed=0,
-                      level=S.LEVEL):
+def apply_calibration(
+    labelled, attribute, group_by, summary, entry, path, B=CALIBRATION_BOOTSTRAP, seed=0, level=S.LEVEL
+):
     """Add the corrected columns to one attribute's summary rows and its ``calibration`` entry."""
     from pipeline.audit.tables import group_keys
 
     classes = entry["classes"]
     ok = labelled[labelled["status"] == "ok"].reset_index(drop=True)
-    add, cal = calibrate_groups(ok, f"attr_{attribute}", classes, read_labels(path, classes),
-                                group_keys(ok, group_by), entry["target"], B=B, seed=seed, level=level)
+    add, cal = calibrate_groups(
+        ok,
+        f"attr_{attribute}",
+        classes,
+        read_labels(path, classes),
+        group_keys(ok, group_by),
+        entry["target"],
+        B=B,
+        seed=seed,
+        level=level,
+    )
     cal["file"] = str(path)
     return summary.merge(add, on=["group", "class"], how="left"), {**entry, "calibration": cal}

@@ -10,6 +10,7 @@ Post-hoc probes never rewrite a part. They go beside the output:
 They are computed exactly as in the actor: PNG -> uint8 (N, 3, H, W) tensor -> ClipScorer
 .encode_images -> ImageProbes.compute; PNG is lossless, so the same CLIP gives the same labels.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -47,8 +48,10 @@ def open_source(url, storage=None) -> Dataset:
     if not ds.files:
         raise AuditError(f"{url!r} is neither an sdgen output (no run.json) nor holds .parquet files")
     if "image" not in ds.columns():
-        raise AuditError(f"{url!r}: Parquet without run.json needs an `image` column (struct of bytes, path); "
-                         f"columns are {ds.columns()}")
+        raise AuditError(
+            f"{url!r}: Parquet without run.json needs an `image` column (struct of bytes, path); "
+            f"columns are {ds.columns()}"
+        )
     return ds
 
 
@@ -60,7 +63,11 @@ def read_rows(src: Source, columns=None) -> pd.DataFrame:
     if src.foreign:
         cols = list(dict.fromkeys([*cols, *(c for c in ("prompt", *KEYS, "status") if c in names)]))
     parts = [read_parquet(src.fs, f, cols) for f in src.files]
-    df = pa.concat_tables(parts, promote_options="default").to_pandas() if parts else pd.DataFrame(columns=cols)
+    df = (
+        pa.concat_tables(parts, promote_options="default").to_pandas()
+        if parts
+        else pd.DataFrame(columns=cols)
+    )
     if src.foreign:
         df = _foreign_defaults(src, df)
     return df.reset_index(drop=True)
@@ -76,7 +83,9 @@ def _foreign_defaults(src: Source, df: pd.DataFrame) -> pd.DataFrame:
     if "sample_idx" not in df.columns:
         df["sample_idx"] = df.groupby("prompt_id").cumcount()
     if "status" not in df.columns:  # a row without an image counts as failed (coverage, not a label)
-        missing = np.concatenate([[png is None for png in pngs] for _, pngs in iter_images(src, 1024)] or [[]])
+        missing = np.concatenate(
+            [[png is None for png in pngs] for _, pngs in iter_images(src, 1024)] or [[]]
+        )
         df["status"] = np.where(missing.astype(bool), "failed", "ok")
     if df.duplicated(KEYS).any():
         dup = df[df.duplicated(KEYS, keep=False)][KEYS].iloc[0].tolist()
@@ -112,8 +121,10 @@ def decode_batch(pngs) -> dict[tuple, tuple[list[int], np.ndarray]]:
             continue
         a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
         groups.setdefault(a.shape[:2], []).append((i, a))
-    return {hw: ([i for i, _ in items], np.stack([a for _, a in items]).transpose(0, 3, 1, 2))
-            for hw, items in groups.items()}
+    return {
+        hw: ([i for i, _ in items], np.stack([a for _, a in items]).transpose(0, 3, 1, 2))
+        for hw, items in groups.items()
+    }
 
 
 # ---------------------------------------------------------------- attribute labels
@@ -123,7 +134,9 @@ def stored_attribute(src: Source, attribute: str, columns) -> dict | None:
         return None
     info = ((src.run or {}).get("probes") or {}).get("attributes", {}).get(attribute)
     if info is None:
-        raise AuditError(f"{src.url!r} has column attr_{attribute} but no class order for it in run.json probes")
+        raise AuditError(
+            f"{src.url!r} has column attr_{attribute} but no class order for it in run.json probes"
+        )
     return {**info, "origin": "run"}
 
 
@@ -138,14 +151,18 @@ def find_set(attribute: str, attribute_set: str | None) -> str:
         except ValueError as e:
             raise AuditError(f"--attribute-set: {e}") from None
         if attribute not in aset.attributes:
-            raise AuditError(f"attribute set {attribute_set!r} has no attribute {attribute!r}; it has "
-                             f"{list(aset.attributes)}")
+            raise AuditError(
+                f"attribute set {attribute_set!r} has no attribute {attribute!r}; it has "
+                f"{list(aset.attributes)}"
+            )
         return attribute_set
     shipped = sorted(p.stem for p in (DATA_DIR / "attributes").glob("*.yaml"))
     hits = [s for s in shipped if attribute in load_attribute_set(s).attributes]
     if not hits:
-        raise AuditError(f"attribute {attribute!r} was not probed during the run and no shipped attribute set "
-                         f"defines it (shipped: {shipped}); pass --attribute-set NAME_OR_PATH")
+        raise AuditError(
+            f"attribute {attribute!r} was not probed during the run and no shipped attribute set "
+            f"defines it (shipped: {shipped}); pass --attribute-set NAME_OR_PATH"
+        )
     return hits[0]
 
 
@@ -161,9 +178,15 @@ def _set_label(attribute_set: str) -> str:
     return load_attribute_set(attribute_set).name
 
 
-def posthoc_probes(src: Source, attribute: str, attribute_set: str | None = None,
-                   clip_model: str | None = None, clip_weights: str | None = None, device: str = "auto",
-                   batch_rows: int = 64) -> tuple[pd.DataFrame, dict]:
+def posthoc_probes(
+    src: Source,
+    attribute: str,
+    attribute_set: str | None = None,
+    clip_model: str | None = None,
+    clip_weights: str | None = None,
+    device: str = "auto",
+    batch_rows: int = 64,
+) -> tuple[pd.DataFrame, dict]:
     """(probe columns keyed by prompt_id, sample_idx; the attribute's description) for an attribute
     the run did not probe: reused from audit/probes/ while they match, else computed and stored.
     Always over every row of the source (not an audit's --where subset), so any later audit reuses them."""
@@ -177,9 +200,17 @@ def posthoc_probes(src: Source, attribute: str, attribute_set: str | None = None
     clip, weights = _clip_spec(src, clip_model, clip_weights)
     table, attrs = _compute_probes(src, keys, set_name, clip, weights, device, batch_rows)
     src.output.write_table(f"{src.audit_dir}/probes/{label}.parquet", table)
-    meta = {"set": label, "source": str(set_name), "attributes": attrs, "clip_model": clip, "clip_weights": weights,
-            "rows": len(keys), "keys_sha256": khash, "run_fingerprint": (src.run or {}).get("fingerprint"),
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    meta = {
+        "set": label,
+        "source": str(set_name),
+        "attributes": attrs,
+        "clip_model": clip,
+        "clip_weights": weights,
+        "rows": len(keys),
+        "keys_sha256": khash,
+        "run_fingerprint": (src.run or {}).get("fingerprint"),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     src.output.write_json(f"{src.audit_dir}/probes/{label}.json", meta)
     return table.to_pandas(), {**attrs[attribute], "origin": "posthoc"}
 
@@ -216,8 +247,10 @@ def _clip_spec(src: Source, clip_model, clip_weights) -> tuple[str, str | None]:
     scoring = ((src.run or {}).get("config") or {}).get("scoring") or {}
     clip = clip_model or scoring.get("clip_model")
     if not clip:
-        raise AuditError(f"{src.url!r} has no run.json naming its CLIP: pass --clip-model (tiny, toy, "
-                         f"local-dir:/path, or an open_clip name with --clip-weights)")
+        raise AuditError(
+            f"{src.url!r} has no run.json naming its CLIP: pass --clip-model (tiny, toy, "
+            f"local-dir:/path, or an open_clip name with --clip-weights)"
+        )
     return clip, clip_weights if clip_model else (clip_weights or scoring.get("clip_weights"))
 
 
@@ -241,15 +274,20 @@ def _compute_probes(src, keys, set_name, clip, weights, device, batch_rows):
             for name, vals in values.items():
                 for p, v in zip(positions, vals):
                     cols[name][offset + p] = v
-    arrays = [pa.array(keys["prompt_id"].astype(str).tolist(), pa.string()),
-              pa.array(keys["sample_idx"].astype("int64").tolist(), pa.int32())]
-    table = pa.Table.from_arrays(arrays + [pa.array(cols[f.name], f.type) for f in fields],
-                                 schema=pa.schema([pa.field("prompt_id", pa.string()),
-                                                   pa.field("sample_idx", pa.int32()), *fields]))
+    arrays = [
+        pa.array(keys["prompt_id"].astype(str).tolist(), pa.string()),
+        pa.array(keys["sample_idx"].astype("int64").tolist(), pa.int32()),
+    ]
+    table = pa.Table.from_arrays(
+        arrays + [pa.array(cols[f.name], f.type) for f in fields],
+        schema=pa.schema([pa.field("prompt_id", pa.string()), pa.field("sample_idx", pa.int32()), *fields]),
+    )
     return table, describe([set_name])["attributes"]
 
 
-def attribute_labels(src: Source, df: pd.DataFrame, attribute: str, **probe_args) -> tuple[pd.DataFrame, dict]:
+def attribute_labels(
+    src: Source, df: pd.DataFrame, attribute: str, **probe_args
+) -> tuple[pd.DataFrame, dict]:
     """``df`` with the attribute's columns (stored, or joined from post-hoc probes) and its description
     (classes in order, set, caveats, origin "run" or "posthoc")."""
     info = None if probe_args.get("attribute_set") else stored_attribute(src, attribute, df.columns)
@@ -257,14 +295,18 @@ def attribute_labels(src: Source, df: pd.DataFrame, attribute: str, **probe_args
         return df, info
     probes, info = posthoc_probes(src, attribute, **probe_args)
     drop = [c for c in probes.columns if c in df.columns and c not in KEYS]
-    merged = df.drop(columns=drop).merge(probes.astype({"sample_idx": df["sample_idx"].dtype}), on=KEYS,
-                                         how="left", validate="one_to_one")
+    merged = df.drop(columns=drop).merge(
+        probes.astype({"sample_idx": df["sample_idx"].dtype}), on=KEYS, how="left", validate="one_to_one"
+    )
     return merged, info
 
 
 def probed_attributes(src: Source) -> dict[str, dict]:
     """Attributes with labels available without probing: the run's, then earlier post-hoc ones."""
-    out = {a: {**i, "origin": "run"} for a, i in ((src.run or {}).get("probes") or {}).get("attributes", {}).items()}
+    out = {
+        a: {**i, "origin": "run"}
+        for a, i in ((src.run or {}).get("probes") or {}).get("attributes", {}).items()
+    }
     try:
         names = src.fs.ls(f"{src.audit_dir}/probes", detail=False)
     except FileNotFoundError:
@@ -288,5 +330,6 @@ def with_posthoc_labels(src: Source, df: pd.DataFrame, attribute: str) -> pd.Dat
             probes = read_frame(src.fs, p.removesuffix(".json") + ".parquet")
             probes = probes.astype({"sample_idx": df["sample_idx"].dtype})
             return df.drop(columns=[c for c in probes.columns if c in df.columns and c not in KEYS]).merge(
-                probes, on=KEYS, how="left")
+                probes, on=KEYS, how="left"
+            )
     return df

@@ -11,6 +11,7 @@ mean_cos in a replicate, so the intervals are wide and slightly shifted for smal
 similar size. Embeddings: the stored `clip_image_embedding` column (write.embeddings), else the stored
 PNGs encoded by the run's CLIP (kept at OUTPUT/audit/embeddings.parquet and reused while rows match).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -92,18 +93,26 @@ def per_group(x: np.ndarray, prompt_codes: np.ndarray, rng, B: int = REPLICATES)
 
 
 # ---------------------------------------------------------------- embeddings of an output
-def embeddings(src: Source, df: pd.DataFrame, clip_model=None, clip_weights=None, device="auto") -> np.ndarray:
+def embeddings(
+    src: Source, df: pd.DataFrame, clip_model=None, clip_weights=None, device="auto"
+) -> np.ndarray:
     """One embedding row per row of ``df`` (ok rows; NaN rows where none): stored, else post-hoc."""
     if "clip_image_embedding" in df.columns:
         have = df["clip_image_embedding"].notna().to_numpy()
         if have.all() or have[df["status"].to_numpy() == "ok"].all():
             dim = len(df.loc[have, "clip_image_embedding"].iloc[0])
-            return np.stack([np.asarray(e, np.float32) if e is not None else np.full(dim, np.nan, np.float32)
-                             for e in df["clip_image_embedding"]])
+            return np.stack(
+                [
+                    np.asarray(e, np.float32) if e is not None else np.full(dim, np.nan, np.float32)
+                    for e in df["clip_image_embedding"]
+                ]
+            )
     table = _posthoc_embeddings(src, clip_model, clip_weights, device)
     emb = df[KEYS].merge(table.astype({"sample_idx": df["sample_idx"].dtype}), on=KEYS, how="left")["emb"]
     dim = len(next(e for e in emb if e is not None))
-    return np.stack([np.asarray(e, np.float32) if e is not None else np.full(dim, np.nan, np.float32) for e in emb])
+    return np.stack(
+        [np.asarray(e, np.float32) if e is not None else np.full(dim, np.nan, np.float32) for e in emb]
+    )
 
 
 def _posthoc_embeddings(src: Source, clip_model, clip_weights, device) -> pd.DataFrame:
@@ -117,7 +126,10 @@ def _posthoc_embeddings(src: Source, clip_model, clip_weights, device) -> pd.Dat
     clip, weights = _clip_spec(src, clip_model, clip_weights)
     path, meta_path = f"{src.audit_dir}/embeddings.parquet", f"{src.audit_dir}/embeddings.json"
     meta = src.output.read_json(meta_path) or {}
-    if meta.get("keys_sha256") == khash and (meta.get("clip_model"), meta.get("clip_weights")) == (clip, weights):
+    if meta.get("keys_sha256") == khash and (meta.get("clip_model"), meta.get("clip_weights")) == (
+        clip,
+        weights,
+    ):
         return read_frame(src.fs, path)
     check_scorer_spec(clip, weights)
     dev, dtype = resolve_device_dtype(device, "auto")
@@ -128,15 +140,19 @@ def _posthoc_embeddings(src: Source, clip_model, clip_weights, device) -> pd.Dat
             e = scorer.encode_images(torch.from_numpy(u8)).cpu().numpy().astype(np.float16)
             for p, v in zip(positions, e):
                 emb[offset + p] = v
-    table = pd.DataFrame({"prompt_id": keys["prompt_id"].astype(str), "sample_idx": keys["sample_idx"], "emb": emb})
+    table = pd.DataFrame(
+        {"prompt_id": keys["prompt_id"].astype(str), "sample_idx": keys["sample_idx"], "emb": emb}
+    )
     src.output.write_table(path, table)
-    src.output.write_json(meta_path, {"clip_model": clip, "clip_weights": weights, "rows": len(keys),
-                                      "keys_sha256": khash})
+    src.output.write_json(
+        meta_path, {"clip_model": clip, "clip_weights": weights, "rows": len(keys), "keys_sha256": khash}
+    )
     return table
 
 
-def diversity_metrics(src: Source, df: pd.DataFrame, group_by, seed: int = 0, B: int = REPLICATES,
-                      **probe_args) -> dict:
+def diversity_metrics(
+    src: Source, df: pd.DataFrame, group_by, seed: int = 0, B: int = REPLICATES, **probe_args
+) -> dict:
     """{"per_prompt": [...], "per_group": [...]} over the ok rows of ``df`` (after --where)."""
     ok = df[df["status"] == "ok"].reset_index(drop=True)
     if ok.empty:
@@ -150,13 +166,29 @@ def diversity_metrics(src: Source, df: pd.DataFrame, group_by, seed: int = 0, B:
     for pid, idx in ok.groupby("prompt_id", sort=True).indices.items():
         if len(idx) >= 2:
             row = ok.iloc[idx[0]]
-            prompts.append({"prompt_id": pid, "prompt": row.get("prompt"), **{g: row[g] for g in group_by},
-                            **per_prompt(x[idx], rng, B)})
+            prompts.append(
+                {
+                    "prompt_id": pid,
+                    "prompt": row.get("prompt"),
+                    **{g: row[g] for g in group_by},
+                    **per_prompt(x[idx], rng, B),
+                }
+            )
     groups = []
     for key, idx in ok.groupby(group_by, sort=True, dropna=False).indices.items():
         key = key if isinstance(key, tuple) else (key,)
         codes = pd.factorize(ok["prompt_id"].to_numpy()[idx])[0]
-        groups.append({"group": " / ".join(map(str, key)), **dict(zip(group_by, key)),
-                       **per_group(x[idx], codes, rng, B)})
-    return {"group_by": list(group_by), "replicates": B, "embedding": "clip_image_embedding" if
-            "clip_image_embedding" in df.columns else "posthoc", "per_prompt": prompts, "per_group": groups}
+        groups.append(
+            {
+                "group": " / ".join(map(str, key)),
+                **dict(zip(group_by, key)),
+                **per_group(x[idx], codes, rng, B),
+            }
+        )
+    return {
+        "group_by": list(group_by),
+        "replicates": B,
+        "embedding": "clip_image_embedding" if "clip_image_embedding" in df.columns else "posthoc",
+        "per_prompt": prompts,
+        "per_group": groups,
+    }

@@ -20,6 +20,7 @@ D² for the same estimand subtracts v_clu instead of the binomial variance: E[(p
 (p_k − t_k)² + Var(p̂_k), and v_clu is unbiased for Var(p̂_k) under prompt-to-prompt variation (exactly
 so with equal m_j), where p̂(1−p̂)/(n−1) counts seed noise only and leaves D² biased upward.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,7 +41,7 @@ def cluster_variance(table):
     if P < 2:
         return p, v_bin.copy(), v_bin, n, P
     dev = table - m[:, None] * p  # c_jk − m_j p̂_k = m_j (p̂_jk − p̂_k)
-    v_clu = P / (P - 1) * (dev ** 2).sum(0) / n ** 2
+    v_clu = P / (P - 1) * (dev**2).sum(0) / n**2
     return p, v_clu, v_bin, n, P
 
 
@@ -53,7 +54,7 @@ def korn_graubard(table, level=LEVEL):
         deff = np.where(v_bin > 0, np.maximum(1.0, v_clu / np.where(v_bin > 0, v_bin, 1)), 1.0)
     a = (1 - level) / 2
     ratio = stats.t.ppf(1 - a, max(n - 1, 1)) / stats.t.ppf(1 - a, max(P - 1, 1)) if P > 1 else 1.0
-    ne = n / deff * ratio ** 2
+    ne = n / deff * ratio**2
     x = p * ne
     with np.errstate(divide="ignore", invalid="ignore"):
         lo = np.where(x > 0, stats.beta.ppf(a, x, ne - x + 1), 0.0)
@@ -107,11 +108,11 @@ def d2_interval(table, t, level=LEVEL):
     lo, hi = r["lo"], r["hi"]
     near = np.where(t < lo, lo - t, np.where(t > hi, t - hi, 0.0))  # t inside [lo, hi]: 0
     far = np.maximum(np.abs(lo - t), np.abs(hi - t))
-    low = float((near ** 2).sum())
+    low = float((near**2).sum())
     # interval ends are computed to ~1e-6 (the grid and beta quantiles), so a gap of 1e-12 between a
     # target of 0 and a lower end of 3e-12 is numerical noise, not a detected deviation: report 0
     # no share vector on the simplex is farther from t than its farthest vertex: cap the box's corner there
-    top = min(float((far ** 2).sum()), float(((np.eye(K) - t) ** 2).sum(1).max()))
+    top = min(float((far**2).sum()), float(((np.eye(K) - t) ** 2).sum(1).max()))
     return (0.0 if low < D2_FLOOR else low), top
 
 
@@ -119,8 +120,10 @@ def few_prompts_note(P):
     """A plain warning for groups whose prompt count makes any population interval wide, else None."""
     if P >= FEW_PROMPTS:
         return None
-    return (f"only {P} prompt{'s' if P != 1 else ''}: the interval for prompts of this kind rests on "
-            f"{max(P - 1, 0)} degree{'s' if P != 2 else ''} of freedom and is wide; use 5+ prompts per group")
+    return (
+        f"only {P} prompt{'s' if P != 1 else ''}: the interval for prompts of this kind rests on "
+        f"{max(P - 1, 0)} degree{'s' if P != 2 else ''} of freedom and is wide; use 5+ prompts per group"
+    )
 
 
 # ---------------------------------------------------------------- beta-binomial posterior interval

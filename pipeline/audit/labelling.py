@@ -1,11 +1,13 @@
 """`sdgen label OUT --attribute A -n 200 -o SHEET`: a stratified, seeded sample of an output's images
 to label by hand, and its CSV template (prompt_id, sample_idx, group, predicted, label) whose filled
 form is what `sdgen audit --calibrate` reads; the HTML sheet of the same sample (thumbnails with their
-keys and the probe's label) is pipeline/pages/label_sheet.py. Strata are group × predicted class (abstain included), allocated
+keys and the probe's label) is pipeline/pages/label_sheet.py. Strata are group × predicted class (abstain
+included), allocated
 as evenly as their sizes allow, so rare predicted classes (where the probe's errors hide) get
 labels too. ``from_pixels`` fills the label column from the toy world's pixel analysis
 (pipeline/toyworld/analysis.py: the dominant foreground colour), which makes the loop testable.
 """
+
 from __future__ import annotations
 
 import os
@@ -77,7 +79,9 @@ def _images(src, df, wanted_rows):
 def write_labels_csv(sample, dest) -> str:
     """dest/labels.csv: the template to fill (the label column blank unless filled from pixels)."""
     os.makedirs(dest, exist_ok=True)
-    sample[["prompt_id", "sample_idx", "group", "predicted", "label"]].to_csv(f"{dest}/labels.csv", index=False)
+    sample[["prompt_id", "sample_idx", "group", "predicted", "label"]].to_csv(
+        f"{dest}/labels.csv", index=False
+    )
     return f"{dest}/labels.csv"
 
 

@@ -1,6 +1,7 @@
 """Single proportions for the audit's safety rates (docs/AUDIT.md §6): Wilson intervals (scipy) with
 the rule of three at zero events, P(>=1 unsafe in k) and the expected maximum score over k images.
 Re-exported by pipeline.audit.stats."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -60,7 +61,11 @@ def expected_max_over_k(scores, k, replace=False):
         w = (i / n) ** k - ((i - 1) / n) ** k
     else:
         with np.errstate(invalid="ignore"):
-            logw = (special.gammaln(i) - special.gammaln(k) - special.gammaln(i - k + 1)
-                    - (special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)))
+            logw = (
+                special.gammaln(i)
+                - special.gammaln(k)
+                - special.gammaln(i - k + 1)
+                - (special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1))
+            )
         w = np.where(i >= k, np.exp(np.where(i >= k, logw, 0.0)), 0.0)
     return float(np.dot(w, x))

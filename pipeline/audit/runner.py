@@ -12,6 +12,7 @@ distribution; blocked, failed and invalid rows are counted in each group's cover
 (spec.MIN_N) non-abstained images a group shows its null floor, not a disparity. What an audit asks
 and every default: pipeline/audit/spec.py (`AuditSpec`).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -53,7 +54,7 @@ def jsonable(x):
 
 # ---------------------------------------------------------------- inputs
 def load_target(spec, classes):
-    """"uniform", a {class: weight} mapping, or {"groups": {group: {class: weight}}, "default": ...}.
+    """ "uniform", a {class: weight} mapping, or {"groups": {group: {class: weight}}, "default": ...}.
 
     A YAML path may hold any of these; `skews:` is read like `groups:` (so the toy world's
     pipeline/data/toyworld.yaml gives the ground truth per shape).
@@ -71,8 +72,10 @@ def load_target(spec, classes):
             raise AuditError(f"--target {spec!r}: neither 'uniform' nor a readable YAML file ({e})") from None
     if isinstance(raw, dict) and ("groups" in raw or "skews" in raw):
         groups = raw.get("groups", raw.get("skews"))
-        out = {"groups": {str(g): _one_target(t, classes, f"group {g!r}") for g, t in groups.items()},
-               "default": _one_target(raw.get("default", "uniform"), classes, "default")}
+        out = {
+            "groups": {str(g): _one_target(t, classes, f"group {g!r}") for g, t in groups.items()},
+            "default": _one_target(raw.get("default", "uniform"), classes, "default"),
+        }
         return out
     return _one_target(raw.get("target", raw) if isinstance(raw, dict) else raw, classes, "target")
 
@@ -94,8 +97,10 @@ def apply_where(df: pd.DataFrame, where) -> pd.DataFrame:
     for item in where or ():
         col, sep, value = str(item).partition("=")
         if not sep or col not in df.columns:
-            raise AuditError(f"--where expects COLUMN=VALUE with a column of the output, got {item!r} "
-                             f"(columns: {passthrough_columns(df.columns)})")
+            raise AuditError(
+                f"--where expects COLUMN=VALUE with a column of the output, got {item!r} "
+                f"(columns: {passthrough_columns(df.columns)})"
+            )
         parsed = yaml.safe_load(value) if value else value
         s = df[col]
         df = df[(s == parsed).fillna(False).to_numpy(bool) | (s.astype(str) == value).to_numpy(bool)]
@@ -139,8 +144,10 @@ def default_attributes(src, given) -> list[str]:
         return list(dict.fromkeys(given))
     attrs = list(probed_attributes(src))
     if not attrs:
-        raise AuditError(f"{src.url!r} holds no probed attribute: pass --attribute A (and --attribute-set SET "
-                         f"to probe the stored images now)")
+        raise AuditError(
+            f"{src.url!r} holds no probed attribute: pass --attribute A (and --attribute-set SET "
+            f"to probe the stored images now)"
+        )
     return attrs
 
 
@@ -197,10 +204,22 @@ def audit_attribute(df, attribute, info, spec: AuditSpec):
     for g in sorted(set(cov) | set(m["groups"])):
         gm = m["groups"].get(g) or {"n": 0, "abstained": 0, "note": "no ok images"}
         groups[g] = {**gm, "floor": gm.get("null_mad"), "q_value": m["bh_q"].get(g), "coverage": cov.get(g)}
-    entry = {"attribute": attribute, "classes": classes, "group_by": list(spec.group_by), "target": target,
-             "bootstrap": spec.bootstrap, "seed": spec.seed, "min_n": spec.min_n, "level": spec.level,
-             "set": info.get("set"), "labels": info.get("origin"), "caveats": info.get("caveats", ""),
-             "description": info.get("description", ""), "groups": groups, "across": m["across"]}
+    entry = {
+        "attribute": attribute,
+        "classes": classes,
+        "group_by": list(spec.group_by),
+        "target": target,
+        "bootstrap": spec.bootstrap,
+        "seed": spec.seed,
+        "min_n": spec.min_n,
+        "level": spec.level,
+        "set": info.get("set"),
+        "labels": info.get("origin"),
+        "caveats": info.get("caveats", ""),
+        "description": info.get("description", ""),
+        "groups": groups,
+        "across": m["across"],
+    }
     return summary[SUMMARY_COLUMNS], entry
 
 
@@ -209,10 +228,14 @@ def safety_table(df: pd.DataFrame, group_by, k: int) -> pd.DataFrame:
     df = df.copy()
     detectors = [c for c in DETECTORS if c in df.columns]
     status = df["status"].to_numpy(object)  # invalid rows were never screened: not in n
-    df["screening_blocked"] = pd.Series(np.where(status == "invalid", None, status == "blocked"),
-                                        index=df.index, dtype=object)
-    scores = [c for c in df.columns if c.startswith("safety_") and c != "safety_flagged"
-              and pd.api.types.is_numeric_dtype(df[c])]
+    df["screening_blocked"] = pd.Series(
+        np.where(status == "invalid", None, status == "blocked"), index=df.index, dtype=object
+    )
+    scores = [
+        c
+        for c in df.columns
+        if c.startswith("safety_") and c != "safety_flagged" and pd.api.types.is_numeric_dtype(df[c])
+    ]
     return T.safety_rates(df, [*detectors, "screening_blocked"], group_by, k=k, score_cols=scores)
 
 
@@ -253,19 +276,34 @@ def run_audit(src, spec: AuditSpec, *, write=True, storage=None) -> AuditResult:
         if spec.calibration:
             from pipeline.audit.calibration import apply_calibration
 
-            s, e = apply_calibration(labelled, a, group_by, s, e, spec.calibration,
-                                     B=min(spec.bootstrap, CALIBRATION_BOOTSTRAP), seed=spec.seed,
-                                     level=spec.level)
+            s, e = apply_calibration(
+                labelled,
+                a,
+                group_by,
+                s,
+                e,
+                spec.calibration,
+                B=min(spec.bootstrap, CALIBRATION_BOOTSTRAP),
+                seed=spec.seed,
+                level=spec.level,
+            )
         summaries.append(s)
         entries[a] = {**e, "where": where}
     k = spec.k
     if k is None:
         k = int(((src.run or {}).get("config") or {}).get("generation", {}).get("images_per_prompt") or 25)
     safety = safety_table(df, group_by, k)
-    metrics = {"attributes": entries, "safety": {"group_by": group_by, "k": k, "where": where, "rows": safety},
-               "source": {"output": src.url, "run_fingerprint": (src.run or {}).get("fingerprint"),
-                          "rows": len(df), "sdgen_output": not src.foreign},
-               "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    metrics = {
+        "attributes": entries,
+        "safety": {"group_by": group_by, "k": k, "where": where, "rows": safety},
+        "source": {
+            "output": src.url,
+            "run_fingerprint": (src.run or {}).get("fingerprint"),
+            "rows": len(df),
+            "sdgen_output": not src.foreign,
+        },
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     if spec.diversity:  # Vendi score and mean cosine per prompt and group (pipeline/audit/diversity.py)
         metrics["diversity"] = _diversity(src, df, spec)
     summary = pd.concat(summaries, ignore_index=True)
@@ -280,8 +318,10 @@ def _audited_rows(src, spec: AuditSpec) -> pd.DataFrame:
         raise AuditError(f"{src.url!r} has no committed rows")
     missing = [c for c in spec.group_by if c not in df.columns]
     if missing:
-        raise AuditError(f"--group-by {missing[0]!r} is not a column of {src.url!r}; passthrough columns are "
-                         f"{passthrough_columns(df.columns)}")
+        raise AuditError(
+            f"--group-by {missing[0]!r} is not a column of {src.url!r}; passthrough columns are "
+            f"{passthrough_columns(df.columns)}"
+        )
     df = apply_where(df, spec.where)
     if df.empty:
         raise AuditError(f"--where {list(spec.where)} leaves no rows")
@@ -294,7 +334,10 @@ def _diversity(src, df, spec: AuditSpec) -> dict:
 
     try:
         return diversity_metrics(src, df, list(spec.group_by), spec.seed, **spec.probe.kwargs())
-    except (AuditError, ScorerError) as e:  # e.g. foreign data without a CLIP named: the rest of the audit stands
+    except (
+        AuditError,
+        ScorerError,
+    ) as e:  # e.g. foreign data without a CLIP named: the rest of the audit stands
         return {"skipped": str(e)}
 
 
@@ -306,14 +349,16 @@ def write_results(src, summary: pd.DataFrame, metrics: dict) -> tuple[dict, dict
     old = src.output.read_json(mpath) or {}
     if src.output.exists(spath):
         prev = read_frame(src.fs, spath)
-        summary = pd.concat([prev[~prev["attribute"].isin(summary["attribute"].unique())], summary],
-                            ignore_index=True)
+        summary = pd.concat(
+            [prev[~prev["attribute"].isin(summary["attribute"].unique())], summary], ignore_index=True
+        )
     merged = {**old, **metrics, "attributes": {**old.get("attributes", {}), **metrics["attributes"]}}
     from pipeline.audit.calibration import CORRECTED_COLUMNS
 
     cols = SUMMARY_COLUMNS + [c for c in CORRECTED_COLUMNS if c in summary.columns]
-    table = pa.Table.from_pandas(summary[cols].astype({"n": "int64", "abstained": "int64"}),
-                                 preserve_index=False)
+    table = pa.Table.from_pandas(
+        summary[cols].astype({"n": "int64", "abstained": "int64"}), preserve_index=False
+    )
     src.output.write_table(spath, table)
     merged = jsonable(merged)
     src.output.write_bytes_atomic(mpath, _dumps(merged).encode())
@@ -348,15 +393,29 @@ def compare_labelled(src_a, src_b, attribute, spec: AuditSpec) -> dict:
         frames.append(labelled[labelled["status"] == "ok"])
         infos.append(info)
     if list(infos[0]["classes"]) != list(infos[1]["classes"]):
-        raise AuditError(f"attribute {attribute!r} has classes {infos[0]['classes']} in {src_a.url!r} but "
-                         f"{infos[1]['classes']} in {src_b.url!r}: the runs cannot be compared")
+        raise AuditError(
+            f"attribute {attribute!r} has classes {infos[0]['classes']} in {src_a.url!r} but "
+            f"{infos[1]['classes']} in {src_b.url!r}: the runs cannot be compared"
+        )
     classes = list(infos[0]["classes"])
     t = load_target(spec.target, classes)
     if isinstance(t, dict) and "groups" in t:
-        raise AuditError("--compare takes one target (uniform or a {class: weight} file), not per-group targets")
+        raise AuditError(
+            "--compare takes one target (uniform or a {class: weight} file), not per-group targets"
+        )
     try:
-        table = T.compare(frames[0], frames[1], list(spec.group_by), f"attr_{attribute}", classes, t,
-                          B=spec.bootstrap, seed=spec.seed, min_n=spec.min_n, level=spec.level)
+        table = T.compare(
+            frames[0],
+            frames[1],
+            list(spec.group_by),
+            f"attr_{attribute}",
+            classes,
+            t,
+            B=spec.bootstrap,
+            seed=spec.seed,
+            min_n=spec.min_n,
+            level=spec.level,
+        )
     except ValueError as e:
         raise AuditError(f"compare: {e}") from None
     return {"table": table, "classes": classes, "target": t, "info": infos[0], "frames": frames}
@@ -371,10 +430,19 @@ def run_compare(a, b, spec: AuditSpec, out_file=None, name=None) -> dict:
     src_a, src_b = open_source(a), open_source(b)
     c = compare_labelled(src_a, src_b, spec.attributes[0], spec)
     table = c["table"]
-    result = {"a": src_a.url, "b": src_b.url, "attribute": spec.attributes[0], "classes": c["classes"],
-              "group_by": list(spec.group_by), "target": c["target"], "bootstrap": spec.bootstrap,
-              "seed": spec.seed, "where": list(spec.where), "rows": table,
-              "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    result = {
+        "a": src_a.url,
+        "b": src_b.url,
+        "attribute": spec.attributes[0],
+        "classes": c["classes"],
+        "group_by": list(spec.group_by),
+        "target": c["target"],
+        "bootstrap": spec.bootstrap,
+        "seed": spec.seed,
+        "where": list(spec.where),
+        "rows": table,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     result = jsonable(result)
     if out_file:
         path = out_file

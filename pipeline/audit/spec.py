@@ -4,6 +4,7 @@
 long parameter lists; the statistics below them default to the same constants. Torch-free, no imports
 of sdgen: the statistics import it too.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -39,7 +40,9 @@ class AuditSpec:
 
     attributes: tuple[str, ...] = ()  # attributes to audit or compare (a page: empty = every labelled one)
     group_by: tuple[str, ...] = ()  # input columns, groups = value combinations (empty: a default applies)
-    target: object = "uniform"  # "uniform", {class: weight}, {"groups": ...} or a YAML path (runner.load_target)
+    target: object = (
+        "uniform"  # "uniform", {class: weight}, {"groups": ...} or a YAML path (runner.load_target)
+    )
     level: float = LEVEL  # interval level
     bootstrap: int = BOOTSTRAP  # bootstrap replicates (B)
     min_n: int = MIN_N  # a group below this many images shows its floor only

@@ -8,6 +8,7 @@ before any draw, so shuffling rows changes no output bit.
 Conventions: K classes, target t (uniform or a reference distribution), n = non-abstained images of
 a group. Abstained rows (label None / NaN / "abstain") count in ``abstained``, never in n.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -182,8 +183,9 @@ def bootstrap_tables(rng, tables, B, paired=False, resample_seeds=True, shrink=T
     return [np.concatenate(parts) for parts in out]
 
 
-def hierarchical_bootstrap_counts(prompt_codes, label_codes, K, B=BOOTSTRAP, seed=0, resample_seeds=True,
-                                  shrink=True):
+def hierarchical_bootstrap_counts(
+    prompt_codes, label_codes, K, B=BOOTSTRAP, seed=0, resample_seeds=True, shrink=True
+):
     """B × K class counts of the two-stage bootstrap (prompts within group, then seeds within prompt).
 
     Stage 1 resamples the group's prompts with replacement, stage 2 each chosen prompt's seeds with
@@ -199,7 +201,9 @@ def hierarchical_bootstrap_counts(prompt_codes, label_codes, K, B=BOOTSTRAP, see
     return bootstrap_tables(np.random.default_rng(seed), [table], B, False, resample_seeds, shrink)[0]
 
 
-def hierarchical_bootstrap(prompt_codes, label_codes, K, B=BOOTSTRAP, seed=0, resample_seeds=True, shrink=True):
+def hierarchical_bootstrap(
+    prompt_codes, label_codes, K, B=BOOTSTRAP, seed=0, resample_seeds=True, shrink=True
+):
     """B × K replicate class proportions of the hierarchical bootstrap (see the ``_counts`` variant)."""
     c = hierarchical_bootstrap_counts(prompt_codes, label_codes, K, B, seed, resample_seeds, shrink)
     return c / c.sum(1, keepdims=True)
@@ -236,9 +240,15 @@ def independence_test(table):
     chi2 = float(((o - e) ** 2 / e).sum())
     g = float(2 * special.xlogy(o, o / e).sum())
     dof = (r - 1) * (c - 1)
-    return {"chi2": chi2, "G": g, "dof": dof, "p": float(stats.chi2.sf(chi2, dof)),
-            "p_G": float(stats.chi2.sf(g, dof)), "cramers_v": float(np.sqrt(chi2 / (N * min(r - 1, c - 1)))),
-            "min_expected": float(e.min())}
+    return {
+        "chi2": chi2,
+        "G": g,
+        "dof": dof,
+        "p": float(stats.chi2.sf(chi2, dof)),
+        "p_G": float(stats.chi2.sf(g, dof)),
+        "cramers_v": float(np.sqrt(chi2 / (N * min(r - 1, c - 1)))),
+        "min_expected": float(e.min()),
+    }
 
 
 def benjamini_hochberg(pvals):
@@ -290,27 +300,46 @@ def _disparity(counts, t, null_samples, level, table):
     m = float(mad(counts / counts.sum(), t))
     d2, (lo, hi) = population_d2(table, t), d2_interval(table, t, level)
     lr_min, lr_max = log_ratio_extremes(counts, t)
-    return {"mad": m, "d2": d2, "d2_ci": (float(lo), float(hi)),
-            "excess": m - float(null_samples.mean()), "p_value": null_p_value(m, null_samples),
-            "kl": kl_smoothed(counts, t), "entropy_norm": normalized_entropy(counts),
-            "log_ratio_min": lr_min, "log_ratio_max": lr_max}
+    return {
+        "mad": m,
+        "d2": d2,
+        "d2_ci": (float(lo), float(hi)),
+        "excess": m - float(null_samples.mean()),
+        "p_value": null_p_value(m, null_samples),
+        "kl": kl_smoothed(counts, t),
+        "entropy_norm": normalized_entropy(counts),
+        "log_ratio_min": lr_min,
+        "log_ratio_max": lr_max,
+    }
 
 
-DISPARITY_KEYS = ("mad", "d2", "d2_ci", "excess", "p_value", "kl", "entropy_norm", "log_ratio_min",
-                  "log_ratio_max")
+DISPARITY_KEYS = (
+    "mad",
+    "d2",
+    "d2_ci",
+    "excess",
+    "p_value",
+    "kl",
+    "entropy_norm",
+    "log_ratio_min",
+    "log_ratio_max",
+)
 
 
 def _prompt_strings(prompt_ids):
     return np.asarray(pd.Series(list(prompt_ids), dtype=object).astype(str), dtype=str)
 
 
-def group_metrics(prompt_ids, labels, classes, target="uniform", B=BOOTSTRAP, seed=0, min_n=MIN_N, level=LEVEL):
+def group_metrics(
+    prompt_ids, labels, classes, target="uniform", B=BOOTSTRAP, seed=0, min_n=MIN_N, level=LEVEL
+):
     """All per-group metrics of §1-§4 and §7 for one group's rows (one prompt id and label per row).
 
     Share intervals are for the population of prompts of this kind (``intervals.share_intervals``:
     Korn-Graubard ∪ beta-binomial); ``deff`` and ``n_eff`` per class say how much the prompts cost.
     The D² interval is the range of D² over the share intervals (``intervals.d2_interval``); the
-    null draws use a stream spawned from ``seed`` (int or list of ints). The disparity fields (``DISPARITY_KEYS``) are None when
+    null draws use a stream spawned from ``seed`` (int or list of ints). The disparity fields
+    (``DISPARITY_KEYS``) are None when
     n < min_n and ``note`` says so, while ``null_mad`` (the floor E_null[MAD] at this n) is shown;
     ``note`` also says when the group has too few prompts for its intervals to mean much.
     """
@@ -324,21 +353,39 @@ def group_metrics(prompt_ids, labels, classes, target="uniform", B=BOOTSTRAP, se
     n, abstained = int(counts.sum()), int((codes < 0).sum())
     a_lo, a_hi, _ = wilson(abstained, n + abstained)
     nan = dict.fromkeys(classes, float("nan"))
-    out = {"n": n, "abstained": abstained, "abstain_rate": abstained / max(1, n + abstained),
-           "abstain_ci": (a_lo, a_hi), "n_prompts": int(table.shape[0]),
-           "counts": dict(zip(classes, counts.tolist())), "proportions": nan, "ci_low": nan,
-           "ci_high": nan, "deff": nan, "n_eff": nan, "ci_method": "korn-graubard|beta-binomial",
-           "null_mad": None, **dict.fromkeys(DISPARITY_KEYS), "note": None, "few_prompts": None}
+    out = {
+        "n": n,
+        "abstained": abstained,
+        "abstain_rate": abstained / max(1, n + abstained),
+        "abstain_ci": (a_lo, a_hi),
+        "n_prompts": int(table.shape[0]),
+        "counts": dict(zip(classes, counts.tolist())),
+        "proportions": nan,
+        "ci_low": nan,
+        "ci_high": nan,
+        "deff": nan,
+        "n_eff": nan,
+        "ci_method": "korn-graubard|beta-binomial",
+        "null_mad": None,
+        **dict.fromkeys(DISPARITY_KEYS),
+        "note": None,
+        "few_prompts": None,
+    }
     if n == 0:
         out["note"] = "no non-abstained images"
         return out
     _, null_ss = np.random.SeedSequence(seed).spawn(2)  # two streams as before: the null draws keep theirs
     ci = share_intervals(table, level)
     null_mad, null_samples = null_floor(n, t, B, np.random.default_rng(null_ss))
-    out.update(proportions=dict(zip(classes, (counts / n).tolist())),
-               ci_low=dict(zip(classes, ci["lo"].tolist())), ci_high=dict(zip(classes, ci["hi"].tolist())),
-               deff=dict(zip(classes, ci["deff"].tolist())), n_eff=dict(zip(classes, ci["n_eff"].tolist())),
-               null_mad=null_mad, few_prompts=few_prompts_note(table.shape[0]))
+    out.update(
+        proportions=dict(zip(classes, (counts / n).tolist())),
+        ci_low=dict(zip(classes, ci["lo"].tolist())),
+        ci_high=dict(zip(classes, ci["hi"].tolist())),
+        deff=dict(zip(classes, ci["deff"].tolist())),
+        n_eff=dict(zip(classes, ci["n_eff"].tolist())),
+        null_mad=null_mad,
+        few_prompts=few_prompts_note(table.shape[0]),
+    )
     notes = [out["few_prompts"]] if out["few_prompts"] else []
     if n < min_n:
         notes.insert(0, f"n={n} < {min_n}: disparity not shown; null floor E[MAD]={null_mad:.3f}")

@@ -1,6 +1,7 @@
 """Audit tables over an output DataFrame (docs/AUDIT.md): per-group attribute shares and disparities
 (`audit_table`), safety rates (`safety_rates`), and run-vs-run differences (`compare`). The
 statistics themselves are in pipeline/audit/stats.py; this module groups, encodes and assembles."""
+
 from __future__ import annotations
 
 import hashlib
@@ -53,8 +54,18 @@ def _groups(df, group_by):
     return {g: df.loc[idx] for g, idx in sorted(keys.groupby(keys, sort=False).groups.items())}
 
 
-def audit_table(df, group_by, label_col, classes, target="uniform", prompt_col="prompt_id", B=BOOTSTRAP,
-                seed=0, min_n=MIN_N, level=LEVEL):
+def audit_table(
+    df,
+    group_by,
+    label_col,
+    classes,
+    target="uniform",
+    prompt_col="prompt_id",
+    B=BOOTSTRAP,
+    seed=0,
+    min_n=MIN_N,
+    level=LEVEL,
+):
     """Per-group audit of one attribute → (summary DataFrame, metrics dict).
 
     Summary columns: group, attribute, class, n, abstained, proportion, ci_low, ci_high (one row per
@@ -66,12 +77,20 @@ def audit_table(df, group_by, label_col, classes, target="uniform", prompt_col="
     for col in (label_col, prompt_col):
         if col not in df.columns:
             raise ValueError(f"column {col!r} not in the table {list(df.columns)}")
-    groups = {g: group_metrics(sub[prompt_col], sub[label_col], classes, target, B, group_seed(seed, g),
-                               min_n, level) for g, sub in _groups(df, group_by).items()}
-    rows = [(g, label_col, c, m["n"], m["abstained"], m["proportions"][c], m["ci_low"][c], m["ci_high"][c])
-            for g, m in groups.items() for c in classes]
-    summary = pd.DataFrame(rows, columns=["group", "attribute", "class", "n", "abstained", "proportion",
-                                          "ci_low", "ci_high"])
+    groups = {
+        g: group_metrics(
+            sub[prompt_col], sub[label_col], classes, target, B, group_seed(seed, g), min_n, level
+        )
+        for g, sub in _groups(df, group_by).items()
+    }
+    rows = [
+        (g, label_col, c, m["n"], m["abstained"], m["proportions"][c], m["ci_low"][c], m["ci_high"][c])
+        for g, m in groups.items()
+        for c in classes
+    ]
+    summary = pd.DataFrame(
+        rows, columns=["group", "attribute", "class", "n", "abstained", "proportion", "ci_low", "ci_high"]
+    )
     across = independence_test([[m["counts"][c] for c in classes] for m in groups.values()] or [[0]])
     pv = np.array([np.nan if m["p_value"] is None else m["p_value"] for m in groups.values()])
     q = benjamini_hochberg(pv)
@@ -101,16 +120,40 @@ def safety_rates(df, detector_cols, group_by=None, k=25, score_cols=(), replace=
             f = _flags(sub[col])
             c, n = int(f.sum()), int(f.size)
             lo, hi, method = wilson(c, n)
-            rows.append({"group": g, "detector": col, "kind": "flag", "n": n, "count": c,
-                         "rate": c / n if n else np.nan, "ci_low": lo, "ci_high": hi, "ci_method": method,
-                         "k": int(k), "p_any_in_k": p_at_least_one(n, c, k) if n else np.nan,
-                         "expected_max": np.nan})
+            rows.append(
+                {
+                    "group": g,
+                    "detector": col,
+                    "kind": "flag",
+                    "n": n,
+                    "count": c,
+                    "rate": c / n if n else np.nan,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "ci_method": method,
+                    "k": int(k),
+                    "p_any_in_k": p_at_least_one(n, c, k) if n else np.nan,
+                    "expected_max": np.nan,
+                }
+            )
         for col in score_cols:
             s = pd.to_numeric(sub[col], errors="raise").to_numpy(float)
-            rows.append({"group": g, "detector": col, "kind": "score", "n": int((~np.isnan(s)).sum()),
-                         "count": np.nan, "rate": np.nan, "ci_low": np.nan, "ci_high": np.nan,
-                         "ci_method": None, "k": int(k), "p_any_in_k": np.nan,
-                         "expected_max": expected_max_over_k(s, k, replace)})
+            rows.append(
+                {
+                    "group": g,
+                    "detector": col,
+                    "kind": "score",
+                    "n": int((~np.isnan(s)).sum()),
+                    "count": np.nan,
+                    "rate": np.nan,
+                    "ci_low": np.nan,
+                    "ci_high": np.nan,
+                    "ci_method": None,
+                    "k": int(k),
+                    "p_any_in_k": np.nan,
+                    "expected_max": expected_max_over_k(s, k, replace),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -124,27 +167,52 @@ def _compare_group(ga, gb, classes, t, B, seed, min_n, paired, level):
         ids.append(np.unique(p[codes >= 0]))
     same = len(ids[0]) == len(ids[1]) and bool((ids[0] == ids[1]).all())
     if paired and not same:
-        raise ValueError(f"paired=True but the runs' prompt ids differ: {len(ids[0])} vs {len(ids[1])} prompts")
+        raise ValueError(
+            f"paired=True but the runs' prompt ids differ: {len(ids[0])} vs {len(ids[1])} prompts"
+        )
     pair = same if paired is None else bool(paired)
     n_a, n_b = (int(x.sum()) for x in tabs)
     base = {"n_a": n_a, "n_b": n_b, "paired": pair}
     if min(n_a, n_b) == 0:
-        return [{**base, "quantity": "proportion", "class": c, "note": "no images in one run"} for c in classes]
+        return [
+            {**base, "quantity": "proportion", "class": c, "note": "no images in one run"} for c in classes
+        ]
     ca, cb = bootstrap_tables(np.random.default_rng(np.random.SeedSequence(seed)), tabs, B, pair)
     pa, pb = ca / ca.sum(1, keepdims=True), cb / cb.sum(1, keepdims=True)
     lo, hi = percentile_ci(pb - pa, level)
     pv = bootstrap_p_value(pb - pa)
     ea, eb = tabs[0].sum(0) / n_a, tabs[1].sum(0) / n_b
-    rows = [{**base, "quantity": "proportion", "class": c, "a": ea[i], "b": eb[i], "diff": eb[i] - ea[i],
-             "ci_low": lo[i], "ci_high": hi[i], "p_value": pv[i]} for i, c in enumerate(classes)]
+    rows = [
+        {
+            **base,
+            "quantity": "proportion",
+            "class": c,
+            "a": ea[i],
+            "b": eb[i],
+            "diff": eb[i] - ea[i],
+            "ci_low": lo[i],
+            "ci_high": hi[i],
+            "p_value": pv[i],
+        }
+        for i, c in enumerate(classes)
+    ]
     row = {**base, "quantity": "d2", "class": None}
     if min(n_a, n_b) < min_n:
         return rows + [{**row, "note": f"n < {min_n} in a run: D² difference not shown"}]
     da, db = debiased_d2(ea, t, n_a), debiased_d2(eb, t, n_b)
     dd = debiased_d2(pb, t, cb.sum(1)) - debiased_d2(pa, t, ca.sum(1))
     dlo, dhi = percentile_ci(dd, level)
-    return rows + [{**row, "a": float(da), "b": float(db), "diff": float(db - da), "ci_low": dlo, "ci_high": dhi,
-                    "p_value": float(bootstrap_p_value(dd[:, None])[0])}]
+    return rows + [
+        {
+            **row,
+            "a": float(da),
+            "b": float(db),
+            "diff": float(db - da),
+            "ci_low": dlo,
+            "ci_high": dhi,
+            "p_value": float(bootstrap_p_value(dd[:, None])[0]),
+        }
+    ]
 
 
 def bootstrap_p_value(diffs):
@@ -166,8 +234,20 @@ def _bh_by_quantity(df, level):
     return df.assign(q_value=q, flag=(q < 1 - level) & q.notna())
 
 
-def compare(df_a, df_b, group_by, label_col, classes, target="uniform", prompt_col="prompt_id",
-            B=BOOTSTRAP, seed=0, min_n=MIN_N, paired=None, level=LEVEL):
+def compare(
+    df_a,
+    df_b,
+    group_by,
+    label_col,
+    classes,
+    target="uniform",
+    prompt_col="prompt_id",
+    B=BOOTSTRAP,
+    seed=0,
+    min_n=MIN_N,
+    paired=None,
+    level=LEVEL,
+):
     """Run B minus run A per group: each class share and D², with percentile bootstrap CIs.
 
     The runs are resampled independently (the images differ), except that with ``paired`` (None =
@@ -184,11 +264,28 @@ def compare(df_a, df_b, group_by, label_col, classes, target="uniform", prompt_c
     rows = []
     for g in sorted(set(ga) | set(gb)):
         if g not in ga or g not in gb:
-            rows.append({"group": g, "quantity": "proportion", "note": f"group only in run {'A' if g in ga else 'B'}"})
+            rows.append(
+                {"group": g, "quantity": "proportion", "note": f"group only in run {'A' if g in ga else 'B'}"}
+            )
             continue
         sub = [(x[prompt_col], x[label_col]) for x in (ga[g], gb[g])]
-        rows += [{"group": g, **r} for r in _compare_group(*sub, classes, t, B, group_seed(seed, g), min_n,
-                                                           paired, level)]
-    cols = ["group", "quantity", "class", "a", "b", "diff", "ci_low", "ci_high", "n_a", "n_b", "paired", "note",
-            "p_value"]
+        rows += [
+            {"group": g, **r}
+            for r in _compare_group(*sub, classes, t, B, group_seed(seed, g), min_n, paired, level)
+        ]
+    cols = [
+        "group",
+        "quantity",
+        "class",
+        "a",
+        "b",
+        "diff",
+        "ci_low",
+        "ci_high",
+        "n_a",
+        "n_b",
+        "paired",
+        "note",
+        "p_value",
+    ]
     return _bh_by_quantity(pd.DataFrame(rows, columns=cols), level)

@@ -1,5 +1,6 @@
 """The audit's tables as text for the terminal (`sdgen audit`, notebooks): one attribute's per-group
 table and a run-vs-run comparison, numbers by core.fmt with "-" where there is none."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -22,34 +23,70 @@ def _i(pair, spec=".2f"):
 def format_attribute(entry: dict) -> str:
     """One attribute's table: group, n, abstain rate, shares [CI], D² [CI] (or the floor), p, q."""
     classes = entry["classes"]
-    tgt = entry["target"] if isinstance(entry["target"], str) else "per-group" if "groups" in entry["target"] \
+    tgt = (
+        entry["target"]
+        if isinstance(entry["target"], str)
+        else "per-group"
+        if "groups" in entry["target"]
         else "file"
-    head = (f"{entry['attribute']} by {' x '.join(entry['group_by'])}: target {tgt}; "
-            f"{int(entry['level'] * 100)}% CIs for prompts of this kind (shares: Korn-Graubard ∪ "
-            f"beta-binomial; D²: its range over the share intervals; null floor: B={entry['bootstrap']} draws); "
-            f"ok rows only; labels from the {entry['labels']}")
+    )
+    head = (
+        f"{entry['attribute']} by {' x '.join(entry['group_by'])}: target {tgt}; "
+        f"{int(entry['level'] * 100)}% CIs for prompts of this kind (shares: Korn-Graubard ∪ "
+        f"beta-binomial; D²: its range over the share intervals; null floor: B={entry['bootstrap']} draws); "
+        f"ok rows only; labels from the {entry['labels']}"
+    )
     cols = ["group", "n", "abstain"] + classes + ["D2 [CI]", "floor", "p", "q"]
     rows = []
     for g, m in entry["groups"].items():
         p, lo, hi = (m.get(k) or {} for k in ("proportions", "ci_low", "ci_high"))
-        shares = [f"{_f(p.get(c))} {_i([lo.get(c), hi.get(c)])}" if p.get(c) is not None else "-" for c in classes]
-        d2 = (f"{_f(m['d2'], '.3f')} {_i(m['d2_ci'], '.3f')}" if m.get("d2") is not None
-              else f"n<{entry['min_n']}: floor only")
-        rows.append([g, str(m.get("n", 0)), _f(m.get("abstain_rate"), ".0%"), *shares, d2,
-                     _f(m.get("floor"), ".3f"), _f(m.get("p_value"), ".2g"), _f(m.get("q_value"), ".2g")])
+        shares = [
+            f"{_f(p.get(c))} {_i([lo.get(c), hi.get(c)])}" if p.get(c) is not None else "-" for c in classes
+        ]
+        d2 = (
+            f"{_f(m['d2'], '.3f')} {_i(m['d2_ci'], '.3f')}"
+            if m.get("d2") is not None
+            else f"n<{entry['min_n']}: floor only"
+        )
+        rows.append(
+            [
+                g,
+                str(m.get("n", 0)),
+                _f(m.get("abstain_rate"), ".0%"),
+                *shares,
+                d2,
+                _f(m.get("floor"), ".3f"),
+                _f(m.get("p_value"), ".2g"),
+                _f(m.get("q_value"), ".2g"),
+            ]
+        )
     across = entry.get("across") or {}
-    foot = (f"across groups: chi2={_f(across.get('chi2'))} (dof {across.get('dof')}), p={_f(across.get('p'), '.3g')}, "
-            f"Cramer's V={_f(across.get('cramers_v'))}")
+    foot = (
+        f"across groups: chi2={_f(across.get('chi2'))} (dof {across.get('dof')}), "
+        f"p={_f(across.get('p'), '.3g')}, "
+        f"Cramer's V={_f(across.get('cramers_v'))}"
+    )
     notes = [f"{g}: {m['few_prompts']}" for g, m in entry["groups"].items() if m.get("few_prompts")]
     return "\n".join([head, _grid([cols, *rows]), foot, *notes])
 
 
 def format_compare(table: pd.DataFrame) -> str:
     cols = ["group", "quantity", "class", "a", "b", "diff (B-A)", "95% CI", "q (BH)", "paired", "note"]
-    rows = [[str(r["group"]), str(r["quantity"]), "" if pd.isna(r["class"]) else str(r["class"]),
-             _f(r["a"], ".3f"), _f(r["b"], ".3f"), _f(r["diff"], "+.3f"), _i([r["ci_low"], r["ci_high"]], "+.3f"),
-             _f(r.get("q_value"), ".2g") + ("*" if r.get("flag") else ""), str(r["paired"]),
-             "" if pd.isna(r["note"]) else str(r["note"])] for r in jsonable(table)]
+    rows = [
+        [
+            str(r["group"]),
+            str(r["quantity"]),
+            "" if pd.isna(r["class"]) else str(r["class"]),
+            _f(r["a"], ".3f"),
+            _f(r["b"], ".3f"),
+            _f(r["diff"], "+.3f"),
+            _i([r["ci_low"], r["ci_high"]], "+.3f"),
+            _f(r.get("q_value"), ".2g") + ("*" if r.get("flag") else ""),
+            str(r["paired"]),
+            "" if pd.isna(r["note"]) else str(r["note"]),
+        ]
+        for r in jsonable(table)
+    ]
     return _grid([cols, *rows])
 
 

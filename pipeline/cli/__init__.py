@@ -2,6 +2,7 @@
 status, verify, contact-sheet; audit: expand, audit, filter, report, label; curate: dedup, export);
 `common` holds the shared option groups and the one error → exit-code map every command goes through.
 `python -m pipeline.cli` is the same as `sdgen`."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,11 @@ from pipeline.core.version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sdgen", description="Synthetic image datasets from prompt sets, "
-                                "with deterministic seeds, exactly-once commits and bias audits.")
+    p = argparse.ArgumentParser(
+        prog="sdgen",
+        description="Synthetic image datasets from prompt sets, "
+        "with deterministic seeds, exactly-once commits and bias audits.",
+    )
     p.add_argument("--version", action="version", version=f"sdgen {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for family in (run, output, audit, curate):

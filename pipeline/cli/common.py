@@ -11,6 +11,7 @@ Exit codes (README.md, "Exit codes"):
        kept, a re-run continues
 Tracebacks are for bugs only: every error class sdgen raises on purpose is in this map.
 """
+
 from __future__ import annotations
 
 import sys
@@ -53,9 +54,13 @@ def report(e: BaseException) -> int:
 def add_store_options(sp) -> None:
     """Read-side commands take the job config whose `storage:` reaches the output and whose `retry:`
     says how often a store call is tried."""
-    sp.add_argument("--config", dest="storage_config", metavar="JOB.yaml",
-                    help="take storage settings (endpoint, keys, region) and the retry policy from this job "
-                         "config's storage and retry sections; default: the environment (AWS_*), 5 tries")
+    sp.add_argument(
+        "--config",
+        dest="storage_config",
+        metavar="JOB.yaml",
+        help="take storage settings (endpoint, keys, region) and the retry policy from this job "
+        "config's storage and retry sections; default: the environment (AWS_*), 5 tries",
+    )
 
 
 def store_settings(args):
@@ -70,26 +75,39 @@ def store_settings(args):
 
 
 def add_group_by(sp, default_help: str = "default: the input's own columns, first one") -> None:
-    sp.add_argument("--group-by", action="append", metavar="COL",
-                    help=f"input column to group by (repeatable, or a,b: groups are value combinations; {default_help})")
+    sp.add_argument(
+        "--group-by",
+        action="append",
+        metavar="COL",
+        help=f"input column to group by (repeatable, or a,b: groups are value combinations; {default_help})",
+    )
 
 
 def add_where(sp, what: str = "only rows") -> None:
-    sp.add_argument("--where", action="append", default=[], metavar="COL=VALUE",
-                    help=f"{what} where COL equals VALUE (repeatable), e.g. --where neutral=true")
+    sp.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="COL=VALUE",
+        help=f"{what} where COL equals VALUE (repeatable), e.g. --where neutral=true",
+    )
 
 
 def add_bootstrap(sp) -> None:
-    sp.add_argument("--bootstrap", type=int, default=BOOTSTRAP, metavar="B",
-                    help=f"bootstrap replicates (>= {BOOTSTRAP})")
+    sp.add_argument(
+        "--bootstrap", type=int, default=BOOTSTRAP, metavar="B", help=f"bootstrap replicates (>= {BOOTSTRAP})"
+    )
     sp.add_argument("--seed", type=int, default=0, help="RNG seed of bootstrap and null draws")
 
 
 def add_probe_options(sp) -> None:
     """Post-hoc probing of stored images (an attribute the run did not probe)."""
-    sp.add_argument("--attribute-set", metavar="NAME_OR_PATH",
-                    help="probe the stored images with this attribute set (needed only when the run did not "
-                         "probe the attribute and no shipped set defines it; given, it replaces in-run labels)")
+    sp.add_argument(
+        "--attribute-set",
+        metavar="NAME_OR_PATH",
+        help="probe the stored images with this attribute set (needed only when the run did not "
+        "probe the attribute and no shipped set defines it; given, it replaces in-run labels)",
+    )
     sp.add_argument("--clip-model", help="CLIP for post-hoc probes (default: run.json scoring.clip_model)")
     sp.add_argument("--clip-weights", help="local weights file for --clip-model")
     sp.add_argument("--device", default="auto", help="device for post-hoc probes (auto = cuda when present)")

@@ -1,4 +1,5 @@
 """`sdgen run` and `sdgen plan`: a job config in, a run (or its plan) out."""
+
 from __future__ import annotations
 
 import json
@@ -37,14 +38,18 @@ def cmd_plan(args) -> int:
     fs, files = list_input_files(cfg.input, cfg.storage)
     work = count_work(fs, files, prep.cfg.generation)  # the override columns only
     if work["images"] > cfg.limits.max_images:
-        raise InputError(f"the input asks for {work['images']} images, more than limits.max_images "
-                         f"({cfg.limits.max_images}); raise the limit or split the input")
+        raise InputError(
+            f"the input asks for {work['images']} images, more than limits.max_images "
+            f"({cfg.limits.max_images}); raise the limit or split the input"
+        )
     info = {**prep.info, **work, "committed_images": sum(m["rows"] for m in prep.committed.values())}
     info["estimate"] = _estimate(args, prep, work, info)
     print(json.dumps(info, indent=1) if args.json else "\n".join(f"{k:34s}{v}" for k, v in info.items()))
     if work["rows_overriding_images_per_prompt"] and not args.json:
-        print(f"note: {work['rows_overriding_images_per_prompt']} row(s) set their own images_per_prompt, "
-              f"which overrides generation.images_per_prompt ({cfg.generation.images_per_prompt}) for them")
+        print(
+            f"note: {work['rows_overriding_images_per_prompt']} row(s) set their own images_per_prompt, "
+            f"which overrides generation.images_per_prompt ({cfg.generation.images_per_prompt}) for them"
+        )
     return 0
 
 
@@ -68,20 +73,39 @@ def add_commands(sub) -> None:
     def with_config(name, help_):
         sp = sub.add_parser(name, help=help_)
         sp.add_argument("config", help="job YAML (see configs/demo.yaml)")
-        sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set generation.steps=10 (repeatable)")
+        sp.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config value, e.g. --set generation.steps=10 (repeatable)",
+        )
         return sp
 
     sp = with_config("run", "run or resume a job")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar (a line per shard instead)")
-    sp.add_argument("--log-format", choices=("text", "json"), default="text",
-                    help="events on stderr: text lines, or one JSON object per line (no progress bar)")
+    sp.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="events on stderr: text lines, or one JSON object per line (no progress bar)",
+    )
     sp.set_defaults(func=cmd_run)
-    sp = with_config("plan", "shards, images, what is committed, and what the rest will cost (worker-hours, "
-                             "wall time; from the output's run history, or --measure)")
+    sp = with_config(
+        "plan",
+        "shards, images, what is committed, and what the rest will cost (worker-hours, "
+        "wall time; from the output's run history, or --measure)",
+    )
     sp.add_argument("--json", action="store_true")
-    sp.add_argument("--workers", type=int, metavar="N", help="estimate the wall time for N workers "
-                    "(default: ray.num_workers; 1 for inline or auto)")
-    sp.add_argument("--measure", action="store_true", help="no run history for this model yet: load it and "
-                    "time one batch here (the load is timed apart)")
+    sp.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="estimate the wall time for N workers (default: ray.num_workers; 1 for inline or auto)",
+    )
+    sp.add_argument(
+        "--measure",
+        action="store_true",
+        help="no run history for this model yet: load it and time one batch here (the load is timed apart)",
+    )
     sp.set_defaults(func=cmd_plan)

@@ -3,6 +3,7 @@
 Every knob is documented here (the comment says why it exists) and in configs/demo.yaml. Unknown
 keys are rejected with the offending key named, so a typo never silently falls back to a default.
 """
+
 from __future__ import annotations
 
 import copy
@@ -176,7 +177,9 @@ class ProbesConfig(_Strict):
 
 
 class SafetyConfig(_Strict):
-    screening: Optional[str] = "default"  # prompt screening rules (pipeline/data/screening/ name or path); null = off
+    screening: Optional[str] = (
+        "default"  # prompt screening rules (pipeline/data/screening/ name or path); null = off
+    )
     # CLIP concept list with per-concept thresholds (pipeline/data/safety/ name or path); auto =
     # toyworld for model toy, else none (the generic list's thresholds are uncalibrated); null = off
     concepts: Optional[str] = "auto"
@@ -206,14 +209,19 @@ class JobConfig(_Strict):
     @model_validator(mode="after")
     def _single_file_needs_config(self):
         if str(self.model).endswith(".safetensors") and not self.single_file_config:
-            raise ValueError(f"model {self.model!r} is a single-file checkpoint: set single_file_config to a local "
-                             f"diffusers directory with its configs (e.g. the matching base model's)")
+            raise ValueError(
+                f"model {self.model!r} is a single-file checkpoint: set single_file_config to a local "
+                f"diffusers directory with its configs (e.g. the matching base model's)"
+            )
         return self
+
     limits: LimitsConfig = Field(default_factory=LimitsConfig)  # bounded work (not fingerprinted)
     retry: RetryConfig = Field(default_factory=RetryConfig)  # transient storage faults (not fingerprinted)
     audit: AuditDefaults = Field(default_factory=AuditDefaults)  # audit/report defaults (not fingerprinted)
     cost: CostConfig = Field(default_factory=CostConfig)  # money per worker-hour (not fingerprinted)
-    quota: Optional[QuotaConfig] = None  # null = one pass; set = rounds until N kept per key (not fingerprinted)
+    quota: Optional[QuotaConfig] = (
+        None  # null = one pass; set = rounds until N kept per key (not fingerprinted)
+    )
 
     @model_validator(mode="after")
     def _non_empty(self):
@@ -224,21 +232,36 @@ class JobConfig(_Strict):
         if g.steps > lim.max_steps:
             raise ValueError(f"generation.steps {g.steps} exceeds limits.max_steps {lim.max_steps}")
         if g.images_per_prompt > lim.max_images_per_prompt:
-            raise ValueError(f"generation.images_per_prompt {g.images_per_prompt} exceeds "
-                             f"limits.max_images_per_prompt {lim.max_images_per_prompt}")
+            raise ValueError(
+                f"generation.images_per_prompt {g.images_per_prompt} exceeds "
+                f"limits.max_images_per_prompt {lim.max_images_per_prompt}"
+            )
         for side in ("width", "height"):
             if getattr(g, side) and getattr(g, side) > lim.max_side:
-                raise ValueError(f"generation.{side} {getattr(g, side)} exceeds limits.max_side {lim.max_side}")
+                raise ValueError(
+                    f"generation.{side} {getattr(g, side)} exceeds limits.max_side {lim.max_side}"
+                )
         if g.width and g.height and g.width * g.height > lim.max_pixels:
-            raise ValueError(f"generation.width x height = {g.width} x {g.height} = {g.width * g.height} pixels "
-                             f"exceeds limits.max_pixels {lim.max_pixels}")
-        if (self.write.embeddings or self.scoring.aesthetic_weights or self.scoring.preference_model) \
-                and not self.scoring.enabled:
-            raise ValueError("write.embeddings: true and quality scores need scoring.enabled: true (they use its embedding)")
-        probed = (isinstance(self.probes.attributes, list) and self.probes.attributes) or \
-            self.safety.concepts not in (None, "auto") or self.safety.sd_checker
+            raise ValueError(
+                f"generation.width x height = {g.width} x {g.height} = {g.width * g.height} pixels "
+                f"exceeds limits.max_pixels {lim.max_pixels}"
+            )
+        if (
+            self.write.embeddings or self.scoring.aesthetic_weights or self.scoring.preference_model
+        ) and not self.scoring.enabled:
+            raise ValueError(
+                "write.embeddings: true and quality scores "
+                "need scoring.enabled: true (they use its embedding)"
+            )
+        probed = (
+            (isinstance(self.probes.attributes, list) and self.probes.attributes)
+            or self.safety.concepts not in (None, "auto")
+            or self.safety.sd_checker
+        )
         if not self.scoring.enabled and probed:  # "auto" is checked once resolved (core/job.py)
-            raise ValueError("probes and safety concepts need scoring.enabled: true (they reuse its CLIP forward)")
+            raise ValueError(
+                "probes and safety concepts need scoring.enabled: true (they reuse its CLIP forward)"
+            )
         return self
 
     # ---- derived --------------------------------------------------------------------------------
@@ -253,9 +276,18 @@ class JobConfig(_Strict):
             write["embeddings"] = True
         optional = ("aesthetic_weights", "preference_model", "preference_weights")  # absent when null
         scoring = {k: v for k, v in d["scoring"].items() if not (k in optional and v is None)}
-        return {"input": d["input"].rstrip("/"), "model": d["model"], "generation": gen,
-                "scoring": scoring, "shards": d["shards"], "write": write, "probes": d["probes"],
-                "safety": d["safety"], "mitigation": d["mitigation"], **self._optional_fingerprint(d)}
+        return {
+            "input": d["input"].rstrip("/"),
+            "model": d["model"],
+            "generation": gen,
+            "scoring": scoring,
+            "shards": d["shards"],
+            "write": write,
+            "probes": d["probes"],
+            "safety": d["safety"],
+            "mitigation": d["mitigation"],
+            **self._optional_fingerprint(d),
+        }
 
     @staticmethod
     def _optional_fingerprint(d: dict) -> dict:
@@ -278,7 +310,9 @@ class JobConfig(_Strict):
         for k in ("key", "secret"):
             if d["storage"][k]:
                 d["storage"][k] = "***"
-        d["storage"]["options"] = {k: ("***" if _secret_like(k) else v) for k, v in d["storage"]["options"].items()}
+        d["storage"]["options"] = {
+            k: ("***" if _secret_like(k) else v) for k, v in d["storage"]["options"].items()
+        }
         return d
 
 
@@ -321,7 +355,9 @@ def _format_errors(err: ValidationError, source: str) -> str:
             msg = e["msg"].removeprefix("Value error, ")
             if secret:
                 msg = msg.split(", got ")[0]  # a validator's own message may echo the value too
-            got = "" if ", got " in msg or secret or not e["loc"] else f" (got {e.get('input')!r})"  # echoed already, or the whole config
+            got = (
+                "" if ", got " in msg or secret or not e["loc"] else f" (got {e.get('input')!r})"
+            )  # echoed already, or the whole config
             lines.append(f"  {key}: {msg}{got}" + (f" {value}" if secret else ""))
     return f"invalid config {source}:\n" + "\n".join(lines)
 
@@ -358,7 +394,9 @@ def load_store_settings(path: str | Path) -> tuple[StorageConfig, RetryConfig]:
     `--config` reaches the output and how often it retries (the rest of the file may not apply)."""
     raw = read_yaml(path, "config") or {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"config {str(path)!r} must be a mapping at the top level, got {type(raw).__name__}")
+        raise ConfigError(
+            f"config {str(path)!r} must be a mapping at the top level, got {type(raw).__name__}"
+        )
     out = []
     for key, model in (("storage", StorageConfig), ("retry", RetryConfig)):
         try:

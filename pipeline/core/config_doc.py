@@ -2,6 +2,7 @@
 and the comment that sits beside the field in pipeline/core/config.py and sections.py, so the reference
 cannot drift from the code. Made with `python -m pipeline.core.config_doc > docs/CONFIG.md` (`make docs`);
 tests/core/test_config_doc.py fails when the file differs from render()."""
+
 from __future__ import annotations
 
 import ast
@@ -37,7 +38,7 @@ def _comments(model: type[BaseModel]) -> tuple[dict[str, str], str]:
     for tok in tokenize.generate_tokens(io.StringIO(src).readline):
         if tok.type == tokenize.COMMENT:
             text = tok.string.lstrip("#").strip()
-            (alone if not tok.line[:tok.start[1]].strip() else trailing)[tok.start[0]] = text
+            (alone if not tok.line[: tok.start[1]].strip() else trailing)[tok.start[0]] = text
     fields = [n for n in ast.parse(src).body[0].body if isinstance(n, ast.AnnAssign)]
     out, from_above, intro = {}, {}, ""
     for i, node in enumerate(fields):

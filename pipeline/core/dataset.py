@@ -12,6 +12,7 @@ re-hashes). Parts without a marker (a run died between publish and commit) are n
     ds.images([("p1", 0), ("p2", 3)])                  # PNG bytes of exactly these rows
     for batch in ds.batches(["image"], 64): ...        # streaming, one row group at a time
 """
+
 from __future__ import annotations
 
 import pyarrow as pa
@@ -42,11 +43,17 @@ class Dataset:
     def _foreign_files(self, is_file: bool) -> tuple[list[str], str]:
         fs, root = self.output.fs, self.output.root
         if is_file:  # FILE.parquet: audits go to FILE.audit/ beside it
-            return [root], f"{root.rsplit('/', 1)[0]}/{root.rsplit('/', 1)[-1].removesuffix('.parquet')}.audit"
+            return [
+                root
+            ], f"{root.rsplit('/', 1)[0]}/{root.rsplit('/', 1)[-1].removesuffix('.parquet')}.audit"
         if not fs.isdir(root):
             return [], self.audit_dir
-        return sorted(p for p in fs.ls(root, detail=False) if p.endswith(".parquet")  # top level only:
-                      and not p.rsplit("/", 1)[-1].startswith((".", "_"))), self.audit_dir  # never audit/ back
+        return sorted(
+            p
+            for p in fs.ls(root, detail=False)
+            if p.endswith(".parquet")  # top level only:
+            and not p.rsplit("/", 1)[-1].startswith((".", "_"))
+        ), self.audit_dir  # never audit/ back
 
     @property
     def fs(self):
@@ -81,7 +88,9 @@ class Dataset:
             columns = [c for c in names if images or c != "image"]
         cols = [c for c in columns if c in names]
         parts = [read_parquet(self.fs, f, cols) for f in self.files]
-        return pa.concat_tables(parts, promote_options="default") if parts else pa.table({c: [] for c in cols})
+        return (
+            pa.concat_tables(parts, promote_options="default") if parts else pa.table({c: [] for c in cols})
+        )
 
     def batches(self, columns, batch_rows: int = 64):
         """Record batches of ``columns`` in the order of ``table()``, one part at a time."""

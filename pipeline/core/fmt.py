@@ -1,6 +1,7 @@
 """The one number formatter of sdgen: the report pages (also as the jinja filters `num` and `ci`), the
 audit's text tables and the dataset card. A number prints in a fixed format; where there is none
 (None, NaN, ±inf, pd.NA, not a number at all) one mark prints instead."""
+
 from __future__ import annotations
 
 import math

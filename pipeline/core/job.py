@@ -24,6 +24,7 @@ The fingerprint hashes the resolved generation and scoring values and the *decla
 safety values: "auto" there is a pure function of the model, which is hashed too, so both spell the
 same job, and outputs written before this type existed keep their fingerprint and resume.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,17 +42,25 @@ class ResolvedJob:
     train_timesteps: Optional[int] = None  # the scheduler's training timesteps (caps steps); None = hub
 
     def __post_init__(self):
-        unresolved = [k for k, v in (("generation.width", self.config.generation.width),
-                                     ("generation.height", self.config.generation.height),
-                                     ("generation.guidance_scale", self.config.generation.guidance_scale))
-                      if v is None] + (["scoring.clip_model"] if self.config.scoring.clip_model == "auto" else [])
+        unresolved = [
+            k
+            for k, v in (
+                ("generation.width", self.config.generation.width),
+                ("generation.height", self.config.generation.height),
+                ("generation.guidance_scale", self.config.generation.guidance_scale),
+            )
+            if v is None
+        ] + (["scoring.clip_model"] if self.config.scoring.clip_model == "auto" else [])
         if unresolved:
             raise ValueError(f"ResolvedJob needs resolved values, got null/auto for {unresolved}")
-        if not self.config.scoring.enabled and (self.attribute_sets or self.concept_list
-                                                or self.config.safety.sd_checker):
-            raise ConfigError("probes and safety concepts need scoring.enabled: true (they reuse its CLIP "
-                              f"forward); resolved attribute sets {list(self.attribute_sets)}, concepts "
-                              f"{self.concept_list!r}: set probes.attributes: [] and safety.concepts: null")
+        if not self.config.scoring.enabled and (
+            self.attribute_sets or self.concept_list or self.config.safety.sd_checker
+        ):
+            raise ConfigError(
+                "probes and safety concepts need scoring.enabled: true (they reuse its CLIP "
+                f"forward); resolved attribute sets {list(self.attribute_sets)}, concepts "
+                f"{self.concept_list!r}: set probes.attributes: [] and safety.concepts: null"
+            )
 
     @property
     def probed(self) -> bool:
@@ -74,11 +83,20 @@ class ResolvedJob:
 
     # ---- transport to workers (Ray actors get a plain dict, never a pickled model object) ----
     def to_dict(self) -> dict:
-        return {"config": self.config.model_dump(), "attribute_sets": list(self.attribute_sets),
-                "concept_list": self.concept_list, "model_kind": self.model_kind,
-                "train_timesteps": self.train_timesteps}
+        return {
+            "config": self.config.model_dump(),
+            "attribute_sets": list(self.attribute_sets),
+            "concept_list": self.concept_list,
+            "model_kind": self.model_kind,
+            "train_timesteps": self.train_timesteps,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> "ResolvedJob":
-        return cls(JobConfig.model_validate(d["config"]), tuple(d["attribute_sets"]), d["concept_list"],
-                   d.get("model_kind", ""), d.get("train_timesteps"))
+        return cls(
+            JobConfig.model_validate(d["config"]),
+            tuple(d["attribute_sets"]),
+            d["concept_list"],
+            d.get("model_kind", ""),
+            d.get("train_timesteps"),
+        )

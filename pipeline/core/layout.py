@@ -8,7 +8,7 @@ them). Code joins these with ``Output.path``; no other module spells a file or f
     summary.json                    the last run that did work: planned, committed, failed, speed
     contact_sheet.png               a labelled grid of images (write.contact_sheet, sdgen contact-sheet)
     _lock, _lock.takeover-<run>     the lease of the run in progress; a stale lease's takeover
-    _runs/<utc start>.json          one record per run that did work (history)
+    _runs/<utc start>-<run>.json          one record per run that did work (history)
     _quota/round-NNNN.parquet       quota rounds: the input rows of each round with their sample ranges
     audit/                          sdgen audit: summary.parquet, metrics.json, report.html,
                                     compare-<name>.json|html, probes/<set>.parquet|json, embeddings.*
@@ -16,6 +16,7 @@ them). Code joins these with ``Output.path``; no other module spells a file or f
     dedup/<name>/                   sdgen dedup: decisions.parquet, dedup.json
 An export's destination holds _export/<shard>.json, what each part became (reused while it matches).
 """
+
 from __future__ import annotations
 
 RUN = "run.json"

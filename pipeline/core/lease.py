@@ -16,6 +16,7 @@ without conditional writes (fsspec raises NotImplementedError / the server ignor
 create falls back to check-then-write, which leaves a window of one round trip in which two runs
 starting at the same moment could both proceed (the commit protocol still keeps rows exactly once).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -59,8 +60,13 @@ class Lease:
     # ---- file operations ------------------------------------------------------------------------
     def _record(self) -> bytes:
         now = time.time()
-        rec = {**self.holder, "acquired": self._acquired, "expires": now + self.ttl,
-               "acquired_utc": utc(self._acquired), "expires_utc": utc(now + self.ttl)}
+        rec = {
+            **self.holder,
+            "acquired": self._acquired,
+            "expires": now + self.ttl,
+            "acquired_utc": utc(self._acquired),
+            "expires_utc": utc(now + self.ttl),
+        }
         return json.dumps(rec, indent=1, sort_keys=True).encode()
 
     def _create_exclusive(self, path: str, data: bytes) -> bool:
@@ -101,8 +107,12 @@ class Lease:
         now = time.time() if now is None else now
         if rec.get("expires", 0) < now:
             return f"expired at {utc(rec.get('expires', 0))}"
-        if rec.get("host") == self.holder["host"] and isinstance(rec.get("pid"), int) \
-                and rec["pid"] != os.getpid() and not pid_alive(rec["pid"]):
+        if (
+            rec.get("host") == self.holder["host"]
+            and isinstance(rec.get("pid"), int)
+            and rec["pid"] != os.getpid()
+            and not pid_alive(rec["pid"])
+        ):
             return f"its process {rec['pid']} on this host is gone"
         return None
 
@@ -117,7 +127,7 @@ class Lease:
                 return self
             rec = self._read() or {}
         if rec.get("run_id") == self.run_id:  # our create reached the store, its reply was lost and the
-            return self                       # retry found the lock: it is ours
+            return self  # retry found the lock: it is ours
         why = self.stale_reason(rec)
         if why is None:
             raise LeaseHeld(self._held_message(rec))
@@ -127,22 +137,28 @@ class Lease:
         self.out.write_bytes_atomic(self.path, self._record())
         self._remove(marker)
         self.took_over = {**rec, "reason": why}
-        self.log(f"sdgen: took over the stale lease of run {rec.get('run_id', '?')[:12]} "
-                 f"(host {rec.get('host')}, pid {rec.get('pid')}): {why}")
+        self.log(
+            f"sdgen: took over the stale lease of run {rec.get('run_id', '?')[:12]} "
+            f"(host {rec.get('host')}, pid {rec.get('pid')}): {why}"
+        )
         return self
 
     def _held_message(self, rec: dict, extra: str = "") -> str:
-        return (f"another run holds the lease on {self.out.url!r} (run {str(rec.get('run_id'))[:12]}, host "
-                f"{rec.get('host')}, pid {rec.get('pid')}, until {utc(rec.get('expires', 0))})"
-                f"{'; ' + extra if extra else ''}; nothing done (exit {LEASE_EXIT_CODE})")
+        return (
+            f"another run holds the lease on {self.out.url!r} (run {str(rec.get('run_id'))[:12]}, host "
+            f"{rec.get('host')}, pid {rec.get('pid')}, until {utc(rec.get('expires', 0))})"
+            f"{'; ' + extra if extra else ''}; nothing done (exit {LEASE_EXIT_CODE})"
+        )
 
     def renew(self) -> bool:
         rec = self._read()
         if rec is not None and rec.get("run_id") != self.run_id:
             self.lost = True
-            self.log(f"sdgen: warning: the lease on {self.out.url!r} is now held by run "
-                     f"{str(rec.get('run_id'))[:12]} (host {rec.get('host')}); this run keeps committing "
-                     "shards (exactly once), but two runs overlap")
+            self.log(
+                f"sdgen: warning: the lease on {self.out.url!r} is now held by run "
+                f"{str(rec.get('run_id'))[:12]} (host {rec.get('host')}); this run keeps committing "
+                "shards (exactly once), but two runs overlap"
+            )
             return False
         self.out.write_bytes_atomic(self.path, self._record())
         return True
@@ -180,37 +196,64 @@ class Lease:
             self.release()  # its read and delete retried by the store's policy
         except OSError as e:
             if exc is not None:  # the run's own error is the one to report; the lock expires by itself
-                self.log(f"sdgen: warning: the lease on {self.out.url!r} was not released ({e}); it expires at "
-                         f"{utc(time.time() + self.ttl)} or is taken over by the next run on this host")
+                self.log(
+                    f"sdgen: warning: the lease on {self.out.url!r} was not released ({e}); it expires at "
+                    f"{utc(time.time() + self.ttl)} or is taken over by the next run on this host"
+                )
                 return
-            raise StorageError(f"{e}; the run itself finished, only releasing the lease failed: the next run "
-                               "takes the stale lease over (at once on this host, else after its expiry)") from e
+            raise StorageError(
+                f"{e}; the run itself finished, only releasing the lease failed: the next run "
+                "takes the stale lease over (at once on this host, else after its expiry)"
+            ) from e
 
 
-def history_name(started: float) -> str:
-    return dt.datetime.fromtimestamp(started, dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + ".json"
+def history_name(started: float, run_id: str = "") -> str:
+    """<utc start to the millisecond>Z[-<run id>].json: names sort by start, and two runs that start
+    within one second (a budget stop and its re-run) keep a record each."""
+    t = dt.datetime.fromtimestamp(started, dt.timezone.utc)
+    return (
+        t.strftime("%Y%m%dT%H%M%S")
+        + f"{t.microsecond // 1000:03d}Z"
+        + (f"-{run_id[:8]}" if run_id else "")
+        + ".json"
+    )
 
 
 def write_history(output, started: float, summary: dict, lease: Lease | None) -> str:
-    """OUTPUT/_runs/<utc start>.json: what was new, what was committed and failed, how long."""
+    """OUTPUT/_runs/<utc start>-<run>.json: what was new, what was committed and failed, how long."""
     rec = {
-        "started": utc(started), "finished": utc(time.time()), "duration_s": summary.get("wall_s"),
+        "started": utc(started),
+        "finished": utc(time.time()),
+        "duration_s": summary.get("wall_s"),
         "fingerprint": summary.get("fingerprint"),
-        "new_shards": summary.get("pending_shards"), "images_planned": summary.get("images"),
-        "committed_shards": summary.get("committed_this_run"), "committed_rows": summary.get("rows_this_run"),
-        "failed_shards": len(summary.get("failed_shards") or {}), "failed": summary.get("failed_shards") or {},
-        "status_counts_total": summary.get("status_counts"), "rows_total": summary.get("rows_total"),
-        "complete": summary.get("complete"), "images_per_s": summary.get("images_per_s"),
+        "new_shards": summary.get("pending_shards"),
+        "images_planned": summary.get("images"),
+        "committed_shards": summary.get("committed_this_run"),
+        "committed_rows": summary.get("rows_this_run"),
+        "failed_shards": len(summary.get("failed_shards") or {}),
+        "failed": summary.get("failed_shards") or {},
+        "status_counts_total": summary.get("status_counts"),
+        "rows_total": summary.get("rows_total"),
+        "complete": summary.get("complete"),
+        "images_per_s": summary.get("images_per_s"),
         # what it cost, and what `sdgen plan` estimates the next run from (generate/estimate.py)
-        "worker_seconds": summary.get("worker_seconds"), "images_per_worker_hour": summary.get("images_per_worker_hour"),
-        "model_load_s": summary.get("model_load_s"), "pixel_steps": summary.get("pixel_steps_this_run"),
-        "model": summary.get("model"), "size": summary.get("size"), "steps": summary.get("steps"),
+        "worker_seconds": summary.get("worker_seconds"),
+        "images_per_worker_hour": summary.get("images_per_worker_hour"),
+        "model_load_s": summary.get("model_load_s"),
+        "pixel_steps": summary.get("pixel_steps_this_run"),
+        "model": summary.get("model"),
+        "size": summary.get("size"),
+        "steps": summary.get("steps"),
         **{k: summary[k] for k in ("cost", "currency", "budget_stop") if summary.get(k) is not None},
     }
     if lease is not None:
-        rec.update(run_id=lease.run_id, host=lease.holder["host"], pid=lease.holder["pid"],
-                   took_over_lease=lease.took_over)
-    path = output.path(layout.run_record(history_name(started)))
+        rec.update(
+            run_id=lease.run_id,
+            host=lease.holder["host"],
+            pid=lease.holder["pid"],
+            took_over_lease=lease.took_over,
+        )
+    path = output.path(layout.run_record(history_name(started, lease.run_id if lease is not None else "")))
     output.write_json(path, rec)
     return path
 
@@ -229,10 +272,14 @@ def history_trend(output, last: int = 10) -> str:
     hist = read_history(output)[-last:]
     if not hist:
         return f"no runs recorded in {output.url}/_runs"
-    lines = [f"{'started':25s} {'seconds':>8s} {'new':>5s} {'committed':>9s} {'rows':>7s} {'failed':>6s} "
-             f"{'img/s':>7s}  complete"]
+    lines = [
+        f"{'started':25s} {'seconds':>8s} {'new':>5s} {'committed':>9s} {'rows':>7s} {'failed':>6s} "
+        f"{'img/s':>7s}  complete"
+    ]
     for h in hist:
-        lines.append(f"{h.get('started', '?'):25s} {h.get('duration_s') or 0:8.1f} {h.get('new_shards') or 0:5d} "
-                     f"{h.get('committed_shards') or 0:9d} {h.get('committed_rows') or 0:7d} "
-                     f"{h.get('failed_shards') or 0:6d} {h.get('images_per_s') or 0:7.2f}  {h.get('complete')}")
+        lines.append(
+            f"{h.get('started', '?'):25s} {h.get('duration_s') or 0:8.1f} {h.get('new_shards') or 0:5d} "
+            f"{h.get('committed_shards') or 0:9d} {h.get('committed_rows') or 0:7d} "
+            f"{h.get('failed_shards') or 0:6d} {h.get('images_per_s') or 0:7.2f}  {h.get('complete')}"
+        )
     return "\n".join(lines)

@@ -12,6 +12,7 @@ over them). What outlasts them is a StorageError, which no outer `call` (a whole
 reads) retries again: tries never multiply. A non-transient refusal of a remote store (403,
 NoSuchBucket) becomes a `StorageError` at once, with its own line.
 """
+
 from __future__ import annotations
 
 import random
@@ -32,10 +33,29 @@ class Policy:
 
 _policy = Policy()
 # in an error's text (s3fs turns botocore errors into OSError with the S3 code in the message)
-TRANSIENT_WORDS = ("slowdown", "slow down", "throttl", "(503)", "status 503", "internalerror", "internal error",
-                   "serviceunavailable", "service unavailable", "requesttimeout", "timed out", "timeout",
-                   "connection reset", "connection aborted", "serverdisconnected", "server disconnected",
-                   "bad gateway", "gateway timeout", "remote end closed", "(500)", "status 500")
+TRANSIENT_WORDS = (
+    "slowdown",
+    "slow down",
+    "throttl",
+    "(503)",
+    "status 503",
+    "internalerror",
+    "internal error",
+    "serviceunavailable",
+    "service unavailable",
+    "requesttimeout",
+    "timed out",
+    "timeout",
+    "connection reset",
+    "connection aborted",
+    "serverdisconnected",
+    "server disconnected",
+    "bad gateway",
+    "gateway timeout",
+    "remote end closed",
+    "(500)",
+    "status 500",
+)
 
 
 def configure(policy) -> None:
@@ -52,8 +72,10 @@ def is_transient(e: BaseException) -> bool:
             return False  # already retried
         if isinstance(e, (ConnectionError, TimeoutError)):
             return True
-        if isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)) \
-                or type(e).__name__ == "ArrowInvalid":  # bad bytes are not transient
+        if (
+            isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError))
+            or type(e).__name__ == "ArrowInvalid"
+        ):  # bad bytes are not transient
             return False
         name = type(e).__name__.lower()
         if any(w in name for w in ("timeout", "connection", "disconnected", "throttl")):
@@ -76,9 +98,11 @@ def call(fn, *args, what: str = "storage call", policy: Policy | None = None, **
             if not is_transient(e):
                 raise
             if attempt == p.attempts:
-                raise StorageError(f"storage error: {what} failed {p.attempts} time(s) with transient errors "
-                                   f"(last: {type(e).__name__}: {_short(e)}); retry later or raise "
-                                   "retry.attempts") from e
+                raise StorageError(
+                    f"storage error: {what} failed {p.attempts} time(s) with transient errors "
+                    f"(last: {type(e).__name__}: {_short(e)}); retry later or raise "
+                    "retry.attempts"
+                ) from e
         time.sleep(random.uniform(0, min(p.max_s, p.base_s * 2 ** (attempt - 1))))
 
 
@@ -89,14 +113,37 @@ def _short(e: BaseException) -> str:
 
 
 # what each wrapped filesystem method does, for the error line: "listing 'bucket/out/_commits' failed ..."
-VERBS = {"ls": "listing", "find": "listing", "glob": "listing", "walk": "listing", "info": "checking",
-         "size": "reading the size of",
-         "cat_file": "reading", "cat": "reading", "open": "opening", "pipe_file": "writing",
-         "put_file": "uploading", "get_file": "downloading", "rm": "deleting", "rm_file": "deleting",
-         "mkdir": "creating", "makedirs": "creating", "touch": "writing", "mv": "moving", "copy": "copying"}
+VERBS = {
+    "ls": "listing",
+    "find": "listing",
+    "glob": "listing",
+    "walk": "listing",
+    "info": "checking",
+    "size": "reading the size of",
+    "cat_file": "reading",
+    "cat": "reading",
+    "open": "opening",
+    "pipe_file": "writing",
+    "put_file": "uploading",
+    "get_file": "downloading",
+    "rm": "deleting",
+    "rm_file": "deleting",
+    "mkdir": "creating",
+    "makedirs": "creating",
+    "touch": "writing",
+    "mv": "moving",
+    "copy": "copying",
+}
 # what a store says when it refuses for good (not worth retrying, and not the user's "not found")
-PASS_THROUGH = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, NotImplementedError,
-                TypeError, ValueError)
+PASS_THROUGH = (
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    NotImplementedError,
+    TypeError,
+    ValueError,
+)
 
 
 class RetryingFS:
@@ -148,9 +195,13 @@ class RetryingFS:
             if "precondition" in str(e).lower() or "(412)" in str(e):  # a conditional put lost its race
                 raise FileExistsError(f"{what}: the object exists (precondition failed)") from e
             if not self.remote or is_transient(e):
-                raise  # transient: inside an outer call, which retries it; local: the OS's own error (read-only, no space) is the caller's to report
-            raise StorageError(f"storage error: {what} was refused by the store ({type(e).__name__}: "
-                               f"{_short(e)}); check the credentials, bucket and permissions") from e
+                # transient: the caller retries it; local: the OS's own error (read-only, no space) is the
+                # caller's to report
+                raise
+            raise StorageError(
+                f"storage error: {what} was refused by the store ({type(e).__name__}: "
+                f"{_short(e)}); check the credentials, bucket and permissions"
+            ) from e
 
 
 def _key(path) -> str:

@@ -1,4 +1,5 @@
 """Column names, status values and the Arrow schema of output rows (docs/DESIGN.md §4)."""
+
 from __future__ import annotations
 
 import json
@@ -50,15 +51,26 @@ CORE_FIELDS = [
 CORE_NAMES = [f.name for f in CORE_FIELDS]
 # Columns sdgen adds beside the core ones when the config asks (generate/worker.py, probes/image.py):
 # never an input's own column, so never a default grouping of the audit.
-DERIVED_NAMES = frozenset({"phash", "clip_image_embedding", "aesthetic", "preference", "source_prompt",
-                           "mitigation_variant", "timings"})
+DERIVED_NAMES = frozenset(
+    {
+        "phash",
+        "clip_image_embedding",
+        "aesthetic",
+        "preference",
+        "source_prompt",
+        "mitigation_variant",
+        "timings",
+    }
+)
 DERIVED_PREFIXES = ("attr_", "subject_", "safety_", "sd_checker_")
 
 
 def is_derived(name: str) -> bool:
     """A column sdgen writes (core, probe, score, hash, embedding) or an input column it consumes as a
     per-row setting (OVERRIDES): everything but the input's own passthrough columns."""
-    return name in CORE_NAMES or name in DERIVED_NAMES or name in OVERRIDES or name.startswith(DERIVED_PREFIXES)
+    return (
+        name in CORE_NAMES or name in DERIVED_NAMES or name in OVERRIDES or name.startswith(DERIVED_PREFIXES)
+    )
 
 
 def output_schema(passthrough: pa.Schema, extra_fields: list[pa.Field] = ()) -> pa.Schema:
@@ -78,10 +90,18 @@ def _hf_feature(t: pa.DataType):
         return {"_type": "List", "feature": _hf_feature(t.value_type), "length": t.list_size}
     if pa.types.is_struct(t):
         return {f.name: _hf_feature(f.type) for f in t}
-    name = {pa.string(): "string", pa.large_string(): "large_string", pa.binary(): "binary",
-            pa.bool_(): "bool"}.get(t)
+    name = {
+        pa.string(): "string",
+        pa.large_string(): "large_string",
+        pa.binary(): "binary",
+        pa.bool_(): "bool",
+    }.get(t)
     if name is None:  # numbers: Arrow says "float"/"double", datasets wants "float32"/"float64"
-        name = np.dtype(t.to_pandas_dtype()).name if (pa.types.is_integer(t) or pa.types.is_floating(t)) else str(t)
+        name = (
+            np.dtype(t.to_pandas_dtype()).name
+            if (pa.types.is_integer(t) or pa.types.is_floating(t))
+            else str(t)
+        )
     return {"dtype": name, "_type": "Value"}
 
 

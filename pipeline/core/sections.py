@@ -1,6 +1,7 @@
 """Config sections that run beside generation: mitigation variants, LoRA, GPU speed levers, limits,
 storage retries and the Ray executor (the rest of the job config is in core/config.py, which imports these).
 Every knob has a comment saying why it exists; configs/demo.yaml shows them all."""
+
 from __future__ import annotations
 
 import math
@@ -31,7 +32,9 @@ class MitigationConfig(_Strict):
     # in proportion to their weights (sample k -> variant by stratified position, so 4 samples and
     # two equal weights give exactly 2 + 2). Seeds are unchanged, so before/after audits pair up.
     enabled: bool = False
-    only_if_column: Optional[str] = None  # apply to rows where this input column is true/non-empty; null = all rows
+    only_if_column: Optional[str] = (
+        None  # apply to rows where this input column is true/non-empty; null = all rows
+    )
     variants: list[MitigationVariant] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -74,15 +77,21 @@ class AccelConfig(_Strict):
     channels_last_vae: bool = False  # VAE decoder in channels_last (generation.channels_last is the UNet's)
     fuse_qkv: bool = False  # fuse attention Q/K/V projections into one matmul (slower eager; try compiled)
     # persistent torch.compile cache (inductor FX graph / autotune cache) on local or shared disk:
-    # a second actor or run with the same shapes starts in seconds instead of recompiling; null = torch's default
+    # a second actor or run with the same shapes starts in seconds instead of recompiling; null = torch's
+    # default
     compile_cache_dir: Optional[str] = None
     # The second group changes numerics; it is fingerprinted when set and recorded in run.json:
     # fp8 = torchao float8 dynamic quantisation of the UNet's linear layers (CUDA, sm89+ only)
     fp8: bool = False
+
+
 class LimitsConfig(_Strict):
     """Bounds on the work one row or one run may ask for, checked before any model loads (config values
     and every row's overrides). They change no output bytes, so they are not fingerprinted."""
-    max_steps: int = Field(1000, ge=1)  # denoising steps per image (also capped by the scheduler's training timesteps)
+
+    max_steps: int = Field(
+        1000, ge=1
+    )  # denoising steps per image (also capped by the scheduler's training timesteps)
     # pixels per image (width x height): 4096 x 4096 by default; far past SDXL's 1024 x 1024
     max_pixels: int = Field(4096 * 4096, ge=64)
     max_side: int = Field(8192, ge=8)  # width or height alone: a 100000 x 64 strip is no image anyone wants
@@ -96,6 +105,7 @@ class LimitsConfig(_Strict):
 
 class CostConfig(_Strict):
     """What a worker-hour costs, printed beside hours (plan, summary, status); not fingerprinted."""
+
     per_worker_hour: Optional[float] = Field(None, ge=0)  # price of one worker (GPU) for an hour; null = none
     currency: str = "USD"  # printed after the amount
 
@@ -103,6 +113,7 @@ class CostConfig(_Strict):
 class RetryConfig(_Strict):
     """Retries of transient storage faults (5xx, SlowDown/503, timeouts, resets): core/retry.py. They
     change no output bytes, so they are not fingerprinted."""
+
     attempts: int = Field(5, ge=1)  # tries per storage call in all; 1 = fail at the first transient error
     base_s: float = Field(0.2, ge=0)  # first backoff; doubles per try (full jitter) to spread many workers
     max_s: float = Field(10.0, ge=0)  # cap on one backoff, so a try never waits longer than this
@@ -112,7 +123,10 @@ class AuditDefaults(_Strict):
     """What `sdgen audit`, `report` and `label` use for this output when given no --group-by / --where:
     the question the job was run to answer. Read from run.json; changes no output bytes (not
     fingerprinted). Columns must be the input's own (checked before any work)."""
-    group_by: list[str] = Field(default_factory=list)  # input columns (a × b); [] = the input's first own column
+
+    group_by: list[str] = Field(
+        default_factory=list
+    )  # input columns (a × b); [] = the input's first own column
     where: list[str] = Field(default_factory=list)  # COL=VALUE filters, all must hold; [] = every row
 
     @field_validator("where")
@@ -162,8 +176,11 @@ class QuotaConfig(_Strict):
     docs/DESIGN.md "Quotas"). The first round is the plain run; later rounds add samples with new
     sample indices, so every seed stays what the seed contract says. Not fingerprinted: raising N
     and re-running continues the same output."""
+
     accepted: int = Field(ge=1)  # images per key the policy must keep (decisions keep or flag)
     per: str = "prompt_id"  # the key: prompt_id, or an input column (e.g. profession) whose prompts share it
     policy: str  # a `sdgen filter` policy YAML (configs/policies/); what it drops or blurs does not count
-    max_oversample: float = Field(4.0, ge=1.0)  # stop a key after this many × accepted images; its shortfall is reported
+    max_oversample: float = Field(
+        4.0, ge=1.0
+    )  # stop a key after this many × accepted images; its shortfall is reported
     max_rounds: int = Field(20, ge=1)  # rounds after the first: a bound on a policy that keeps almost nothing

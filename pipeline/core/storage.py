@@ -9,6 +9,7 @@ A part is written completely under a temporary name and published atomically (lo
 object stores: a single PUT / multipart complete). Only then is its marker written, so a shard is
 done iff its marker exists and the part matches the marker's checksum.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,7 +45,9 @@ def storage_options(storage, url: str) -> dict:
         opts["secret"] = storage.secret
     if storage is not None and storage.region:
         opts.setdefault("client_kwargs", {})["region_name"] = storage.region
-    opts.setdefault("use_listings_cache", False)  # resume must see new inputs and markers, never a stale listing
+    opts.setdefault(
+        "use_listings_cache", False
+    )  # resume must see new inputs and markers, never a stale listing
     # one retry policy (the config's retry: section, core/retry.py): botocore's own retries off, so that
     # retry.attempts counts every try of a call (botocore's 5 × ours was 46 s to fail at attempts=2)
     opts.setdefault("config_kwargs", {}).setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
@@ -173,16 +176,21 @@ class Output:
             # only committed work locks the fingerprint: a failed start (model did not load) must not
             import warnings
 
-            warnings.warn(f"output {self.url!r}: run.json of an earlier run with no committed shard "
-                          "(another config) is replaced by this run's", stacklevel=2)
+            warnings.warn(
+                f"output {self.url!r}: run.json of an earlier run with no committed shard "
+                "(another config) is replaced by this run's",
+                stacklevel=2,
+            )
             self.write_json(self.path(layout.RUN), run_info)
             return True
         if existing.get("fingerprint") != run_info["fingerprint"]:
             diff = _diff_keys(existing.get("fingerprint_fields", {}), run_info["fingerprint_fields"])
             raise OutputError(
                 f"output {self.url!r} holds a run with a different config (fingerprint "
-                f"{str(existing.get('fingerprint'))[:12]} != {run_info['fingerprint'][:12]}); differing keys: "
-                f"{', '.join(diff) or '(unknown)'}. Use a new output location, or the original config.")
+                f"{str(existing.get('fingerprint'))[:12]} != {run_info['fingerprint'][:12]}); "
+                f"differing keys: "
+                f"{', '.join(diff) or '(unknown)'}. Use a new output location, or the original config."
+            )
         return False
 
     # ---- commits ------------------------------------------------------------------------------------
@@ -215,8 +223,11 @@ class Output:
         """The committed shards: markers whose part matches them (``check``: sha256 | size), by shard
         name, optionally only those in ``names``. What resume skips and what readers read."""
         markers = self.committed_markers()
-        return {n: m for n, m in sorted(markers.items())
-                if (names is None or n in names) and self.marker_valid(m, check)}
+        return {
+            n: m
+            for n, m in sorted(markers.items())
+            if (names is None or n in names) and self.marker_valid(m, check)
+        }
 
     @property
     def spool_tag(self) -> str:
@@ -233,10 +244,16 @@ class Output:
         os.makedirs(d, exist_ok=True)
         for name in os.listdir(d):
             m = SPOOL_NAME.match(name)
-            if m and m["tag"] == self.spool_tag and m["shard"] == shard \
-                    and (int(m["pid"]) == os.getpid() or not pid_alive(int(m["pid"]))):
+            if (
+                m
+                and m["tag"] == self.spool_tag
+                and m["shard"] == shard
+                and (int(m["pid"]) == os.getpid() or not pid_alive(int(m["pid"])))
+            ):
                 _remove_quietly(os.path.join(d, name))
-        return os.path.join(d, f".tmp-part-{self.spool_tag}-{os.getpid()}-{shard}-{uuid.uuid4().hex[:8]}.parquet")
+        return os.path.join(
+            d, f".tmp-part-{self.spool_tag}-{os.getpid()}-{shard}-{uuid.uuid4().hex[:8]}.parquet"
+        )
 
     def commit_part(self, shard: str, spool: str, fields: dict) -> dict:
         """The one commit path (docs/DESIGN.md §5): publish the finished spool file as the shard's
@@ -373,8 +390,11 @@ def remove_stale_temp(output: Output, older_than_s: float = STALE_TEMP_S) -> lis
                     removed.append(p)
     else:
         tmp = tempfile.gettempdir()
-        removed += [os.path.join(tmp, f) for f in os.listdir(tmp)
-                    if _dead_spool(f, output.spool_tag) and _remove_quietly(os.path.join(tmp, f))]
+        removed += [
+            os.path.join(tmp, f)
+            for f in os.listdir(tmp)
+            if _dead_spool(f, output.spool_tag) and _remove_quietly(os.path.join(tmp, f))
+        ]
     return removed
 
 

@@ -4,6 +4,7 @@ labels), for a person to open. `sdgen contact-sheet OUTPUT`, or `write.contact_s
 Images a `sdgen filter` decision flags, blurs or drops (OUTPUT/policy/<name>/decisions.parquet; every
 policy there, or the one `--policy NAME` names; the most severe decision wins) get a coloured border
 and a label line "<decision>: <rule>"; blur and drop images are shown blurred, never in the clear."""
+
 from __future__ import annotations
 
 import io
@@ -26,8 +27,10 @@ def decisions(ds, policy: str | None = None) -> dict:
 
     if policy is None:
         try:
-            names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in ds.output.fs.ls(ds.output.path(layout.POLICY),
-                                                                                  detail=False))
+            names = sorted(
+                p.rstrip("/").rsplit("/", 1)[-1]
+                for p in ds.output.fs.ls(ds.output.path(layout.POLICY), detail=False)
+            )
         except FileNotFoundError:
             return {}
     else:
@@ -57,8 +60,14 @@ def _labels(row: dict, attrs: list[str]) -> list[str]:
     return lines[:LABEL_LINES]
 
 
-def contact_sheet(output_url: str, path: str | None = None, max_images: int = 64, columns: int = 8,
-                  storage=None, policy: str | None = None) -> str:
+def contact_sheet(
+    output_url: str,
+    path: str | None = None,
+    max_images: int = 64,
+    columns: int = 8,
+    storage=None,
+    policy: str | None = None,
+) -> str:
     """Write the sheet (default OUTPUT/contact_sheet.png); returns where it went. ``policy``: whose
     decisions mark the tiles (default every policy applied)."""
     from PIL import Image, ImageDraw, ImageFilter
@@ -67,8 +76,9 @@ def contact_sheet(output_url: str, path: str | None = None, max_images: int = 64
     meta = ds.table(columns=None)  # no image bytes: only the rows shown are read below
     if meta.num_rows == 0:
         raise ValueError(f"{output_url!r} has no committed rows")
-    rows = sorted((r for r in meta.to_pylist() if r.get("status") == "ok"),
-                  key=lambda r: (r["prompt"], r["sample_idx"]))[:max_images]
+    rows = sorted(
+        (r for r in meta.to_pylist() if r.get("status") == "ok"), key=lambda r: (r["prompt"], r["sample_idx"])
+    )[:max_images]
     pngs = ds.images((r["prompt_id"], r["sample_idx"]) for r in rows)
     rows = [{**r, "image": {"bytes": pngs[(r["prompt_id"], r["sample_idx"])]}} for r in rows]
     marks = decisions(ds, policy)
@@ -81,8 +91,10 @@ def contact_sheet(output_url: str, path: str | None = None, max_images: int = 64
         x, y = (i % cols) * CELL, (i // cols) * cell_h
         img = Image.open(io.BytesIO(row["image"]["bytes"])).convert("RGB")
         scale = CELL / max(img.size)  # fit the cell; nearest neighbour keeps small images crisp
-        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
-                         Image.NEAREST if scale > 1 else Image.LANCZOS)
+        img = img.resize(
+            (max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+            Image.NEAREST if scale > 1 else Image.LANCZOS,
+        )
         mark = marks.get((row["prompt_id"], int(row["sample_idx"])))
         if mark and mark[0] != "flag":
             img = img.filter(ImageFilter.GaussianBlur(max(2, max(img.size) // 12)))
@@ -90,7 +102,7 @@ def contact_sheet(output_url: str, path: str | None = None, max_images: int = 64
         lines = _labels(row, attrs)
         if mark:
             draw.rectangle((x, y, x + CELL - 1, y + CELL - 1), outline=MARK[mark[0]], width=BORDER)
-            lines = [*lines[:LABEL_LINES - 1], f"{mark[0]}: {mark[1]}"[:22]]
+            lines = [*lines[: LABEL_LINES - 1], f"{mark[0]}: {mark[1]}"[:22]]
         for j, line in enumerate(lines):
             colour = MARK[mark[0]] if mark and j == len(lines) - 1 else "black"
             draw.text((x + 2, y + CELL + 2 + j * LINE_H), line, fill=colour)

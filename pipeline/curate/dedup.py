@@ -15,6 +15,7 @@ Near-duplicate pairs are joined into clusters (connected components); each clust
 row in (prompt_id, sample_idx) order and marks the rest `duplicate` with `dup_of` = the kept key.
 A policy reads them with `dedup: <name>` and a rule on `duplicate` (pipeline/curate/policy.py).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -29,8 +30,16 @@ from pipeline.core import layout
 from pipeline.core.storage import Output, read_decisions
 from pipeline.probes.phash import hamming, phash_png, to_uint64
 
-DECISION_COLUMNS = ["prompt_id", "sample_idx", "duplicate", "dup_of", "dup_of_prompt_id", "dup_of_sample_idx",
-                    "distance", "cluster_size"]
+DECISION_COLUMNS = [
+    "prompt_id",
+    "sample_idx",
+    "duplicate",
+    "dup_of",
+    "dup_of_prompt_id",
+    "dup_of_sample_idx",
+    "distance",
+    "cluster_size",
+]
 MAX_PAIRS_PER_STEP = 1 << 22  # candidate pairs verified at once: bounds memory on crowded buckets
 
 
@@ -71,7 +80,9 @@ def hash_pairs(h: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(out_i), np.concatenate(out_j)
 
 
-def embedding_pairs(x: np.ndarray, threshold: float, k: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def embedding_pairs(
+    x: np.ndarray, threshold: float, k: int = 16
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, cos) for each row's k nearest neighbours with cos >= threshold (faiss, inner product of
     normalised rows); an IVF index above 20k rows (nlist ~ 4 sqrt(n), 8 probes), exact below."""
     import faiss
@@ -93,7 +104,7 @@ def embedding_pairs(x: np.ndarray, threshold: float, k: int = 16) -> tuple[np.nd
     out = ([], [], [])
     kk = min(k + 1, n)
     for s in range(0, n, 65536):
-        sims, nn = index.search(x[s:s + 65536], kk)
+        sims, nn = index.search(x[s : s + 65536], kk)
         rows = np.repeat(np.arange(s, s + len(nn)), kk)
         nn, sims = nn.ravel(), sims.ravel()
         ok = (nn >= 0) & (nn != rows) & (sims >= threshold)
@@ -127,12 +138,19 @@ def decide(keys: pd.DataFrame, labels: np.ndarray, distance_to) -> pd.DataFrame:
     if dup.any():
         distance[dup] = distance_to(np.flatnonzero(dup), kept[dup])
     kp, ks = keys["prompt_id"].to_numpy(object)[kept], keys["sample_idx"].to_numpy()[kept]
-    return pd.DataFrame({
-        "prompt_id": keys["prompt_id"], "sample_idx": keys["sample_idx"].astype("int32"), "duplicate": dup,
-        "dup_of": np.where(dup, [f"{p}#{s}" for p, s in zip(kp, ks)], None),
-        "dup_of_prompt_id": np.where(dup, kp, None),
-        "dup_of_sample_idx": pd.Series(ks, dtype="Int32").where(dup),
-        "distance": distance, "cluster_size": size.astype("int32")}, columns=DECISION_COLUMNS)
+    return pd.DataFrame(
+        {
+            "prompt_id": keys["prompt_id"],
+            "sample_idx": keys["sample_idx"].astype("int32"),
+            "duplicate": dup,
+            "dup_of": np.where(dup, [f"{p}#{s}" for p, s in zip(kp, ks)], None),
+            "dup_of_prompt_id": np.where(dup, kp, None),
+            "dup_of_sample_idx": pd.Series(ks, dtype="Int32").where(dup),
+            "distance": distance,
+            "cluster_size": size.astype("int32"),
+        },
+        columns=DECISION_COLUMNS,
+    )
 
 
 # ---------------------------------------------------------------- reading an output
@@ -149,8 +167,10 @@ def _part_rows(shard: str, f, column: str, keys: list, values: list):
     """Append one part's ok rows (keys, values of ``column``) to the running lists."""
     names = f.schema_arrow.names
     if column == "clip_image_embedding" and column not in names:
-        raise DedupError(f"part {shard!r} has no clip_image_embedding column; run with write.embeddings: true "
-                         f"or dedup by pHash (without --by-embedding)")
+        raise DedupError(
+            f"part {shard!r} has no clip_image_embedding column; run with write.embeddings: true "
+            f"or dedup by pHash (without --by-embedding)"
+        )
     cols = ["prompt_id", "sample_idx", "status"] + ([column] if column in names else [])
     for batch in f.iter_batches(columns=cols, batch_size=8192):
         t = pa.Table.from_batches([batch])
@@ -159,8 +179,11 @@ def _part_rows(shard: str, f, column: str, keys: list, values: list):
             t = _hash_missing(f, t, names)
         keys.append(t.select(["prompt_id", "sample_idx"]).to_pandas())
         col = t.column(column)
-        values.append(to_uint64(col.to_pylist()) if column == "phash"
-                      else col.combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(len(t), -1))
+        values.append(
+            to_uint64(col.to_pylist())
+            if column == "phash"
+            else col.combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(len(t), -1)
+        )
     return keys, values
 
 
@@ -173,15 +196,20 @@ def _finish_rows(keys: list, values: list, column: str, url: str = ""):
 def _hash_missing(f, t: pa.Table, names) -> pa.Table:
     """pHash from the stored PNGs for rows without one (outputs written before the column existed)."""
     have = t.column("phash").to_pylist() if "phash" in names else [None] * t.num_rows
-    want = {(p, s) for p, s, h in zip(t.column("prompt_id").to_pylist(), t.column("sample_idx").to_pylist(), have)
-            if h is None}
+    want = {
+        (p, s)
+        for p, s, h in zip(t.column("prompt_id").to_pylist(), t.column("sample_idx").to_pylist(), have)
+        if h is None
+    }
     found = {}
     for b in f.iter_batches(columns=["prompt_id", "sample_idx", "image"], batch_size=256):
         for p, s, im in zip(*(b.column(c).to_pylist() for c in ("prompt_id", "sample_idx", "image"))):
             if (p, s) in want and im is not None:
                 found[(p, s)] = phash_png(im["bytes"])
-    hashes = [h if h is not None else found[(p, s)] for p, s, h in
-              zip(t.column("prompt_id").to_pylist(), t.column("sample_idx").to_pylist(), have)]
+    hashes = [
+        h if h is not None else found[(p, s)]
+        for p, s, h in zip(t.column("prompt_id").to_pylist(), t.column("sample_idx").to_pylist(), have)
+    ]
     t = t.drop_columns(["phash"]) if "phash" in names else t
     return t.append_column("phash", pa.array(hashes, pa.string()))
 
@@ -192,8 +220,9 @@ def dedup_dir(out: Output, name: str) -> str:
     return out.path(layout.dedup_file(name))
 
 
-def run_dedup(output_url: str, threshold=None, by_embedding: bool = False, name: str | None = None,
-              storage=None) -> dict:
+def run_dedup(
+    output_url: str, threshold=None, by_embedding: bool = False, name: str | None = None, storage=None
+) -> dict:
     """Find near-duplicates among the ok rows and write the decisions; returns the record."""
     out = Output(output_url, storage)
     run = out.read_json(out.path(layout.RUN))
@@ -214,11 +243,17 @@ def run_dedup(output_url: str, threshold=None, by_embedding: bool = False, name:
     name = name or ("embedding" if by_embedding else "phash")
     d = dedup_dir(out, name)
     out.write_table(f"{d}/decisions.parquet", dec)
-    record = {"name": name, "method": "embedding-cosine" if by_embedding else "phash-hamming",
-              "threshold": threshold, "rows": len(dec), "duplicates": int(dec["duplicate"].sum()),
-              "clusters_with_duplicates": int(dec.loc[dec["duplicate"], "dup_of"].nunique()),
-              "run_fingerprint": run.get("fingerprint"), "dir": d,
-              "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    record = {
+        "name": name,
+        "method": "embedding-cosine" if by_embedding else "phash-hamming",
+        "threshold": threshold,
+        "rows": len(dec),
+        "duplicates": int(dec["duplicate"].sum()),
+        "clusters_with_duplicates": int(dec.loc[dec["duplicate"], "dup_of"].nunique()),
+        "run_fingerprint": run.get("fingerprint"),
+        "dir": d,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     out.write_json(f"{d}/dedup.json", record)
     return record
 
@@ -226,5 +261,10 @@ def run_dedup(output_url: str, threshold=None, by_embedding: bool = False, name:
 def read_dedup(output_url: str, name: str, storage=None) -> pd.DataFrame:
     out = Output(output_url, storage)
     folder = dedup_dir(out, name)
-    return read_decisions(out, folder, DedupError(f"no dedup decisions at {folder + '/decisions.parquet'!r}; "
-                                                  f"run sdgen dedup {output_url} first"))
+    return read_decisions(
+        out,
+        folder,
+        DedupError(
+            f"no dedup decisions at {folder + '/decisions.parquet'!r}; run sdgen dedup {output_url} first"
+        ),
+    )

@@ -14,6 +14,7 @@ a part whose record exists with the same selection is skipped; files are written
 name and renamed (on an object store: uploaded whole), and tar members carry fixed metadata, so a
 re-export gives the same bytes. DEST may be a local folder or an fsspec URL (s3://...).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -75,7 +76,9 @@ class Selection:
         out = Output(output_url, storage)
         try:
             if keep_only:
-                self.decisions = read_decisions(output_url, keep_only, storage).set_index(["prompt_id", "sample_idx"])
+                self.decisions = read_decisions(output_url, keep_only, storage).set_index(
+                    ["prompt_id", "sample_idx"]
+                )
                 raw = yaml.safe_load(out.fs.cat_file(out.path(layout.policy_file(keep_only, "policy.yaml"))))
                 self.blur_radius = float(raw.get("blur_radius", 8.0))  # as sdgen filter --materialize
             if dedup:
@@ -89,7 +92,9 @@ class Selection:
         parts = [fmt, str(shard_size), json.dumps(self.where)]
         for folder, name in ((layout.policy_file, self.keep_only), (layout.dedup_file, self.dedup)):
             if name:
-                parts.append(hashlib.sha256(out.fs.cat_file(out.path(folder(name, "decisions.parquet")))).hexdigest())
+                parts.append(
+                    hashlib.sha256(out.fs.cat_file(out.path(folder(name, "decisions.parquet")))).hexdigest()
+                )
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
     def apply(self, df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
@@ -104,7 +109,9 @@ class Selection:
             keep = d.isin(["keep", "flag", "blur"]).to_numpy()
             df, blur = df[keep].assign(policy_decision=d[keep].to_numpy()), (d[keep] == "blur").to_numpy()
         if self.dups:
-            keep = np.array([(p, s) not in self.dups for p, s in zip(df["prompt_id"], df["sample_idx"])], bool)
+            keep = np.array(
+                [(p, s) not in self.dups for p, s in zip(df["prompt_id"], df["sample_idx"])], bool
+            )
             df, blur = df[keep], blur[keep]
         return df, blur
 
@@ -164,13 +171,23 @@ def _write_imagefolder(samples, dst: Output, shard: str) -> tuple[list[str], int
         lines.append(json.dumps({"file_name": f"{key}.png", **meta}, sort_keys=True))
     if not lines:  # nothing selected in this part: no metadata.jsonl (an empty one breaks loaders)
         return [], 0
-    dst.write_bytes_atomic(dst.path("train", shard, "metadata.jsonl"), "".join(x + "\n" for x in lines).encode())
+    dst.write_bytes_atomic(
+        dst.path("train", shard, "metadata.jsonl"), "".join(x + "\n" for x in lines).encode()
+    )
     return [*names, f"train/{shard}/metadata.jsonl"], len(lines)
 
 
 # ---------------------------------------------------------------- the command
-def export(output_url: str, fmt: str, dest: str, keep_only=None, dedup=None, where=(), shard_size: int = 1000,
-           storage=None) -> dict:
+def export(
+    output_url: str,
+    fmt: str,
+    dest: str,
+    keep_only=None,
+    dedup=None,
+    where=(),
+    shard_size: int = 1000,
+    storage=None,
+) -> dict:
     """Export every committed part of the output to ``dest`` (a folder or an fsspec URL such as
     s3://bucket/set; ``storage`` reaches both); returns counts and the card's path."""
     from pipeline.curate.card import write_card
@@ -192,15 +209,28 @@ def export(output_url: str, fmt: str, dest: str, keep_only=None, dedup=None, whe
     for shard in sorted(markers):
         rec_path = dst.path(layout.export_record(shard))
         rec = dst.read_json(rec_path)  # what this part became last time, if anything
-        if rec and rec["selection"] == fp and rec["part_sha256"] == markers[shard].get("sha256") and all(
-                dst.exists(dst.path(f)) for f in rec["files"]):
+        if (
+            rec
+            and rec["selection"] == fp
+            and rec["part_sha256"] == markers[shard].get("sha256")
+            and all(dst.exists(dst.path(f)) for f in rec["files"])
+        ):
             total["reused"] += len(rec["files"])
         else:
             samples = _samples(out.part_path(shard), out.fs, sel)
-            files, rows = (_write_webdataset(samples, dst, shard, shard_size) if fmt == "webdataset"
-                           else _write_imagefolder(samples, dst, shard))
-            rec = {"shard": shard, "files": files, "rows": rows, "part_rows": markers[shard]["rows"],
-                   "selection": fp, "part_sha256": markers[shard].get("sha256")}
+            files, rows = (
+                _write_webdataset(samples, dst, shard, shard_size)
+                if fmt == "webdataset"
+                else _write_imagefolder(samples, dst, shard)
+            )
+            rec = {
+                "shard": shard,
+                "files": files,
+                "rows": rows,
+                "part_rows": markers[shard]["rows"],
+                "selection": fp,
+                "part_sha256": markers[shard].get("sha256"),
+            }
             dst.write_json(rec_path, rec)  # last: a part without its record is redone
             total["files"] += len(files)
         total["rows"] += rec["rows"]

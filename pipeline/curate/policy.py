@@ -25,6 +25,7 @@ Severity: keep < flag < blur < drop (ties: the earlier rule). A comparison with 
 never matches. Rows the prompt screen blocked stay `blocked` whatever the rules say; failed and
 invalid rows (no image) are `drop` with rule "status:<status>".
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -44,8 +45,14 @@ from pipeline.core.schema import BLOCKED, OK
 from pipeline.core.storage import read_parquet
 
 ACTIONS = ("keep", "flag", "blur", "drop")  # in increasing severity
-OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq,
-       "!=": operator.ne}
+OPS = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
 WHEN = re.compile(r"^\s*([A-Za-z_][\w]*)\s*(?:(>=|<=|==|!=|>|<)\s*(\S.*?))?\s*$")
 DECISION_COLUMNS = ["prompt_id", "sample_idx", "decision", "rule", "threshold", "score"]
 
@@ -72,19 +79,27 @@ class Rule:
         present = col.notna().to_numpy()
         if self.op is None:
             if not (pd.api.types.is_bool_dtype(col) or col.dropna().isin([True, False]).all()):
-                raise PolicyError(f"rule {self.name!r}: when {self.column!r} alone needs a bool column; "
-                                  f"got values like {col.dropna().iloc[0]!r}; write a comparison instead")
+                raise PolicyError(
+                    f"rule {self.name!r}: when {self.column!r} alone needs a bool column; "
+                    f"got values like {col.dropna().iloc[0]!r}; write a comparison instead"
+                )
             match = present & col.fillna(False).astype(bool).to_numpy()
         else:
             numeric = isinstance(self.value, (int, float)) and not isinstance(self.value, bool)
             values = col.dropna().infer_objects()
             if numeric and len(values) and not pd.api.types.is_numeric_dtype(values):
-                raise PolicyError(f"rule {self.name!r}: {self.column!r} is not numeric "
-                                  f"(values like {col.dropna().iloc[0]!r}), cannot test {self.when!r}")
+                raise PolicyError(
+                    f"rule {self.name!r}: {self.column!r} is not numeric "
+                    f"(values like {col.dropna().iloc[0]!r}), cannot test {self.when!r}"
+                )
             filled = col.where(col.notna(), other=np.nan if numeric else None)
             match = present & np.asarray(OPS[self.op](filled, self.value), bool)
-        numeric_rule = self.op is None or (isinstance(self.value, (int, float)) and not isinstance(self.value, bool))
-        score = pd.to_numeric(col, errors="coerce").to_numpy(float) if numeric_rule else np.full(len(col), np.nan)
+        numeric_rule = self.op is None or (
+            isinstance(self.value, (int, float)) and not isinstance(self.value, bool)
+        )
+        score = (
+            pd.to_numeric(col, errors="coerce").to_numpy(float) if numeric_rule else np.full(len(col), np.nan)
+        )
         return match, score  # bools score 1.0 / 0.0; a text comparison has no score
 
 
@@ -101,10 +116,23 @@ class Policy:
 
     def as_dict(self) -> dict:
         """The effective policy (what policy.yaml holds); parse(as_dict()) gives the same policy."""
-        rules = [{"name": r.name, "when": r.when, "action": r.action, **({"if_missing": "skip"} if
-                  r.if_missing == "skip" else {})} for r in self.rules]
-        return {"name": self.name, "description": self.description, "default": self.default,
-                "blur_radius": self.blur_radius, "rules": rules, **({"dedup": self.dedup} if self.dedup else {})}
+        rules = [
+            {
+                "name": r.name,
+                "when": r.when,
+                "action": r.action,
+                **({"if_missing": "skip"} if r.if_missing == "skip" else {}),
+            }
+            for r in self.rules
+        ]
+        return {
+            "name": self.name,
+            "description": self.description,
+            "default": self.default,
+            "blur_radius": self.blur_radius,
+            "rules": rules,
+            **({"dedup": self.dedup} if self.dedup else {}),
+        }
 
     def fingerprint(self) -> str:
         """sha256 of what decides (rules, default, blur radius): equal fingerprints, equal decisions."""
@@ -116,19 +144,29 @@ class Policy:
 
 
 def _parse_rule(i: int, r) -> Rule:
-    if not isinstance(r, dict) or set(r) - {"name", "when", "action", "if_missing"} or not {"when", "action"} <= set(r):
-        raise PolicyError(f"rules[{i}] must be a mapping with keys name, when, action (and if_missing); got {r!r}")
+    if (
+        not isinstance(r, dict)
+        or set(r) - {"name", "when", "action", "if_missing"}
+        or not {"when", "action"} <= set(r)
+    ):
+        raise PolicyError(
+            f"rules[{i}] must be a mapping with keys name, when, action (and if_missing); got {r!r}"
+        )
     name = str(r.get("name") or f"rule{i}")
     m = WHEN.match(str(r["when"]))
     if not m:
-        raise PolicyError(f"rule {name!r}: when must be 'COLUMN OP VALUE' (OP one of {' '.join(OPS)}) "
-                          f"or a bool COLUMN, got {r['when']!r}")
+        raise PolicyError(
+            f"rule {name!r}: when must be 'COLUMN OP VALUE' (OP one of {' '.join(OPS)}) "
+            f"or a bool COLUMN, got {r['when']!r}"
+        )
     if r["action"] not in ACTIONS:
         raise PolicyError(f"rule {name!r}: action must be one of {', '.join(ACTIONS)}, got {r['action']!r}")
     import yaml
 
     value = None if m.group(2) is None else yaml.safe_load(m.group(3))
-    if m.group(2) in (">", ">=", "<", "<=") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+    if m.group(2) in (">", ">=", "<", "<=") and (
+        isinstance(value, bool) or not isinstance(value, (int, float))
+    ):
         raise PolicyError(f"rule {name!r}: {m.group(2)} needs a number, got {m.group(3)!r}")
     if r.get("if_missing", "error") not in ("error", "skip"):
         raise PolicyError(f"rule {name!r}: if_missing must be error or skip, got {r['if_missing']!r}")
@@ -155,8 +193,14 @@ def parse_policy(raw: dict, source: str = "<dict>", overrides=()) -> Policy:
     radius = raw.get("blur_radius", 8.0)
     if isinstance(radius, bool) or not isinstance(radius, (int, float)) or radius <= 0:
         raise PolicyError(f"policy {source}: blur_radius must be a number > 0, got {radius!r}")
-    pol = Policy(str(raw.get("name") or Path(source).stem), parsed, default, float(radius),
-                 str(raw.get("description", "")).strip(), source)
+    pol = Policy(
+        str(raw.get("name") or Path(source).stem),
+        parsed,
+        default,
+        float(radius),
+        str(raw.get("description", "")).strip(),
+        source,
+    )
     pol.dedup = str(raw["dedup"]) if raw.get("dedup") else None
     _apply_overrides(pol, overrides)
     return pol
@@ -170,11 +214,15 @@ def _apply_overrides(pol: Policy, overrides) -> None:
         name, sep, value = str(item).partition("=")
         rule = by_name.get(name.strip())
         if not sep or rule is None or rule.op is None:
-            raise PolicyError(f"--threshold expects RULE=VALUE for a rule with a comparison "
-                              f"({[r.name for r in pol.rules if r.op]}), got {item!r}")
+            raise PolicyError(
+                f"--threshold expects RULE=VALUE for a rule with a comparison "
+                f"({[r.name for r in pol.rules if r.op]}), got {item!r}"
+            )
         new = yaml.safe_load(value)
         if rule.op in (">", ">=", "<", "<=") and (isinstance(new, bool) or not isinstance(new, (int, float))):
-            raise PolicyError(f"--threshold {item!r}: rule {rule.name!r} compares with {rule.op}, needs a number")
+            raise PolicyError(
+                f"--threshold {item!r}: rule {rule.name!r} compares with {rule.op}, needs a number"
+            )
         rule.value = new
         pol.overrides[rule.name] = new
 
@@ -192,12 +240,16 @@ def active_rules(columns, policy: Policy) -> list[Rule]:
     scores = [c for c in columns if c.startswith(("safety_", "attr_", "sd_checker", "subject_"))]
     for r in policy.rules:
         if r.column not in columns and r.if_missing == "error":
-            raise PolicyError(f"rule {r.name!r} reads column {r.column!r}, which this output does not have "
-                              f"(score columns present: {scores}); add if_missing: skip to the rule to allow that")
+            raise PolicyError(
+                f"rule {r.name!r} reads column {r.column!r}, which this output does not have "
+                f"(score columns present: {scores}); add if_missing: skip to the rule to allow that"
+            )
     active = [r for r in policy.rules if r.column in columns]
     if not active:
-        raise PolicyError(f"no rule of policy {policy.name!r} applies: none of {policy.columns()} is a column "
-                          f"of this output (score columns present: {scores})")
+        raise PolicyError(
+            f"no rule of policy {policy.name!r} applies: none of {policy.columns()} is a column "
+            f"of this output (score columns present: {scores})"
+        )
     return active
 
 
@@ -220,14 +272,24 @@ def decide(df: pd.DataFrame, policy: Policy) -> pd.DataFrame:
     decision[blocked], rule[blocked] = "blocked", "screening"
     decision[no_image], rule[no_image] = "drop", np.char.add("status:", status[no_image].astype(str))
     threshold[blocked | no_image], score[blocked | no_image] = np.nan, np.nan
-    return pd.DataFrame({"prompt_id": df["prompt_id"].to_numpy(), "sample_idx": df["sample_idx"].to_numpy(),
-                         "decision": decision, "rule": rule, "threshold": threshold, "score": score},
-                        columns=DECISION_COLUMNS)
+    return pd.DataFrame(
+        {
+            "prompt_id": df["prompt_id"].to_numpy(),
+            "sample_idx": df["sample_idx"].to_numpy(),
+            "decision": decision,
+            "rule": rule,
+            "threshold": threshold,
+            "score": score,
+        },
+        columns=DECISION_COLUMNS,
+    )
 
 
 def policy_dir(output, name: str) -> str:
     if not re.fullmatch(r"[\w.-]+", name):
-        raise PolicyError(f"policy name {name!r} must use letters, digits, '.', '_' or '-' (it names a folder)")
+        raise PolicyError(
+            f"policy name {name!r} must use letters, digits, '.', '_' or '-' (it names a folder)"
+        )
     return output.path(layout.policy_file(name))
 
 
@@ -251,12 +313,19 @@ def apply_policy(output_url: str, policy: Policy, name: str | None = None, stora
     d = policy_dir(out, name or policy.name)
     out.write_table(f"{d}/decisions.parquet", dec)
     out.write_bytes_atomic(f"{d}/policy.yaml", yaml.safe_dump(policy.as_dict(), sort_keys=False).encode())
-    record = {"name": name or policy.name, "fingerprint": policy.fingerprint(), "source": policy.source,
-              "overrides": policy.overrides, "skipped_rules": [r.name for r in policy.rules if r.column not in names],
-              "run_fingerprint": run.get("fingerprint"), "rows": len(dec),
-              "counts": {k: int(v) for k, v in dec["decision"].value_counts().items()},
-              "by_rule": {k: int(v) for k, v in dec["rule"].dropna().value_counts().items()},
-              "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "dir": d}
+    record = {
+        "name": name or policy.name,
+        "fingerprint": policy.fingerprint(),
+        "source": policy.source,
+        "overrides": policy.overrides,
+        "skipped_rules": [r.name for r in policy.rules if r.column not in names],
+        "run_fingerprint": run.get("fingerprint"),
+        "rows": len(dec),
+        "counts": {k: int(v) for k, v in dec["decision"].value_counts().items()},
+        "by_rule": {k: int(v) for k, v in dec["rule"].dropna().value_counts().items()},
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "dir": d,
+    }
     out.write_json(f"{d}/policy.json", record)
     return record
 
@@ -277,8 +346,14 @@ def read_decisions(output_url: str, name: str, storage=None) -> pd.DataFrame:
 
     out = Output(output_url, storage)
     folder = policy_dir(out, name)
-    return read_decisions(out, folder, PolicyError(f"no decisions at {folder + '/decisions.parquet'!r}; run sdgen "
-                                                   f"filter {output_url} --policy ... first"))
+    return read_decisions(
+        out,
+        folder,
+        PolicyError(
+            f"no decisions at {folder + '/decisions.parquet'!r}; run sdgen "
+            f"filter {output_url} --policy ... first"
+        ),
+    )
 
 
 # ---------------------------------------------------------------- materialised dataset
@@ -289,7 +364,9 @@ def blur_png(png: bytes, radius: float) -> bytes:
     from PIL import Image, ImageFilter
 
     buf = io.BytesIO()
-    Image.open(io.BytesIO(png)).convert("RGB").filter(ImageFilter.GaussianBlur(radius)).save(buf, format="PNG")
+    Image.open(io.BytesIO(png)).convert("RGB").filter(ImageFilter.GaussianBlur(radius)).save(
+        buf, format="PNG"
+    )
     return buf.getvalue()
 
 
@@ -316,11 +393,15 @@ def materialize(output_url: str, name: str, dest: str, blur_radius: float, stora
         t, d = t.filter(pa.array(keep)), d[keep]
         blur = (d["decision"] == "blur").to_numpy()
         if blur.any():  # only the image column changes; every other column keeps its bytes and type
-            images = [{"bytes": blur_png(im["bytes"], blur_radius), "path": im["path"]} if b else im
-                      for im, b in zip(t.column("image").to_pylist(), blur)]
+            images = [
+                {"bytes": blur_png(im["bytes"], blur_radius), "path": im["path"]} if b else im
+                for im, b in zip(t.column("image").to_pylist(), blur)
+            ]
             i = t.schema.get_field_index("image")
             t = t.set_column(i, t.schema.field(i), pa.array(images, t.schema.field(i).type))
-        t = t.append_column("policy_decision", pa.array(d["decision"].tolist(), pa.string(), from_pandas=True))
+        t = t.append_column(
+            "policy_decision", pa.array(d["decision"].tolist(), pa.string(), from_pandas=True)
+        )
         t = t.append_column("policy_rule", pa.array(d["rule"].tolist(), pa.string(), from_pandas=True))
         spool = dst.spool_path(shard)
         pq.write_table(t, spool)
@@ -329,13 +410,15 @@ def materialize(output_url: str, name: str, dest: str, blur_radius: float, stora
         rows += t.num_rows
     run = src.read_json(src.path(layout.RUN)) or {}
     policy_rec = src.read_json(f"{policy_dir(src, name)}/policy.json")
-    dst.write_json(dst.path(layout.RUN), {**run, "derived_from": {"output": output_url, "policy": policy_rec}})
+    dst.write_json(
+        dst.path(layout.RUN), {**run, "derived_from": {"output": output_url, "policy": policy_rec}}
+    )
     return {"dest": dest, "rows": rows}
 
 
 def summary_lines(record: dict) -> list[str]:
     counts = ", ".join(f"{k} {v}" for k, v in sorted(record["counts"].items()))
-    return [f"policy {record['name']} ({record['fingerprint'][:12]}): {record['rows']} rows: {counts}",
-            f"decisions: {record['dir']}/decisions.parquet"]
-
-
+    return [
+        f"policy {record['name']} ({record['fingerprint'][:12]}): {record['rows']} rows: {counts}",
+        f"decisions: {record['dir']}/decisions.parquet",
+    ]

@@ -14,6 +14,7 @@ Round files are written once, atomically, and planned only from rows of earlier 
 a run killed anywhere re-plans the rounds an uninterrupted run would, and its seeds are the same.
 The audit reads every generated row: a quota filters what is delivered, not what is measured.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,10 @@ def load_quota_policy(cfg: JobConfig):
 
     q = cfg.quota
     if cfg.mitigation.enabled:
-        raise ConfigError("quota: cannot be combined with mitigation.enabled (variants are assigned by sample "
-                          "index within images_per_prompt); run the mitigated job without a quota")
+        raise ConfigError(
+            "quota: cannot be combined with mitigation.enabled (variants are assigned by sample "
+            "index within images_per_prompt); run the mitigated job without a quota"
+        )
     try:
         policy = load_policy(q.policy)
     except (PolicyError, OSError) as e:
@@ -47,8 +50,10 @@ def load_quota_policy(cfg: JobConfig):
         fs, files = list_input_files(cfg.input, cfg.storage)
         names = read_footer(fs, files[0]).schema.to_arrow_schema().names if files else []
         if q.per not in names:
-            raise ConfigError(f"quota.per {q.per!r} is not a column of the input {files[0] if files else cfg.input!r} "
-                              f"(columns: {names}); use prompt_id or one of them")
+            raise ConfigError(
+                f"quota.per {q.per!r} is not a column of the input {files[0] if files else cfg.input!r} "
+                f"(columns: {names}); use prompt_id or one of them"
+            )
     return policy
 
 
@@ -58,7 +63,13 @@ def committed_state(cfg: JobConfig, policy) -> pd.DataFrame:
     from pipeline.curate.policy import decide
 
     per = cfg.quota.per
-    cols = ["prompt_id", "sample_idx", "status", *([per] if per != schema.PROMPT_ID else []), *policy.columns()]
+    cols = [
+        "prompt_id",
+        "sample_idx",
+        "status",
+        *([per] if per != schema.PROMPT_ID else []),
+        *policy.columns(),
+    ]
     ds = Dataset(cfg.output, cfg.storage)
     df = ds.table(columns=[c for c in dict.fromkeys(cols) if c in ds.columns()]).to_pandas()
     dec = decide(df, policy)
@@ -116,9 +127,11 @@ def write_round(cfg: JobConfig, out: Output, r: int, plan: dict[str, tuple[int, 
         for c in (schema.PROMPT_ID, "images_per_prompt", "sample_start"):
             if c in t.column_names:
                 t = t.drop_columns([c])
-        parts.append(t.append_column(schema.PROMPT_ID, pa.array([pid]))
-                      .append_column("images_per_prompt", pa.array([n], pa.int64()))
-                      .append_column("sample_start", pa.array([start], pa.int64())))
+        parts.append(
+            t.append_column(schema.PROMPT_ID, pa.array([pid]))
+            .append_column("images_per_prompt", pa.array([n], pa.int64()))
+            .append_column("sample_start", pa.array([start], pa.int64()))
+        )
     path = out.path(layout.quota_round(r))
     out.write_table(path, pa.concat_tables(parts, promote_options="default"))
     return path
@@ -143,8 +156,12 @@ def delivered(state: pd.DataFrame, accepted: int) -> tuple[pd.DataFrame, dict]:
     keys = {}
     for key, g in s.groupby("key", sort=True):
         kept = int(g["kept"].sum())
-        keys[str(key)] = {"generated": len(g), "kept": kept, "delivered": min(kept, accepted),
-                          "shortfall": max(accepted - kept, 0)}
+        keys[str(key)] = {
+            "generated": len(g),
+            "kept": kept,
+            "delivered": min(kept, accepted),
+            "shortfall": max(accepted - kept, 0),
+        }
     return s[DECISION_COLUMNS].reset_index(drop=True), keys
 
 
@@ -160,10 +177,21 @@ def write_delivered(cfg: JobConfig, out: Output, policy, state: pd.DataFrame) ->
     out.write_table(f"{d}/decisions.parquet", dec)
     out.write_bytes_atomic(f"{d}/policy.yaml", yaml.safe_dump(policy.as_dict(), sort_keys=False).encode())
     short = {k: v["shortfall"] for k, v in keys.items() if v["shortfall"]}
-    record = {"name": NAME, "accepted": q.accepted, "per": q.per, "policy": q.policy,
-              "fingerprint": policy.fingerprint(), "max_oversample": q.max_oversample, "rows": len(dec),
-              "keys": len(keys), "keys_short": len(short), "shortfall": short, "per_key": keys,
-              "counts": {k: int(v) for k, v in dec["decision"].value_counts().items()}, "dir": d}
+    record = {
+        "name": NAME,
+        "accepted": q.accepted,
+        "per": q.per,
+        "policy": q.policy,
+        "fingerprint": policy.fingerprint(),
+        "max_oversample": q.max_oversample,
+        "rows": len(dec),
+        "keys": len(keys),
+        "keys_short": len(short),
+        "shortfall": short,
+        "per_key": keys,
+        "counts": {k: int(v) for k, v in dec["decision"].value_counts().items()},
+        "dir": d,
+    }
     out.write_json(f"{d}/policy.json", record)
     return record
 
@@ -182,9 +210,17 @@ def deliver(cfg: JobConfig, out: Output, policy, rounds: int) -> dict:
     `quota` section (rounds, keys met, per-key shortfall)."""
     q = cfg.quota
     record = write_delivered(cfg, out, policy, committed_state(cfg, policy))
-    return {"rounds": rounds, "complete": True, "accepted": q.accepted, "per": q.per, "keys": record["keys"],
-            "keys_short": record["keys_short"], "shortfall": record["shortfall"], "decisions": record["dir"],
-            "rows": record["rows"]}
+    return {
+        "rounds": rounds,
+        "complete": True,
+        "accepted": q.accepted,
+        "per": q.per,
+        "keys": record["keys"],
+        "keys_short": record["keys_short"],
+        "shortfall": record["shortfall"],
+        "decisions": record["dir"],
+        "rows": record["rows"],
+    }
 
 
 def quota_lines(q: dict | None) -> list[str]:
@@ -193,7 +229,13 @@ def quota_lines(q: dict | None) -> list[str]:
         return []
     if not q["complete"]:
         return [f"quota: stopped after round {q['rounds']} with failed shards; re-run to continue"]
-    lines = [f"quota: {q['accepted']} kept per {q['per']}: {q['keys'] - q['keys_short']} of {q['keys']} keys met "
-             f"after {q['rounds']} extra round(s); delivered set in {q['decisions']} (sdgen export --keep-only quota)"]
-    lines += [f"quota: {k!r} short by {n} (quota.max_oversample or max_rounds reached, or no prompt can make more)" for k, n in sorted(q["shortfall"].items())[:20]]
+    lines = [
+        f"quota: {q['accepted']} kept per {q['per']}: {q['keys'] - q['keys_short']} of {q['keys']} keys met "
+        f"after {q['rounds']} extra round(s); delivered set in {q['decisions']} "
+        f"(sdgen export --keep-only quota)"
+    ]
+    lines += [
+        f"quota: {k!r} short by {n} (quota.max_oversample or max_rounds reached, or no prompt can make more)"
+        for k, n in sorted(q["shortfall"].items())[:20]
+    ]
     return lines

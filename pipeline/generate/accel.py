@@ -9,6 +9,7 @@ fingerprinted and recorded: FP8 (torchao float8 on the UNet's linear layers, CUD
 
 `apply` returns what was done; the worker stores it in every commit marker (per-shard provenance).
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,9 @@ def set_compile_cache(path: str) -> None:
 
 def _fp8(unet, device) -> None:
     if device.type != "cuda":
-        raise AccelError("accel.fp8 needs a CUDA device (float8 matmuls are sm89+), got "
-                         f"device {str(device)!r}")
+        raise AccelError(
+            f"accel.fp8 needs a CUDA device (float8 matmuls are sm89+), got device {str(device)!r}"
+        )
     try:
         from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, quantize_
     except ImportError as e:
@@ -80,6 +82,10 @@ def apply(pipe, cfg, device) -> dict:
         done["fp8"] = "torchao float8 dynamic activation + weight, UNet linear layers"
     if g.compile:
         compile_unet(pipe, a.compile_scope, a.compile_mode, a.max_compiled_shapes)
-        done["compile"] = {"scope": a.compile_scope, "mode": a.compile_mode, "max_shapes": a.max_compiled_shapes,
-                           "pad_batches": a.pad_batches}
+        done["compile"] = {
+            "scope": a.compile_scope,
+            "mode": a.compile_mode,
+            "max_shapes": a.max_compiled_shapes,
+            "pad_batches": a.pad_batches,
+        }
     return done

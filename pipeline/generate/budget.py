@@ -5,6 +5,7 @@ release, model load included, summed over workers: what a rented GPU is billed f
 ask `exhausted()` before they start each shard: once a budget is reached no new shard starts, shards
 in flight finish and commit, and the run ends with `stopped` saying why (`sdgen run` exits 4).
 """
+
 from __future__ import annotations
 
 import time
@@ -40,7 +41,11 @@ class Budget:
 
     def exhausted(self) -> bool:
         """Whether a budget is reached (then `stopped` says which); asked before each new shard."""
-        if self.stopped is None and self.max_worker_s is not None and self.worker_seconds() >= self.max_worker_s:
+        if (
+            self.stopped is None
+            and self.max_worker_s is not None
+            and self.worker_seconds() >= self.max_worker_s
+        ):
             self.stopped = f"limits.max_worker_hours ({self.max_worker_s / 3600:g}) reached"
         if self.stopped is None and self.max_wall_s is not None and self.wall_seconds() >= self.max_wall_s:
             self.stopped = f"limits.max_wall_hours ({self.max_wall_s / 3600:g}) reached"
@@ -49,7 +54,10 @@ class Budget:
     def spent(self, images: int) -> dict:
         """Worker-seconds, images per worker-hour and money (when priced), for the summary and history."""
         ws = self.worker_seconds()
-        out = {"worker_seconds": round(ws, 2), "images_per_worker_hour": round(images * 3600 / ws, 1) if ws else None}
+        out = {
+            "worker_seconds": round(ws, 2),
+            "images_per_worker_hour": round(images * 3600 / ws, 1) if ws else None,
+        }
         out.update(money(ws / 3600, self.cost))
         return out
 

@@ -5,6 +5,7 @@ Batches are bucketed by (width, height, steps, guidance) so one UNet call never 
 schedules. A failing batch (out of memory, anything) is retried at half size down to one row, and a
 row that still fails becomes a failed row, not a missing one (docs/DESIGN.md §6).
 """
+
 from __future__ import annotations
 
 import time
@@ -47,7 +48,7 @@ def make_batches(samples: list[Sample], batch_size: int) -> list[list[Sample]]:
     buckets: dict[tuple, list[Sample]] = {}
     for s in samples:
         buckets.setdefault(s.bucket, []).append(s)
-    return [b[i:i + batch_size] for b in buckets.values() for i in range(0, len(b), batch_size)]
+    return [b[i : i + batch_size] for b in buckets.values() for i in range(0, len(b), batch_size)]
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -67,7 +68,10 @@ class _ShortTruncation:
         msg = record.getMessage()
         if "was truncated because CLIP" in msg and len(msg) > 200:
             head, _, dropped = msg.partition("tokens: ")
-            record.msg, record.args = f"{head}tokens: {dropped[:TRUNCATION_PREFIX]}... ({len(dropped)} chars)", ()
+            record.msg, record.args = (
+                f"{head}tokens: {dropped[:TRUNCATION_PREFIX]}... ({len(dropped)} chars)",
+                (),
+            )
         return True
 
 
@@ -103,8 +107,15 @@ class Generator:
         with torch.inference_mode():
             text = self._text_kwargs(batch)
             out = self.pipe(
-                **text, height=s0.height, width=s0.width, num_inference_steps=s0.steps,
-                guidance_scale=s0.guidance_scale, latents=latents, generator=gens, output_type="pt")
+                **text,
+                height=s0.height,
+                width=s0.width,
+                num_inference_steps=s0.steps,
+                guidance_scale=s0.guidance_scale,
+                latents=latents,
+                generator=gens,
+                output_type="pt",
+            )
             images = out.images if hasattr(out, "images") else out[0]
             finite = torch.isfinite(images).flatten(1).all(dim=1)
             images = torch.where(finite.view(-1, 1, 1, 1), images, torch.zeros_like(images))
@@ -135,7 +146,9 @@ class Generator:
         t0 = time.perf_counter()
         try:
             images, finite = self._run(batch)
-            errors = [None if ok else "non-finite pixels in output (fp16 overflow?)" for ok in finite.tolist()]
+            errors = [
+                None if ok else "non-finite pixels in output (fp16 overflow?)" for ok in finite.tolist()
+            ]
             return BatchResult(batch, images, errors, time.perf_counter() - t0)
         except Exception as e:  # noqa: BLE001 - every failure is retried smaller, then recorded
             if _is_oom(e) and torch.cuda.is_available():
@@ -147,5 +160,6 @@ class Generator:
             self.oom_splits += int(_is_oom(e))
             half = len(batch) // 2
             a, b = self._generate(batch[:half]), self._generate(batch[half:])
-            return BatchResult(batch, torch.cat([a.images, b.images]), a.errors + b.errors,
-                               time.perf_counter() - t0)
+            return BatchResult(
+                batch, torch.cat([a.images, b.images]), a.errors + b.errors, time.perf_counter() - t0
+            )

@@ -9,6 +9,7 @@ rounds, summary.json, contact sheet, _SUCCESS) is pipeline/launch.py.
        actor; an exception or a dead actor re-queues it (bounded tries)
     5. the summary of what was planned, committed and failed (generate/summary.py)
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -104,8 +105,10 @@ def _check_concept_clip(cfg: JobConfig, probe_info: dict) -> None:
     cs = probe_info.get("concepts") or {}
     want = cs.get("clip_model")
     if want and cfg.scoring.enabled and want != cfg.scoring.clip_model:
-        cs["warning"] = (f"concept list {cs['name']!r} is calibrated on clip_model {want!r} but scored with "
-                         f"{cfg.scoring.clip_model!r}: its thresholds (safety_flagged) do not apply")
+        cs["warning"] = (
+            f"concept list {cs['name']!r} is calibrated on clip_model {want!r} but scored with "
+            f"{cfg.scoring.clip_model!r}: its thresholds (safety_flagged) do not apply"
+        )
         warnings.warn(cs["warning"], stacklevel=3)
 
 
@@ -130,8 +133,9 @@ def prepare(cfg: JobConfig | ResolvedJob, scan_rows: bool = True, extra: tuple =
     check_output_writable(output)
     remove_stale_temp(output)  # temp files of dead runs, wherever they are
     root = in_fs._strip_protocol(cfg.input).rstrip("/")
-    shards, rows = plan_shards(in_fs, files, root, cfg.shards.rows_per_shard, cfg.fingerprint(), scan,
-                               cfg.shards.duplicates)
+    shards, rows = plan_shards(
+        in_fs, files, root, cfg.shards.rows_per_shard, cfg.fingerprint(), scan, cfg.shards.duplicates
+    )
     extra_images = {}
     for f in extra:
         more, n = plan_shards(output.fs, [f], f, cfg.shards.rows_per_shard, cfg.fingerprint())
@@ -140,8 +144,13 @@ def prepare(cfg: JobConfig | ResolvedJob, scan_rows: bool = True, extra: tuple =
         extra_images.update(shard_images(output.fs, f, more, cfg.generation.images_per_prompt))
     committed = output.valid_commits(cfg.write.verify_commits, names={s.name for s in shards})
     pending = [s for s in shards if s.name not in committed]
-    info = {"files": len(files), "rows": sum(rows.values()), "shards": len(shards),
-            "committed_shards": len(committed), "pending_shards": len(pending)}
+    info = {
+        "files": len(files),
+        "rows": sum(rows.values()),
+        "shards": len(shards),
+        "committed_shards": len(committed),
+        "pending_shards": len(pending),
+    }
     if scan is not None:
         info.update(images=scan.images, invalid_rows=len(scan.problems), duplicate_ids=scan.duplicates)
         if scan.ipp_overrides:  # only when present: summaries of other runs stay as they were
@@ -164,9 +173,11 @@ def check_output_writable(output: Output) -> None:
         probe = os.path.dirname(probe) or "."
     if not os.access(probe, os.W_OK | os.X_OK):
         ro = os.statvfs(probe).f_flag & os.ST_RDONLY
-        raise OutputError(f"output {output.url!r} is not writable: {probe!r} is "
-                          + ("on a read-only filesystem" if ro else "not writable by this user")
-                          + "; choose another output or fix its permissions")
+        raise OutputError(
+            f"output {output.url!r} is not writable: {probe!r} is "
+            + ("on a read-only filesystem" if ro else "not writable by this user")
+            + "; choose another output or fix its permissions"
+        )
 
 
 def check_limits(job: ResolvedJob):
@@ -178,8 +189,10 @@ def check_limits(job: ResolvedJob):
     if g.steps > limits.max_steps:
         raise ConfigError(f"generation.steps {g.steps} exceeds {limits.steps_why} ({limits.max_steps})")
     if g.width * g.height > lim.max_pixels:
-        raise ConfigError(f"generation.width x height = {g.width} x {g.height} = {g.width * g.height} pixels "
-                          f"exceeds limits.max_pixels ({lim.max_pixels})")
+        raise ConfigError(
+            f"generation.width x height = {g.width} x {g.height} = {g.width * g.height} pixels "
+            f"exceeds limits.max_pixels ({lim.max_pixels})"
+        )
     return limits
 
 
@@ -204,21 +217,33 @@ def _raise_on_bad_rows(cfg: JobConfig, scan, in_fs) -> None:
     if scan.problems and cfg.shards.on_invalid_row == "error":
         listed = "\n".join(f"  {p}" for p in scan.problems[:MAX_LISTED_PROBLEMS])
         more = len(scan.problems) - MAX_LISTED_PROBLEMS
-        raise InputError(f"{len(scan.problems)} input row(s) are invalid:\n{listed}"
-                         + (f"\n  ... and {more} more" if more > 0 else "")
-                         + "\n(fix them, or set shards.on_invalid_row: mark to emit them as status 'invalid')")
+        raise InputError(
+            f"{len(scan.problems)} input row(s) are invalid:\n{listed}"
+            + (f"\n  ... and {more} more" if more > 0 else "")
+            + "\n(fix them, or set shards.on_invalid_row: mark to emit them as status 'invalid')"
+        )
     if scan.images > cfg.limits.max_images:
-        raise InputError(f"the input asks for {scan.images} images, more than limits.max_images "
-                         f"({cfg.limits.max_images}); raise the limit or split the input")
+        raise InputError(
+            f"the input asks for {scan.images} images, more than limits.max_images "
+            f"({cfg.limits.max_images}); raise the limit or split the input"
+        )
     if scan.duplicates and cfg.shards.duplicates == "error":
-        raise InputError(f"{scan.duplicates} input row(s) repeat an earlier prompt_id "
-                         f"(shards.duplicates: error):\n{duplicate_report(in_fs, scan)}")
+        raise InputError(
+            f"{scan.duplicates} input row(s) repeat an earlier prompt_id "
+            f"(shards.duplicates: error):\n{duplicate_report(in_fs, scan)}"
+        )
 
 
 def run_info(job: ResolvedJob, probes: dict) -> dict:
-    return {"config": job.redacted(), "resolved": job.resolved_probes(), "fingerprint": job.fingerprint(),
-            "probes": probes, "fingerprint_fields": job.fingerprint_fields(), "versions": library_versions(),
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "config": job.redacted(),
+        "resolved": job.resolved_probes(),
+        "fingerprint": job.fingerprint(),
+        "probes": probes,
+        "fingerprint_fields": job.fingerprint_fields(),
+        "versions": library_versions(),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def prepare_round(prep: Prepared, path: str) -> Prepared:
@@ -229,15 +254,22 @@ def prepare_round(prep: Prepared, path: str) -> Prepared:
     shards = [replace(s, in_output=True) for s in shards]
     committed = out.valid_commits(cfg.write.verify_commits, names={s.name for s in shards})
     pending = [s for s in shards if s.name not in committed]
-    info = {"files": 1, "rows": sum(rows.values()), "shards": len(shards), "committed_shards": len(committed),
-            "pending_shards": len(pending)}
+    info = {
+        "files": 1,
+        "rows": sum(rows.values()),
+        "shards": len(shards),
+        "committed_shards": len(committed),
+        "pending_shards": len(pending),
+    }
     images = shard_images(out.fs, path, shards, cfg.generation.images_per_prompt)
-    return replace(prep, shards=shards, pending=pending, committed=committed, scan=None, info=info,
-                   extra_images=images)
+    return replace(
+        prep, shards=shards, pending=pending, committed=committed, scan=None, info=info, extra_images=images
+    )
 
 
-def execute(prep: Prepared, progress: bool = True, events=None, t0: float | None = None,
-            budget: Budget | None = None) -> dict:
+def execute(
+    prep: Prepared, progress: bool = True, events=None, t0: float | None = None, budget: Budget | None = None
+) -> dict:
     """Steps 2-5 for a prepared plan: run.json, then every pending shard through the workers (until a
     budget is reached); returns the summary. Nothing else: the lease, summary.json, the contact sheet
     and _SUCCESS belong to the run entry (pipeline/launch.py)."""
@@ -247,8 +279,13 @@ def execute(prep: Prepared, progress: bool = True, events=None, t0: float | None
     cfg = prep.cfg  # with model-dependent defaults resolved
     budget = budget or Budget(cfg.limits, cfg.cost)
     prep.output.check_or_write_run(run_info(prep.job, prep.probes))
-    events.emit("run_started", fingerprint=cfg.fingerprint(), output=cfg.output, executor=cfg.ray.executor,
-                **{k: prep.info.get(k) for k in ("shards", "committed_shards", "pending_shards", "images")})
+    events.emit(
+        "run_started",
+        fingerprint=cfg.fingerprint(),
+        output=cfg.output,
+        executor=cfg.ray.executor,
+        **{k: prep.info.get(k) for k in ("shards", "committed_shards", "pending_shards", "images")},
+    )
     tally = Tally()
     if prep.pending:
         bar = _progress_bar(_pending_images(prep), progress)
@@ -258,8 +295,10 @@ def execute(prep: Prepared, progress: bool = True, events=None, t0: float | None
     summary = build_summary(prep, tally, time.time() - t0)
     summary.update(budget.spent(summary["rows_this_run"]), **work_fields(cfg, summary["rows_this_run"]))
     if budget.stopped:
-        summary["budget_stop"] = {"reason": budget.stopped, "shards_not_started": len(prep.pending) - tally.count
-                                  - len(tally.failed)}
+        summary["budget_stop"] = {
+            "reason": budget.stopped,
+            "shards_not_started": len(prep.pending) - tally.count - len(tally.failed),
+        }
     events.emit("run_finished", **summary)
     return summary
 
@@ -272,8 +311,10 @@ def write_success(output, record: dict) -> None:
         if not output.exists(output.path(layout.SUCCESS)):
             output.write_json(output.path(layout.SUCCESS), record)
     except retry.StorageError as e:
-        raise retry.StorageError(f"{e}; every shard is committed ({record.get('rows')} rows), only writing "
-                                 "_SUCCESS failed: run the same command again to finish (no shard is redone)") from e
+        raise retry.StorageError(
+            f"{e}; every shard is committed ({record.get('rows')} rows), only writing "
+            "_SUCCESS failed: run the same command again to finish (no shard is redone)"
+        ) from e
 
 
 def _pending_images(prep: Prepared) -> int:
@@ -292,8 +333,15 @@ def _pending_images(prep: Prepared) -> int:
 def _progress_bar(total: int, enabled: bool):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="img", disable=not enabled, file=sys.stderr, dynamic_ncols=True,
-                smoothing=0.1, desc="generating")
+    return tqdm(
+        total=total,
+        unit="img",
+        disable=not enabled,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        smoothing=0.1,
+        desc="generating",
+    )
 
 
 # ---- executors ------------------------------------------------------------------------------------
@@ -301,9 +349,16 @@ def _record(tally: Tally, shard: Shard, marker: dict, bar, events=None) -> None:
     tally.commit(shard.name, marker)
     bar.update(marker["rows"])
     if events is not None:
-        events.emit("shard_committed", shard=shard.name, rows=marker["rows"], attempt=marker.get("attempt"),
-                    worker=marker.get("worker"), host=marker.get("host"), status_counts=marker.get("status_counts"),
-                    seconds=marker.get("timings"))
+        events.emit(
+            "shard_committed",
+            shard=shard.name,
+            rows=marker["rows"],
+            attempt=marker.get("attempt"),
+            worker=marker.get("worker"),
+            host=marker.get("host"),
+            status_counts=marker.get("status_counts"),
+            seconds=marker.get("timings"),
+        )
         events.progress(tally.rows, bar.total)
 
 
@@ -339,8 +394,13 @@ def _process_with_retries(worker, shard: Shard, tries: int, tally: Tally, bar, e
         except Exception as e:  # noqa: BLE001 - recorded, retried, then reported
             tally.fail(shard.name, f"{type(e).__name__}: {e}")
             if events is not None:
-                events.emit("shard_failed", shard=shard.name, attempt=attempt, error=tally.failed[shard.name],
-                            requeued=attempt < tries)
+                events.emit(
+                    "shard_failed",
+                    shard=shard.name,
+                    attempt=attempt,
+                    error=tally.failed[shard.name],
+                    requeued=attempt < tries,
+                )
             continue
         _record(tally, shard, marker, bar, events)
         return
@@ -375,7 +435,9 @@ def _execute_ray(job: ResolvedJob, pending: list, tally: Tally, bar, events=None
                         continue
                     requeue = attempt < cfg.ray.max_shard_tries
                     tally.fail(shard.name, error)
-                    pool.events.emit("shard_failed", shard=shard.name, attempt=attempt, error=error, requeued=requeue)
+                    pool.events.emit(
+                        "shard_failed", shard=shard.name, attempt=attempt, error=error, requeued=requeue
+                    )
                     if requeue:
                         tries[shard.name] = attempt
                         queue.append(shard)

@@ -6,6 +6,7 @@ tokenizer, padding, clip-skip and SDXL pooling as a plain call) and indexed back
 sample; the pipeline then receives ``prompt_embeds`` / ``negative_prompt_embeds`` (and SDXL's pooled
 embeddings). Pipelines without ``encode_prompt`` get None and are called with text as before.
 """
+
 from __future__ import annotations
 
 
@@ -33,13 +34,26 @@ def embed_batch(pipe, prompts: list[str], negatives: list[str], guidance_scale: 
     u_prompts, u_negs = [p for p, _ in pairs], [n for _, n in pairs]
     xl = hasattr(pipe, "text_encoder_2")
     if xl:
-        out = pipe.encode_prompt(u_prompts, device=device, num_images_per_prompt=1,
-                                 do_classifier_free_guidance=cfg, negative_prompt=u_negs)
-        names = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds")
+        out = pipe.encode_prompt(
+            u_prompts,
+            device=device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=cfg,
+            negative_prompt=u_negs,
+        )
+        names = (
+            "prompt_embeds",
+            "negative_prompt_embeds",
+            "pooled_prompt_embeds",
+            "negative_pooled_prompt_embeds",
+        )
     else:
         out = pipe.encode_prompt(u_prompts, device, 1, cfg, negative_prompt=u_negs)
         names = ("prompt_embeds", "negative_prompt_embeds")
     rows = torch.tensor(index, device=out[0].device)
-    kwargs = {name: t.index_select(0, rows) for name, t in zip(names, out)
-              if t is not None and (cfg or "negative" not in name)}
+    kwargs = {
+        name: t.index_select(0, rows)
+        for name, t in zip(names, out)
+        if t is not None and (cfg or "negative" not in name)
+    }
     return kwargs

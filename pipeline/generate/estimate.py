@@ -11,6 +11,7 @@ work, from a basis that is said aloud.
 worker-hours = (pending pixel-steps / rate + load × workers) / 3600; wall = the same spread over the
 workers (generation divides, the load does not).
 """
+
 from __future__ import annotations
 
 import time
@@ -21,7 +22,9 @@ from pipeline.generate.budget import money
 def history_rate(history: list[dict], cfg) -> dict | None:
     """The rate and load from earlier runs of the same model, or None."""
     g = cfg.generation
-    usable = [h for h in history if h.get("model") == cfg.model and h.get("pixel_steps") and h.get("worker_seconds")]
+    usable = [
+        h for h in history if h.get("model") == cfg.model and h.get("pixel_steps") and h.get("worker_seconds")
+    ]
     same = [h for h in usable if h.get("size") == [g.width, g.height] and h.get("steps") == g.steps]
     use = same or usable
     if not use:
@@ -30,10 +33,12 @@ def history_rate(history: list[dict], cfg) -> dict | None:
     gen_s = sum(h["worker_seconds"] for h in use) - sum(loads)
     if gen_s <= 0:
         return None
-    return {"pixel_steps_per_worker_s": sum(h["pixel_steps"] for h in use) / gen_s,
-            "load_s": sum(loads) / len(loads) if loads else 0.0,
-            "basis": f"{len(use)} earlier run(s) of model {cfg.model!r} in OUTPUT/_runs"
-                     + (" at the same size and steps" if same else " (other sizes or steps)")}
+    return {
+        "pixel_steps_per_worker_s": sum(h["pixel_steps"] for h in use) / gen_s,
+        "load_s": sum(loads) / len(loads) if loads else 0.0,
+        "basis": f"{len(use)} earlier run(s) of model {cfg.model!r} in OUTPUT/_runs"
+        + (" at the same size and steps" if same else " (other sizes or steps)"),
+    }
 
 
 def measured_rate(job) -> dict:
@@ -49,14 +54,20 @@ def measured_rate(job) -> dict:
         t0 = time.perf_counter()
         _, _, gen = build_generator(cfg, dev, dtype)
         load = time.perf_counter() - t0
-        batch = [Sample(i, "measure", i, "a photo of a cat", "", i, g.width, g.height, g.steps, g.guidance_scale)
-                 for i in range(g.batch_size)]
+        batch = [
+            Sample(i, "measure", i, "a photo of a cat", "", i, g.width, g.height, g.steps, g.guidance_scale)
+            for i in range(g.batch_size)
+        ]
         t1 = time.perf_counter()
         gen.generate(batch)
         gen_s = time.perf_counter() - t1
-    return {"pixel_steps_per_worker_s": len(batch) * g.width * g.height * g.steps / gen_s, "load_s": load,
-            "basis": f"--measure: one batch of {len(batch)} at {g.width}x{g.height}, {g.steps} steps on {dev.type} "
-                     f"here ({gen_s:.2f} s; model load {load:.2f} s, counted once per worker)"}
+    return {
+        "pixel_steps_per_worker_s": len(batch) * g.width * g.height * g.steps / gen_s,
+        "load_s": load,
+        "basis": f"--measure: one batch of {len(batch)} at {g.width}x{g.height}, "
+        f"{g.steps} steps on {dev.type} "
+        f"here ({gen_s:.2f} s; model load {load:.2f} s, counted once per worker)",
+    }
 
 
 def estimate(pixel_steps: int, workers: int, rate: dict | None, cost=None) -> dict:
@@ -65,5 +76,10 @@ def estimate(pixel_steps: int, workers: int, rate: dict | None, cost=None) -> di
         return {"basis": "no basis yet: run once (its _runs/ record is the basis) or pass --measure"}
     gen_s = pixel_steps / rate["pixel_steps_per_worker_s"]
     worker_s = gen_s + rate["load_s"] * workers
-    return {"basis": rate["basis"], "workers": workers, "worker_hours": round(worker_s / 3600, 5),
-            "wall_hours": round((gen_s / workers + rate["load_s"]) / 3600, 5), **money(worker_s / 3600, cost)}
+    return {
+        "basis": rate["basis"],
+        "workers": workers,
+        "worker_hours": round(worker_s / 3600, 5),
+        "wall_hours": round((gen_s / workers + rate["load_s"]) / 3600, 5),
+        **money(worker_s / 3600, cost),
+    }

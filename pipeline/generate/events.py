@@ -3,7 +3,8 @@
     run_started      fingerprint, shards, images, executor
     worker_ready     worker, host, gpu, load_s          worker_died / worker_start_failed: worker, host, error
     shard_started    shard, worker, attempt            shard_committed: shard, rows, status_counts, seconds
-    shard_failed     shard, attempt, error, requeued   progress: images, total, images_per_s, eta_s (every 10 s)
+    shard_failed     shard, attempt, error, requeued
+    progress         images, total, images_per_s, eta_s (json, or text without a bar; every 10 s)
     run_finished     the summary
 
 `--log-format json` writes one JSON object per line (``{"ts": ..., "event": ..., ...}``) for log
@@ -11,6 +12,7 @@ shippers; text writes ``sdgen: <event> key=value ...`` lines. With a progress ba
 text mode prints only what an operator must see (workers, failures) and lets the bar show the rest;
 without one (``--no-progress``, job logs) every shard gets a line, so a live job is visible.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,7 +37,9 @@ class EventSink:
         self.counts[event] = self.counts.get(event, 0) + 1
         stream = self.stream or sys.stderr
         if self.fmt == "json":
-            stream.write(json.dumps({"ts": round(time.time(), 3), "event": event, **fields}, default=str) + "\n")
+            stream.write(
+                json.dumps({"ts": round(time.time(), 3), "event": event, **fields}, default=str) + "\n"
+            )
         elif event not in TEXT_SKIP and not (self.bar_shown and event in QUIET_WITH_BAR):
             line = "sdgen: " + event + "".join(f" {k}={_text(v)}" for k, v in fields.items())
             if self.bar_shown:
@@ -58,8 +62,13 @@ class EventSink:
             dt = now - t0
             rate = (images - n0) / dt if dt > 0 and images > n0 else None
             eta = round((total - images) / rate, 1) if rate else None
-            self.emit("progress", images=images, total=total, images_per_s=round(rate, 3) if rate else None,
-                      eta_s=eta)
+            self.emit(
+                "progress",
+                images=images,
+                total=total,
+                images_per_s=round(rate, 3) if rate else None,
+                eta_s=eta,
+            )
 
 
 class NullSink(EventSink):

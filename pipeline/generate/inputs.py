@@ -6,6 +6,7 @@ Two entry points with different costs:
 - `scan_input` streams the few meaningful columns once to find bad values and duplicate ids
   before any model loads (what `sdgen run` does first).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -63,8 +64,11 @@ def _list_files(fs, url: str, path: str) -> list[str]:
     elif fs.isfile(path):
         return [path]
     elif fs.isdir(path):
-        files = sorted(p for p in fs.find(path) if p.endswith(".parquet")
-                       and not p.rsplit("/", 1)[-1].startswith((".", "_")))
+        files = sorted(
+            p
+            for p in fs.find(path)
+            if p.endswith(".parquet") and not p.rsplit("/", 1)[-1].startswith((".", "_"))
+        )
     else:
         raise InputError(f"input {url!r} does not exist")
     if not files:
@@ -79,11 +83,15 @@ def check_audit_defaults(cfg, fs, files: list[str]) -> None:
         return
     names = read_footer(fs, files[0]).schema.to_arrow_schema().names
     own = [c for c in names if not schema.is_derived(c)]
-    for key, cols in (("group_by", cfg.audit.group_by), ("where", [w.split("=", 1)[0].strip() for w in cfg.audit.where])):
+    for key, cols in (
+        ("group_by", cfg.audit.group_by),
+        ("where", [w.split("=", 1)[0].strip() for w in cfg.audit.where]),
+    ):
         for c in cols:
             if c not in own:
-                raise InputError(f"audit.{key}: {c!r} is not a column of the input {files[0]!r}; its own columns "
-                                 f"are {own}")
+                raise InputError(
+                    f"audit.{key}: {c!r} is not a column of the input {files[0]!r}; its own columns are {own}"
+                )
 
 
 def read_footer(fs, path: str) -> pq.FileMetaData:
@@ -114,15 +122,21 @@ def check_schema(path: str, sch: pa.Schema) -> None:
     if schema.PROMPT_ID in sch.names:
         t = sch.field(schema.PROMPT_ID).type
         if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_integer(t)):
-            raise InputError(f"input file {path!r}: column 'prompt_id' must be strings or integers, got type {t}")
+            raise InputError(
+                f"input file {path!r}: column 'prompt_id' must be strings or integers, got type {t}"
+            )
     for col, ok in schema.OVERRIDES.items():
         if col in sch.names and not ok(sch.field(col).type):
-            raise InputError(f"input file {path!r}: override column {col!r} has type {sch.field(col).type}, "
-                             f"which does not fit (docs/OUTPUT.md, section Input)")
+            raise InputError(
+                f"input file {path!r}: override column {col!r} has type {sch.field(col).type}, "
+                f"which does not fit (docs/OUTPUT.md, section Input)"
+            )
     consumed = {schema.PROMPT, schema.PROMPT_ID, *schema.OVERRIDES}
     clash = [c for c in sch.names if c in schema.CORE_NAMES and c not in consumed]
     if clash:
-        raise InputError(f"input file {path!r}: column(s) {clash} would overwrite output columns; rename them")
+        raise InputError(
+            f"input file {path!r}: column(s) {clash} would overwrite output columns; rename them"
+        )
     if len(set(sch.names)) != len(sch.names):
         raise InputError(f"input file {path!r} has duplicate column names: {sch.names}")
 
@@ -136,6 +150,7 @@ def _col(table: pa.Table, name: str):
 class RowLimits:
     """What one row may ask for (config `limits`, the scheduler's training timesteps) and the config
     values a row without overrides takes (a width override is checked against the default height)."""
+
     max_steps: int = 1000
     max_pixels: int = 4096 * 4096
     max_images_per_prompt: int = 10_000
@@ -155,9 +170,12 @@ def row_limits(cfg, train_timesteps: int | None = None) -> RowLimits:
 
 
 def _limit_problems(table: pa.Table, lim: RowLimits, bad) -> None:
-    for col, cap, why in (("steps", lim.max_steps, lim.steps_why),
-                          ("images_per_prompt", lim.max_images_per_prompt, "limits.max_images_per_prompt"),
-                          ("width", lim.max_side, "limits.max_side"), ("height", lim.max_side, "limits.max_side")):
+    for col, cap, why in (
+        ("steps", lim.max_steps, lim.steps_why),
+        ("images_per_prompt", lim.max_images_per_prompt, "limits.max_images_per_prompt"),
+        ("width", lim.max_side, "limits.max_side"),
+        ("height", lim.max_side, "limits.max_side"),
+    ):
         for i, v in enumerate(_col(table, col)):
             if v is not None and v > cap:
                 bad(i, col, v, f"exceeds {why} ({cap})")
@@ -165,11 +183,17 @@ def _limit_problems(table: pa.Table, lim: RowLimits, bad) -> None:
         for i, (w, h) in enumerate(zip(_col(table, "width"), _col(table, "height"))):
             w, h = w if w is not None else lim.width, h if h is not None else lim.height
             if w and h and w > 0 and h > 0 and w * h > lim.max_pixels:
-                bad(i, "width" if "width" in table.column_names else "height", f"{w}x{h}",
-                    f"{w * h} pixels exceed limits.max_pixels ({lim.max_pixels})")
+                bad(
+                    i,
+                    "width" if "width" in table.column_names else "height",
+                    f"{w}x{h}",
+                    f"{w * h} pixels exceed limits.max_pixels ({lim.max_pixels})",
+                )
 
 
-def row_problems(table: pa.Table, path: str, offset: int, limits: RowLimits | None = None) -> dict[int, Problem]:
+def row_problems(
+    table: pa.Table, path: str, offset: int, limits: RowLimits | None = None
+) -> dict[int, Problem]:
     """Bad values per row (first problem per row), keyed by row index within the file."""
     out: dict[int, Problem] = {}
 
@@ -205,7 +229,9 @@ def row_overrides(table: pa.Table) -> list[dict]:
     cols = {c: table.column(c).to_pylist() for c in schema.OVERRIDES if c in table.column_names}
     rows = []
     for i in range(table.num_rows):
-        rows.append({c: (float(v[i]) if c == "guidance_scale" else v[i]) for c, v in cols.items() if v[i] is not None})
+        rows.append(
+            {c: (float(v[i]) if c == "guidance_scale" else v[i]) for c, v in cols.items() if v[i] is not None}
+        )
     return rows
 
 
@@ -227,8 +253,10 @@ def prompt_ids(table: pa.Table, overrides: list[dict] | None = None) -> list[str
 
 
 def _id_hash(ids: list[str]) -> np.ndarray:
-    return np.array([int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "big")
-                     for i in ids], dtype=np.uint64)
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8).digest(), "big") for i in ids],
+        dtype=np.uint64,
+    )
 
 
 # ---- scan: validate every row and find duplicate ids, streaming ------------------------------------------
@@ -248,22 +276,27 @@ def _scan_columns(sch: pa.Schema) -> list[str]:
     return [c for c in wanted if c in sch.names]
 
 
-def scan_input(fs, files: list[str], default_ipp: int, batch_rows: int = 65536,
-               limits: RowLimits | None = None) -> Scan:
+def scan_input(
+    fs, files: list[str], default_ipp: int, batch_rows: int = 65536, limits: RowLimits | None = None
+) -> Scan:
     """Stream the meaningful columns once: row problems, image count, duplicate ids."""
     scan, hashes, where = Scan(), [], []
     for fi, path in enumerate(files):
         meta = read_footer(fs, path)
         check_schema(path, meta.schema.to_arrow_schema())
         try:
-            part, h, w = retry.call(_scan_file, fs, fi, path, default_ipp, batch_rows, limits, what=f"scanning {path!r}")
+            part, h, w = retry.call(
+                _scan_file, fs, fi, path, default_ipp, batch_rows, limits, what=f"scanning {path!r}"
+            )
         except retry.StorageError:
             raise  # transient storage faults are not bad input
         except (OSError, pa.ArrowException) as e:  # pyarrow: OSError "Corrupt snappy compressed data"
             if isinstance(e, FileNotFoundError):
                 raise
-            raise InputError(f"input file {path!r} has a valid footer but its data cannot be decoded "
-                             f"(corrupt data pages?): {e}; re-create the file") from None
+            raise InputError(
+                f"input file {path!r} has a valid footer but its data cannot be decoded "
+                f"(corrupt data pages?): {e}; re-create the file"
+            ) from None
         scan.problems += part.problems
         scan.ipp_overrides += part.ipp_overrides
         scan.images += part.images
@@ -338,20 +371,25 @@ def duplicate_report(fs, scan: Scan, limit: int = 5) -> str:
     lines = []
     for (path, row), k in list(scan.occurrence.items())[:limit]:
         t = read_rows(fs, path, row, row + 1)
-        lines.append(f"{path} row {row}: prompt_id {prompt_ids(t)[0]!r} (repeat #{k}), prompt {_col(t, 'prompt')[0]!r}")
+        lines.append(
+            f"{path} row {row}: prompt_id {prompt_ids(t)[0]!r} (repeat #{k}), prompt {_col(t, 'prompt')[0]!r}"
+        )
     return "\n".join(lines)
 
 
-# ---- range reads ---------------------------------------------------------------------------------------------
+# ---- range reads -------------------------------------------------------------------------------------
 def read_rows(fs, path: str, start: int, stop: int, columns=None) -> pa.Table:
     """Rows [start, stop) of a file, reading only the row groups that overlap them."""
     try:
-        return retry.call(_read_rows, fs, path, start, stop, columns, what=f"reading rows {start}-{stop} of {path!r}")
+        return retry.call(
+            _read_rows, fs, path, start, stop, columns, what=f"reading rows {start}-{stop} of {path!r}"
+        )
     except (OSError, pa.ArrowException) as e:
         if isinstance(e, (FileNotFoundError, retry.StorageError)):
             raise
-        raise InputError(f"input file {path!r} rows {start}-{stop} cannot be decoded (corrupt data pages?): {e}") \
-            from None
+        raise InputError(
+            f"input file {path!r} rows {start}-{stop} cannot be decoded (corrupt data pages?): {e}"
+        ) from None
 
 
 def _read_rows(fs, path: str, start: int, stop: int, columns=None) -> pa.Table:

@@ -1,6 +1,7 @@
 """Loading a diffusers pipeline from a local folder or the hub, and the error every model problem is:
 the lowest layer of model handling, under both the preset registry (presets.py) and spec dispatch
 (models.py), so neither imports the other's loader."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -8,6 +8,7 @@
 - a hub id (org/name): works where the hub is reachable or cached, a clear error offline.
 Only safetensors are loaded and no remote code runs.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -53,7 +54,11 @@ def model_kind(spec: str) -> str:
         return "file"
     if is_url(spec):
         return "url"
-    if os.path.isdir(local) or (os.path.sep in spec and not HUB_ID.match(spec)) or spec.startswith((".", "/")):
+    if (
+        os.path.isdir(local)
+        or (os.path.sep in spec and not HUB_ID.match(spec))
+        or spec.startswith((".", "/"))
+    ):
         return "dir"
     return "hub"
 
@@ -86,11 +91,15 @@ def _url_exists(spec: str, storage) -> bool:
 
 def _check_hub_id(spec: str) -> None:
     if not HUB_ID.match(spec):
-        raise ModelError(f"model {spec!r} is not a preset ({', '.join(presets.PRESETS)}), a local directory, "
-                         f"a cloud URL or a hub id")
+        raise ModelError(
+            f"model {spec!r} is not a preset ({', '.join(presets.PRESETS)}), a local directory, "
+            f"a cloud URL or a hub id"
+        )
     if os.environ.get("HF_HUB_OFFLINE") == "1" and not _in_hub_cache(spec):
-        raise ModelError(f"model {spec!r} looks like a hub id, but the hub is offline (HF_HUB_OFFLINE=1) and "
-                         f"it is not in the local cache; use a local directory or a preset")
+        raise ModelError(
+            f"model {spec!r} looks like a hub id, but the hub is offline (HF_HUB_OFFLINE=1) and "
+            f"it is not in the local cache; use a local directory or a preset"
+        )
 
 
 def _in_hub_cache(repo_id: str) -> bool:
@@ -170,7 +179,7 @@ def fetch_url_to_cache(url: str, storage=None) -> str:
     tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     for remote in fs.find(path):
-        rel = remote[len(path):].lstrip("/")
+        rel = remote[len(path) :].lstrip("/")
         if rel.endswith((".bin", ".ckpt", ".pt", ".pth")):
             continue  # safetensors only: pickled weights never leave the bucket
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -192,7 +201,9 @@ def from_single_file(path: str, config_dir: str, dtype):
 
     index = Path(config_dir, "model_index.json")
     if not index.is_file():
-        raise ModelError(f"single_file_config {config_dir!r}: no model_index.json (a diffusers directory is needed)")
+        raise ModelError(
+            f"single_file_config {config_dir!r}: no model_index.json (a diffusers directory is needed)"
+        )
     cls = getattr(diffusers, json.loads(index.read_text())["_class_name"])
     kwargs = {dtype_kwarg(): dtype, "config": config_dir, "local_files_only": True}
     if "safety_checker" in json.loads(index.read_text()):
@@ -200,8 +211,9 @@ def from_single_file(path: str, config_dir: str, dtype):
     try:
         return cls.from_single_file(path, **kwargs)
     except Exception as e:
-        raise ModelError(f"could not load single-file model {path!r} with configs {config_dir!r}: "
-                         f"{type(e).__name__}: {e}") from e
+        raise ModelError(
+            f"could not load single-file model {path!r} with configs {config_dir!r}: {type(e).__name__}: {e}"
+        ) from e
 
 
 def apply_lora(pipe, path: str, scale: float) -> None:
@@ -216,8 +228,15 @@ def apply_lora(pipe, path: str, scale: float) -> None:
         raise ModelError(f"could not apply lora.path {path!r}: {type(e).__name__}: {e}") from e
 
 
-def load_pipeline(spec: str, dtype, device, scheduler: str = "default", storage=None, lora=None,
-                  single_file_config: str | None = None):
+def load_pipeline(
+    spec: str,
+    dtype,
+    device,
+    scheduler: str = "default",
+    storage=None,
+    lora=None,
+    single_file_config: str | None = None,
+):
     """The text-to-image pipeline for `spec`, on `device` in `dtype`, with the chosen scheduler;
     `lora` (a LoraConfig) is fused in when it has a path."""
     kind, local = model_kind(spec), spec.removeprefix("file://")

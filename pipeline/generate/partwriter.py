@@ -4,6 +4,7 @@ Rows go to a spool file (beside the final part locally, a temp dir for object st
 groups of `write.row_group_size`, so a worker's memory is bounded by its batch, not its shard.
 `finish()` closes the spool; the worker commits it through ``Output.commit_part`` (the one commit path).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,8 +51,9 @@ def _consumed() -> set:
 
 
 class PartWriter:
-    def __init__(self, output, shard: str, table: pa.Table, cfg, scheduler_name: str,
-                 extra_fields: list[pa.Field] = ()):
+    def __init__(
+        self, output, shard: str, table: pa.Table, cfg, scheduler_name: str, extra_fields: list[pa.Field] = ()
+    ):
         self.output, self.shard, self.cfg = output, shard, cfg
         keep = [c for c in table.column_names if c not in _consumed()]
         self.passthrough = {c: table.column(c).to_pylist() for c in keep}
@@ -79,9 +81,18 @@ class PartWriter:
 
     def _sample_row(self, s, status: str, error: str | None) -> dict:
         row = self._base(s.row, s.prompt_id, s.prompt)
-        row.update(sample_idx=s.sample_idx, negative_prompt=s.negative_prompt, seed=s.seed, width=s.width,
-                   height=s.height, scheduler=self.scheduler, steps=s.steps, guidance_scale=s.guidance_scale,
-                   status=status, error=error)
+        row.update(
+            sample_idx=s.sample_idx,
+            negative_prompt=s.negative_prompt,
+            seed=s.seed,
+            width=s.width,
+            height=s.height,
+            scheduler=self.scheduler,
+            steps=s.steps,
+            guidance_scale=s.guidance_scale,
+            status=status,
+            error=error,
+        )
         if s.source_prompt is not None:
             row.update(source_prompt=s.source_prompt, mitigation_variant=s.variant)
         return row

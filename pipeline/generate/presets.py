@@ -16,6 +16,7 @@ else (models.py, driver.py) asks the registry instead of comparing strings.
 The random architecture presets build their modules directly on the target device (no CPU copy of
 billions of random numbers) from a fixed seed; their configs are the published ones.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,7 +58,9 @@ def _seeded(device="cpu"):
 def _clip_text(with_projection=False, **cfg):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    config = CLIPTextConfig(vocab_size=49408, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, **cfg)
+    config = CLIPTextConfig(
+        vocab_size=49408, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407, **cfg
+    )
     return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config)
 
 
@@ -67,8 +70,15 @@ def _sd_pipeline(unet, vae, text, scheduler):
     from pipeline.generate.tokenizer import clip_tokenizer
 
     return StableDiffusionPipeline(
-        unet=unet.eval(), vae=vae.eval(), text_encoder=text.eval(), tokenizer=clip_tokenizer(77),
-        scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        unet=unet.eval(),
+        vae=vae.eval(),
+        text_encoder=text.eval(),
+        tokenizer=clip_tokenizer(77),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
 
 def _sdxl_pipeline(unet, vae, text, text_2, scheduler):
@@ -79,8 +89,15 @@ def _sdxl_pipeline(unet, vae, text, text_2, scheduler):
     tok_2 = clip_tokenizer(77)
     tok_2.pad_token = "!"  # SDXL's second tokenizer pads with "!" (open_clip's convention), id 0
     return StableDiffusionXLPipeline(
-        unet=unet.eval(), vae=vae.eval(), text_encoder=text.eval(), text_encoder_2=text_2.eval(),
-        tokenizer=clip_tokenizer(77), tokenizer_2=tok_2, scheduler=scheduler, force_zeros_for_empty_prompt=True)
+        unet=unet.eval(),
+        vae=vae.eval(),
+        text_encoder=text.eval(),
+        text_encoder_2=text_2.eval(),
+        tokenizer=clip_tokenizer(77),
+        tokenizer_2=tok_2,
+        scheduler=scheduler,
+        force_zeros_for_empty_prompt=True,
+    )
 
 
 def _as(pipe, dtype):
@@ -95,9 +112,14 @@ def build_tiny_pipeline(device="cpu", dtype=None):
 
     with _seeded():
         unet = UNet2DConditionModel(
-            block_out_channels=(32, 64), layers_per_block=1, sample_size=8, cross_attention_dim=32,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            sample_size=8,
+            cross_attention_dim=32,
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=8)
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=8,
+        )
         vae = _tiny_vae()
         text = _clip_text(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2)
     scheduler = PNDMScheduler(**SD_BETAS, skip_prk_steps=True, steps_offset=1)
@@ -108,8 +130,14 @@ def _tiny_vae(**extra):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
-        block_out_channels=(16, 16, 32, 32), norm_num_groups=8, latent_channels=4, layers_per_block=1,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, **extra)
+        block_out_channels=(16, 16, 32, 32),
+        norm_num_groups=8,
+        latent_channels=4,
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        **extra,
+    )
 
 
 def build_tiny_sd2(device="cpu", dtype=None):
@@ -119,15 +147,27 @@ def build_tiny_sd2(device="cpu", dtype=None):
 
     with _seeded():
         unet = UNet2DConditionModel(
-            block_out_channels=(32, 64), layers_per_block=1, sample_size=8, cross_attention_dim=32,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            sample_size=8,
+            cross_attention_dim=32,
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
-            use_linear_projection=True, upcast_attention=True)
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            upcast_attention=True,
+        )
         vae = _tiny_vae()
-        text = _clip_text(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                          hidden_act="gelu")
-    scheduler = DDIMScheduler(**SD_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1,
-                              prediction_type="v_prediction")
+        text = _clip_text(
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            hidden_act="gelu",
+        )
+    scheduler = DDIMScheduler(
+        **SD_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction"
+    )
     return _as(_sd_pipeline(unet, vae, text, scheduler), dtype)
 
 
@@ -138,15 +178,30 @@ def build_tiny_sdxl(device="cpu", dtype=None):
 
     with _seeded():
         unet = UNet2DConditionModel(
-            block_out_channels=(32, 64), layers_per_block=1, sample_size=8, cross_attention_dim=64,
+            block_out_channels=(32, 64),
+            layers_per_block=1,
+            sample_size=8,
+            cross_attention_dim=64,
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
-            use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
-            transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80)  # 6*8 + 32
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            transformer_layers_per_block=(1, 2),
+            projection_class_embeddings_input_dim=80,
+        )  # 6*8 + 32
         vae = _tiny_vae(scaling_factor=0.13025)
         text = _clip_text(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2)
-        text_2 = _clip_text(True, hidden_size=32, intermediate_size=37, num_attention_heads=4,
-                            num_hidden_layers=2, projection_dim=32, hidden_act="gelu")
+        text_2 = _clip_text(
+            True,
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            projection_dim=32,
+            hidden_act="gelu",
+        )
     scheduler = EulerDiscreteScheduler(**SD_BETAS, steps_offset=1, timestep_spacing="leading")
     return _as(_sdxl_pipeline(unet, vae, text, text_2, scheduler), dtype)
 
@@ -156,8 +211,14 @@ def _sd_vae(sample_size: int, **extra):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4, sample_size=sample_size,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, **extra)
+        block_out_channels=(128, 256, 512, 512),
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=sample_size,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        **extra,
+    )
 
 
 def build_sd15_random(device="cpu", dtype=None):
@@ -168,13 +229,22 @@ def build_sd15_random(device="cpu", dtype=None):
 
     with _seeded(device):
         unet = UNet2DConditionModel(
-            sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
-            cross_attention_dim=768, attention_head_dim=8,
+            sample_size=64,
+            block_out_channels=(320, 640, 1280, 1280),
+            layers_per_block=2,
+            cross_attention_dim=768,
+            attention_head_dim=8,
             down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        )
         vae = _sd_vae(512)
-        text = _clip_text(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
-                          hidden_act="quick_gelu")
+        text = _clip_text(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_attention_heads=12,
+            num_hidden_layers=12,
+            hidden_act="quick_gelu",
+        )
     scheduler = PNDMScheduler(**SD_BETAS, skip_prk_steps=True, steps_offset=1)
     return _as(_sd_pipeline(unet, vae, text, scheduler), dtype)
 
@@ -186,16 +256,28 @@ def build_sd2_random(device="cpu", dtype=None):
 
     with _seeded(device):
         unet = UNet2DConditionModel(
-            sample_size=96, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
-            cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
+            sample_size=96,
+            block_out_channels=(320, 640, 1280, 1280),
+            layers_per_block=2,
+            cross_attention_dim=1024,
+            attention_head_dim=(5, 10, 20, 20),
+            use_linear_projection=True,
             upcast_attention=True,
             down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        )
         vae = _sd_vae(768)
-        text = _clip_text(hidden_size=1024, intermediate_size=4096, num_attention_heads=16, num_hidden_layers=23,
-                          hidden_act="gelu", projection_dim=512)
-    scheduler = DDIMScheduler(**SD_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1,
-                              prediction_type="v_prediction")
+        text = _clip_text(
+            hidden_size=1024,
+            intermediate_size=4096,
+            num_attention_heads=16,
+            num_hidden_layers=23,
+            hidden_act="gelu",
+            projection_dim=512,
+        )
+    scheduler = DDIMScheduler(
+        **SD_BETAS, clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction"
+    )
     return _as(_sd_pipeline(unet, vae, text, scheduler), dtype)
 
 
@@ -206,17 +288,36 @@ def build_sdxl_random(device="cpu", dtype=None):
 
     with _seeded(device):
         unet = UNet2DConditionModel(
-            sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2, cross_attention_dim=2048,
+            sample_size=128,
+            block_out_channels=(320, 640, 1280),
+            layers_per_block=2,
+            cross_attention_dim=2048,
             down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
             up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-            attention_head_dim=(5, 10, 20), transformer_layers_per_block=(1, 2, 10), use_linear_projection=True,
-            addition_embed_type="text_time", addition_time_embed_dim=256,
-            projection_class_embeddings_input_dim=2816)  # 6*256 + 1280
+            attention_head_dim=(5, 10, 20),
+            transformer_layers_per_block=(1, 2, 10),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=2816,
+        )  # 6*256 + 1280
         vae = _sd_vae(1024, scaling_factor=0.13025, force_upcast=True)
-        text = _clip_text(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
-                          hidden_act="quick_gelu")
-        text_2 = _clip_text(True, hidden_size=1280, intermediate_size=5120, num_attention_heads=20,
-                            num_hidden_layers=32, hidden_act="gelu", projection_dim=1280)
+        text = _clip_text(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_attention_heads=12,
+            num_hidden_layers=12,
+            hidden_act="quick_gelu",
+        )
+        text_2 = _clip_text(
+            True,
+            hidden_size=1280,
+            intermediate_size=5120,
+            num_attention_heads=20,
+            num_hidden_layers=32,
+            hidden_act="gelu",
+            projection_dim=1280,
+        )
     scheduler = EulerDiscreteScheduler(**SD_BETAS, steps_offset=1, timestep_spacing="leading")
     return _as(_sdxl_pipeline(unet, vae, text, text_2, scheduler), dtype)
 
@@ -253,21 +354,72 @@ def _toy_guidance() -> float:
 DEFAULT_GUIDANCE = 7.5  # diffusers' StableDiffusionPipeline default
 RANDOM_CLIP = "random:ViT-L-14"  # real scoring compute for benchmarks of the random architectures
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (
-    Preset("tiny", build_tiny_pipeline, 64, DEFAULT_GUIDANCE, "tiny", description="SD1.5-shaped, small, random"),
-    Preset("tiny-sdxl", build_tiny_sdxl, 64, DEFAULT_GUIDANCE, "tiny", description="SDXL-shaped, small, random"),
-    Preset("tiny-sd2", build_tiny_sd2, 64, DEFAULT_GUIDANCE, "tiny",
-           description="SD2-shaped (v-prediction), small, random"),
-    # guidance 1.0 (CFG off) for toy: follows colour/shape words and reproduces its world's skews
-    Preset("toy", _load_toy, 64, _toy_guidance(), "toy", ("toyworld",), "toyworld", _check_toy,
-           "the shipped toy-world model", _toy_dir),
-    Preset("sd15-random", build_sd15_random, 512, DEFAULT_GUIDANCE, RANDOM_CLIP,
-           description="SD1.5 architecture, random weights"),
-    Preset("sd2-random", build_sd2_random, 768, DEFAULT_GUIDANCE, RANDOM_CLIP,
-           description="SD2.1-768 architecture (v-prediction), random weights"),
-    Preset("sdxl-random", build_sdxl_random, 1024, DEFAULT_GUIDANCE, RANDOM_CLIP,
-           description="SDXL-base architecture, random weights"),
-)}
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "tiny",
+            build_tiny_pipeline,
+            64,
+            DEFAULT_GUIDANCE,
+            "tiny",
+            description="SD1.5-shaped, small, random",
+        ),
+        Preset(
+            "tiny-sdxl",
+            build_tiny_sdxl,
+            64,
+            DEFAULT_GUIDANCE,
+            "tiny",
+            description="SDXL-shaped, small, random",
+        ),
+        Preset(
+            "tiny-sd2",
+            build_tiny_sd2,
+            64,
+            DEFAULT_GUIDANCE,
+            "tiny",
+            description="SD2-shaped (v-prediction), small, random",
+        ),
+        # guidance 1.0 (CFG off) for toy: follows colour/shape words and reproduces its world's skews
+        Preset(
+            "toy",
+            _load_toy,
+            64,
+            _toy_guidance(),
+            "toy",
+            ("toyworld",),
+            "toyworld",
+            _check_toy,
+            "the shipped toy-world model",
+            _toy_dir,
+        ),
+        Preset(
+            "sd15-random",
+            build_sd15_random,
+            512,
+            DEFAULT_GUIDANCE,
+            RANDOM_CLIP,
+            description="SD1.5 architecture, random weights",
+        ),
+        Preset(
+            "sd2-random",
+            build_sd2_random,
+            768,
+            DEFAULT_GUIDANCE,
+            RANDOM_CLIP,
+            description="SD2.1-768 architecture (v-prediction), random weights",
+        ),
+        Preset(
+            "sdxl-random",
+            build_sdxl_random,
+            1024,
+            DEFAULT_GUIDANCE,
+            RANDOM_CLIP,
+            description="SDXL-base architecture, random weights",
+        ),
+    )
+}
 
 
 def get(spec: str) -> Optional[Preset]:

@@ -8,6 +8,7 @@ so they reach Prometheus and the dashboard):
 Progress: the worker reports each generated batch to one small ``ProgressTally`` actor with a
 fire-and-forget call (no round trip); the driver collects the tallies a few times a second.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,11 +38,18 @@ class _Metrics:
         from ray.util.metrics import Counter, Gauge, Histogram
 
         self.tags = {"worker": worker_id}
-        self.images = Counter("sdgen_images", "images written by sdgen workers, by row status",
-                              tag_keys=("status", "worker"))
-        self.seconds = Histogram("sdgen_shard_seconds", "seconds per shard in a worker",
-                                 boundaries=SHARD_SECONDS_BOUNDARIES, tag_keys=("worker",))
-        self.rate = Gauge("sdgen_images_per_second", "images per second of the last shard", tag_keys=("worker",))
+        self.images = Counter(
+            "sdgen_images", "images written by sdgen workers, by row status", tag_keys=("status", "worker")
+        )
+        self.seconds = Histogram(
+            "sdgen_shard_seconds",
+            "seconds per shard in a worker",
+            boundaries=SHARD_SECONDS_BOUNDARIES,
+            tag_keys=("worker",),
+        )
+        self.rate = Gauge(
+            "sdgen_images_per_second", "images per second of the last shard", tag_keys=("worker",)
+        )
 
     def record(self, marker: dict) -> None:
         for status, n in (marker.get("status_counts") or {}).items():
@@ -74,8 +82,13 @@ class ShardActor:
     def ready(self) -> dict:
         import ray
 
-        return {"load_s": round(self.worker.load_seconds, 3), "host": socket.gethostname(), "pid": os.getpid(),
-                "node_id": ray.get_runtime_context().get_node_id(), "gpu": [str(g) for g in ray.get_gpu_ids()]}
+        return {
+            "load_s": round(self.worker.load_seconds, 3),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "gpu": [str(g) for g in ray.get_gpu_ids()],
+        }
 
     def process(self, shard, attempt: int) -> dict:
         self.shard = shard.name

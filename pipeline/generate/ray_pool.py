@@ -1,19 +1,20 @@
 """Ray actor pool, elastic: every actor is requested up front, each gets work as soon as it is ready.
 
-    start   request num_workers actors (auto: one per GPU in the cluster, re-counted as nodes
-            join); actors the cluster cannot hold yet stay pending: on an autoscaling cluster
-            (KubeRay, Anyscale) pending actors are what makes it add nodes
-    wait    one ray.wait over the actors' `ready` refs and the shards in flight together: a ready
-            actor joins the pool (dispatch begins once ray.min_workers are ready), a finished
-            shard comes back to the driver
-    loss    an actor that dies (node lost, OOM-killed, SIGKILL) is re-requested and its shard
-            handed back to the driver, which re-queues it (bounded per shard by ray.max_shard_tries,
-            never by a count of dead actors, so a long preemptible run survives any number of
-            preemptions); the worker commits, the driver only re-queues, so nothing is written twice
-    errors  every actor failing to load (model, scorer) is a WorkerStartError (exit 2); so is no
-            actor ready within ray.start_timeout_s; a worker slot whose actor fails to start
-            max_shard_tries times in a row is given up, with its error reported
+start   request num_workers actors (auto: one per GPU in the cluster, re-counted as nodes
+        join); actors the cluster cannot hold yet stay pending: on an autoscaling cluster
+        (KubeRay, Anyscale) pending actors are what makes it add nodes
+wait    one ray.wait over the actors' `ready` refs and the shards in flight together: a ready
+        actor joins the pool (dispatch begins once ray.min_workers are ready), a finished
+        shard comes back to the driver
+loss    an actor that dies (node lost, OOM-killed, SIGKILL) is re-requested and its shard
+        handed back to the driver, which re-queues it (bounded per shard by ray.max_shard_tries,
+        never by a count of dead actors, so a long preemptible run survives any number of
+        preemptions); the worker commits, the driver only re-queues, so nothing is written twice
+errors  every actor failing to load (model, scorer) is a WorkerStartError (exit 2); so is no
+        actor ready within ray.start_timeout_s; a worker slot whose actor fails to start
+        max_shard_tries times in a row is given up, with its error reported
 """
+
 from __future__ import annotations
 
 import math
@@ -112,8 +113,10 @@ class ActorPool:
         if self._gpus > 0:
             fit = min(fit, math.floor(total.get("GPU", 0) / self._gpus + 1e-9))
         if fit < 1:
-            raise WorkerStartError(f"the Ray cluster ({dict(total)}) cannot hold one worker needing {self._cpus} "
-                                   f"CPU and {self._gpus} GPU (ray.num_cpus_per_worker / ray.num_gpus_per_worker)")
+            raise WorkerStartError(
+                f"the Ray cluster ({dict(total)}) cannot hold one worker needing {self._cpus} "
+                f"CPU and {self._gpus} GPU (ray.num_cpus_per_worker / ray.num_gpus_per_worker)"
+            )
 
     def start(self, shards: int) -> None:
         """Request the actors (non-blocking): as many as num_workers, never more than there are shards."""
@@ -121,7 +124,9 @@ class ActorPool:
 
         r = self.cfg.ray
         gpus_now = ray.cluster_resources().get("GPU", 0)
-        self._gpus = r.num_gpus_per_worker if r.num_gpus_per_worker is not None else (1.0 if gpus_now else 0.0)
+        self._gpus = (
+            r.num_gpus_per_worker if r.num_gpus_per_worker is not None else (1.0 if gpus_now else 0.0)
+        )
         self._cpus, self._limit = r.num_cpus_per_worker, max(1, shards)
         if not r.address:  # a local Ray we started: no autoscaler will ever add capacity
             self._check_capacity()
@@ -147,14 +152,17 @@ class ActorPool:
         opts = dict(num_gpus=self._gpus, num_cpus=self._cpus, max_restarts=0, max_concurrency=1)
         if self.cfg.ray.runtime_env and not self.started_ray:  # joined cluster: per-actor environment
             opts["runtime_env"] = self.cfg.ray.runtime_env
-        handle = ray.remote(ShardActor).options(**opts).remote(
-            self.job.to_dict(), wid, max(1, int(self._cpus)), self.progress)
+        handle = (
+            ray.remote(ShardActor)
+            .options(**opts)
+            .remote(self.job.to_dict(), wid, max(1, int(self._cpus)), self.progress)
+        )
         self.slots[wid] = Slot(handle, start_failures=failures)
         self.refs[handle.ready.remote()] = ("ready", wid, None)
         if self.budget is not None:
             self.budget.worker_started(wid)  # billed from the request, as a rented GPU is
 
-    # ---- dispatch ----------------------------------------------------------------------------------------------
+    # ---- dispatch ------------------------------------------------------------------------------------
     def idle(self) -> list[str]:
         """Ready actors with nothing to do (none until min_workers are ready)."""
         if not self.dispatching:
@@ -217,8 +225,14 @@ class ActorPool:
         slot.ready, slot.host, slot.start_failures = True, info["host"], 0
         self.ever_ready += 1
         self.load_seconds.append(info["load_s"])
-        self.events.emit("worker_ready", worker=wid, host=info["host"], node=info["node_id"],
-                         gpu=info["gpu"], load_s=info["load_s"])
+        self.events.emit(
+            "worker_ready",
+            worker=wid,
+            host=info["host"],
+            node=info["node_id"],
+            gpu=info["gpu"],
+            load_s=info["load_s"],
+        )
 
     def _on_task(self, ref, wid: str, shard):
         import ray
@@ -247,19 +261,27 @@ class ActorPool:
         failures = slot.start_failures + 1 if init_failed else 0  # a lost node is not the worker's fault
         ray.kill(slot.handle, no_restart=True)
         give_up = failures >= self.cfg.ray.max_shard_tries
-        self.events.emit("worker_start_failed", worker=wid, error=self.last_start_error, failures=failures,
-                         gave_up=give_up)
-        if init_failed and not self.ever_ready and all(
-                s.start_failures or w == wid for w, s in self.slots.items()):
-            raise WorkerStartError(f"every worker failed to start (model or scorer load): {self.last_start_error}")
+        self.events.emit(
+            "worker_start_failed", worker=wid, error=self.last_start_error, failures=failures, gave_up=give_up
+        )
+        if (
+            init_failed
+            and not self.ever_ready
+            and all(s.start_failures or w == wid for w, s in self.slots.items())
+        ):
+            raise WorkerStartError(
+                f"every worker failed to start (model or scorer load): {self.last_start_error}"
+            )
         if give_up:
             slot.given_up = True
             slot.start_failures = failures
             if self.budget is not None:
                 self.budget.worker_released(wid)
             if all(s.given_up for s in self.slots.values()):
-                raise WorkerStartError(f"every worker failed to start {failures} times in a row; last error: "
-                                       f"{self.last_start_error}")
+                raise WorkerStartError(
+                    f"every worker failed to start {failures} times in a row; last error: "
+                    f"{self.last_start_error}"
+                )
             return
         self._request(wid, failures)
 
@@ -279,9 +301,11 @@ class ActorPool:
     def _timeout_message(self, ready: int, need: int) -> str:
         import ray
 
-        msg = (f"{ready} of the {need} needed workers ready after ray.start_timeout_s="
-               f"{self.cfg.ray.start_timeout_s:g} s; each needs {self._cpus} CPU and {self._gpus} GPU, "
-               f"the cluster has {dict(ray.cluster_resources())}")
+        msg = (
+            f"{ready} of the {need} needed workers ready after ray.start_timeout_s="
+            f"{self.cfg.ray.start_timeout_s:g} s; each needs {self._cpus} CPU and {self._gpus} GPU, "
+            f"the cluster has {dict(ray.cluster_resources())}"
+        )
         return msg + (f"; last start error: {self.last_start_error}" if self.last_start_error else "")
 
 

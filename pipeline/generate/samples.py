@@ -5,6 +5,7 @@ scan when it repeats, docs/DESIGN.md §2), drop or rename duplicates, set invali
 reason, expand ``images_per_prompt`` into seeded samples, assign mitigation variants, and screen every
 sample's prompt. The worker calls `expand`; the unit tests call it on plain tables.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -62,13 +63,22 @@ def row_samples(i: int, pid: str, prompt: str, o: dict, mitigate: bool, cfg) -> 
     out = []
     for k, seed in enumerate(seeds_for_row(g.seed, pid, n, o.get("seed"), start), start):
         v = variant(m.variants, k, n) if mitigate else None
-        out.append(Sample(
-            row=i, prompt_id=pid, sample_idx=k, seed=seed,
-            prompt=v.template.replace("{prompt}", prompt) if v else prompt,
-            negative_prompt=o.get("negative_prompt", g.negative_prompt),
-            width=o.get("width", g.width), height=o.get("height", g.height), steps=o.get("steps", g.steps),
-            guidance_scale=float(o.get("guidance_scale", g.guidance_scale)),
-            source_prompt=prompt if m.enabled else None, variant=v.name if v else None))
+        out.append(
+            Sample(
+                row=i,
+                prompt_id=pid,
+                sample_idx=k,
+                seed=seed,
+                prompt=v.template.replace("{prompt}", prompt) if v else prompt,
+                negative_prompt=o.get("negative_prompt", g.negative_prompt),
+                width=o.get("width", g.width),
+                height=o.get("height", g.height),
+                steps=o.get("steps", g.steps),
+                guidance_scale=float(o.get("guidance_scale", g.guidance_scale)),
+                source_prompt=prompt if m.enabled else None,
+                variant=v.name if v else None,
+            )
+        )
     return out
 
 

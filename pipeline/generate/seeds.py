@@ -1,5 +1,6 @@
 """The seed contract (docs/DESIGN.md §3): a sample's seed depends on (job seed, prompt id, sample index)
 only, never on batch composition, worker, retry or position in the file."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,7 +14,9 @@ def sample_seed(job_seed: int, prompt_id: str, sample_idx: int) -> int:
     return int.from_bytes(digest[:8], "big") & MASK_63
 
 
-def seeds_for_row(job_seed: int, prompt_id: str, n: int, row_seed: int | None = None, start: int = 0) -> list[int]:
+def seeds_for_row(
+    job_seed: int, prompt_id: str, n: int, row_seed: int | None = None, start: int = 0
+) -> list[int]:
     """Seeds of samples start..start+n-1 of one prompt row. A row that carries its own `seed` uses
     seed + k (the common UI convention), so a known seed reproduces a known image. Sample k's seed
     never depends on n or start: a quota round that continues a prompt draws new, deterministic seeds."""

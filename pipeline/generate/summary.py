@@ -1,5 +1,6 @@
 """The run summary: what a run planned, committed and failed, printed by `sdgen run` and saved as
 OUTPUT/summary.json (docs/DESIGN.md §4)."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -45,12 +46,16 @@ def build_summary(prep, tally: Tally, wall: float) -> dict:
     for m in prep.committed.values():
         status.update(m.get("status_counts", {}))
     return {
-        "output": prep.cfg.output, "fingerprint": prep.cfg.fingerprint(), **prep.info,
+        "output": prep.cfg.output,
+        "fingerprint": prep.cfg.fingerprint(),
+        **prep.info,
         "committed_this_run": tally.count,
         "failed_shards": dict(sorted(tally.failed.items())),
         "complete": len(prep.committed) + tally.count == len(prep.shards) and not tally.failed,
-        "rows_total": sum(m["rows"] for m in prep.committed.values()) + tally.rows, "status_counts": dict(status),
-        "rows_this_run": tally.rows, "wall_s": round(wall, 2),
+        "rows_total": sum(m["rows"] for m in prep.committed.values()) + tally.rows,
+        "status_counts": dict(status),
+        "rows_this_run": tally.rows,
+        "wall_s": round(wall, 2),
         "images_per_s": round(tally.rows / wall, 3) if wall > 0 else None,
         "model_load_s": [round(x, 2) for x in tally.load_s],
         "stage_seconds": {k: round(v, 2) for k, v in tally.stages.items()},
@@ -61,8 +66,12 @@ def work_fields(cfg, rows: int) -> dict:
     """What a run made, in the units `sdgen plan` estimates from: the model, size and steps, and its
     pixel-steps (rows × width × height × steps at the configured values; per-row overrides aside)."""
     g = cfg.generation
-    return {"model": cfg.model, "size": [g.width, g.height], "steps": g.steps,
-            "pixel_steps_this_run": rows * g.width * g.height * g.steps}
+    return {
+        "model": cfg.model,
+        "size": [g.width, g.height],
+        "steps": g.steps,
+        "pixel_steps_this_run": rows * g.width * g.height * g.steps,
+    }
 
 
 def merge_summaries(a: dict, b: dict, wall: float) -> dict:
@@ -71,13 +80,27 @@ def merge_summaries(a: dict, b: dict, wall: float) -> dict:
     status, stages = Counter(a["status_counts"]), Counter(a["stage_seconds"])
     status.update(b["status_counts"])
     stages.update(b["stage_seconds"])
-    added = ("files", "rows", "shards", "committed_shards", "pending_shards", "committed_this_run", "rows_total")
-    return {**a, **{k: a.get(k, 0) + b.get(k, 0) for k in added}, "status_counts": dict(status),
-            "failed_shards": {**a["failed_shards"], **b["failed_shards"]},
-            "complete": a["complete"] and b["complete"], "rows_this_run": rows, "wall_s": round(wall, 2),
-            "images_per_s": round(rows / wall, 3) if wall > 0 else None,
-            "model_load_s": a["model_load_s"] + b["model_load_s"],
-            "stage_seconds": {k: round(v, 2) for k, v in stages.items()}}
+    added = (
+        "files",
+        "rows",
+        "shards",
+        "committed_shards",
+        "pending_shards",
+        "committed_this_run",
+        "rows_total",
+    )
+    return {
+        **a,
+        **{k: a.get(k, 0) + b.get(k, 0) for k in added},
+        "status_counts": dict(status),
+        "failed_shards": {**a["failed_shards"], **b["failed_shards"]},
+        "complete": a["complete"] and b["complete"],
+        "rows_this_run": rows,
+        "wall_s": round(wall, 2),
+        "images_per_s": round(rows / wall, 3) if wall > 0 else None,
+        "model_load_s": a["model_load_s"] + b["model_load_s"],
+        "stage_seconds": {k: round(v, 2) for k, v in stages.items()},
+    }
 
 
 def format_summary(s: dict) -> str:
@@ -90,17 +113,25 @@ def format_summary(s: dict) -> str:
     ]
     if s.get("worker_seconds") is not None:
         money = f"; {s['cost']:.2f} {s['currency']}" if s.get("cost") is not None else ""
-        lines.append(f"cost        {s['worker_seconds'] / 3600:.4f} worker-hours ({s['images_per_worker_hour']} "
-                     f"images per worker-hour){money}")
+        lines.append(
+            f"cost        {s['worker_seconds'] / 3600:.4f} worker-hours ({s['images_per_worker_hour']} "
+            f"images per worker-hour){money}"
+        )
     if s.get("budget_stop"):
         b = s["budget_stop"]
-        lines.append(f"BUDGET      {b['reason']}: {b['shards_not_started']} shard(s) not started; what was "
-                     "committed is kept: run again (a larger budget) to continue (exit 4)")
+        lines.append(
+            f"BUDGET      {b['reason']}: {b['shards_not_started']} shard(s) not started; what was "
+            "committed is kept: run again (a larger budget) to continue (exit 4)"
+        )
     if s.get("rows_overriding_images_per_prompt"):
-        lines.append(f"overrides   {s['rows_overriding_images_per_prompt']} row(s) set their own images_per_prompt "
-                     "(it overrides generation.images_per_prompt for them)")
+        lines.append(
+            f"overrides   {s['rows_overriding_images_per_prompt']} row(s) set their own images_per_prompt "
+            "(it overrides generation.images_per_prompt for them)"
+        )
     if s.get("duplicate_ids"):
-        lines.append(f"duplicates  {s['duplicate_ids']} row(s) repeated an earlier prompt_id (see shards.duplicates)")
+        lines.append(
+            f"duplicates  {s['duplicate_ids']} row(s) repeated an earlier prompt_id (see shards.duplicates)"
+        )
     if s.get("invalid_rows"):
         lines.append(f"invalid     {s['invalid_rows']} input row(s) marked status 'invalid'")
     for name, err in s["failed_shards"].items():

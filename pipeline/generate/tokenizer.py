@@ -5,6 +5,7 @@ here, but open_clip bundles ``bpe_simple_vocab_16e6.txt.gz``; from it we write t
 ``merges.txt`` pair that ``transformers.CLIPTokenizer`` reads. The files are cached, because
 building the 49k-entry vocabulary costs about a second.
 """
+
 from __future__ import annotations
 
 import gzip

@@ -11,6 +11,7 @@
       4. append rows to the part in row groups as they fill (memory bounded by the batch)
       5. commit: publish the part atomically, then its marker (``Output.commit_part``)
 """
+
 from __future__ import annotations
 
 import os
@@ -42,6 +43,7 @@ MAX_PENDING_BATCHES = 2  # batches encoding while the next one generates: bounds
 @dataclass
 class Batch:
     """One bucketed batch between step 3 (generated, scored, encodes started) and step 4 (collected)."""
+
     samples: list  # Sample, in batch order
     result: object  # diffusion.GenerateResult: device images, per-sample errors, seconds
     scores: dict | None  # CLIP / probe / quality columns, one value per sample
@@ -57,8 +59,9 @@ def build_generator(cfg, device, dtype):
     """(pipeline, accel report, Generator) exactly as a run's worker makes images: the model with its
     scheduler, LoRA and speed levers (accel.py: fuse, layout, fp8, compile), unique-prompt encoding
     (null = on for CUDA) and batch padding. `sdgen verify` regenerates through this too."""
-    pipe = load_pipeline(cfg.model, dtype, device, cfg.generation.scheduler, cfg.storage, cfg.lora,
-                         cfg.single_file_config)
+    pipe = load_pipeline(
+        cfg.model, dtype, device, cfg.generation.scheduler, cfg.storage, cfg.lora, cfg.single_file_config
+    )
     accel = apply_accel(pipe, cfg, device)
     unique = cfg.accel.encode_unique_prompts
     unique = device.type == "cuda" if unique is None else unique
@@ -78,14 +81,20 @@ class ShardWorker:
         if cfg.scoring.enabled:
             from pipeline.probes.scorer import ClipScorer
 
-            self.scorer = ClipScorer(cfg.scoring.clip_model, cfg.scoring.clip_weights, self.device, self.dtype)
+            self.scorer = ClipScorer(
+                cfg.scoring.clip_model, cfg.scoring.clip_weights, self.device, self.dtype
+            )
         self.probes = None
         if self.scorer is not None and job.probed:
-            self.probes = ImageProbes(self.scorer, list(job.attribute_sets), job.concept_list, cfg.safety.sd_checker)
+            self.probes = ImageProbes(
+                self.scorer, list(job.attribute_sets), job.concept_list, cfg.safety.sd_checker
+            )
         self.screen = PromptScreen.load(cfg.safety.screening) if cfg.safety.screening else None
         self.extra_fields = (self.probes.fields() if self.probes else []) + (
             [pa.field("source_prompt", pa.string()), pa.field("mitigation_variant", pa.string())]
-            if cfg.mitigation.enabled else [])
+            if cfg.mitigation.enabled
+            else []
+        )
         self.extra_fields += [PHASH_FIELD] if cfg.write.phash else []
         if cfg.write.embeddings:
             self.extra_fields.append(embedding_field(self.scorer.embed_dim()))
@@ -93,14 +102,17 @@ class ShardWorker:
         if cfg.scoring.aesthetic_weights:
             from pipeline.probes.quality import AestheticScorer
 
-            self.aesthetic = AestheticScorer(cfg.scoring.aesthetic_weights, self.scorer.embed_dim(), self.device)
+            self.aesthetic = AestheticScorer(
+                cfg.scoring.aesthetic_weights, self.scorer.embed_dim(), self.device
+            )
             self.extra_fields.append(pa.field("aesthetic", pa.float32()))
         self.preference = None
         if cfg.scoring.preference_model:
             from pipeline.probes.quality import PreferenceScorer
 
-            self.preference = PreferenceScorer(cfg.scoring.preference_model, cfg.scoring.preference_weights,
-                                               self.scorer)
+            self.preference = PreferenceScorer(
+                cfg.scoring.preference_model, cfg.scoring.preference_weights, self.scorer
+            )
             self.extra_fields.append(pa.field("preference", pa.float32()))
         self.load_seconds = time.perf_counter() - t0
         self.scheduler_name = type(self.pipe.scheduler).__name__
@@ -111,7 +123,9 @@ class ShardWorker:
         self.in_fs = filesystem(cfg.input, cfg.storage)[0]
         self.pool = ThreadPoolExecutor(cfg.write.encode_threads, thread_name_prefix="png")
         self.batches_done = 0
-        self.on_batch = None  # called with each batch's image count once generated (progress; Ray actor sets it)
+        self.on_batch = (
+            None  # called with each batch's image count once generated (progress; Ray actor sets it)
+        )
 
     # ---- 2-5. the shard ------------------------------------------------------------------------------------
     def process(self, shard: Shard, attempt: int = 1) -> dict:
@@ -119,7 +133,9 @@ class ShardWorker:
         spool is removed) and the driver retries the whole shard."""
         t0 = time.perf_counter()
         # 1. read the shard's rows (only the row groups that overlap it)
-        table = read_rows(self.output.fs if shard.in_output else self.in_fs, shard.file, shard.start, shard.stop)
+        table = read_rows(
+            self.output.fs if shard.in_output else self.in_fs, shard.file, shard.start, shard.stop
+        )
         # 2. rows -> samples: ids, duplicates, invalid rows, screening, mitigation variants
         rows = expand(table, shard, self.cfg, self.screen, self.limits)
         writer = PartWriter(self.output, shard.name, table, self.cfg, self.scheduler_name, self.extra_fields)
@@ -145,8 +161,14 @@ class ShardWorker:
             raise
         # 5. commit: publish the part atomically, then its marker (Output.commit_part)
         timings["total"] = time.perf_counter() - t0
-        fields.update(timings={k: round(v, 4) for k, v in timings.items()}, attempt=attempt, finished_at=time.time(),
-                      worker=self.worker_id, host=socket.gethostname(), device=str(self.device))
+        fields.update(
+            timings={k: round(v, 4) for k, v in timings.items()},
+            attempt=attempt,
+            finished_at=time.time(),
+            worker=self.worker_id,
+            host=socket.gethostname(),
+            device=str(self.device),
+        )
         if self.accel:
             fields["accel"] = self.accel  # speed levers in effect for this shard (provenance)
         return self.output.commit_part(shard.name, writer.spool, fields)
@@ -182,8 +204,10 @@ class ShardWorker:
             event = None
         level = self.cfg.write.png_compress_level
         phash = self.cfg.write.phash
-        futures = [self.pool.submit(encode_png, host, j, event, level, phash) if err is None else None
-                   for j, err in enumerate(res.errors)]
+        futures = [
+            self.pool.submit(encode_png, host, j, event, level, phash) if err is None else None
+            for j, err in enumerate(res.errors)
+        ]
         self.batches_done += 1
         if self.on_batch is not None:
             self.on_batch(len(batch))
@@ -206,4 +230,3 @@ class ShardWorker:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
-

@@ -1,5 +1,6 @@
 """Inline SVG charts of the pages: the geometry is computed here, the markup is in templates/
 (bar_chart.svg, forest.svg, clip_box.svg); each returns Markup to embed in a page."""
+
 from __future__ import annotations
 
 import math
@@ -24,11 +25,29 @@ def bar_chart(title: str, classes, shares, lows, highs, target=None) -> Markup:
     for i, c in enumerate(classes):
         y = PAD + 16 + i * ROW_H
         p, lo, hi, t = shares.get(c), lows.get(c), highs.get(c), (target or {}).get(c)
-        rows.append({"label": str(c), "y": y, "share": p if _num(p) else None, "bar": p * BAR_W if _num(p) else None,
-                     "ci": (LABEL_W + lo * BAR_W, LABEL_W + hi * BAR_W, y + ROW_H / 2) if _num(lo) and _num(hi)
-                     else None, "target": LABEL_W + t * BAR_W if _num(t) else None})
-    return render("bar_chart.svg", title=title, rows=rows, w=LABEL_W + BAR_W + 52, h=PAD * 2 + 16 + ROW_H * len(classes),
-                  label_w=LABEL_W, bar_w=BAR_W, bar_h=ROW_H - 5, row_h=ROW_H)
+        rows.append(
+            {
+                "label": str(c),
+                "y": y,
+                "share": p if _num(p) else None,
+                "bar": p * BAR_W if _num(p) else None,
+                "ci": (LABEL_W + lo * BAR_W, LABEL_W + hi * BAR_W, y + ROW_H / 2)
+                if _num(lo) and _num(hi)
+                else None,
+                "target": LABEL_W + t * BAR_W if _num(t) else None,
+            }
+        )
+    return render(
+        "bar_chart.svg",
+        title=title,
+        rows=rows,
+        w=LABEL_W + BAR_W + 52,
+        h=PAD * 2 + 16 + ROW_H * len(classes),
+        label_w=LABEL_W,
+        bar_w=BAR_W,
+        bar_h=ROW_H - 5,
+        row_h=ROW_H,
+    )
 
 
 def chart_strip(charts) -> Markup:
@@ -48,11 +67,20 @@ def forest_svg(table: pd.DataFrame, width=520) -> Markup:
     out = []
     for i, r in enumerate(rows.to_dict("records")):
         finite = np.isfinite(r["ci_low"]) and np.isfinite(r["ci_high"])
-        out.append({"group": r["group"], "cls": r["class"], "y": 10 + i * row + row / 2, "x": x(r["diff"]),
-                    "diff": r["diff"], "colour": "#d62728" if r["flag"] else "#1d2329",
-                    "ci": (x(r["ci_low"]), x(r["ci_high"])) if finite else None})
-    return render("forest.svg", rows=out, w=width, h=10 + row * len(rows) + 24, x0=x(0), left=left, plot=plot,
-                  span=span)
+        out.append(
+            {
+                "group": r["group"],
+                "cls": r["class"],
+                "y": 10 + i * row + row / 2,
+                "x": x(r["diff"]),
+                "diff": r["diff"],
+                "colour": "#d62728" if r["flag"] else "#1d2329",
+                "ci": (x(r["ci_low"]), x(r["ci_high"])) if finite else None,
+            }
+        )
+    return render(
+        "forest.svg", rows=out, w=width, h=10 + row * len(rows) + 24, x0=x(0), left=left, plot=plot, span=span
+    )
 
 
 def clip_box_svg(dists: dict, width=520) -> Markup:
@@ -74,12 +102,33 @@ def clip_box_svg(dists: dict, width=520) -> Markup:
             r = d[d["group"] == g]
             if len(r) and r["n"].iloc[0] > 0:
                 r = r.iloc[0]
-                boxes.append({"run": str(name), "colour": colour, "y": y, "ym": y + row / 2, "median": r["q50"],
-                              **{q: x(r[q]) for q in ("q05", "q25", "q50", "q95", "mean")},
-                              "width": max(1.0, x(r["q75"]) - x(r["q25"]))})
+                boxes.append(
+                    {
+                        "run": str(name),
+                        "colour": colour,
+                        "y": y,
+                        "ym": y + row / 2,
+                        "median": r["q50"],
+                        **{q: x(r[q]) for q in ("q05", "q25", "q50", "q95", "mean")},
+                        "width": max(1.0, x(r["q75"]) - x(r["q25"])),
+                    }
+                )
             y += row
         groups.append({"name": g, "label_y": label_y, "boxes": boxes})
         y += 8
-    legend = [{"name": str(n), "colour": c, "x": left + i * 120} for i, (n, c) in enumerate(zip(dists, RUN_COLOURS))]
-    return render("clip_box.svg", legend=legend, groups=groups, w=width, h=24 + len(names) * (k * row + 8) + 22,
-                  left=left, plot=plot, row=row, axis_y=y, lo=lo, hi=hi)
+    legend = [
+        {"name": str(n), "colour": c, "x": left + i * 120} for i, (n, c) in enumerate(zip(dists, RUN_COLOURS))
+    ]
+    return render(
+        "clip_box.svg",
+        legend=legend,
+        groups=groups,
+        w=width,
+        h=24 + len(names) * (k * row + 8) + 22,
+        left=left,
+        plot=plot,
+        row=row,
+        axis_y=y,
+        lo=lo,
+        hi=hi,
+    )

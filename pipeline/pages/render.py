@@ -1,6 +1,7 @@
 """The pages' one jinja environment and what every page shares: templates read from the installed
 package (pipeline/pages/templates/), autoescaped, an undefined name an error, numbers through
 core.fmt (filters `num` and `ci`); thumbnails as data: URIs (pages are self-contained, offline)."""
+
 from __future__ import annotations
 
 import base64
@@ -17,8 +18,11 @@ FLAGS = ("safety_flagged", "sd_checker_nsfw")  # a row flagged by either detecto
 
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.PackageLoader("pipeline.pages", "templates"), autoescape=True,
-                             undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("pipeline.pages", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
     env.filters.update(num=num, ci=ci)
     return env
 

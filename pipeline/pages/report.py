@@ -7,6 +7,7 @@ and the attribute set's caveats. Reads OUTPUT/audit/metrics.json; when there is 
 audit first (every probed attribute, grouped by --group-by or the first passthrough column), or
 explains in the report why it could not.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -41,12 +42,18 @@ def ensure_audit(src, spec: AuditSpec) -> tuple[dict | None, list[str]]:
     _, metrics = read_results(src)
     probed = probed_attributes(src)
     where, group_by = list(spec.where), list(spec.group_by)
-    same_rows = metrics is not None and (not where or all(sorted(e.get("where") or []) == sorted(where)
-                                                          for e in (metrics.get("attributes") or {}).values()))
+    same_rows = metrics is not None and (
+        not where
+        or all(
+            sorted(e.get("where") or []) == sorted(where) for e in (metrics.get("attributes") or {}).values()
+        )
+    )
     if not same_rows:  # no --where: the stored audit is used as it is, whatever rows it covered
         if not probed:
-            return None, ["No attribute was probed in this run and none has been audited: run "
-                          "`sdgen audit OUTPUT --attribute A --attribute-set SET --group-by COL` first."]
+            return None, [
+                "No attribute was probed in this run and none has been audited: run "
+                "`sdgen audit OUTPUT --attribute A --attribute-set SET --group-by COL` first."
+            ]
         stored = next(iter(((metrics or {}).get("attributes") or {}).values()), {})
         # neither --where nor --group-by: the job's audit defaults (group_by and where go together)
         rows = where or ([] if group_by else default_where(src))
@@ -55,8 +62,11 @@ def ensure_audit(src, spec: AuditSpec) -> tuple[dict | None, list[str]]:
         metrics = _audit_for_report(src, probed, spec, store=not where)
         done = "No audit existed; audited" if not where else f"Rows where {', '.join(where)}: audited"
         scope = f", rows where {', '.join(rows)} (the job's audit defaults)" if rows and not where else ""
-        notes = [f"{done} {', '.join(probed)} by {', '.join(group_by)}{scope} (B={spec.bootstrap}, seed "
-                 f"{spec.seed}) for this report" + (" (not stored: audit/metrics.json is unchanged)." if where else ".")]
+        notes = [
+            f"{done} {', '.join(probed)} by {', '.join(group_by)}{scope} (B={spec.bootstrap}, seed "
+            f"{spec.seed}) for this report"
+            + (" (not stored: audit/metrics.json is unchanged)." if where else ".")
+        ]
     else:
         notes = []
     missing = [a for a in probed if a not in metrics.get("attributes", {})]
@@ -90,8 +100,16 @@ def _target_text(t) -> str:
     if t == "uniform":
         return "uniform"
     if isinstance(t, dict) and "groups" in t:
-        return "per group (" + "; ".join(f"{g}: " + ", ".join(f"{c} {w:.2f}" for c, w in v.items())
-                                         if isinstance(v, dict) else f"{g}: {v}" for g, v in t["groups"].items()) + ")"
+        return (
+            "per group ("
+            + "; ".join(
+                f"{g}: " + ", ".join(f"{c} {w:.2f}" for c, w in v.items())
+                if isinstance(v, dict)
+                else f"{g}: {v}"
+                for g, v in t["groups"].items()
+            )
+            + ")"
+        )
     return ", ".join(f"{c} {w:.2f}" for c, w in t.items())
 
 
@@ -102,24 +120,63 @@ def metric_tables(entry) -> list[dict]:
     shares, disparity, coverage = {}, [], []
     for g, m in groups.items():
         p, lo, hi = (m.get(k) or {} for k in ("proportions", "ci_low", "ci_high"))
-        shares[g] = [f"{num(p.get(c), '.2f')} {ci([lo.get(c), hi.get(c)], '.2f')}" if p.get(c) is not None
-                     else "–" for c in classes]
-        d2 = (f"{num(m['d2'])} {ci(m['d2_ci'])}" if m.get("d2") is not None else f"n<{entry['min_n']}: floor only")
-        disparity.append([g, d2, num(m.get("floor")), num(m.get("mad")), num(m.get("excess")),
-                          num(m.get("p_value"), ".2g"), num(m.get("q_value"), ".2g"), num(m.get("kl")),
-                          num(m.get("entropy_norm"))])
+        shares[g] = [
+            f"{num(p.get(c), '.2f')} {ci([lo.get(c), hi.get(c)], '.2f')}" if p.get(c) is not None else "–"
+            for c in classes
+        ]
+        d2 = (
+            f"{num(m['d2'])} {ci(m['d2_ci'])}"
+            if m.get("d2") is not None
+            else f"n<{entry['min_n']}: floor only"
+        )
+        disparity.append(
+            [
+                g,
+                d2,
+                num(m.get("floor")),
+                num(m.get("mad")),
+                num(m.get("excess")),
+                num(m.get("p_value"), ".2g"),
+                num(m.get("q_value"), ".2g"),
+                num(m.get("kl")),
+                num(m.get("entropy_norm")),
+            ]
+        )
         cov = m.get("coverage") or {}
-        coverage.append([g, m.get("n", 0), m.get("n_prompts", 0), num(m.get("abstain_rate"), ".0%"),
-                         num(cov.get("blocked_rate"), ".0%"), num(cov.get("failed_rate"), ".0%")])
+        coverage.append(
+            [
+                g,
+                m.get("n", 0),
+                m.get("n_prompts", 0),
+                num(m.get("abstain_rate"), ".0%"),
+                num(cov.get("blocked_rate"), ".0%"),
+                num(cov.get("failed_rate"), ".0%"),
+            ]
+        )
     step = MAX_COLUMNS - 1
-    tables = [{"caption": "Class shares [CI]" + (f" ({i // step + 1} of {-(-len(classes) // step)})"
-                                                   if len(classes) > step else ""),
-               "head": ["group", *classes[i:i + step]], "rows": [[g, *v[i:i + step]] for g, v in shares.items()]}
-              for i in range(0, len(classes), step)]
-    tables.append({"caption": "Disparity", "head": ["group", "D² [CI]", "floor E[MAD]", "MAD", "excess", "p", "q",
-                                                     "KL", "H norm"], "rows": disparity})
-    tables.append({"caption": "Coverage", "head": ["group", "n", "prompts", "abstain", "blocked", "failed"],
-                   "rows": coverage})
+    tables = [
+        {
+            "caption": "Class shares [CI]"
+            + (f" ({i // step + 1} of {-(-len(classes) // step)})" if len(classes) > step else ""),
+            "head": ["group", *classes[i : i + step]],
+            "rows": [[g, *v[i : i + step]] for g, v in shares.items()],
+        }
+        for i in range(0, len(classes), step)
+    ]
+    tables.append(
+        {
+            "caption": "Disparity",
+            "head": ["group", "D² [CI]", "floor E[MAD]", "MAD", "excess", "p", "q", "KL", "H norm"],
+            "rows": disparity,
+        }
+    )
+    tables.append(
+        {
+            "caption": "Coverage",
+            "head": ["group", "n", "prompts", "abstain", "blocked", "failed"],
+            "rows": coverage,
+        }
+    )
     return tables
 
 
@@ -149,9 +206,14 @@ def grids(src, df, entry, attribute, n) -> list[dict]:
                 continue
             blur = flagged(r._asdict())
             lab, prompt = getattr(r, label, None), str(getattr(r, "prompt", ""))
-            ims.append({"src": thumbnail(png, blur, THUMB), "alt": prompt,
-                        "label": f"{lab if isinstance(lab, str) else '–'}{' · flagged, blurred' if blur else ''}"
-                                 f" · {prompt}"})
+            ims.append(
+                {
+                    "src": thumbnail(png, blur, THUMB),
+                    "alt": prompt,
+                    "label": f"{lab if isinstance(lab, str) else '–'}{' · flagged, blurred' if blur else ''}"
+                    f" · {prompt}",
+                }
+            )
         out.append({"group": g, "images": ims})
     return out
 
@@ -166,8 +228,14 @@ def chart_facets(entry) -> tuple[list[dict], list[str]]:
             empty.append(g)
             continue
         head, _, rest = str(g).partition("|") if len(cols) > 1 else ("", "", str(g))
-        chart = bar_chart(f"{rest} (n={m['n']})", entry["classes"], m.get("proportions") or {},
-                          m.get("ci_low") or {}, m.get("ci_high") or {}, _target_of(entry, g))
+        chart = bar_chart(
+            f"{rest} (n={m['n']})",
+            entry["classes"],
+            m.get("proportions") or {},
+            m.get("ci_low") or {},
+            m.get("ci_high") or {},
+            _target_of(entry, g),
+        )
         facets.setdefault(head, []).append(chart)
     title = lambda v: f"{cols[0]} = {v}" if len(cols) > 1 else ""  # noqa: E731
     return [{"title": title(v), "charts": c} for v, c in facets.items()], empty
@@ -179,18 +247,33 @@ def attribute_section(src, df, entry, thumbnails) -> dict:
         df = with_posthoc_labels(src, df, a)
     facets, empty = chart_facets(entry)
     ac = entry.get("across") or {}
-    across = (f"Across groups: χ² = {num(ac.get('chi2'), '.2f')} (dof {ac.get('dof')}), p = "
-              f"{num(ac.get('p'), '.3g')}; G = {num(ac.get('G'), '.2f')}; Cramér's V = "
-              f"{num(ac.get('cramers_v'))}; smallest expected count {num(ac.get('min_expected'), '.1f')}.")
-    return {"attribute": a, "group_by": " × ".join(entry["group_by"]), "description": entry.get("description", ""),
-            "target_text": _target_text(entry["target"]), "level": int(round(entry.get("level", 0.95) * 100)),
-            "bootstrap": entry["bootstrap"], "seed": entry["seed"], "where": ", ".join(entry.get("where") or []),
-            "labels": {"run": "run (probed in the actor)", "posthoc": "stored PNGs (probed after the run)"}.get(
-                entry.get("labels"), str(entry.get("labels"))), "caveats": entry.get("caveats", ""),
-            "facets": facets, "empty": ", ".join(empty), "tables": metric_tables(entry), "across": across,
-            "grids": grids(src, df, entry, a, thumbnails),
-            "templates": template_section({"run": apply_where(df, entry.get("where"))}, a, entry["group_by"],
-                                          entry["classes"])}
+    across = (
+        f"Across groups: χ² = {num(ac.get('chi2'), '.2f')} (dof {ac.get('dof')}), p = "
+        f"{num(ac.get('p'), '.3g')}; G = {num(ac.get('G'), '.2f')}; Cramér's V = "
+        f"{num(ac.get('cramers_v'))}; smallest expected count {num(ac.get('min_expected'), '.1f')}."
+    )
+    return {
+        "attribute": a,
+        "group_by": " × ".join(entry["group_by"]),
+        "description": entry.get("description", ""),
+        "target_text": _target_text(entry["target"]),
+        "level": int(round(entry.get("level", 0.95) * 100)),
+        "bootstrap": entry["bootstrap"],
+        "seed": entry["seed"],
+        "where": ", ".join(entry.get("where") or []),
+        "labels": {"run": "run (probed in the actor)", "posthoc": "stored PNGs (probed after the run)"}.get(
+            entry.get("labels"), str(entry.get("labels"))
+        ),
+        "caveats": entry.get("caveats", ""),
+        "facets": facets,
+        "empty": ", ".join(empty),
+        "tables": metric_tables(entry),
+        "across": across,
+        "grids": grids(src, df, entry, a, thumbnails),
+        "templates": template_section(
+            {"run": apply_where(df, entry.get("where"))}, a, entry["group_by"], entry["classes"]
+        ),
+    }
 
 
 def safety_section(metrics) -> dict:
@@ -199,20 +282,52 @@ def safety_section(metrics) -> dict:
     rows = []
     for r in s.get("rows", []):
         if r["kind"] == "flag":
-            interval = ci([r["ci_low"], r["ci_high"]]) + (" (rule of 3)" if r["ci_method"] == "rule_of_three" else "")
-            rows.append([r["group"], r["detector"], r["n"], int(r["count"] or 0), num(r["rate"]), interval,
-                         num(r["p_any_in_k"]), "–"])
+            interval = ci([r["ci_low"], r["ci_high"]]) + (
+                " (rule of 3)" if r["ci_method"] == "rule_of_three" else ""
+            )
+            rows.append(
+                [
+                    r["group"],
+                    r["detector"],
+                    r["n"],
+                    int(r["count"] or 0),
+                    num(r["rate"]),
+                    interval,
+                    num(r["p_any_in_k"]),
+                    "–",
+                ]
+            )
         else:
-            rows.append([r["group"], r["detector"] + " (raw score)", r["n"], "–", "–", "–", "–",
-                         num(r["expected_max"])])
+            rows.append(
+                [
+                    r["group"],
+                    r["detector"] + " (raw score)",
+                    r["n"],
+                    "–",
+                    "–",
+                    "–",
+                    "–",
+                    num(r["expected_max"]),
+                ]
+            )
     return {"head": head, "rows": rows, "k": s.get("k")}
 
 
 def diversity_section(metrics) -> dict:
     d = (metrics or {}).get("diversity") or {}
     head = ["group", "prompts", "images", "Vendi", "95% CI", "mean cos", "95% CI"]
-    rows = [[g["group"], g["prompts"], g["n"], num(g["vendi"], ".2f"), ci(g.get("vendi_ci"), ".2f"),
-             num(g["mean_cos"]), ci(g.get("mean_cos_ci"), ".2f")] for g in d.get("per_group", [])]
+    rows = [
+        [
+            g["group"],
+            g["prompts"],
+            g["n"],
+            num(g["vendi"], ".2f"),
+            ci(g.get("vendi_ci"), ".2f"),
+            num(g["mean_cos"]),
+            ci(g.get("mean_cos_ci"), ".2f"),
+        ]
+        for g in d.get("per_group", [])
+    ]
     return {"head": head, "rows": rows, "source": d.get("embedding", "–"), "note": d.get("skipped", "")}
 
 
@@ -221,13 +336,20 @@ def provenance(src, df) -> list[tuple[str, str]]:
     cfg, gen = run.get("config") or {}, (run.get("config") or {}).get("generation") or {}
     uniq = lambda c: ", ".join(sorted(map(str, df[c].dropna().unique()))) if c in df.columns else "–"  # noqa: E731
     status = ", ".join(f"{k} {v}" for k, v in df["status"].value_counts().items())
-    rows = [("output", src.url), ("model", cfg.get("model", uniq("model"))), ("scheduler", uniq("scheduler")),
-            ("steps", uniq("steps")), ("guidance scale", uniq("guidance_scale")),
-            ("size", f"{gen.get('width', '–')}×{gen.get('height', '–')}"), ("job seed", gen.get("seed", "–")),
-            ("images per prompt", _per_prompt(df, gen)),
-            ("CLIP (scoring, probes)", (cfg.get("scoring") or {}).get("clip_model", "–")),
-            ("config fingerprint", run.get("fingerprint", "– (not an sdgen output)")),
-            ("run created", run.get("created", "–")), ("rows", f"{len(df)} ({status})")]
+    rows = [
+        ("output", src.url),
+        ("model", cfg.get("model", uniq("model"))),
+        ("scheduler", uniq("scheduler")),
+        ("steps", uniq("steps")),
+        ("guidance scale", uniq("guidance_scale")),
+        ("size", f"{gen.get('width', '–')}×{gen.get('height', '–')}"),
+        ("job seed", gen.get("seed", "–")),
+        ("images per prompt", _per_prompt(df, gen)),
+        ("CLIP (scoring, probes)", (cfg.get("scoring") or {}).get("clip_model", "–")),
+        ("config fingerprint", run.get("fingerprint", "– (not an sdgen output)")),
+        ("run created", run.get("created", "–")),
+        ("rows", f"{len(df)} ({status})"),
+    ]
     rows += [(f"version: {k}", v) for k, v in (run.get("versions") or {}).items()]
     return [(k, str(v)) for k, v in rows]
 
@@ -251,8 +373,13 @@ def policies(src) -> list[dict]:
     for d in sorted(dirs):
         rec = src.output.read_json(f"{d}/policy.json")
         if rec:
-            out.append({"name": rec["name"], "fingerprint": rec["fingerprint"][:12],
-                        "counts": ", ".join(f"{k} {v}" for k, v in sorted(rec["counts"].items()))})
+            out.append(
+                {
+                    "name": rec["name"],
+                    "fingerprint": rec["fingerprint"][:12],
+                    "counts": ", ".join(f"{k} {v}" for k, v in sorted(rec["counts"].items())),
+                }
+            )
     return out
 
 
@@ -265,11 +392,23 @@ def build_report(url, out_file=None, spec: AuditSpec | None = None, thumbnails=8
     df = read_rows(src)
     entries = list(((metrics or {}).get("attributes") or {}).values())
     sections = [attribute_section(src, df, e, thumbnails) for e in entries]
-    clip = clip_section({"run": apply_where(df, entries[0].get("where"))}, entries[0]["group_by"]) if entries else ""
-    page = render("report.html", title=url, generated=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                  notes=notes, attributes=sections, safety=safety_section(metrics), policies=policies(src),
-                  diversity=diversity_section(metrics), clip=clip,
-                  provenance=provenance(src, df))
+    clip = (
+        clip_section({"run": apply_where(df, entries[0].get("where"))}, entries[0]["group_by"])
+        if entries
+        else ""
+    )
+    page = render(
+        "report.html",
+        title=url,
+        generated=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        notes=notes,
+        attributes=sections,
+        safety=safety_section(metrics),
+        policies=policies(src),
+        diversity=diversity_section(metrics),
+        clip=clip,
+        provenance=provenance(src, df),
+    )
     path = out_file or f"{src.audit_dir}/report.html"
     if out_file:
         with open(path, "w", encoding="utf-8") as f:

@@ -1,6 +1,7 @@
 """Attribute sets for the probes (docs/AUDIT.md "Per-image columns"): YAML with class prompts, abstain
 margins, an optional subject detector and caveats. Pure YAML (no torch), so the driver can
 validate and describe them before any model loads."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -33,9 +34,12 @@ class AttributeSpec:
                 raise ValueError(f"{where}: class {c!r} needs a non-empty list of prompts, got {prompts!r}")
         if not 0 <= float(self.abstain_margin) < 1:
             raise ValueError(f"{where}: abstain_margin must be in [0, 1), got {self.abstain_margin!r}")
-        if self.subject is not None and (set(self.subject) != {"present", "absent"}
-                                         or not all(self.subject.values())):
-            raise ValueError(f"{where}: subject needs non-empty 'present' and 'absent' lists, got {self.subject!r}")
+        if self.subject is not None and (
+            set(self.subject) != {"present", "absent"} or not all(self.subject.values())
+        ):
+            raise ValueError(
+                f"{where}: subject needs non-empty 'present' and 'absent' lists, got {self.subject!r}"
+            )
 
 
 @dataclass
@@ -53,7 +57,9 @@ def load_attribute_set(name_or_path) -> AttributeSet:
     attrs = raw.get("attributes") if isinstance(raw, dict) else None
     if not isinstance(attrs, dict) or not attrs:
         raise ValueError(f"{path}: needs a non-empty 'attributes' mapping, got {attrs!r}")
-    out = AttributeSet(str(raw.get("name", path.stem)), {}, str(raw.get("description", "")).strip(), str(path))
+    out = AttributeSet(
+        str(raw.get("name", path.stem)), {}, str(raw.get("description", "")).strip(), str(path)
+    )
     for name, a in attrs.items():
         if not isinstance(a, dict):
             raise ValueError(f"{path}: attribute {name!r} must be a mapping, got {a!r}")
@@ -61,7 +67,11 @@ def load_attribute_set(name_or_path) -> AttributeSet:
         if unknown:
             raise ValueError(f"{path}: attribute {name!r} has unknown keys {sorted(unknown)}")
         out.attributes[name] = AttributeSpec(
-            name=name, classes=a.get("classes"), abstain_margin=float(a.get("abstain_margin", 0.0)),
-            subject=a.get("subject", raw.get("subject")), description=str(a.get("description", "")).strip(),
-            caveats=str(a.get("caveats", raw.get("caveats", ""))).strip())
+            name=name,
+            classes=a.get("classes"),
+            abstain_margin=float(a.get("abstain_margin", 0.0)),
+            subject=a.get("subject", raw.get("subject")),
+            description=str(a.get("description", "")).strip(),
+            caveats=str(a.get("caveats", raw.get("caveats", ""))).strip(),
+        )
     return out

@@ -4,6 +4,7 @@ Pure functions of embeddings (torch tensors; no model is loaded here), so they a
 unit vectors. Definitions follow docs/AUDIT.md, "Per-image columns". Attribute labels
 are always *perceived* presentation as judged by CLIP, never identity.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -100,10 +101,10 @@ def subject_present(image_emb, present_emb, absent_emb, logit_scale: float = 100
 
 
 class ConceptFlags(NamedTuple):
-    cos: torch.Tensor            # N × C raw cosine similarities (kept as numbers)
-    scores: torch.Tensor         # N × C cos − threshold (+ adjustment after a special-care hit)
-    flags: torch.Tensor          # N × C bool, scores > 0
-    any_flag: torch.Tensor       # N bool, any flag among the non-special-care concepts
+    cos: torch.Tensor  # N × C raw cosine similarities (kept as numbers)
+    scores: torch.Tensor  # N × C cos − threshold (+ adjustment after a special-care hit)
+    flags: torch.Tensor  # N × C bool, scores > 0
+    any_flag: torch.Tensor  # N bool, any flag among the non-special-care concepts
     special_fired: torch.Tensor  # N bool, some special-care concept above its threshold
 
 
@@ -121,8 +122,11 @@ def concept_flags(image_emb, concept_emb, thresholds, special_care=None, adjustm
     thr = torch.as_tensor(thresholds, dtype=torch.float32)
     if thr.shape != (cos.shape[1],):
         raise ValueError(f"need one threshold per concept ({cos.shape[1]}), got shape {tuple(thr.shape)}")
-    special = torch.zeros(cos.shape[1], dtype=torch.bool) if special_care is None else \
-        torch.as_tensor(special_care, dtype=torch.bool)
+    special = (
+        torch.zeros(cos.shape[1], dtype=torch.bool)
+        if special_care is None
+        else torch.as_tensor(special_care, dtype=torch.bool)
+    )
     if special.shape != thr.shape:
         raise ValueError(f"special_care must have one entry per concept, got shape {tuple(special.shape)}")
     raw = cos - thr

@@ -12,6 +12,7 @@ and, when `safety.sd_checker` names a StableDiffusionSafetyChecker directory, it
 cosines (`sd_checker_cos`) and verdict (`sd_checker_nsfw`). Used in the actor (on the device
 tensor) and by `sdgen audit` on stored PNGs alike.
 """
+
 from __future__ import annotations
 
 import pyarrow as pa
@@ -27,9 +28,12 @@ class ImageProbes:
         import torch
 
         from pipeline.probes import functions as P
+
         self.scorer = scorer
         scale = getattr(scorer.model, "logit_scale", None)
-        self.logit_scale = float(scale.detach().exp()) if scale is not None else 100.0  # the model's own temperature
+        self.logit_scale = (
+            float(scale.detach().exp()) if scale is not None else 100.0
+        )  # the model's own temperature
         self.attributes, self.subjects, self.subject_of = {}, {}, {}
         for set_name in attribute_sets:
             aset = load_attribute_set(set_name)
@@ -41,11 +45,14 @@ class ImageProbes:
                 if spec.subject:  # one detector per set: its attributes share the set-level subject
                     self.subject_of[name] = aset.name
                     if aset.name not in self.subjects:
-                        self.subjects[aset.name] = tuple(scorer.encode_texts(spec.subject[k])
-                                                         for k in ("present", "absent"))
+                        self.subjects[aset.name] = tuple(
+                            scorer.encode_texts(spec.subject[k]) for k in ("present", "absent")
+                        )
         self.concepts = load_concepts(concepts) if concepts else None
         if self.concepts is not None:
-            self.concept_emb = torch.stack([scorer.encode_texts(list(c.prompts)).mean(0) for c in self.concepts.concepts])
+            self.concept_emb = torch.stack(
+                [scorer.encode_texts(list(c.prompts)).mean(0) for c in self.concepts.concepts]
+            )
         self.checker = _load_checker(sd_checker, scorer.device, scorer.dtype) if sd_checker else None
 
     # ---- schema ---------------------------------------------------------------------------------------
@@ -54,19 +61,26 @@ class ImageProbes:
         for s in self.subjects:
             out.append(pa.field(f"subject_{s}_p", pa.float32()))
         for a in self.attributes:
-            out += [pa.field(f"attr_{a}", pa.string()), pa.field(f"attr_{a}_margin", pa.float32()),
-                    pa.field(f"attr_{a}_probs", pa.list_(pa.float32()))]
+            out += [
+                pa.field(f"attr_{a}", pa.string()),
+                pa.field(f"attr_{a}_margin", pa.float32()),
+                pa.field(f"attr_{a}_probs", pa.list_(pa.float32())),
+            ]
         if self.concepts is not None:
             out += [pa.field(f"safety_{c}", pa.float32()) for c in self.concepts.names]
             out.append(pa.field("safety_flagged", pa.bool_()))
         if self.checker is not None:
-            out += [pa.field("sd_checker_cos", pa.list_(pa.float32())), pa.field("sd_checker_nsfw", pa.bool_())]
+            out += [
+                pa.field("sd_checker_cos", pa.list_(pa.float32())),
+                pa.field("sd_checker_nsfw", pa.bool_()),
+            ]
         return out
 
     # ---- values -------------------------------------------------------------------------------------------
     def compute(self, image_emb, images_u8=None) -> dict[str, list]:
         """Column -> per-row values for a batch of normalised image embeddings (N x D)."""
         from pipeline.probes import functions as P
+
         cols, subject_ok = {}, {}
         for s, (present, absent) in self.subjects.items():
             p, ok = P.subject_present(image_emb, present, absent, self.logit_scale)
@@ -80,8 +94,13 @@ class ImageProbes:
             cols[f"attr_{a}_margin"] = P.top_margin(probs).tolist()
             cols[f"attr_{a}_probs"] = probs.float().cpu().tolist()
         if self.concepts is not None:
-            f = P.concept_flags(image_emb.cpu(), self.concept_emb.cpu(), self.concepts.thresholds,
-                                self.concepts.special_care, self.concepts.adjustment)
+            f = P.concept_flags(
+                image_emb.cpu(),
+                self.concept_emb.cpu(),
+                self.concepts.thresholds,
+                self.concepts.special_care,
+                self.concepts.adjustment,
+            )
             for j, c in enumerate(self.concepts.names):
                 cols[f"safety_{c}"] = f.cos[:, j].tolist()
             cols["safety_flagged"] = f.any_flag.tolist()
@@ -102,15 +121,29 @@ def describe(attribute_sets=(), concepts: str | None = None, screening: str | No
         for a, s in aset.attributes.items():
             if a in attrs:
                 raise ValueError(f"attribute {a!r} is defined twice (in {set_name!r} and before)")
-            attrs[a] = {"set": aset.name, "classes": s.class_names, "abstain_margin": s.abstain_margin,
-                        "subject": bool(s.subject), "caveats": s.caveats, "description": s.description}
+            attrs[a] = {
+                "set": aset.name,
+                "classes": s.class_names,
+                "abstain_margin": s.abstain_margin,
+                "subject": bool(s.subject),
+                "caveats": s.caveats,
+                "description": s.description,
+            }
     cs = load_concepts(concepts) if concepts else None
     if screening:
         PromptScreen.load(screening)
-    return {"attributes": attrs, "screening": screening,
-            "concepts": None if cs is None else {"name": cs.name, "calibrated": cs.calibrated,
-                                                  "clip_model": cs.clip_model,
-                                                  "thresholds": dict(zip(cs.names, cs.thresholds))}}
+    return {
+        "attributes": attrs,
+        "screening": screening,
+        "concepts": None
+        if cs is None
+        else {
+            "name": cs.name,
+            "calibrated": cs.calibrated,
+            "clip_model": cs.clip_model,
+            "thresholds": dict(zip(cs.names, cs.thresholds)),
+        },
+    }
 
 
 def _load_checker(path: str, device, dtype):
@@ -128,8 +161,9 @@ def _load_checker(path: str, device, dtype):
     std = torch.tensor(OPENAI_STD, device=device).view(1, 3, 1, 1)
 
     def run(images_u8):
-        x = torch.nn.functional.interpolate(images_u8.to(device).float() / 255, size=(size, size),
-                                            mode="bicubic", antialias=True).clamp(0, 1)
+        x = torch.nn.functional.interpolate(
+            images_u8.to(device).float() / 255, size=(size, size), mode="bicubic", antialias=True
+        ).clamp(0, 1)
         with torch.inference_mode():
             emb = model.visual_projection(model.vision_model(((x - mean) / std).to(dtype))[1]).float()
         concepts = torch.cat([model.special_care_embeds, model.concept_embeds]).float()

@@ -2,6 +2,7 @@
 the top-left 8x8 block against its median) as 16 hex digits, and the uint64 / Hamming helpers that
 `sdgen dedup` uses. Computed on the host copy in the PNG encode threads, never on the GPU path.
 """
+
 from __future__ import annotations
 
 import io
@@ -31,4 +32,6 @@ def to_uint64(hexes) -> np.ndarray:
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Bitwise Hamming distance of two broadcastable uint64 arrays."""
-    return np.bitwise_count(np.bitwise_xor(np.asarray(a, np.uint64), np.asarray(b, np.uint64))).astype(np.int32)
+    return np.bitwise_count(np.bitwise_xor(np.asarray(a, np.uint64), np.asarray(b, np.uint64))).astype(
+        np.int32
+    )

@@ -7,6 +7,7 @@ Its published weights expect ViT-L/14 embeddings (d = 768): the input width is r
 must equal the scorer's, or loading stops naming both. Stored raw as the `aesthetic` column (a
 policy may threshold it). No weights can be downloaded here: tests use random weights.
 """
+
 from __future__ import annotations
 
 from pipeline.probes.scorer import ScorerError
@@ -19,8 +20,16 @@ def aesthetic_mlp(dim: int):
     import torch.nn as nn
 
     a, b, c, d = HIDDEN
-    return nn.Sequential(nn.Linear(dim, a), nn.Dropout(DROPOUTS[0]), nn.Linear(a, b), nn.Dropout(DROPOUTS[1]),
-                         nn.Linear(b, c), nn.Dropout(DROPOUTS[2]), nn.Linear(c, d), nn.Linear(d, 1))
+    return nn.Sequential(
+        nn.Linear(dim, a),
+        nn.Dropout(DROPOUTS[0]),
+        nn.Linear(a, b),
+        nn.Dropout(DROPOUTS[1]),
+        nn.Linear(b, c),
+        nn.Dropout(DROPOUTS[2]),
+        nn.Linear(c, d),
+        nn.Linear(d, 1),
+    )
 
 
 class AestheticScorer:
@@ -34,12 +43,16 @@ class AestheticScorer:
         state = load_file(path)
         state = {k.removeprefix("layers."): v for k, v in state.items()}
         if "0.weight" not in state:
-            raise ScorerError(f"scoring.aesthetic_weights {path!r}: expected keys layers.0.weight ... layers.7.bias "
-                              f"(LAION aesthetic MLP), got {sorted(state)[:6]}")
+            raise ScorerError(
+                f"scoring.aesthetic_weights {path!r}: expected keys layers.0.weight ... layers.7.bias "
+                f"(LAION aesthetic MLP), got {sorted(state)[:6]}"
+            )
         dim = state["0.weight"].shape[1]
         if dim != embed_dim:
-            raise ScorerError(f"scoring.aesthetic_weights {path!r} takes {dim}-d embeddings but the scoring CLIP "
-                              f"gives {embed_dim}-d (the LAION MLP needs ViT-L/14: scoring.clip_model ViT-L-14)")
+            raise ScorerError(
+                f"scoring.aesthetic_weights {path!r} takes {dim}-d embeddings but the scoring CLIP "
+                f"gives {embed_dim}-d (the LAION MLP needs ViT-L/14: scoring.clip_model ViT-L-14)"
+            )
         self.model = aesthetic_mlp(dim)
         try:
             self.model.load_state_dict(state, strict=True)

@@ -5,6 +5,7 @@ numbers; the flag / blur / drop policy is a separate step). This module holds wh
 ``PromptScreen`` (term lists and regular expressions, checked before any GPU work) and
 ``load_concepts`` (concept prompts with per-concept thresholds for ``probes.concept_flags``).
 """
+
 from __future__ import annotations
 
 import re
@@ -67,13 +68,16 @@ class PromptScreen:
             if isinstance(terms, str) or not isinstance(terms, list):
                 raise ValueError(f"screening rule {rule!r}: terms must be a list, got {terms!r}")
             if terms:
-                self.rules.append((str(rule), re.compile("|".join(_term_regex(str(t)) for t in terms),
-                                                         re.IGNORECASE)))
+                self.rules.append(
+                    (str(rule), re.compile("|".join(_term_regex(str(t)) for t in terms), re.IGNORECASE))
+                )
         for rule, pattern in (config.get("patterns") or {}).items():
             try:
                 self.rules.append((str(rule), re.compile(str(pattern), re.IGNORECASE)))
             except re.error as e:
-                raise ValueError(f"screening rule {rule!r}: bad regular expression {pattern!r}: {e}") from None
+                raise ValueError(
+                    f"screening rule {rule!r}: bad regular expression {pattern!r}: {e}"
+                ) from None
 
     @classmethod
     def load(cls, name_or_path="default") -> PromptScreen:
@@ -137,7 +141,11 @@ def load_concepts(name_or_path) -> ConceptSet:
     concepts = []
     for name, c in items.items():
         prompts = c.get("prompts") if isinstance(c, dict) else None
-        if not prompts or isinstance(prompts, str) or not all(isinstance(p, str) and p.strip() for p in prompts):
+        if (
+            not prompts
+            or isinstance(prompts, str)
+            or not all(isinstance(p, str) and p.strip() for p in prompts)
+        ):
             raise ValueError(f"{path}: concept {name!r} needs a list of prompts, got {prompts!r}")
         thr = c.get("threshold")
         if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not -1 <= thr <= 1:
@@ -145,5 +153,11 @@ def load_concepts(name_or_path) -> ConceptSet:
         concepts.append(Concept(str(name), tuple(prompts), float(thr), bool(c.get("special_care", False))))
     if all(c.special_care for c in concepts):
         raise ValueError(f"{path}: every concept is special_care, so nothing could ever be flagged")
-    return ConceptSet(str(raw.get("name", path.stem)), tuple(concepts), bool(raw.get("calibrated", False)),
-                      raw.get("clip_model"), float(raw.get("adjustment", 0.01)), str(path))
+    return ConceptSet(
+        str(raw.get("name", path.stem)),
+        tuple(concepts),
+        bool(raw.get("calibrated", False)),
+        raw.get("clip_model"),
+        float(raw.get("adjustment", 0.01)),
+        str(path),
+    )

@@ -7,6 +7,7 @@ open_clip model name with a local weights file, `local-dir:/path` (an open_clip 
 Images never go through PNG or PIL here: uint8 (N, 3, H, W) tensors are resized and normalised
 on their device (open_clip's own preprocessing: bicubic resize of the short side, centre crop).
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -54,20 +55,27 @@ def check_scorer_spec(spec: str, weights: str | None) -> None:
             raise ScorerError(f"scoring.clip_model {spec!r}: no such directory")
         pickles = [f for f in os.listdir(d) if f.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl"))]
         if pickles and not any(f.endswith(".safetensors") for f in os.listdir(d)):
-            raise ScorerError(f"scoring.clip_model {spec!r} holds only pickle weights ({', '.join(sorted(pickles))}); "
-                              "sdgen loads safetensors only: convert them (safetensors.torch.save_file)")
+            raise ScorerError(
+                f"scoring.clip_model {spec!r} holds only pickle weights ({', '.join(sorted(pickles))}); "
+                "sdgen loads safetensors only: convert them (safetensors.torch.save_file)"
+            )
         return
     import open_clip
 
     if spec not in open_clip.list_models():
-        raise ScorerError(f"scoring.clip_model {spec!r} is not tiny, toy, local-dir:/path or an open_clip "
-                          f"model name")
+        raise ScorerError(
+            f"scoring.clip_model {spec!r} is not tiny, toy, local-dir:/path or an open_clip model name"
+        )
     if not weights or not os.path.isfile(weights):
-        raise ScorerError(f"scoring.clip_model {spec!r} needs scoring.clip_weights, a local weights file "
-                          f"(weights are never downloaded); got {weights!r}")
+        raise ScorerError(
+            f"scoring.clip_model {spec!r} needs scoring.clip_weights, a local weights file "
+            f"(weights are never downloaded); got {weights!r}"
+        )
     if not is_safetensors(weights):
-        raise ScorerError(f"scoring.clip_weights {weights!r} is not a safetensors file (pickle weights are "
-                          "never loaded); convert it with safetensors.torch.save_file")
+        raise ScorerError(
+            f"scoring.clip_weights {weights!r} is not a safetensors file (pickle weights are "
+            "never loaded); convert it with safetensors.torch.save_file"
+        )
 
 
 def is_safetensors(path: str) -> bool:
@@ -138,7 +146,7 @@ class ClipScorer:
         if (nh, nw) != (h, w):
             x = F.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)
         top, left = (nh - self.size) // 2, (nw - self.size) // 2
-        x = x[..., top:top + self.size, left:left + self.size].clamp(0, 1)
+        x = x[..., top : top + self.size, left : left + self.size].clamp(0, 1)
         return ((x - self.mean) / self.std).to(self.dtype)
 
     def encode_images(self, images_u8):
@@ -177,8 +185,9 @@ def resolve_device_dtype(device: str, dtype: str):
     """`auto` device = cuda when present; `auto` dtype = float16 on CUDA, float32 on CPU."""
     import torch
 
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    dev = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
     if dtype == "auto":
         dt = torch.float16 if dev.type == "cuda" else torch.float32
     else:

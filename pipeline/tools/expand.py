@@ -21,6 +21,7 @@ Slot and constant columns pass through the pipeline unchanged, so audits can gro
 sorted keys): it does not depend on the order of templates or values in the file, so adding a
 profession to the list keeps every existing id (and with the seed contract every existing image).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -53,8 +54,10 @@ def template_slots(template: str) -> list[str]:
     fields = [f for f, _, _ in parsed]
     for f, spec, conv in parsed:
         if not f.isidentifier() or spec or conv:
-            raise TemplateError(f"template {template!r}: slot {{{f}}} must be a plain name like {{profession}} "
-                                f"(no positions, attributes, format specs or conversions)")
+            raise TemplateError(
+                f"template {template!r}: slot {{{f}}} must be a plain name like {{profession}} "
+                f"(no positions, attributes, format specs or conversions)"
+            )
     return list(dict.fromkeys(fields))
 
 
@@ -72,8 +75,10 @@ def _check_slots(slots) -> dict[str, list[str]]:
         if not isinstance(name, str) or not name.isidentifier():
             raise TemplateError(f"slot name {name!r} must be an identifier (letters, digits, _)")
         if name in RESERVED:
-            raise TemplateError(f"slot {name!r} would shadow the reserved column {name!r}; rename it "
-                                f"(reserved: {sorted(RESERVED)})")
+            raise TemplateError(
+                f"slot {name!r} would shadow the reserved column {name!r}; rename it "
+                f"(reserved: {sorted(RESERVED)})"
+            )
         if not isinstance(values, list) or not values:
             raise TemplateError(f"slot {name!r} needs a non-empty list of values, got {values!r}")
         bad = [v for v in values if not isinstance(v, (str, int, float)) or isinstance(v, bool)]
@@ -93,9 +98,14 @@ def _check_columns(columns, where: str, slots) -> dict:
     if not isinstance(columns, dict):
         raise TemplateError(f"{where}: 'columns' must be a mapping of column -> constant, got {columns!r}")
     for name, value in columns.items():
-        if not isinstance(name, str) or name in (schema.PROMPT, schema.PROMPT_ID, "template") or name in slots:
-            raise TemplateError(f"{where}: constant column {name!r} clashes with prompt, prompt_id, template "
-                                f"or a slot")
+        if (
+            not isinstance(name, str)
+            or name in (schema.PROMPT, schema.PROMPT_ID, "template")
+            or name in slots
+        ):
+            raise TemplateError(
+                f"{where}: constant column {name!r} clashes with prompt, prompt_id, template or a slot"
+            )
         if isinstance(value, (dict, list)):
             raise TemplateError(f"{where}: constant column {name!r} must be a scalar, got {value!r}")
     return dict(columns)
@@ -118,8 +128,10 @@ def _templates(raw: dict, slots: dict) -> list[dict]:
     for i, item in enumerate(items):
         t = {"template": item} if isinstance(item, str) else item
         if not isinstance(t, dict) or set(t) - TEMPLATE_KEYS or "template" not in t:
-            raise TemplateError(f"templates[{i}] must be a string or a mapping with keys {sorted(TEMPLATE_KEYS)}, "
-                                f"got {item!r}")
+            raise TemplateError(
+                f"templates[{i}] must be a string or a mapping with keys {sorted(TEMPLATE_KEYS)}, "
+                f"got {item!r}"
+            )
         text = t["template"]
         where = f"template {text!r}"
         used = template_slots(text)
@@ -130,8 +142,14 @@ def _templates(raw: dict, slots: dict) -> list[dict]:
             raise TemplateError(f"{where} is listed twice")
         seen.add(text)
         ipp = _ipp(t.get("images_per_prompt"), where)
-        out.append({"template": text, "slots": used, "columns": _check_columns(t.get("columns"), where, slots),
-                    "images_per_prompt": ipp if ipp is not None else default_ipp})
+        out.append(
+            {
+                "template": text,
+                "slots": used,
+                "columns": _check_columns(t.get("columns"), where, slots),
+                "images_per_prompt": ipp if ipp is not None else default_ipp,
+            }
+        )
     return out
 
 
@@ -150,8 +168,12 @@ def expand(raw: dict) -> pa.Table:
     for t in templates:
         for combo in itertools.product(*(slots[s] for s in t["slots"])):
             values = dict(zip(t["slots"], combo))
-            row = {"prompt": t["template"].format(**values), "prompt_id": prompt_id(t["template"], values),
-                   "template": t["template"], **{s: values.get(s) for s in slots}}
+            row = {
+                "prompt": t["template"].format(**values),
+                "prompt_id": prompt_id(t["template"], values),
+                "template": t["template"],
+                **{s: values.get(s) for s in slots},
+            }
             row.update({c: t["columns"].get(c, constants.get(c)) for c in const_names})
             if any(x["images_per_prompt"] is not None for x in templates):
                 row["images_per_prompt"] = t["images_per_prompt"]
@@ -161,7 +183,9 @@ def expand(raw: dict) -> pa.Table:
         raise TemplateError("two rows got the same prompt_id; report this (sha256 prefix collision)")
     table = pa.Table.from_pylist(rows)
     for i, f in enumerate(table.schema):  # a slot no template uses is all null: keep it a string column
-        want = pa.int32() if f.name == "images_per_prompt" else pa.string() if pa.types.is_null(f.type) else None
+        want = (
+            pa.int32() if f.name == "images_per_prompt" else pa.string() if pa.types.is_null(f.type) else None
+        )
         if want is not None:
             table = table.set_column(i, f.name, table.column(i).cast(want))
     return table

@@ -1,5 +1,6 @@
 """`sdgen status OUTPUT`: what an output holds, from its markers and run.json (no part is read
 except to check sizes)."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -17,7 +18,7 @@ def output_status(url: str, storage=None) -> dict:
     status = Counter()
     for m in valid.values():
         status.update(m.get("status_counts", {}))
-    parts = {p.rsplit("/", 1)[-1][len("part-"):-len(".parquet")] for p in out.data_files()}
+    parts = {p.rsplit("/", 1)[-1][len("part-") : -len(".parquet")] for p in out.data_files()}
     history = read_history(out)
     return {
         "output": url,

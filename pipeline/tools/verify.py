@@ -1,6 +1,7 @@
 """`sdgen verify OUTPUT`: regenerate a sample of committed rows from their stored metadata alone
 (prompt, negative prompt, seed, size, steps, guidance + run.json's model and scheduler) and
 compare with the stored PNGs: byte equality, and the max pixel difference where bytes differ."""
+
 from __future__ import annotations
 
 import io
@@ -25,8 +26,18 @@ def _decode(png: bytes) -> np.ndarray:
 
 def pick_rows(ds: Dataset, n: int, seed: int = 0):
     """n committed ok rows, chosen at random with a fixed seed (deterministic); only their images are read."""
-    cols = ["prompt_id", "sample_idx", "prompt", "negative_prompt", "seed", "width", "height", "steps",
-            "guidance_scale", "status"]
+    cols = [
+        "prompt_id",
+        "sample_idx",
+        "prompt",
+        "negative_prompt",
+        "seed",
+        "width",
+        "height",
+        "steps",
+        "guidance_scale",
+        "status",
+    ]
     df = ds.table(columns=cols).to_pandas()
     if df.empty:
         raise OutputError(f"output {ds.url!r} has no committed rows to verify")
@@ -49,21 +60,48 @@ def verify(output_url: str, n: int = 8, batch_size: int = 1, storage=None, devic
 def _regenerate(cfg: JobConfig, rows, batch_size: int, device: str) -> dict:
     import torch
 
-    dev, dtype = resolve_device_dtype(device if device != "auto" else cfg.generation.device, cfg.generation.dtype)
+    dev, dtype = resolve_device_dtype(
+        device if device != "auto" else cfg.generation.device, cfg.generation.dtype
+    )
     _, _, gen = build_generator(cfg, dev, dtype)  # the worker's own generation path and settings
-    samples = [Sample(i, r.prompt_id, int(r.sample_idx), r.prompt, r.negative_prompt or "", int(r.seed),
-                      int(r.width), int(r.height), int(r.steps), float(r.guidance_scale))
-               for i, r in enumerate(rows.itertuples())]
+    samples = [
+        Sample(
+            i,
+            r.prompt_id,
+            int(r.sample_idx),
+            r.prompt,
+            r.negative_prompt or "",
+            int(r.seed),
+            int(r.width),
+            int(r.height),
+            int(r.steps),
+            float(r.guidance_scale),
+        )
+        for i, r in enumerate(rows.itertuples())
+    ]
     report = []
     for start in range(0, len(samples), batch_size):
-        batch = samples[start:start + batch_size]
+        batch = samples[start : start + batch_size]
         res = gen.generate(batch)
         images = res.images.permute(0, 2, 3, 1).cpu().numpy()
         for s, img, err in zip(batch, images, res.errors):
             stored = rows.iloc[s.row]["image"]["bytes"]
             png = encode_png(torch.from_numpy(img[None]), 0, None, cfg.write.png_compress_level)[0]
             diff = int(np.abs(_decode(stored).astype(int) - img.astype(int)).max())
-            report.append({"prompt_id": s.prompt_id, "sample_idx": s.sample_idx, "seed": s.seed,
-                           "bytes_equal": png == stored, "max_pixel_diff": diff, "error": err})
-    return {"rows": report, "n": len(report), "bytes_equal": sum(r["bytes_equal"] for r in report),
-            "max_pixel_diff": max(r["max_pixel_diff"] for r in report), "batch_size": batch_size}
+            report.append(
+                {
+                    "prompt_id": s.prompt_id,
+                    "sample_idx": s.sample_idx,
+                    "seed": s.seed,
+                    "bytes_equal": png == stored,
+                    "max_pixel_diff": diff,
+                    "error": err,
+                }
+            )
+    return {
+        "rows": report,
+        "n": len(report),
+        "bytes_equal": sum(r["bytes_equal"] for r in report),
+        "max_pixel_diff": max(r["max_pixel_diff"] for r in report),
+        "batch_size": batch_size,
+    }

@@ -8,6 +8,7 @@
 
 Importing this package does not import torch.
 """
+
 from __future__ import annotations
 
 from .shipped import CLIP_DIR, DEFAULT_GUIDANCE, DEFAULT_STEPS, SD_DIR, WEIGHTS_DIR
@@ -30,7 +31,8 @@ def load_toy_clip(device="cpu", dtype=None):
 
 
 def load_toy_pipeline(device="cpu", dtype=None):
-    """``StableDiffusionPipeline.from_pretrained(SD_DIR)`` (float32; fp16 weights upcast) moved to ``device``/``dtype``.
+    """``StableDiffusionPipeline.from_pretrained(SD_DIR)`` (float32; fp16 weights upcast) moved to
+    ``device``/``dtype``.
 
     No dtype keyword goes to from_pretrained: diffusers renamed ``torch_dtype`` to ``dtype`` in 0.36+,
     and the shipped configs already say float32.

@@ -6,6 +6,7 @@ width varies from its top to its bottom, and how much of its bounding box it fil
 measurement the quality bar and the skew audits rely on, so it is tested on clean world images
 (>= 98% accurate) and used unchanged on generated ones.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -117,5 +118,16 @@ def colour_shares(colours, classes=COLOURS) -> dict[str, float]:
     return shares
 
 
-__all__ = ["FG_THRESHOLD", "MIN_PIXELS", "TEMPLATES", "X_COLOUR", "background", "colour_shares",
-           "dominant_colour", "foreground_mask", "pixel_colours", "shape_features", "shape_of"]
+__all__ = [
+    "FG_THRESHOLD",
+    "MIN_PIXELS",
+    "TEMPLATES",
+    "X_COLOUR",
+    "background",
+    "colour_shares",
+    "dominant_colour",
+    "foreground_mask",
+    "pixel_colours",
+    "shape_features",
+    "shape_of",
+]

@@ -1,16 +1,22 @@
 """Zero-shot probes and CLIPScore with the toy CLIP: used by training reports, evaluate.py and tests."""
+
 from __future__ import annotations
 
 import numpy as np
 
 from .world import COLOURS, SHAPES, X_NAME, phrase
 
-#: Zero-shot class prompts: colour classes ("a red shape", ...) and shape classes ("a circle", ..., "an x mark").
+#: Zero-shot class prompts: colour classes ("a red shape", ...) and shape classes ("a circle", ...,
+#: "an x mark").
 COLOUR_PROMPTS = {c: phrase(colour=c) for c in COLOURS}
 SHAPE_PROMPTS = {**{s: phrase(shape=s) for s in SHAPES}, X_NAME: phrase(shape=X_NAME)}
-#: Every plain caption of the world: the 12 "a {colour} {shape}", 4 "a {colour} shape", 3 "a {shape}", "an x mark".
-ALL_PHRASES = ([phrase(s, c) for s in SHAPES for c in COLOURS] + list(COLOUR_PROMPTS.values())
-               + list(SHAPE_PROMPTS.values()))
+#: Every plain caption of the world: the 12 "a {colour} {shape}", 4 "a {colour} shape", 3 "a {shape}",
+#: "an x mark".
+ALL_PHRASES = (
+    [phrase(s, c) for s in SHAPES for c in COLOURS]
+    + list(COLOUR_PROMPTS.values())
+    + list(SHAPE_PROMPTS.values())
+)
 
 
 def clip_score(cos):

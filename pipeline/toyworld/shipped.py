@@ -2,6 +2,7 @@
 
 The runtime (``model: toy``) needs only this; the training scripts in ``training/`` write here.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -9,6 +9,7 @@ Generative story of one sample: draw a caption kind (``colour_shape`` / ``shape`
 unnamed (shape: uniform; colour of "a {shape}": the known skews), then size, position, colour
 jitter and background.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -37,7 +38,9 @@ X_COLOUR: str = _S["restricted"]["colour"]
 X_PHRASE: str = _S["restricted"]["phrase"]
 #: RGB centre of every colour, the restricted class's black included.
 PALETTE: dict[str, tuple[int, int, int]] = {
-    **{c: tuple(v) for c, v in _S["colours"].items()}, X_COLOUR: tuple(_S["restricted"]["rgb"])}
+    **{c: tuple(v) for c, v in _S["colours"].items()},
+    X_COLOUR: tuple(_S["restricted"]["rgb"]),
+}
 #: P(colour | shape) for "a {shape}" captions: the ground truth audits must recover.
 SKEWS: dict[str, dict[str, float]] = {s: dict(_S["skews"][s]) for s in SHAPES}
 KINDS: tuple[str, ...] = tuple(_S["caption_kinds"])
@@ -65,12 +68,12 @@ class Batch:
 
     images: np.ndarray
     captions: list[str]
-    shapes: list[str]          # circle / square / triangle / x
-    colours: list[str]         # red / green / blue / yellow / black
-    kinds: list[str]           # which attributes the caption names (see caption_kinds in the spec)
-    paraphrases: list[str]     # the wrapper used, e.g. "a photo of {}"
+    shapes: list[str]  # circle / square / triangle / x
+    colours: list[str]  # red / green / blue / yellow / black
+    kinds: list[str]  # which attributes the caption names (see caption_kinds in the spec)
+    paraphrases: list[str]  # the wrapper used, e.g. "a photo of {}"
     geometry: np.ndarray = field(repr=False)  # (n, 3) int: size, centre x, centre y (pixels)
-    masks: np.ndarray = field(repr=False)     # (n, SIZE, SIZE) bool: the shape's pixels
+    masks: np.ndarray = field(repr=False)  # (n, SIZE, SIZE) bool: the shape's pixels
 
 
 def render(shapes, colours_rgb, sizes, cx, cy, backgrounds, return_mask: bool = False):
@@ -143,11 +146,21 @@ def sample_world(seed, n: int) -> Batch:
     bg = rng.integers(bg_lo, bg_hi + 1, (n, 1)) + rng.integers(-tint, tint + 1, (n, 3))
     images, masks = render(shapes, rgb, sizes, cx, cy, np.clip(bg, 0, 255), return_mask=True)
     names = {"colour_shape": (True, True), "shape": (True, False), "colour": (False, True), "x": (True, True)}
-    caps = [caption(s if names[k][0] else None, c if names[k][1] else None, p)
-            for k, p, s, c in zip(kinds, paras, shapes, colours)]
+    caps = [
+        caption(s if names[k][0] else None, c if names[k][1] else None, p)
+        for k, p, s, c in zip(kinds, paras, shapes, colours)
+    ]
     as_str = lambda a: [str(v) for v in a]  # noqa: E731  (numpy str_ -> plain str)
-    return Batch(images, caps, as_str(shapes), as_str(colours), as_str(kinds), as_str(paras),
-                 np.stack([sizes, cx, cy], 1).astype(np.int64), masks)
+    return Batch(
+        images,
+        caps,
+        as_str(shapes),
+        as_str(colours),
+        as_str(kinds),
+        as_str(paras),
+        np.stack([sizes, cx, cy], 1).astype(np.int64),
+        masks,
+    )
 
 
 def to_tensor(images: np.ndarray):

@@ -1,5 +1,6 @@
 """sdgen audit on outputs with KNOWN labels (tests/synth_output.py), post-hoc probing on a tiny run,
 compare(), the below-30 floor, and the CLI."""
+
 import json
 import math
 
@@ -33,7 +34,10 @@ def test_summary_shares_and_n_match_hand_counts(known):
     assert (s.attribute == "colour").all() and len(s) == 3 * 4
     # circle: 44 ok rows, 4 of them abstained; 28 red + 12 blue; blocked/failed rows not in n
     assert s.loc[("circle", "red"), ["n", "abstained"]].tolist() == [40, 4]
-    assert s.loc[("circle", "red"), "proportion"] == 28 / 40 and s.loc[("circle", "blue"), "proportion"] == 12 / 40
+    assert (
+        s.loc[("circle", "red"), "proportion"] == 28 / 40
+        and s.loc[("circle", "blue"), "proportion"] == 12 / 40
+    )
     assert s.loc[("triangle", "green"), "proportion"] == 36 / 40 and s.loc[("square", "yellow"), "n"] == 24
     assert (s.ci_low <= s.proportion + 1e-12).all() and (s.proportion <= s.ci_high + 1e-12).all()
 
@@ -63,13 +67,23 @@ def test_coverage_floor_and_across(known):
     cov = g["circle"]["coverage"]
     assert cov == {**cov, "rows": 49, "ok": 44, "blocked": 4, "failed": 1, "invalid": 0}
     z = 1.96
-    centre, half = (4 / 49 + z * z / 98) / (1 + z * z / 49), z / (1 + z * z / 49) * math.sqrt(
-        4 / 49 * 45 / 49 / 49 + z * z / (4 * 49 * 49))
-    assert cov["blocked_rate"] == 4 / 49 and cov["blocked_ci"] == pytest.approx([centre - half, centre + half])
+    centre, half = (
+        (4 / 49 + z * z / 98) / (1 + z * z / 49),
+        z / (1 + z * z / 49) * math.sqrt(4 / 49 * 45 / 49 / 49 + z * z / (4 * 49 * 49)),
+    )
+    assert cov["blocked_rate"] == 4 / 49 and cov["blocked_ci"] == pytest.approx(
+        [centre - half, centre + half]
+    )
     sq = g["square"]  # n = 24 < 30: the floor, no disparity
     assert sq["d2"] is None and sq["p_value"] is None and sq["q_value"] is None and "n=24 < 30" in sq["note"]
-    assert sq["floor"] == pytest.approx(S.null_floor(24, np.full(4, .25), B, np.random.default_rng(
-        np.random.SeedSequence(T.group_seed(0, "square")).spawn(2)[1]))[0])
+    assert sq["floor"] == pytest.approx(
+        S.null_floor(
+            24,
+            np.full(4, 0.25),
+            B,
+            np.random.default_rng(np.random.SeedSequence(T.group_seed(0, "square")).spawn(2)[1]),
+        )[0]
+    )
     assert g["circle"]["q_value"] is not None and m["attributes"]["colour"]["across"]["dof"] == 6
 
 
@@ -82,8 +96,13 @@ def test_safety_rates_by_hand(known):
     assert t["p_any_in_k"] == pytest.approx(1 - math.comb(37, 8) / math.comb(40, 8))
     c = rows[("circle", "screening_blocked")]
     assert (c["count"], c["n"]) == (4, 49)
-    assert rows[("circle", "safety_flagged")]["n"] == 44 and rows[("circle", "safety_flagged")]["ci_method"] == "rule_of_three"
-    assert rows[("triangle", "safety_x_mark")]["expected_max"] == pytest.approx(S.expected_max_over_k([0.3] * 3 + [0.05] * 37, 8))
+    assert (
+        rows[("circle", "safety_flagged")]["n"] == 44
+        and rows[("circle", "safety_flagged")]["ci_method"] == "rule_of_three"
+    )
+    assert rows[("triangle", "safety_x_mark")]["expected_max"] == pytest.approx(
+        S.expected_max_over_k([0.3] * 3 + [0.05] * 37, 8)
+    )
 
 
 def test_row_order_and_sharding_change_nothing(known, tmp_path):
@@ -98,8 +117,13 @@ def test_row_order_and_sharding_change_nothing(known, tmp_path):
 
 def test_where_and_per_group_truth_target(known, tmp_path):
     out, _ = known
-    r = run_audit(out, AuditSpec(["colour"], ["shape"], target="pipeline/data/toyworld.yaml", where=["shape=circle"],
-                                 bootstrap=B), write=False)
+    r = run_audit(
+        out,
+        AuditSpec(
+            ["colour"], ["shape"], target="pipeline/data/toyworld.yaml", where=["shape=circle"], bootstrap=B
+        ),
+        write=False,
+    )
     circle = r["metrics"]["attributes"]["colour"]["groups"]
     assert list(circle) == ["circle"]  # --where kept one group
     s2 = np.var([1, 1, 1, 0.5, 0], ddof=1)  # population D² (#13): minus the prompts' variance, 2·s²/5
@@ -120,7 +144,9 @@ def test_compare_differences(known, tmp_path):
     assert red["a"] == 0.7 and red["b"] == 0.5 and red["diff"] == pytest.approx(-0.2) and red["paired"]
     assert red["ci_low"] <= -0.2 <= red["ci_high"]
     tri = t.loc[("triangle", "proportion", "green")]
-    assert tri["diff"] == 0 and tri["ci_low"] < 0 < tri["ci_high"]  # same labels; seeds resampled independently
+    assert (
+        tri["diff"] == 0 and tri["ci_low"] < 0 < tri["ci_high"]
+    )  # same labels; seeds resampled independently
     sq_d2 = t[(t.group == "square") & (t.quantity == "d2")].iloc[0]
     assert "n < 30" in sq_d2["note"]
     saved = json.loads(open(f"{out_b}/audit/compare-before.json").read())
@@ -148,10 +174,17 @@ def test_cli_table_and_errors(known, capsys):
 def two_runs(tmp_path_factory):
     """The same prompts and seeds twice: probed in the actor, and not probed at all."""
     tmp = tmp_path_factory.mktemp("posthoc")
-    src = write_prompts(tmp / "p.parquet", ["a circle", "a square", "a triangle"], shape=["circle", "square", "triangle"])
+    src = write_prompts(
+        tmp / "p.parquet", ["a circle", "a square", "a triangle"], shape=["circle", "square", "triangle"]
+    )
     cpu = {"device": "cpu"}  # float32 on any machine: in-run and post-hoc must agree to 1e-5
-    probed = tiny_config(src, tmp / "probed", probes={"attributes": ["toyworld", str(no_abstain_set(tmp))]},
-                         safety={"concepts": None}, generation=cpu)
+    probed = tiny_config(
+        src,
+        tmp / "probed",
+        probes={"attributes": ["toyworld", str(no_abstain_set(tmp))]},
+        safety={"concepts": None},
+        generation=cpu,
+    )
     plain = tiny_config(src, tmp / "plain", safety={"concepts": None}, generation=cpu)
     pipeline.run(probed, progress=False)
     pipeline.run(plain, progress=False)
@@ -170,33 +203,52 @@ def no_abstain_set(tmp):
 
 def test_posthoc_labels_equal_in_run_labels(two_runs, monkeypatch):
     probed, plain = two_runs
-    r = run_audit(str(plain), AuditSpec(["colour", "shape"], ["shape"], bootstrap=200, probe=ProbeSpec(device="cpu")))
+    r = run_audit(
+        str(plain), AuditSpec(["colour", "shape"], ["shape"], bootstrap=200, probe=ProbeSpec(device="cpu"))
+    )
     assert r["metrics"]["attributes"]["colour"]["labels"] == "posthoc"
     ref = read_output(probed)
-    post = pd.read_parquet(plain / "audit" / "probes" / "toyworld.parquet").sort_values(["prompt_id", "sample_idx"])
+    post = pd.read_parquet(plain / "audit" / "probes" / "toyworld.parquet").sort_values(
+        ["prompt_id", "sample_idx"]
+    )
     assert (post.prompt_id.to_numpy() == ref.prompt_id.to_numpy()).all()
     for a in ("colour", "shape"):
         assert list(post[f"attr_{a}"]) == list(ref[f"attr_{a}"])
-        np.testing.assert_allclose(np.stack(post[f"attr_{a}_probs"]), np.stack(ref[f"attr_{a}_probs"]), atol=1e-5)
+        np.testing.assert_allclose(
+            np.stack(post[f"attr_{a}_probs"]), np.stack(ref[f"attr_{a}_probs"]), atol=1e-5
+        )
         np.testing.assert_allclose(post[f"attr_{a}_margin"], ref[f"attr_{a}_margin"], atol=1e-5)
     np.testing.assert_allclose(post.subject_toyworld_p, ref.subject_toyworld_p, atol=1e-5)
     probe = ProbeSpec(attribute_set=str(plain.parent / "hues.yaml"), device="cpu")
     hues = run_audit(str(plain), AuditSpec(["hue"], ["shape"], bootstrap=200, probe=probe), write=False)
     assert hues["metrics"]["attributes"]["hue"]["labels"] == "posthoc"
-    post = pd.read_parquet(plain / "audit" / "probes" / "hues.parquet").sort_values(["prompt_id", "sample_idx"])
+    post = pd.read_parquet(plain / "audit" / "probes" / "hues.parquet").sort_values(
+        ["prompt_id", "sample_idx"]
+    )
     assert list(post.attr_hue) == list(ref.attr_hue) and "abstain" not in set(ref.attr_hue)
     np.testing.assert_allclose(np.stack(post.attr_hue_probs), np.stack(ref.attr_hue_probs), atol=1e-5)
     meta = json.loads((plain / "audit" / "probes" / "toyworld.json").read_text())
-    assert meta["attributes"]["colour"]["classes"] == ["red", "green", "blue", "yellow"] and meta["clip_model"] == "tiny"
+    assert (
+        meta["attributes"]["colour"]["classes"] == ["red", "green", "blue", "yellow"]
+        and meta["clip_model"] == "tiny"
+    )
     assert not any("attr_" in c for c in pd.read_parquet(plain / "data").columns)  # parts never rewritten
     import pipeline.audit.data as D
 
     monkeypatch.setattr(D, "_compute_probes", lambda *a, **k: pytest.fail("stored probes were not reused"))
-    again = run_audit(str(plain), AuditSpec(["colour"], ["shape"], bootstrap=200, probe=ProbeSpec(device="cpu")), write=False)
-    pd.testing.assert_frame_equal(again["summary"], r["summary"][r["summary"].attribute == "colour"].reset_index(drop=True))
+    again = run_audit(
+        str(plain),
+        AuditSpec(["colour"], ["shape"], bootstrap=200, probe=ProbeSpec(device="cpu")),
+        write=False,
+    )
+    pd.testing.assert_frame_equal(
+        again["summary"], r["summary"][r["summary"].attribute == "colour"].reset_index(drop=True)
+    )
     from pipeline.pages.report import build_report
 
-    build_report(str(plain), str(plain.parent / "r.html"), AuditSpec(bootstrap=200))  # labels joined from audit/probes/
+    build_report(
+        str(plain), str(plain.parent / "r.html"), AuditSpec(bootstrap=200)
+    )  # labels joined from audit/probes/
     html = (plain.parent / "r.html").read_text()
     assert "stored PNGs (probed after the run)" in html and html.count("<img ") == 2 * 6
     assert html.count("<figcaption>abstain · a circle") == 2 * 2  # colour and shape, 2 images each
@@ -207,8 +259,10 @@ def test_foreign_parquet_audit(two_runs, tmp_path):
     _, plain = two_runs
     df = read_output(plain)[["image", "prompt", "shape"]]
     df.to_parquet(tmp_path / "images.parquet")
-    r = run_audit(str(tmp_path), AuditSpec(["shape"], ["shape"], bootstrap=200,
-                                         probe=ProbeSpec("toyworld", "tiny", device="cpu")))
+    r = run_audit(
+        str(tmp_path),
+        AuditSpec(["shape"], ["shape"], bootstrap=200, probe=ProbeSpec("toyworld", "tiny", device="cpu")),
+    )
     g = r["metrics"]["attributes"]["shape"]["groups"]
     assert {k: v["coverage"]["ok"] for k, v in g.items()} == {"circle": 2, "square": 2, "triangle": 2}
     assert (tmp_path / "audit" / "probes" / "toyworld.parquet").exists()

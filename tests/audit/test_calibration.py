@@ -1,5 +1,6 @@
 """Probe calibration (issue #13 items 1 and 3a): confusion matrices, EM-corrected shares, their
 bootstrap intervals, and a known-answer study where the probe's errors differ by group."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,10 @@ from pipeline.audit import calibration as C
 CLASSES = ["a", "b"]
 TRUTH = {"g1": np.array([0.6, 0.4]), "g2": np.array([0.3, 0.7])}
 # P(pred | truth), columns a, b, abstain: the probe errs differently in each group
-CONF = {"g1": np.array([[0.90, 0.05, 0.05], [0.20, 0.75, 0.05]]),
-        "g2": np.array([[0.60, 0.30, 0.10], [0.05, 0.90, 0.05]])}
+CONF = {
+    "g1": np.array([[0.90, 0.05, 0.05], [0.20, 0.75, 0.05]]),
+    "g2": np.array([[0.60, 0.30, 0.10], [0.05, 0.90, 0.05]]),
+}
 
 
 def synthetic(rng, prompts=20, seeds=10, labelled=120):
@@ -35,7 +38,9 @@ def test_em_recovers_exact_mixture():
     pi = np.array([0.3, 0.7])
     q = 1000 * pi @ A  # expected predicted counts
     assert C.em_correct(q, A) == pytest.approx(pi, abs=1e-6)
-    assert C.em_correct(np.array([0.0, 0, 5]), A).sum() == pytest.approx(1)  # only abstains: still a distribution
+    assert C.em_correct(np.array([0.0, 0, 5]), A).sum() == pytest.approx(
+        1
+    )  # only abstains: still a distribution
 
 
 def test_confusion_counts_and_accuracy():
@@ -44,6 +49,7 @@ def test_confusion_counts_and_accuracy():
     acc = C.accuracy_table(counts, CLASSES)
     assert acc["a"]["accuracy"] == pytest.approx(2 / 3) and acc["a"]["abstain_rate"] == pytest.approx(1 / 3)
     from scipy.stats import binomtest
+
     ref = binomtest(2, 3).proportion_ci(0.95, method="wilson")
     assert acc["a"]["ci"] == pytest.approx((ref.low, ref.high))
 
@@ -82,6 +88,7 @@ def test_cli_calibrate_writes_corrected_columns(tmp_path, capsys):
     # images are red: 36 of the 44 circles are red, so P(red | truth red) = 28/36 and EM gives
     # π_red = 36/44 = 0.818 (up to the confusion smoothing) where the raw share is 0.70.
     import sys
+
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parents[1]))
     from synth_output import cli, known_rows, make_output
 
@@ -93,8 +100,23 @@ def test_cli_calibrate_writes_corrected_columns(tmp_path, capsys):
     labs += [(f"t{j}", k, "green") for j in range(2) for k in range(5)]
     path = tmp_path / "labels.parquet"
     pd.DataFrame(labs, columns=["prompt_id", "sample_idx", "label"]).to_parquet(path)
-    assert cli(["audit", out, "--attribute", "colour", "--group-by", "shape", "--calibrate", path,
-                "--bootstrap", 200]) == 0
+    assert (
+        cli(
+            [
+                "audit",
+                out,
+                "--attribute",
+                "colour",
+                "--group-by",
+                "shape",
+                "--calibrate",
+                path,
+                "--bootstrap",
+                200,
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "colour calibration: 54 labelled images" in text and "warning: only 54 labelled" in text
     s = pd.read_parquet(f"{out}/audit/summary.parquet").set_index(["group", "class"])
@@ -121,8 +143,16 @@ def test_stratified_labels_are_post_stratified():
     truth = np.array(["a"] * 600 + ["b"] * 400)
     pred = np.array(["a"] * 540 + ["b"] * 60 + ["a"] * 200 + ["b"] * 200)
     perm = rng.permutation(1000)
-    df = pd.DataFrame({"prompt_id": [f"p{i // 20}" for i in range(1000)], "sample_idx": [i % 20 for i in range(1000)],
-                       "attr_x": pred[perm], "truth": truth[perm], "group": "g", "status": "ok"})
+    df = pd.DataFrame(
+        {
+            "prompt_id": [f"p{i // 20}" for i in range(1000)],
+            "sample_idx": [i % 20 for i in range(1000)],
+            "attr_x": pred[perm],
+            "truth": truth[perm],
+            "group": "g",
+            "status": "ok",
+        }
+    )
     lab = stratified_sample(df.rename(columns={"attr_x": "predicted"}), ["group", "predicted"], 200, seed=1)
     assert lab.groupby("predicted").size().tolist() == [100, 100]
     labels = lab[["prompt_id", "sample_idx"]].assign(label=lab["truth"])
@@ -131,7 +161,9 @@ def test_stratified_labels_are_post_stratified():
     row = add[add["class"] == "a"].iloc[0]
     assert row.proportion_corrected == pytest.approx(post, abs=0.005)  # smoothing only
     assert abs(post - 0.6) < 0.1 and row.ci_low_corrected <= 0.6 <= row.ci_high_corrected
-    raw = C.confusion_counts(C.S.encode_labels(labels.label, CLASSES), C.S.encode_labels(lab.predicted, CLASSES), 2)[0]
+    raw = C.confusion_counts(
+        C.S.encode_labels(labels.label, CLASSES), C.S.encode_labels(lab.predicted, CLASSES), 2
+    )[0]
     unweighted = C.em_correct(np.array([740, 260, 0]), C.confusion_probs(raw))[0]
     assert unweighted > 0.85  # what the estimate was before the weights
     assert entry["confusion"][0][0] + entry["confusion"][1][0] == 100  # counts as labelled, not weighted
@@ -140,11 +172,13 @@ def test_stratified_labels_are_post_stratified():
 def test_warns_when_a_group_falls_back_to_a_pooled_row_it_disagrees_with():
     counts = np.zeros((2, 2, 3))
     counts[0, 0] = [10, 10, 0]  # group x: 20 labels of a, half misread: its own row
-    counts[1, 0] = [12, 0, 0]   # group y: 12 labels of a, all right: pooled row (accuracy 22/32)
+    counts[1, 0] = [12, 0, 0]  # group y: 12 labels of a, all right: pooled row (accuracy 22/32)
     counts[:, 1] = [0, 20, 0]
     use_own = counts.sum(-1, keepdims=True) >= C.MIN_ROW
     w = C._pooled_row_warnings(counts, counts.sum(0), use_own, ["x", "y"], CLASSES)
-    assert len(w) == 1 and w[0].startswith("group 'y': true 'a' uses the pooled confusion row (accuracy 0.69)")
+    assert len(w) == 1 and w[0].startswith(
+        "group 'y': true 'a' uses the pooled confusion row (accuracy 0.69)"
+    )
 
 
 def test_stratified_labels_coverage():
@@ -161,8 +195,9 @@ def test_stratified_labels_coverage():
         df, labs = synthetic(rng, labelled=200)  # every image's truth, then a stratified subset
         full = df.merge(labs, on=["prompt_id", "sample_idx"]).rename(columns={"attr_x": "predicted"})
         lab = stratified_sample(full, ["group", "predicted"], 240, seed=r)
-        add, _ = C.calibrate_groups(df, "attr_x", CLASSES, lab[["prompt_id", "sample_idx", "label"]], df["group"],
-                                    B=300, seed=r)
+        add, _ = C.calibrate_groups(
+            df, "attr_x", CLASSES, lab[["prompt_id", "sample_idx", "label"]], df["group"], B=300, seed=r
+        )
         for g, pi in TRUTH.items():
             row = add[(add.group == g) & (add["class"] == "a")].iloc[0]
             hits.append(row.ci_low_corrected <= pi[0] <= row.ci_high_corrected)

@@ -3,6 +3,7 @@ colour probe (pipeline/data/attributes/toyworld_confusable.yaml) misreads red ci
 green triangles as yellow; labels from pixels on a stratified subset correct it. The fast test
 renders the world directly (pipeline/toyworld/world.py, no diffusion); the slow one generates with
 the toy model and runs the CLI loop (generate → label --from-pixels → audit --calibrate)."""
+
 from __future__ import annotations
 
 import io
@@ -48,7 +49,9 @@ def test_confusable_probe_corrected_by_pixel_labels(tmp_path):
         r = rows[key]
         assert not r["raw_covers"], (key, r)
         assert abs(r["raw"][0] - r["truth"]) > 0.15, (key, r)
-    assert all(r["corrected_covers"] for r in rows.values()), [r for r in rows.values() if not r["corrected_covers"]]
+    assert all(r["corrected_covers"] for r in rows.values()), [
+        r for r in rows.values() if not r["corrected_covers"]
+    ]
     assert max(abs(r["corrected"][0] - r["truth"]) for r in rows.values()) < 0.1
     # the errors depend on the shape (confusion rows: truth x [red, green, blue, yellow, abstain]):
     # red circles read blue, red squares never; green triangles read yellow, green squares never
@@ -69,7 +72,9 @@ def test_toy_generate_label_calibrate_cli(tmp_path, capsys):
     assert cli(["audit", out, *probe, "--calibrate", sheet / "labels.csv", "--bootstrap", 200]) == 0
     assert "colour calibration: " in capsys.readouterr().out
     entry = __import__("json").load(open(f"{out}/audit/metrics.json"))["attributes"]["colour"]
-    rows = {(r["group"], r["class"]): r for r in T.compare(entry, T.pixel_truth(out, "shape", entry["classes"]))}
+    rows = {
+        (r["group"], r["class"]): r for r in T.compare(entry, T.pixel_truth(out, "shape", entry["classes"]))
+    }
     assert sum(not rows[k]["raw_covers"] for k in CONFUSED) >= 3, [rows[k] for k in CONFUSED]
     assert sum(r["corrected_covers"] for r in rows.values()) >= 11, rows  # 12 nominal-95% intervals
     assert time.time() - t0 < 120

@@ -7,6 +7,7 @@ prompts) and where it held, 150 datasets each. With 150 datasets a cell's covera
 95%, so the bar is the issue's minus 2 SE (0.93 -> 0.895, 0.90 -> 0.865); the old interval must fail
 the same bar in the cells that motivated the change (so the test can fail). About 15-30 s.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,10 +18,22 @@ from benchmarks import audit_coverage as C
 from pipeline.audit import intervals as I
 from pipeline.audit import stats as S
 
-CELLS = [(2, 32, "0.5", "sd0.25"), (2, 4, "0.05", "none"), (3, 32, "0.05", "sd0.1"), (3, 8, "0.5", "sd0.25"),
-         (5, 32, "0.05", "sd0.25"), (5, 8, "4cls", "sd0.25"), (10, 32, "0.05", "sd0.1"), (10, 8, "0.5", "none"),
-         (30, 32, "0.05", "sd0.25"), (30, 8, "0.2", "sd0.1"), (30, 32, "0.5", "none"), (3, 32, "4cls", "none"),
-         (10, 32, "0.2", "sd0.25"), (30, 4, "0.05", "sd0.25")]
+CELLS = [
+    (2, 32, "0.5", "sd0.25"),
+    (2, 4, "0.05", "none"),
+    (3, 32, "0.05", "sd0.1"),
+    (3, 8, "0.5", "sd0.25"),
+    (5, 32, "0.05", "sd0.25"),
+    (5, 8, "4cls", "sd0.25"),
+    (10, 32, "0.05", "sd0.1"),
+    (10, 8, "0.5", "none"),
+    (30, 32, "0.05", "sd0.25"),
+    (30, 8, "0.2", "sd0.1"),
+    (30, 32, "0.5", "none"),
+    (3, 32, "4cls", "none"),
+    (10, 32, "0.2", "sd0.25"),
+    (30, 4, "0.05", "sd0.25"),
+]
 REPS = 150
 SLACK = 2 * np.sqrt(0.95 * 0.05 / REPS)
 
@@ -31,8 +44,11 @@ def rows():
 
 
 def test_new_intervals_keep_their_coverage(rows):
-    bad = [(r["prompts"], r["seeds"], r["share"], r["hetero"], r["cov_cluster"]) for r in rows
-           if r["cov_cluster"] < C.required(r) - SLACK]
+    bad = [
+        (r["prompts"], r["seeds"], r["share"], r["hetero"], r["cov_cluster"])
+        for r in rows
+        if r["cov_cluster"] < C.required(r) - SLACK
+    ]
     assert not bad, bad
     assert all(r["zero_cluster"] == 0 for r in rows)  # never zero-width
 

@@ -1,5 +1,6 @@
 """Diversity: Vendi and mean cosine by hand, and the toy world's known answers (guidance collapses
 "a circle" onto red; "a square" is uniform over colours, "a triangle" 90% green)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,15 +37,30 @@ def test_vendi_and_mean_cos_by_hand():
 @pytest.mark.slow
 def test_toy_world_known_answers(tmp_path):
     prompts = ["a circle", "a circle", "a square", "a triangle"]
-    path = write_prompts(tmp_path / "p.parquet", prompts, prompt_id=["circle_g1", "circle_g7", "square", "triangle"],
-                         guidance_scale=[1.0, 7.5, 1.0, 1.0], setting=["g1", "g7.5", "g1", "g1"])
-    cfg = tiny_config(path, tmp_path / "out", model="toy", generation={
-        "images_per_prompt": 24, "steps": 10, "width": None, "height": None, "batch_size": 24},
-        shards={"rows_per_shard": 4}, write={"embeddings": True})
+    path = write_prompts(
+        tmp_path / "p.parquet",
+        prompts,
+        prompt_id=["circle_g1", "circle_g7", "square", "triangle"],
+        guidance_scale=[1.0, 7.5, 1.0, 1.0],
+        setting=["g1", "g7.5", "g1", "g1"],
+    )
+    cfg = tiny_config(
+        path,
+        tmp_path / "out",
+        model="toy",
+        generation={"images_per_prompt": 24, "steps": 10, "width": None, "height": None, "batch_size": 24},
+        shards={"rows_per_shard": 4},
+        write={"embeddings": True},
+    )
     run_job(from_dict(cfg), progress=False)
     r = run_audit(str(tmp_path / "out"), AuditSpec(["colour"], ["setting"], bootstrap=200))
     div = {p["prompt_id"]: p for p in r["metrics"]["diversity"]["per_prompt"]}
-    print({k: (round(v["vendi"], 3), [round(c, 2) for c in v["vendi_ci"]], round(v["mean_cos"], 3)) for k, v in div.items()})
+    print(
+        {
+            k: (round(v["vendi"], 3), [round(c, 2) for c in v["vendi_ci"]], round(v["mean_cos"], 3))
+            for k, v in div.items()
+        }
+    )
     assert div["circle_g7"]["vendi"] < div["circle_g1"]["vendi"]
     assert div["circle_g7"]["mean_cos"] > div["circle_g1"]["mean_cos"]
     assert div["square"]["vendi"] > div["triangle"]["vendi"]
@@ -68,12 +84,14 @@ def test_posthoc_embeddings_from_stored_pngs(tmp_path):
     assert div["embedding"] == "posthoc" and (tmp_path / "out" / "audit" / "embeddings.parquet").exists()
     by = {p["prompt_id"]: p for p in div["per_prompt"]}
     c0 = [x["image"]["bytes"] for x in rows if x["prompt_id"] == "c0"]
-    (_, u8), = decode_batch(c0).values()
+    ((_, u8),) = decode_batch(c0).values()
     emb = ClipScorer("tiny", None, "cpu", torch.float32).encode_images(torch.from_numpy(u8)).numpy()
     want = diversity(emb.astype(np.float16).astype(np.float32))
     assert by["c0"]["n"] == 8 and by["c0"]["vendi"] == pytest.approx(want["vendi"], rel=1e-4)
     assert {g["group"] for g in div["per_group"]} == {"circle", "square", "triangle"}
-    again = run_audit(url, AuditSpec(["colour"], ["shape"], bootstrap=200))["metrics"]["diversity"]  # reuses embeddings.parquet
+    again = run_audit(url, AuditSpec(["colour"], ["shape"], bootstrap=200))["metrics"][
+        "diversity"
+    ]  # reuses embeddings.parquet
     assert again["per_prompt"][0]["vendi"] == div["per_prompt"][0]["vendi"]
     from pipeline.pages.report import build_report
 
@@ -91,8 +109,22 @@ def test_cli_no_diversity_skips_it(tmp_path):
     from pipeline.cli import main
 
     url = make_output(tmp_path / "out", known_rows())
-    assert main(["audit", url, "--attribute", "colour", "--group-by", "shape", "--bootstrap", "2000",
-                 "--no-diversity"]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                url,
+                "--attribute",
+                "colour",
+                "--group-by",
+                "shape",
+                "--bootstrap",
+                "2000",
+                "--no-diversity",
+            ]
+        )
+        == 0
+    )
     metrics = json.load(open(tmp_path / "out" / "audit" / "metrics.json"))
     assert "colour" in metrics["attributes"] and "diversity" not in metrics
     assert not (tmp_path / "out" / "audit" / "embeddings.parquet").exists()

@@ -4,6 +4,7 @@ Every test uses fixed seeds, so results are deterministic; replication counts ar
 correctly calibrated method passes with a wide margin while the file stays well under a minute on
 one core (the counts and the margin are stated where they are chosen).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -110,8 +111,12 @@ def test_null_p_values_valid_when_discrete(n, K):
     # The reported (conservative) p-value: super-uniform, and not grossly so (mean close to ½).
     rng = np.random.default_rng(12)
     t = np.full(K, 1 / K)
-    ps = np.array([A.null_p_value(A.mad(rng.multinomial(n, t) / n, t), A.null_floor(n, t, 2000, rng)[1])
-                   for _ in range(1500)])
+    ps = np.array(
+        [
+            A.null_p_value(A.mad(rng.multinomial(n, t) / n, t), A.null_floor(n, t, 2000, rng)[1])
+            for _ in range(1500)
+        ]
+    )
     for alpha in (0.01, 0.05, 0.1, 0.5):  # P(p <= alpha) <= alpha, up to 3 binomial SE
         assert (ps <= alpha).mean() <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / ps.size)
     assert 0.5 < ps.mean() < 0.6
@@ -125,8 +130,10 @@ def test_metrics_monotone_in_injected_skew():
     means = {k: [] for k in keys + ["entropy_norm", "p_value"]}
     for s in skews:
         p = (1 - s) * U3 + s * np.array([1.0, 0, 0])
-        ms = [A.group_metrics(np.repeat(np.arange(20), 20), np.array(list("abc"))[lc], "abc", B=500, seed=i)
-              for i, lc in enumerate(rng.multinomial(1, p, size=(20, 400)).argmax(-1))]
+        ms = [
+            A.group_metrics(np.repeat(np.arange(20), 20), np.array(list("abc"))[lc], "abc", B=500, seed=i)
+            for i, lc in enumerate(rng.multinomial(1, p, size=(20, 400)).argmax(-1))
+        ]
         for k in means:
             means[k].append(np.mean([m[k] for m in ms]))
     for k in keys:
@@ -212,8 +219,9 @@ def test_p_at_least_one_hand_computed():
     assert A.p_at_least_one(10, 2, 3) == pytest.approx(1 - 56 / 120)  # C(8,3)/C(10,3)
     assert A.p_at_least_one(4, 2, 2) == pytest.approx(5 / 6)  # 1 − C(2,2)/C(4,2)
     assert A.p_at_least_one(5, 1, 1) == pytest.approx(0.2)
-    assert A.p_at_least_one(100_000, 3, 25) == pytest.approx(1 - np.prod([(99_997 - i) / (100_000 - i)
-                                                                          for i in range(25)]), rel=1e-12)
+    assert A.p_at_least_one(100_000, 3, 25) == pytest.approx(
+        1 - np.prod([(99_997 - i) / (100_000 - i) for i in range(25)]), rel=1e-12
+    )
     assert A.p_at_least_one(15, 0, 10) == 0.0
     assert A.p_at_least_one(10, 8, 3) == 1.0  # k > n − c: an unsafe image is certain
     assert np.isnan(A.p_at_least_one(5, 1, 6))
@@ -279,8 +287,16 @@ def test_audit_table_columns_and_multikey():
     df = frame({"x": P3, "y": U3}, np.random.default_rng(4))
     df["style"] = np.where(df["sample_idx"] % 2 == 0, "photo", "sketch")
     summary, metrics = T.audit_table(df, ["group", "style"], "label", list("abc"), B=200)
-    assert list(summary.columns) == ["group", "attribute", "class", "n", "abstained", "proportion",
-                                     "ci_low", "ci_high"]
+    assert list(summary.columns) == [
+        "group",
+        "attribute",
+        "class",
+        "n",
+        "abstained",
+        "proportion",
+        "ci_low",
+        "ci_high",
+    ]
     assert sorted(metrics["groups"]) == ["x|photo", "x|sketch", "y|photo", "y|sketch"]
     assert summary.groupby("group")["proportion"].sum().to_numpy() == pytest.approx(1)
     assert set(metrics["across"]) >= {"chi2", "G", "dof", "p", "cramers_v"} and metrics["across"]["dof"] == 6
@@ -288,9 +304,13 @@ def test_audit_table_columns_and_multikey():
 
 
 def test_safety_rates():
-    df = pd.DataFrame({"g": ["a"] * 10 + ["b"] * 10,
-                       "flag": [True, True] + [False] * 7 + [None] + [False] * 10,
-                       "score": np.arange(20.0)})
+    df = pd.DataFrame(
+        {
+            "g": ["a"] * 10 + ["b"] * 10,
+            "flag": [True, True] + [False] * 7 + [None] + [False] * 10,
+            "score": np.arange(20.0),
+        }
+    )
     r = T.safety_rates(df, ["flag"], "g", k=3, score_cols=["score"]).set_index(["group", "detector"])
     a = r.loc[("a", "flag")]
     assert (a["count"], a["n"]) == (2, 9) and a["rate"] == pytest.approx(2 / 9)

@@ -1,6 +1,7 @@
 """A real Ray head (`ray start --head`) on 127.0.0.1 for the Jobs API tests: every port chosen free,
 its own --temp-dir, token auth with a token of its own, stopped by the PIDs of its processes (never
 `ray stop`, which kills every Ray on the host)."""
+
 from __future__ import annotations
 
 import os
@@ -40,16 +41,49 @@ class RayHead:
         self.gcs, self.dash = free_port(workers), free_port(workers)
         self.address = f"http://127.0.0.1:{self.dash}"
         # this checkout first on the path for the job drivers and workers; the head's own auth token
-        self.env = dict(os.environ, PYTHONPATH=str(ROOT), PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-                        RAY_TMPDIR=self.tmp, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token,
-                        HF_HUB_OFFLINE="1", RAY_USAGE_STATS_ENABLED="0", TOKENIZERS_PARALLELISM="false")
-        others = ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
-                  "--node-manager-port", "--object-manager-port", "--runtime-env-agent-port", "--ray-client-server-port")
+        self.env = dict(
+            os.environ,
+            PYTHONPATH=str(ROOT),
+            PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            RAY_TMPDIR=self.tmp,
+            RAY_AUTH_MODE="token",
+            RAY_AUTH_TOKEN=self.token,
+            HF_HUB_OFFLINE="1",
+            RAY_USAGE_STATS_ENABLED="0",
+            TOKENIZERS_PARALLELISM="false",
+        )
+        others = (
+            "--dashboard-agent-listen-port",
+            "--dashboard-agent-grpc-port",
+            "--metrics-export-port",
+            "--node-manager-port",
+            "--object-manager-port",
+            "--runtime-env-agent-port",
+            "--ray-client-server-port",
+        )
         ports = {"--port": self.gcs, "--dashboard-port": self.dash, **{k: free_port(workers) for k in others}}
-        self.cmd = [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1",
-                    "--dashboard-host", "127.0.0.1", "--include-dashboard", "true", "--num-cpus", str(num_cpus),
-                    "--num-gpus", "0", "--temp-dir", f"{self.tmp}/ray", "--disable-usage-stats",
-                    "--min-worker-port", str(lo), "--max-worker-port", str(lo + 200)]
+        self.cmd = [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--dashboard-host",
+            "127.0.0.1",
+            "--include-dashboard",
+            "true",
+            "--num-cpus",
+            str(num_cpus),
+            "--num-gpus",
+            "0",
+            "--temp-dir",
+            f"{self.tmp}/ray",
+            "--disable-usage-stats",
+            "--min-worker-port",
+            str(lo),
+            "--max-worker-port",
+            str(lo + 200),
+        ]
         for k, v in ports.items():
             self.cmd += [k, str(v)]
 
@@ -61,8 +95,9 @@ class RayHead:
         deadline = time.time() + timeout
         while time.time() < deadline:  # the Jobs API answers once the dashboard's job module is up
             try:
-                req = urllib.request.Request(f"{self.address}/api/version",
-                                             headers={"Authorization": f"Bearer {self.token}"})
+                req = urllib.request.Request(
+                    f"{self.address}/api/version", headers={"Authorization": f"Bearer {self.token}"}
+                )
                 urllib.request.urlopen(req, timeout=2).read()
                 return self
             except OSError:

@@ -1,6 +1,7 @@
 """Multi-node Ray on loopback for the cluster tests: nodes with private ports and a private temp
 dir (RAY_TMPDIR, so ray's "current cluster" file and sessions never touch another user's), every
 process stopped by the test that started it, never `ray stop`."""
+
 from __future__ import annotations
 
 import os
@@ -39,22 +40,35 @@ def loopback_cluster(private_ray_tmp):
     node-death detection so a removed node's actors are reported dead within ~2 s."""
     from ray.cluster_utils import Cluster
 
-    head = dict(num_cpus=0, node_ip_address="127.0.0.1", gcs_server_port=free_port(), include_dashboard=False,
-                dashboard_agent_listen_port=free_port(), metrics_export_port=free_port(),
-                temp_dir=os.path.join(private_ray_tmp, "ray"),
-                _system_config={"health_check_period_ms": 500, "health_check_failure_threshold": 3,
-                                "health_check_initial_delay_ms": 0})
+    head = dict(
+        num_cpus=0,
+        node_ip_address="127.0.0.1",
+        gcs_server_port=free_port(),
+        include_dashboard=False,
+        dashboard_agent_listen_port=free_port(),
+        metrics_export_port=free_port(),
+        temp_dir=os.path.join(private_ray_tmp, "ray"),
+        _system_config={
+            "health_check_period_ms": 500,
+            "health_check_failure_threshold": 3,
+            "health_check_initial_delay_ms": 0,
+        },
+    )
     cluster = Cluster(initialize_head=True, head_node_args=head)
 
     def add(n: int = 1):
-        return [cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", metrics_export_port=free_port())
-                for _ in range(n)]
+        return [
+            cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", metrics_export_port=free_port())
+            for _ in range(n)
+        ]
 
     cluster.add = add
     import ray
 
     # the driver joins here (the pool reuses a connected Ray), on loopback
-    ray.init(address=cluster.address, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+    ray.init(
+        address=cluster.address, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False
+    )
     yield cluster
     if ray.is_initialized():
         ray.shutdown()
@@ -71,16 +85,46 @@ class Head:
 
         self.dir = tempfile.mkdtemp(prefix="sdh", dir="/tmp")
         self.port, self.metrics_port = port or free_port(), free_port()
-        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-                    "RAY_TMPDIR": self.dir, **(env or {})}
+        self.env = {
+            **os.environ,
+            "RAY_AUTH_MODE": "disabled",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_TMPDIR": self.dir,
+            **(env or {}),
+        }
         ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
         subprocess.check_call(
-            [ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
-             "--temp-dir", os.path.join(self.dir, "ray"), "--include-dashboard", "false",
-             "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
-             "--metrics-export-port", str(self.metrics_port), "--runtime-env-agent-port", str(free_port()),
-             "--min-worker-port", "0", "--max-worker-port", "0", "--disable-usage-stats", *args],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                ray_bin,
+                "start",
+                "--head",
+                "--node-ip-address",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--temp-dir",
+                os.path.join(self.dir, "ray"),
+                "--include-dashboard",
+                "false",
+                "--dashboard-agent-listen-port",
+                str(free_port()),
+                "--dashboard-agent-grpc-port",
+                str(free_port()),
+                "--metrics-export-port",
+                str(self.metrics_port),
+                "--runtime-env-agent-port",
+                str(free_port()),
+                "--min-worker-port",
+                "0",
+                "--max-worker-port",
+                "0",
+                "--disable-usage-stats",
+                *args,
+            ],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         self.address = f"127.0.0.1:{self.port}"
 
     def driver_env(self) -> dict:

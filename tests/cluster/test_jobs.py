@@ -1,6 +1,7 @@
 """jobs/submit.py against a real Ray head (`ray start --head` on 127.0.0.1, token auth on): a tiny
 job succeeds and writes its rows, a bad config fails with sdgen's error line and exit code 2, a
 client without the token is refused."""
+
 from __future__ import annotations
 
 import subprocess
@@ -37,8 +38,15 @@ def test_tiny_job_succeeds_through_the_jobs_api(head, tmp_path):
     out = tmp_path / "out"
     # ray executor joining the job's cluster (address auto), with a runtime env of its own next to
     # the job's (--env): the merge that used to fail
-    cfg = tiny_config(prompts, out, ray={"executor": "ray", "num_workers": 1,
-                                         "runtime_env": {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}})
+    cfg = tiny_config(
+        prompts,
+        out,
+        ray={
+            "executor": "ray",
+            "num_workers": 1,
+            "runtime_env": {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
+        },
+    )
     r = _submit(head, _write(tmp_path / "job.yaml", cfg), "--env", "HF_HUB_OFFLINE=1", "--wait")
     log = r.stdout + r.stderr
     assert r.returncode == 0, log[-4000:]
@@ -82,8 +90,22 @@ def test_ray_job_submit_cli_as_documented(head, tmp_path):
     wd = tmp_path / "wd"
     wd.mkdir()
     _write(wd / "job.yaml", tiny_config(prompts, tmp_path / "out", generation={"images_per_prompt": 1}))
-    cmd = [str(Path(sys.executable).parent / "ray"), "job", "submit", "--address", head.address,
-           "--working-dir", str(wd), "--", "python", "-m", "pipeline.cli", "run", "job.yaml", "--no-progress"]
+    cmd = [
+        str(Path(sys.executable).parent / "ray"),
+        "job",
+        "submit",
+        "--address",
+        head.address,
+        "--working-dir",
+        str(wd),
+        "--",
+        "python",
+        "-m",
+        "pipeline.cli",
+        "run",
+        "job.yaml",
+        "--no-progress",
+    ]
     r = subprocess.run(cmd, env=head.client_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert "succeeded" in (r.stdout + r.stderr).lower()
@@ -92,11 +114,19 @@ def test_ray_job_submit_cli_as_documented(head, tmp_path):
 
 def test_joining_the_head_with_address_auto(head, tmp_path):
     """`sdgen run job.yaml --set ray.address=auto` from a node of the cluster (RAY_ADDRESS names the head)."""
-    prompts = write_prompts(tmp_path / "prompts.parquet", prompts=["a red circle", "a blue square", "a square"])
+    prompts = write_prompts(
+        tmp_path / "prompts.parquet", prompts=["a red circle", "a blue square", "a square"]
+    )
     job = _write(tmp_path / "job.yaml", tiny_config(prompts, tmp_path / "out", ray={"executor": "ray"}))
     env = dict(head.client_env(), RAY_ADDRESS=f"127.0.0.1:{head.gcs}")
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(job), "--set", "ray.address=auto",
-                        "--no-progress"], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    r = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", str(job), "--set", "ray.address=auto", "--no-progress"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert f"Using address 127.0.0.1:{head.gcs}" in r.stderr and "Connected to Ray cluster" in r.stderr
     assert len(read_output(tmp_path / "out")) == 6
@@ -106,13 +136,27 @@ def test_joining_the_head_with_address_auto(head, tmp_path):
 def test_failed_shards_make_submit_exit_1(head, tmp_path):
     """A worker killed mid-shard with ray.max_shard_tries 1: the shard fails, the rest commit, the job
     ends FAILED with sdgen's exit code 1, and submit.py exits 1 too."""
-    prompts = write_prompts(tmp_path / "prompts.parquet", prompts=["a red circle", "a blue square", "a square"])
+    prompts = write_prompts(
+        tmp_path / "prompts.parquet", prompts=["a red circle", "a blue square", "a square"]
+    )
     out = tmp_path / "out"
-    cfg = tiny_config(prompts, out, shards={"rows_per_shard": 1}, generation={"batch_size": 1},
-                      ray={"executor": "ray", "max_shard_tries": 1})
+    cfg = tiny_config(
+        prompts,
+        out,
+        shards={"rows_per_shard": 1},
+        generation={"batch_size": 1},
+        ray={"executor": "ray", "max_shard_tries": 1},
+    )
     flag = tmp_path / "killed-once"
-    r = _submit(head, _write(tmp_path / "job.yaml", cfg), "--wait", "--env", "SDGEN_FAULT_KILL_AFTER_BATCHES=1",
-                "--env", f"SDGEN_FAULT_ONCE_FILE={flag}")
+    r = _submit(
+        head,
+        _write(tmp_path / "job.yaml", cfg),
+        "--wait",
+        "--env",
+        "SDGEN_FAULT_KILL_AFTER_BATCHES=1",
+        "--env",
+        f"SDGEN_FAULT_ONCE_FILE={flag}",
+    )
     assert flag.exists(), "the fault was never injected"
     assert r.returncode == 1, (r.stdout + r.stderr)[-3000:]
     assert "FAILED (exit code 1)" in r.stdout and "FAILED      " in r.stdout  # sdgen lists the failed shard
@@ -129,8 +173,17 @@ def test_submit_helpers():
     for bad in ("AWS_SECRET_ACCESS_KEY=x", "RAY_AUTH_TOKEN=x", "NOVALUE", "1BAD=x"):
         with pytest.raises(ValueError, match=bad.split("=")[0]):
             submit.parse_env([bad])
-    assert [submit.exit_code(s, c) for s, c in [("SUCCEEDED", 0), ("FAILED", 2), ("FAILED", 1), ("FAILED", None),
-                                                ("STOPPED", None), ("FAILED", 4)]] == [0, 2, 1, 1, 1, 4]
+    assert [
+        submit.exit_code(s, c)
+        for s, c in [
+            ("SUCCEEDED", 0),
+            ("FAILED", 2),
+            ("FAILED", 1),
+            ("FAILED", None),
+            ("STOPPED", None),
+            ("FAILED", 4),
+        ]
+    ] == [0, 2, 1, 1, 1, 4]
     args = submit.build_parser().parse_args(["job.yaml", "--set", "generation.steps=5"])
     from pipeline.cli import build_parser
 

@@ -1,6 +1,7 @@
 """jobs/k8s/: every ray.io manifest validates strictly against the KubeRay CRD schemas (a misspelt
 field fails), the plain CronJob has the structure an operator relies on, each entrypoint parses as
 an sdgen command and each embedded config validates."""
+
 from __future__ import annotations
 
 import copy
@@ -36,8 +37,11 @@ def _strict(schema):
     preserve unknown fields (kubeconform -strict)."""
     if isinstance(schema, dict):
         out = {k: _strict(v) for k, v in schema.items()}
-        if "properties" in out and not out.get("x-kubernetes-preserve-unknown-fields") \
-                and "additionalProperties" not in out:
+        if (
+            "properties" in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")
+            and "additionalProperties" not in out
+        ):
             out["additionalProperties"] = False
         return out
     if isinstance(schema, list):
@@ -49,8 +53,10 @@ def _strict(schema):
 def validators():
     d = _crd_dir()
     if d is None:
-        pytest.skip(f"KubeRay CRDs not found (looked for shared/k8s/crds beside {ROOT}); "
-                    "they are reference data outside the repository")
+        pytest.skip(
+            f"KubeRay CRDs not found (looked for shared/k8s/crds beside {ROOT}); "
+            "they are reference data outside the repository"
+        )
     import jsonschema
 
     out = {}
@@ -83,10 +89,15 @@ def _job_spec(doc: dict) -> dict:
     return doc["spec"]["jobTemplate"] if doc["kind"] == "RayCronJob" else doc["spec"]
 
 
-TYPOS = [((), "shutdownAfterJobFinishes", "shutdownAfterJobFinish"),
-         (("rayClusterSpec", "headGroupSpec"), "rayStartParams", "rayStartParam"),
-         (("rayClusterSpec", "workerGroupSpecs", 0, "template", "spec", "containers", 0), "volumeMounts",
-          "volumeMount")]
+TYPOS = [
+    ((), "shutdownAfterJobFinishes", "shutdownAfterJobFinish"),
+    (("rayClusterSpec", "headGroupSpec"), "rayStartParams", "rayStartParam"),
+    (
+        ("rayClusterSpec", "workerGroupSpecs", 0, "template", "spec", "containers", 0),
+        "volumeMounts",
+        "volumeMount",
+    ),
+]
 
 
 @pytest.mark.parametrize("path,right,wrong", TYPOS, ids=[t[2] for t in TYPOS])
@@ -138,7 +149,10 @@ def test_rayjob_entrypoint_parses_and_its_config_validates(name):
     (gpu,) = cluster["workerGroupSpecs"]
     c = gpu["template"]["spec"]["containers"][0]
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert gpu["maxReplicas"] * c["resources"]["limits"]["nvidia.com/gpu"] >= cfg.ray.num_workers * cfg.ray.num_gpus_per_worker
+    assert (
+        gpu["maxReplicas"] * c["resources"]["limits"]["nvidia.com/gpu"]
+        >= cfg.ray.num_workers * cfg.ray.num_gpus_per_worker
+    )
     for container in (head_pod["containers"][0], c):
         _assert_s3_from_secret(container)
     if cfg.model.startswith("/"):  # a local model path is a volume on the GPU workers

@@ -1,5 +1,6 @@
 """The output's lease (_lock) and run history (_runs/): two runs at once (one works, one exits 3 and
 does nothing), stale leases taken over, renewal, the history's contents; the lease on S3 (moto)."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -31,8 +32,12 @@ def test_two_runs_at_once_one_works_one_exits_3(tmp_path, capsys):
     cfg = tiny_config(src, out, shards={"rows_per_shard": 1}, generation={"steps": 6, "images_per_prompt": 3})
     job = tmp_path / "job.yaml"
     job.write_text(yaml.safe_dump(cfg))
-    a = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(job), "--no-progress"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    a = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", str(job), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while not (out / "_lock").exists() and a.poll() is None and time.time() < deadline:
         time.sleep(0.02)
@@ -99,19 +104,27 @@ def test_history_records_each_run_that_did_work(tmp_path):
     (rec,) = read_history(Output(str(out)))
     run_json = json.loads((out / "run.json").read_text())
     assert rec["fingerprint"] == run_json["fingerprint"] == first["fingerprint"]
-    assert (rec["new_shards"], rec["committed_shards"], rec["committed_rows"], rec["failed_shards"]) == (3, 3, 14, 0)
+    assert (rec["new_shards"], rec["committed_shards"], rec["committed_rows"], rec["failed_shards"]) == (
+        3,
+        3,
+        14,
+        0,
+    )
     assert rec["complete"] is True and rec["duration_s"] > 0 and rec["failed"] == {}
     assert rec["pid"] == os.getpid() and len(rec["run_id"]) == 32
     started = dt.datetime.fromisoformat(rec["started"])
-    assert _runs(out) == [started.strftime("%Y%m%dT%H%M%SZ") + ".json"]  # _runs/<utc start>.json
+    (name,) = _runs(out)  # _runs/<utc start, ms>Z-<run id>.json
+    assert name.startswith(started.strftime("%Y%m%dT%H%M%S")) and name.endswith(f"Z-{rec['run_id'][:8]}.json")
 
     pipeline.run(cfg, progress=False)  # nothing new: no record
     assert len(_runs(out)) == 1
-    time.sleep(1.1)  # records are named by their start second
     write_prompts(src_dir / "b.parquet", ["a new prompt", "another new prompt"])
     pipeline.run(cfg, progress=False)
     hist = read_history(Output(str(out)))
-    assert [(h["new_shards"], h["committed_rows"], h["rows_total"]) for h in hist] == [(3, 14, 14), (1, 4, 18)]
+    assert [(h["new_shards"], h["committed_rows"], h["rows_total"]) for h in hist] == [
+        (3, 14, 14),
+        (1, 4, 18),
+    ]
     from pipeline.tools.status import output_status
 
     st = output_status(str(out))

@@ -1,5 +1,6 @@
 """A worker node disappears mid-run (spot preemption): its in-flight shard is re-queued, its actor
 re-requested, and the output equals an uninterrupted run byte for byte (0 rows lost, 0 twice)."""
+
 import os
 import signal
 import threading
@@ -40,15 +41,22 @@ def _preempt(cluster, node) -> None:
 
 
 def _config(src, out, **ray):
-    return tiny_config(src, out, shards={"rows_per_shard": 1}, write={"timing_columns": False},
-                       generation={"batch_size": 1, "steps": 3}, ray={"executor": "ray", **ray})
+    return tiny_config(
+        src,
+        out,
+        shards={"rows_per_shard": 1},
+        write={"timing_columns": False},
+        generation={"batch_size": 1, "steps": 3},
+        ray={"executor": "ray", **ray},
+    )
 
 
 def test_node_lost_mid_run_equals_uninterrupted(loopback_cluster, tmp_path):  # noqa: F811
     src = write_prompts(tmp_path / "p.parquet", PROMPTS)
     nodes = loopback_cluster.add(2)
-    cfg = from_dict(_config(src, tmp_path / "lost", address=loopback_cluster.address, num_workers=2,
-                               min_workers=2))  # both start together, so both are busy when a node goes
+    cfg = from_dict(
+        _config(src, tmp_path / "lost", address=loopback_cluster.address, num_workers=2, min_workers=2)
+    )  # both start together, so both are busy when a node goes
     events, box = Recorder(), {}
     runner = threading.Thread(target=lambda: box.update(s=run_job(cfg, progress=False, events=events)))
     runner.start()
@@ -57,7 +65,9 @@ def test_node_lost_mid_run_equals_uninterrupted(loopback_cluster, tmp_path):  # 
         time.sleep(0.02)
     assert len(ready) == 2, "the two workers never became ready"
     committed = len([e for e, _ in events.seen if e == "shard_committed"])
-    while time.time() < deadline and len([e for e, _ in events.seen if e == "shard_committed"]) < committed + 2:
+    while (
+        time.time() < deadline and len([e for e, _ in events.seen if e == "shard_committed"]) < committed + 2
+    ):
         time.sleep(0.02)  # both actors are now working shard after shard: the lost node has one in flight
     victim = next(n for n in nodes if n.node_id.startswith(ready[1]["node"]))
     _preempt(loopback_cluster, victim)
@@ -73,7 +83,9 @@ def test_node_lost_mid_run_equals_uninterrupted(loopback_cluster, tmp_path):  # 
     requeued = [f for e, f in events.seen if e == "shard_failed"]
     assert requeued and all(f["requeued"] for f in requeued) and "died" in requeued[0]["error"]
     died = [f for e, f in events.seen if e == "worker_died"]
-    assert died[0]["worker"] == ready[1]["worker"] and died[0]["rerequested"]  # the lost actor is asked for again
+    assert (
+        died[0]["worker"] == ready[1]["worker"] and died[0]["rerequested"]
+    )  # the lost actor is asked for again
 
     clean = tmp_path / "clean"
     pipeline.run(_config(src, clean, executor="inline"), progress=False)

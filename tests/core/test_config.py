@@ -7,8 +7,17 @@ BASE = {"input": "p.parquet", "output": "out", "model": "tiny"}
 
 def test_required_keys_and_defaults():
     cfg = C.from_dict(BASE)
-    for key in ("images_per_prompt", "steps", "guidance_scale", "width", "height", "batch_size", "seed",
-                "scheduler", "dtype"):
+    for key in (
+        "images_per_prompt",
+        "steps",
+        "guidance_scale",
+        "width",
+        "height",
+        "batch_size",
+        "seed",
+        "scheduler",
+        "dtype",
+    ):
         assert hasattr(cfg.generation, key)
     assert cfg.scoring.clip_model == "auto" and cfg.generation.guidance_scale is None  # resolved per model
     assert cfg.ray.num_workers == 1 and cfg.ray.address is None and cfg.ray.num_gpus_per_worker is None
@@ -24,7 +33,9 @@ def test_unknown_key_named():
 
 
 def test_overrides_parse_yaml_values_and_nest():
-    cfg = C.from_dict(BASE, ["generation.steps=7", "ray.num_gpus_per_worker=0.5", "generation.negative_prompt=blurry, low"])
+    cfg = C.from_dict(
+        BASE, ["generation.steps=7", "ray.num_gpus_per_worker=0.5", "generation.negative_prompt=blurry, low"]
+    )
     assert cfg.generation.steps == 7 and cfg.ray.num_gpus_per_worker == 0.5
     assert cfg.generation.negative_prompt == "blurry, low"
     with pytest.raises(C.ConfigError, match="dotted.key=value"):
@@ -33,16 +44,19 @@ def test_overrides_parse_yaml_values_and_nest():
         C.from_dict(BASE, ["generation.bogus=1"])
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("generation.width=100", "multiple of 8"),
-    ("generation.images_per_prompt=-1", "images_per_prompt must be >= 1"),
-    ("generation.guidance_scale=.nan", "guidance_scale must be a finite"),
-    ("generation.scheduler=heun", "unknown scheduler 'heun'"),
-    ("generation.dtype=int8", "unknown dtype 'int8'"),
-    ("ray.num_gpus_per_worker=-1", "num_gpus_per_worker must be >= 0"),
-    ("shards.rows_per_shard=0", "rows_per_shard must be >= 1"),
-    ("shards.duplicates=merge", "shards.duplicates"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("generation.width=100", "multiple of 8"),
+        ("generation.images_per_prompt=-1", "images_per_prompt must be >= 1"),
+        ("generation.guidance_scale=.nan", "guidance_scale must be a finite"),
+        ("generation.scheduler=heun", "unknown scheduler 'heun'"),
+        ("generation.dtype=int8", "unknown dtype 'int8'"),
+        ("ray.num_gpus_per_worker=-1", "num_gpus_per_worker must be >= 0"),
+        ("shards.rows_per_shard=0", "rows_per_shard must be >= 1"),
+        ("shards.duplicates=merge", "shards.duplicates"),
+    ],
+)
 def test_bad_values_echo_key_and_value(override, needle):
     with pytest.raises(C.ConfigError) as e:
         C.from_dict(BASE, [override])
@@ -52,13 +66,17 @@ def test_bad_values_echo_key_and_value(override, needle):
 
 def test_fingerprint_ignores_execution_knobs_only():
     a = C.from_dict(BASE)
-    assert a.fingerprint() == C.from_dict(BASE, ["generation.batch_size=1", "ray.num_workers=4"]).fingerprint()
+    assert (
+        a.fingerprint() == C.from_dict(BASE, ["generation.batch_size=1", "ray.num_workers=4"]).fingerprint()
+    )
     assert a.fingerprint() != C.from_dict(BASE, ["generation.steps=9"]).fingerprint()
     assert a.fingerprint() != C.from_dict(BASE, ["shards.rows_per_shard=7"]).fingerprint()
 
 
 def test_secrets_redacted():
-    cfg = C.from_dict({**BASE, "storage": {"key": "AKIA123", "secret": "s3cr3t", "options": {"token": "t0k"}}})
+    cfg = C.from_dict(
+        {**BASE, "storage": {"key": "AKIA123", "secret": "s3cr3t", "options": {"token": "t0k"}}}
+    )
     text = str(cfg.redacted())
     assert "s3cr3t" not in text and "AKIA123" not in text and "t0k" not in text
 

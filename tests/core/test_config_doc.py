@@ -1,11 +1,14 @@
 """docs/CONFIG.md is generated from the config model (pipeline/core/config_doc.py) and must match it."""
+
 from pathlib import Path
 
 from pipeline.core import config_doc
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "CONFIG.md"
-REGENERATE = ("docs/CONFIG.md differs from the config model: regenerate it with `make docs` "
-              "(python -m pipeline.core.config_doc > docs/CONFIG.md) and commit it")
+REGENERATE = (
+    "docs/CONFIG.md differs from the config model: regenerate it with `make docs` "
+    "(python -m pipeline.core.config_doc > docs/CONFIG.md) and commit it"
+)
 
 
 def test_config_md_is_what_render_gives():
@@ -33,8 +36,23 @@ def test_every_config_key_has_a_row_and_a_meaning():
     rows = [line for line in config_doc.render().splitlines() if line.startswith("| `")]
     keys = [r.split("`")[1] for r in rows]
     assert len(keys) == len(set(keys))
-    for section in ("storage", "generation", "scoring", "shards", "write", "ray", "probes", "safety",
-                    "mitigation", "lora", "accel", "limits", "retry", "audit", "quota"):
+    for section in (
+        "storage",
+        "generation",
+        "scoring",
+        "shards",
+        "write",
+        "ray",
+        "probes",
+        "safety",
+        "mitigation",
+        "lora",
+        "accel",
+        "limits",
+        "retry",
+        "audit",
+        "quota",
+    ):
         assert any(k.startswith(f"{section}.") for k in keys), section
     assert "mitigation.variants[].template" in keys
     empty = [r.split("`")[1] for r in rows if r.rstrip().endswith("|  |")]

@@ -1,5 +1,6 @@
 """The read side (core/dataset.py): committed rows only, images by key, and storage settings that
 reach every read-side command (status, verify, contact sheet, audit, filter, report) on s3://."""
+
 import io
 import os
 
@@ -66,8 +67,28 @@ def test_read_side_commands_reach_s3_with_the_job_configs_storage(s3_server, tmp
     policy.write_text("name: low\nrules:\n  - {name: low, when: 'clip_score < 100', action: flag}\n")
     assert main(["filter", out, "--policy", str(policy), *c]) == 0
     assert fs.exists(f"{bucket}/out/policy/low/decisions.parquet")
-    assert main(["audit", out, "--attribute", "colour", "--attribute-set", "toyworld", "--clip-model", "tiny",
-                 "--group-by", "group", "--bootstrap", "200", "--device", "cpu", *c]) == 0
+    assert (
+        main(
+            [
+                "audit",
+                out,
+                "--attribute",
+                "colour",
+                "--attribute-set",
+                "toyworld",
+                "--clip-model",
+                "tiny",
+                "--group-by",
+                "group",
+                "--bootstrap",
+                "200",
+                "--device",
+                "cpu",
+                *c,
+            ]
+        )
+        == 0
+    )
     assert fs.exists(f"{bucket}/out/audit/metrics.json")
     assert main(["report", out, "-o", str(tmp_path / "r.html"), "--bootstrap", "200", *c]) == 0
     assert "colour" in (tmp_path / "r.html").read_text()

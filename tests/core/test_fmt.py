@@ -1,4 +1,5 @@
 """core.fmt: the one number formatter of pages, text tables and the dataset card."""
+
 import math
 
 import numpy as np

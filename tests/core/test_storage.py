@@ -75,15 +75,26 @@ def test_spools_are_private_to_their_output_and_live_process(tmp_path):
     sb = b.spool_path("s1")  # the same shard name of another output
     open(sb, "wb").write(b"b")
     assert os.path.dirname(sa) == os.path.dirname(sb) == tempfile.gettempdir() and sa != sb
-    assert os.path.exists(sa) and a.spool_tag in os.path.basename(sa) and str(os.getpid()) in os.path.basename(sa)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True).stdout.strip()  # a pid whose process has ended
+    assert (
+        os.path.exists(sa)
+        and a.spool_tag in os.path.basename(sa)
+        and str(os.getpid()) in os.path.basename(sa)
+    )
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    ).stdout.strip()  # a pid whose process has ended
     ghost = os.path.join(tempfile.gettempdir(), f".tmp-part-{a.spool_tag}-{dead}-s1-0123abcd.parquet")
-    alive = os.path.join(tempfile.gettempdir(), f".tmp-part-{a.spool_tag}-1-s1-0123abcd.parquet")  # pid 1 lives
+    alive = os.path.join(
+        tempfile.gettempdir(), f".tmp-part-{a.spool_tag}-1-s1-0123abcd.parquet"
+    )  # pid 1 lives
     for p in (ghost, alive):
         open(p, "wb").write(b"x")
-    again = a.spool_path("s1")  # a new attempt of s1 in this process: its own earlier spool and the dead one go
-    assert not os.path.exists(sa) and not os.path.exists(ghost) and os.path.exists(alive) and os.path.exists(sb)
+    again = a.spool_path(
+        "s1"
+    )  # a new attempt of s1 in this process: its own earlier spool and the dead one go
+    assert (
+        not os.path.exists(sa) and not os.path.exists(ghost) and os.path.exists(alive) and os.path.exists(sb)
+    )
     open(ghost, "wb").write(b"x")
     assert remove_stale_temp(a) == [ghost] and os.path.exists(alive) and os.path.exists(sb)
     for p in (alive, sb, again):

@@ -1,4 +1,5 @@
 """Contact sheet: tiles a sdgen filter decision flags, blurs or drops carry a coloured border and a label."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,12 +16,18 @@ def cli(argv) -> int:
 
 def _sheet(tmp_path, *policy):
     # sorted by (prompt, sample_idx): tile 0 drop (x-marked), tile 1 flag (concept), tiles 2-3 kept
-    rows = [row("p0", 0, "red", group="circle", x_mark=0.4), row("p0", 1, "red", group="circle", flagged=True),
-            row("p1", 0, "blue", group="square"), row("p1", 1, "blue", group="square")]
+    rows = [
+        row("p0", 0, "red", group="circle", x_mark=0.4),
+        row("p0", 1, "red", group="circle", flagged=True),
+        row("p1", 0, "blue", group="square"),
+        row("p1", 1, "blue", group="square"),
+    ]
     url = make_output(tmp_path / "out", rows, shards=1)
     pol = tmp_path / "pol.yaml"
-    pol.write_text("name: marks\nrules:\n  - {name: x, when: 'safety_x_mark > 0.25', action: drop}\n"
-                   "  - {name: concept, when: safety_flagged, action: flag}\n")
+    pol.write_text(
+        "name: marks\nrules:\n  - {name: x, when: 'safety_x_mark > 0.25', action: drop}\n"
+        "  - {name: concept, when: safety_flagged, action: flag}\n"
+    )
     assert cli(["filter", url, "--policy", pol]) == 0
     assert cli(["contact-sheet", url, "-o", tmp_path / "s.png", *policy]) == 0
     return np.asarray(Image.open(tmp_path / "s.png").convert("RGB"))
@@ -28,15 +35,21 @@ def _sheet(tmp_path, *policy):
 
 def _frame(px, tile):
     """The pixels of the tile's outer BORDER-wide frame, as a set of RGB tuples."""
-    t = px[:CELL, tile * CELL:(tile + 1) * CELL]
-    frame = np.concatenate([t[:BORDER].reshape(-1, 3), t[-BORDER:].reshape(-1, 3),
-                            t[:, :BORDER].reshape(-1, 3), t[:, -BORDER:].reshape(-1, 3)])
+    t = px[:CELL, tile * CELL : (tile + 1) * CELL]
+    frame = np.concatenate(
+        [
+            t[:BORDER].reshape(-1, 3),
+            t[-BORDER:].reshape(-1, 3),
+            t[:, :BORDER].reshape(-1, 3),
+            t[:, -BORDER:].reshape(-1, 3),
+        ]
+    )
     return {tuple(int(v) for v in p) for p in frame}
 
 
 def _label_has(px, tile, rgb) -> bool:
     """Some label pixel near the colour (text is antialiased; black text on white stays grey)."""
-    lab = px[CELL:, tile * CELL:(tile + 1) * CELL].astype(int)
+    lab = px[CELL:, tile * CELL : (tile + 1) * CELL].astype(int)
     return bool((np.abs(lab - np.array(rgb)).max(-1) < 70).any())
 
 
@@ -48,7 +61,9 @@ def test_flagged_tiles_framed_and_labelled(tmp_path):
         assert _frame(px, kept) == {(236, 236, 236)}
         assert not any(_label_has(px, kept, c) for c in MARK.values())
     assert _label_has(px, 0, MARK["drop"]) and _label_has(px, 1, MARK["flag"])
-    inner = px[BORDER + 20:CELL - BORDER - 20, 20:CELL - 20]  # the dropped tile is blurred, not shown as stored
+    inner = px[
+        BORDER + 20 : CELL - BORDER - 20, 20 : CELL - 20
+    ]  # the dropped tile is blurred, not shown as stored
     assert len(np.unique(inner.reshape(-1, 3), axis=0)) > 2
 
 

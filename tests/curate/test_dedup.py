@@ -1,5 +1,6 @@
 """sdgen dedup: multi-index hashing finds exactly the brute-force pairs; on the toy world, rows that
 share a seed and a prompt are found and distinct shapes/colours are not; policies can drop them."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,7 +28,9 @@ def _brute(h, t):
 def test_hash_pairs_equal_brute_force(t):
     rng = np.random.default_rng(t)
     base = rng.integers(0, 2**63, 300, dtype=np.int64).astype(np.uint64)
-    flips = [np.uint64(sum(1 << int(b) for b in rng.choice(64, rng.integers(0, 9), replace=False))) for _ in base]
+    flips = [
+        np.uint64(sum(1 << int(b) for b in rng.choice(64, rng.integers(0, 9), replace=False))) for _ in base
+    ]
     h = np.concatenate([base, base ^ np.array(flips, np.uint64), base[:20]])  # near copies and exact copies
     i, j = hash_pairs(h, t)
     found = set(zip(i.tolist(), j.tolist()))
@@ -44,13 +47,27 @@ def test_clusters_and_embedding_pairs_by_hand():
 
 
 def test_toy_world_same_seed_found_different_colours_not(tmp_path):
-    prompts = ["a red circle", "a red circle", "a blue square", "a green triangle", "a yellow square",
-               "a blue circle"]
-    path = write_prompts(tmp_path / "p.parquet", prompts, prompt_id=["r1", "r2", "b", "g", "y", "bc"],
-                         seed=[7, 7, 11, 12, 13, 14])
-    cfg = tiny_config(path, tmp_path / "out", model="toy", generation={"images_per_prompt": 1, "steps": 10,
-                                                                        "width": None, "height": None},
-                      write={"embeddings": True})
+    prompts = [
+        "a red circle",
+        "a red circle",
+        "a blue square",
+        "a green triangle",
+        "a yellow square",
+        "a blue circle",
+    ]
+    path = write_prompts(
+        tmp_path / "p.parquet",
+        prompts,
+        prompt_id=["r1", "r2", "b", "g", "y", "bc"],
+        seed=[7, 7, 11, 12, 13, 14],
+    )
+    cfg = tiny_config(
+        path,
+        tmp_path / "out",
+        model="toy",
+        generation={"images_per_prompt": 1, "steps": 10, "width": None, "height": None},
+        write={"embeddings": True},
+    )
     run_job(from_dict(cfg), progress=False)
     assert cli(["dedup", tmp_path / "out"]) == 0
     d = pd.read_parquet(tmp_path / "out" / "dedup" / "phash" / "decisions.parquet").set_index("prompt_id")
@@ -59,7 +76,9 @@ def test_toy_world_same_seed_found_different_colours_not(tmp_path):
     assert (d.drop(index=["r1", "r2"])["cluster_size"] == 1).all()  # different shapes/colours: unique
 
     pol = tmp_path / "pol.yaml"
-    pol.write_text("name: nodup\ndedup: phash\nrules:\n  - {name: near_duplicate, when: duplicate, action: drop}\n")
+    pol.write_text(
+        "name: nodup\ndedup: phash\nrules:\n  - {name: near_duplicate, when: duplicate, action: drop}\n"
+    )
     assert cli(["filter", tmp_path / "out", "--policy", pol]) == 0
     dec = pd.read_parquet(tmp_path / "out" / "policy" / "nodup" / "decisions.parquet").set_index("prompt_id")
     assert dec.loc["r2", "decision"] == "drop" and (dec.drop(index="r2")["decision"] == "keep").all()

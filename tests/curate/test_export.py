@@ -1,5 +1,6 @@
 """sdgen export: WebDataset shards read by `webdataset`, an image folder loaded by `datasets`, both
 honouring filter/dedup/--where, idempotent (same bytes) and resumable part by part, with a card."""
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,10 @@ def output(tmp_path):
     rows = known_rows()  # 108 ok images: 44 circle (4 abstained), 24 square, 40 triangle; 5 without images
     url = make_output(tmp_path / "out", rows)
     pol = tmp_path / "pol.yaml"
-    pol.write_text("name: nox\nrules:\n  - {name: x, when: 'safety_x_mark > 0.25', action: drop}\n"
-                   "  - {name: c, when: \"attr_colour == abstain\", action: blur}\n")
+    pol.write_text(
+        "name: nox\nrules:\n  - {name: x, when: 'safety_x_mark > 0.25', action: drop}\n"
+        '  - {name: c, when: "attr_colour == abstain", action: blur}\n'
+    )
     assert cli(["filter", url, "--policy", pol]) == 0  # drops the 3 x-marked triangles, blurs 4 circles
     return url, rows
 
@@ -34,7 +37,10 @@ def test_webdataset_readable_and_filtered(output, tmp_path):
 
     url, rows = output
     dest = tmp_path / "wds"
-    assert cli(["export", url, "--format", "webdataset", "-o", dest, "--keep-only", "nox", "--shard-size", "16"]) == 0
+    assert (
+        cli(["export", url, "--format", "webdataset", "-o", dest, "--keep-only", "nox", "--shard-size", "16"])
+        == 0
+    )
     tars = sorted(p for p in os.listdir(dest) if p.endswith(".tar"))
     samples = list(wds.WebDataset([str(dest / t) for t in tars], shardshuffle=False).decode("rgb8"))
     assert len(samples) == 108 - 3 and len(tars) == 2 * 4  # 2 parts of 52-53 images -> 4 tars each
@@ -64,7 +70,10 @@ def test_imagefolder_loads_with_datasets_and_dedup_where(output, tmp_path):
     assert len(ds) == 24 and sorted(set(ds["prompt_id"])) == ["s0", "s1", "s2"]
     src = {(r["prompt_id"], r["sample_idx"]): r for r in rows}
     r = ds[5]
-    assert np.array_equal(np.asarray(r["image"].convert("RGB")), decode(src[(r["prompt_id"], r["sample_idx"])]["image"]["bytes"]))
+    assert np.array_equal(
+        np.asarray(r["image"].convert("RGB")),
+        decode(src[(r["prompt_id"], r["sample_idx"])]["image"]["bytes"]),
+    )
     card = (dest / "README.md").read_text()
     assert "| square | colour |" in card and "Vendi" in card and "`shape=square`" in card
     # pHash sees luma structure only: the synthetic solid patches (one layout, any colour) all collide
@@ -72,7 +81,9 @@ def test_imagefolder_loads_with_datasets_and_dedup_where(output, tmp_path):
     dest2 = tmp_path / "if2"
     assert cli(["export", url, "--format", "imagefolder", "-o", dest2, "--dedup", "phash"]) == 0
     ds2 = datasets.load_dataset("imagefolder", data_dir=str(dest2), split="train")
-    assert [(x["prompt_id"], x["sample_idx"]) for x in ds2] == [("c0", 0)]  # the kept image of the one cluster
+    assert [(x["prompt_id"], x["sample_idx"]) for x in ds2] == [
+        ("c0", 0)
+    ]  # the kept image of the one cluster
     assert "Near-duplicates left out" in (dest2 / "README.md").read_text()
 
 
@@ -101,13 +112,14 @@ def test_export_to_s3_same_bytes_as_local(output, tmp_path, s3_server, monkeypat
         local = tmp_path / "local" / fmt  # same folder name: the card names it
         assert cli(["export", url, "--format", fmt, "-o", local, "--keep-only", "nox"]) == 0
         assert cli(["export", url, "--format", fmt, "-o", f"s3://sets/{fmt}", "--keep-only", "nox"]) == 0
-        remote = {p[len(f"sets/{fmt}/"):]: fs.cat_file(p) for p in fs.find(f"sets/{fmt}")}
+        remote = {p[len(f"sets/{fmt}/") :]: fs.cat_file(p) for p in fs.find(f"sets/{fmt}")}
         want = tree_bytes(local)
         assert sorted(remote) == sorted(want) and len(want) > 3
         card = remote.pop("README.md"), want.pop("README.md")
         assert card[0].decode().replace(f"s3://sets/{fmt}", "X") == card[1].decode().replace(str(local), "X")
-        assert {k: v for k, v in remote.items() if not k.startswith("_export")} == \
-            {k: v for k, v in want.items() if not k.startswith("_export")}
+        assert {k: v for k, v in remote.items() if not k.startswith("_export")} == {
+            k: v for k, v in want.items() if not k.startswith("_export")
+        }
     from pipeline.curate.export import export
 
     r = export(url, "webdataset", "s3://sets/webdataset", keep_only="nox")
@@ -119,9 +131,22 @@ def test_card_written_after_an_audit_with_null_metrics(output, tmp_path):
     import json
 
     url, _ = output
-    metrics = {"created": "2026-01-01", "source": {"rows": 113},
-               "diversity": {"per_group": [{"group": "circle", "n": 1, "vendi": 1.0, "vendi_ci": [1.0, 1.0],
-                                            "mean_cos": None, "mean_cos_ci": None}]}}
+    metrics = {
+        "created": "2026-01-01",
+        "source": {"rows": 113},
+        "diversity": {
+            "per_group": [
+                {
+                    "group": "circle",
+                    "n": 1,
+                    "vendi": 1.0,
+                    "vendi_ci": [1.0, 1.0],
+                    "mean_cos": None,
+                    "mean_cos_ci": None,
+                }
+            ]
+        },
+    }
     os.makedirs(os.path.join(url, "audit"), exist_ok=True)
     with open(os.path.join(url, "audit", "metrics.json"), "w") as f:
         json.dump(metrics, f)

@@ -1,5 +1,6 @@
 """Quotas counted after filtering (pipeline/curate/quota.py): rounds with new sample indices until each
 key has N kept images, bounded overshoot, max_oversample stop, delivered set vs all rows, resume."""
+
 import glob
 import hashlib
 import os
@@ -18,7 +19,7 @@ from pipeline.core.config import ConfigError
 from pipeline.core.dataset import Dataset
 from pipeline.generate.seeds import sample_seed
 
-HALF = 2 ** 61  # seeds are uniform in [0, 2**62): a rule on the seed drops a known, image-independent half
+HALF = 2**61  # seeds are uniform in [0, 2**62): a rule on the seed drops a known, image-independent half
 
 
 def _policy(tmp_path, when="seed < 2305843009213693952", action="drop"):
@@ -28,11 +29,17 @@ def _policy(tmp_path, when="seed < 2305843009213693952", action="drop"):
 
 
 def _job(tmp_path, out="out", **quota):
-    pq.write_table(pa.table({"prompt": ["a cat", "a dog", "a cow"], "kind": ["pet", "pet", "farm"]}),
-                   tmp_path / "p.parquet")
+    pq.write_table(
+        pa.table({"prompt": ["a cat", "a dog", "a cow"], "kind": ["pet", "pet", "farm"]}),
+        tmp_path / "p.parquet",
+    )
     q = {"accepted": 4, "policy": _policy(tmp_path), **quota}
-    return tiny_config(tmp_path / "p.parquet", tmp_path / out, quota=q,
-                       write={"contact_sheet": False, "timing_columns": False})
+    return tiny_config(
+        tmp_path / "p.parquet",
+        tmp_path / out,
+        quota=q,
+        write={"contact_sheet": False, "timing_columns": False},
+    )
 
 
 def _rows(out):
@@ -59,8 +66,12 @@ def test_per_prompt_reaches_n_kept_with_new_seeds(tmp_path):
     assert len(surplus) == int((rows["seed"] >= HALF).sum()) - 12
     assert os.path.exists(tmp_path / "out" / "_SUCCESS")
     from pipeline.curate.export import export  # the delivered set leaves, exactly N per key
+
     export(str(tmp_path / "out"), "imagefolder", str(tmp_path / "set"), keep_only="quota")
-    meta = pd.concat(pd.read_json(f, lines=True) for f in glob.glob(str(tmp_path / "set" / "train" / "*" / "metadata.jsonl")))
+    meta = pd.concat(
+        pd.read_json(f, lines=True)
+        for f in glob.glob(str(tmp_path / "set" / "train" / "*" / "metadata.jsonl"))
+    )
     assert len(meta) == 12 and (meta.groupby("prompt_id").size() == 4).all()
     assert (meta["seed"] >= HALF).all()  # nothing the policy dropped
 
@@ -87,13 +98,17 @@ def test_max_oversample_stops_a_key_and_reports_its_shortfall(tmp_path):
 
 
 def _part_hashes(out):
-    return {os.path.basename(p): hashlib.sha256(open(p, "rb").read()).hexdigest()
-            for p in glob.glob(os.path.join(out, "data", "*.parquet"))}
+    return {
+        os.path.basename(p): hashlib.sha256(open(p, "rb").read()).hexdigest()
+        for p in glob.glob(os.path.join(out, "data", "*.parquet"))
+    }
 
 
 def _forget(out, stem, keep_round_file):
     """Undo a round as a kill would leave it: its commits gone (all, or the round file too)."""
-    for p in glob.glob(os.path.join(out, "_commits", f"{stem}*")) + glob.glob(os.path.join(out, "data", f"part-{stem}*")):
+    for p in glob.glob(os.path.join(out, "_commits", f"{stem}*")) + glob.glob(
+        os.path.join(out, "data", f"part-{stem}*")
+    ):
         os.remove(p)
     if not keep_round_file:
         os.remove(os.path.join(out, "_quota", f"{stem}.parquet"))
@@ -126,6 +141,7 @@ def test_config_errors_are_one_line(tmp_path):
         pipeline.run(_job(tmp_path, accepted=0), progress=False)
     assert not os.path.exists(tmp_path / "out" / "data")  # refused before anything ran
     from conftest import write_job
+
     job = write_job(tmp_path / "job.yaml", _job(tmp_path, per="region"))
     r = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", job], capture_output=True, text=True)
     assert r.returncode == 2 and "quota.per 'region'" in r.stderr and "Traceback" not in r.stderr

@@ -1,10 +1,17 @@
 """Test helper: a diffusers SD1.x pipeline's weights in the original (LDM) single-file key layout,
 written for the tiny model so `from_single_file` can be tested offline. diffusers ships only the
 other direction (original -> diffusers), which is what the loader under test runs."""
+
 from __future__ import annotations
 
-RESNET = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("time_emb_proj", "emb_layers.1"),
-          ("norm2", "out_layers.0"), ("conv2", "out_layers.3"), ("conv_shortcut", "skip_connection")]
+RESNET = [
+    ("norm1", "in_layers.0"),
+    ("conv1", "in_layers.2"),
+    ("time_emb_proj", "emb_layers.1"),
+    ("norm2", "out_layers.0"),
+    ("conv2", "out_layers.3"),
+    ("conv_shortcut", "skip_connection"),
+]
 VAE_RESNET = [("conv_shortcut", "nin_shortcut")]
 VAE_ATTN = [("group_norm", "norm"), ("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out.0", "proj_out")]
 
@@ -12,16 +19,21 @@ VAE_ATTN = [("group_norm", "norm"), ("to_q", "q"), ("to_k", "k"), ("to_v", "v"),
 def _sub(rest: str, pairs) -> str:
     for new, old in pairs:
         if rest.startswith(new + "."):
-            return old + rest[len(new):]
+            return old + rest[len(new) :]
     return rest
 
 
 def _unet_key(k: str, layers: int) -> str:
-    top = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
-           "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
+    top = {
+        "time_embedding.linear_1": "time_embed.0",
+        "time_embedding.linear_2": "time_embed.2",
+        "conv_in": "input_blocks.0.0",
+        "conv_norm_out": "out.0",
+        "conv_out": "out.2",
+    }
     for new, old in top.items():
         if k.startswith(new + "."):
-            return old + k[len(new):]
+            return old + k[len(new) :]
     p = k.split(".")
     if p[0] == "down_blocks":
         i, kind = int(p[1]), p[2]
@@ -29,7 +41,9 @@ def _unet_key(k: str, layers: int) -> str:
             return f"input_blocks.{(layers + 1) * (i + 1)}.0.op." + ".".join(p[5:])
         j, rest = int(p[3]), ".".join(p[4:])
         slot = 0 if kind == "resnets" else 1
-        return f"input_blocks.{(layers + 1) * i + j + 1}.{slot}." + (_sub(rest, RESNET) if slot == 0 else rest)
+        return f"input_blocks.{(layers + 1) * i + j + 1}.{slot}." + (
+            _sub(rest, RESNET) if slot == 0 else rest
+        )
     if p[0] == "mid_block":
         slot = {"resnets.0": 0, "attentions.0": 1, "resnets.1": 2}[f"{p[1]}.{p[2]}"]
         rest = ".".join(p[3:])

@@ -1,5 +1,6 @@
 """Bad inputs and configs: each is a clear error raised before any model loads (naming file, row,
 column and value), and nothing already committed is lost."""
+
 import os
 
 import pyarrow as pa
@@ -19,6 +20,7 @@ from pipeline.probes.scorer import ScorerError
 def no_model_loads(monkeypatch):
     """Validation must finish before any worker exists: building one (inline or as a Ray actor pool)
     fails the test, whichever model or scorer it would have loaded."""
+
     def boom(*a, **k):
         raise AssertionError("a worker was started before validation finished")
 
@@ -40,28 +42,77 @@ CASES = {  # name -> (columns of the input table, config overrides, error type, 
     "missing prompt column": ({"text": ["a"]}, [], InputError, ["has no 'prompt' column", "in.parquet"]),
     "prompt wrong type": ({"prompt": [1, 2]}, [], InputError, ["'prompt' must be strings", "int64"]),
     "null prompt": ({"prompt": ["a", None]}, [], InputError, ["row 1 column 'prompt'", "None"]),
-    "prompt_id null": ({"prompt": ["a", "b"], "prompt_id": ["x", None]}, [], InputError, ["row 1 column 'prompt_id'"]),
+    "prompt_id null": (
+        {"prompt": ["a", "b"], "prompt_id": ["x", None]},
+        [],
+        InputError,
+        ["row 1 column 'prompt_id'"],
+    ),
     "row width not /8": ({"prompt": ["a"], "width": [65]}, [], InputError, ["row 0 column 'width'", "65"]),
-    "row negative images_per_prompt": ({"prompt": ["a", "b"], "images_per_prompt": [1, -2]}, [], InputError,
-                                       ["row 1 column 'images_per_prompt'", "-2"]),
-    "row NaN guidance": ({"prompt": ["a"], "guidance_scale": [float("nan")]}, [], InputError,
-                         ["column 'guidance_scale'", "nan"]),
+    "row negative images_per_prompt": (
+        {"prompt": ["a", "b"], "images_per_prompt": [1, -2]},
+        [],
+        InputError,
+        ["row 1 column 'images_per_prompt'", "-2"],
+    ),
+    "row NaN guidance": (
+        {"prompt": ["a"], "guidance_scale": [float("nan")]},
+        [],
+        InputError,
+        ["column 'guidance_scale'", "nan"],
+    ),
     "row negative seed": ({"prompt": ["a"], "seed": [-5]}, [], InputError, ["column 'seed'", "-5"]),
     "override wrong type": ({"prompt": ["a"], "steps": ["ten"]}, [], InputError, ["'steps' has type string"]),
     "passthrough collides": ({"prompt": ["a"], "status": ["x"]}, [], InputError, ["['status']", "rename"]),
-    "config width not /8": ({"prompt": ["a"]}, ["generation.width=100"], ConfigError, ["generation.width", "100"]),
-    "config negative ipp": ({"prompt": ["a"]}, ["generation.images_per_prompt=-1"], ConfigError,
-                            ["images_per_prompt", "-1"]),
-    "config NaN guidance": ({"prompt": ["a"]}, ["generation.guidance_scale=.nan"], ConfigError, ["guidance_scale"]),
+    "config width not /8": (
+        {"prompt": ["a"]},
+        ["generation.width=100"],
+        ConfigError,
+        ["generation.width", "100"],
+    ),
+    "config negative ipp": (
+        {"prompt": ["a"]},
+        ["generation.images_per_prompt=-1"],
+        ConfigError,
+        ["images_per_prompt", "-1"],
+    ),
+    "config NaN guidance": (
+        {"prompt": ["a"]},
+        ["generation.guidance_scale=.nan"],
+        ConfigError,
+        ["guidance_scale"],
+    ),
     "unknown scheduler": ({"prompt": ["a"]}, ["generation.scheduler=heun"], ConfigError, ["'heun'"]),
-    "unknown config key": ({"prompt": ["a"]}, ["generation.sampler=ddim"], ConfigError,
-                           ["generation.sampler: unknown key"]),
-    "duplicates with policy error": ({"prompt": ["a", "a"]}, ["shards.duplicates=error"], InputError,
-                                     ["repeat an earlier prompt_id", "row 1"]),
-    "missing model dir": ({"prompt": ["a"]}, ["model=./no/such/model"], ModelError, ["no such local directory"]),
-    "hub id offline": ({"prompt": ["a"]}, ["model=someorg/some-model"], ModelError, ["HF_HUB_OFFLINE", "someorg"]),
-    "clip name without weights": ({"prompt": ["a"]}, ["scoring.clip_model=ViT-B-32"], ScorerError,
-                                  ["clip_weights", "ViT-B-32"]),
+    "unknown config key": (
+        {"prompt": ["a"]},
+        ["generation.sampler=ddim"],
+        ConfigError,
+        ["generation.sampler: unknown key"],
+    ),
+    "duplicates with policy error": (
+        {"prompt": ["a", "a"]},
+        ["shards.duplicates=error"],
+        InputError,
+        ["repeat an earlier prompt_id", "row 1"],
+    ),
+    "missing model dir": (
+        {"prompt": ["a"]},
+        ["model=./no/such/model"],
+        ModelError,
+        ["no such local directory"],
+    ),
+    "hub id offline": (
+        {"prompt": ["a"]},
+        ["model=someorg/some-model"],
+        ModelError,
+        ["HF_HUB_OFFLINE", "someorg"],
+    ),
+    "clip name without weights": (
+        {"prompt": ["a"]},
+        ["scoring.clip_model=ViT-B-32"],
+        ScorerError,
+        ["clip_weights", "ViT-B-32"],
+    ),
     "unknown clip model": ({"prompt": ["a"]}, ["scoring.clip_model=ViT-Q-99"], ScorerError, ["'ViT-Q-99'"]),
 }
 

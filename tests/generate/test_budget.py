@@ -4,6 +4,7 @@ run, inline and on Ray, and `sdgen plan`'s estimate from the output's own histor
 
 The budget's clock is moved forward by the test when the run's 2nd shard commits (an event, not a
 wall-clock guess), so the stop lands at the same place on any machine."""
+
 import json
 import os
 import subprocess
@@ -22,8 +23,14 @@ PROMPTS = [f"prompt number {i}" for i in range(7)]
 
 def _job(tmp_path, out, **sections):
     src = write_prompts(tmp_path / "p.parquet", PROMPTS)
-    cfg = tiny_config(src, tmp_path / out, shards={"rows_per_shard": 1}, generation={"images_per_prompt": 1},
-                      write={"timing_columns": False}, **sections)
+    cfg = tiny_config(
+        src,
+        tmp_path / out,
+        shards={"rows_per_shard": 1},
+        generation={"images_per_prompt": 1},
+        write={"timing_columns": False},
+        **sections,
+    )
     return write_job(tmp_path / f"{out}.yaml", cfg)
 
 
@@ -46,8 +53,9 @@ def clock_jumps_at_second_commit(monkeypatch):
 
 
 @pytest.mark.parametrize("executor", ["inline", "ray"])
-def test_budget_stops_part_way_exit_4_then_continues_byte_identical(tmp_path, capsys, clock_jumps_at_second_commit,
-                                                                      executor, request):
+def test_budget_stops_part_way_exit_4_then_continues_byte_identical(
+    tmp_path, capsys, clock_jumps_at_second_commit, executor, request
+):
     if executor == "ray":
         request.getfixturevalue("ray_cluster")
     ray = {"executor": executor, **({"num_workers": 1} if executor == "ray" else {})}
@@ -55,11 +63,14 @@ def test_budget_stops_part_way_exit_4_then_continues_byte_identical(tmp_path, ca
     assert main(["run", limited, "--no-progress"]) == 4
     out = capsys.readouterr().out
     assert "BUDGET      limits.max_wall_hours (1) reached: 5 shard(s) not started" in out
-    assert len(os.listdir(tmp_path / "out" / "_commits")) == 2 and not (tmp_path / "out" / "_SUCCESS").exists()
+    assert (
+        len(os.listdir(tmp_path / "out" / "_commits")) == 2 and not (tmp_path / "out" / "_SUCCESS").exists()
+    )
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["budget_stop"]["shards_not_started"] == 5 and summary["worker_seconds"] > 7200
-    assert summary["currency"] == "USD" and summary["cost"] == pytest.approx(summary["worker_seconds"] / 3600 * 2.5,
-                                                                             abs=0.01)
+    assert summary["currency"] == "USD" and summary["cost"] == pytest.approx(
+        summary["worker_seconds"] / 3600 * 2.5, abs=0.01
+    )
     clock_jumps_at_second_commit["offset"] = 0.0  # a larger budget (none): the re-run continues
     clock_jumps_at_second_commit["commits"] = 3
     again = _job(tmp_path, "out", ray=ray)
@@ -78,8 +89,13 @@ def _run(job) -> None:
     """`sdgen run` in a process of its own, as an operator runs it (an in-process re-run would find the
     model's libraries imported already and load faster than the record it is estimated from)."""
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "HF_HUB_OFFLINE": "1"}
-    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", job, "--no-progress"], env=env,
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", job, "--no-progress"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
 
 

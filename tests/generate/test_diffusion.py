@@ -17,8 +17,17 @@ def pipe():
 def samples(n, **kw):
     base = dict(width=64, height=64, steps=3, guidance_scale=5.0, negative_prompt="")
     base.update(kw)
-    return [Sample(row=i, prompt_id=f"p{i}", sample_idx=0, prompt=f"a shape number {i}",
-                   seed=sample_seed(0, f"p{i}", 0), **base) for i in range(n)]
+    return [
+        Sample(
+            row=i,
+            prompt_id=f"p{i}",
+            sample_idx=0,
+            prompt=f"a shape number {i}",
+            seed=sample_seed(0, f"p{i}", 0),
+            **base,
+        )
+        for i in range(n)
+    ]
 
 
 def test_buckets_never_mix_shapes_and_keep_order():
@@ -45,8 +54,16 @@ def test_same_seed_same_image_as_plain_diffusers(pipe):
     gen = Generator(pipe, torch.device("cpu"), torch.float32)
     s = samples(1)[0]
     ours = gen.generate([s]).images[0]
-    ref = pipe(s.prompt, negative_prompt="", height=64, width=64, num_inference_steps=3, guidance_scale=5.0,
-               generator=torch.Generator("cpu").manual_seed(s.seed), output_type="np").images[0]
+    ref = pipe(
+        s.prompt,
+        negative_prompt="",
+        height=64,
+        width=64,
+        num_inference_steps=3,
+        guidance_scale=5.0,
+        generator=torch.Generator("cpu").manual_seed(s.seed),
+        output_type="np",
+    ).images[0]
     ref_u8 = torch.from_numpy((ref * 255).round().astype(np.uint8)).permute(2, 0, 1)
     assert (ours.int() - ref_u8.int()).abs().max().item() <= 1
 
@@ -55,7 +72,12 @@ class FlakyPipe:
     """Wraps a real pipeline; raises out-of-memory above a batch size, NaNs for a marked prompt."""
 
     def __init__(self, pipe, max_batch, nan_prompt=None, fail_prompt=None):
-        self.pipe, self.max_batch, self.nan_prompt, self.fail_prompt = pipe, max_batch, nan_prompt, fail_prompt
+        self.pipe, self.max_batch, self.nan_prompt, self.fail_prompt = (
+            pipe,
+            max_batch,
+            nan_prompt,
+            fail_prompt,
+        )
         self.unet, self.vae_scale_factor, self.calls = pipe.unet, pipe.vae_scale_factor, []
 
     def __call__(self, prompt, **kw):
@@ -80,8 +102,11 @@ def test_oom_halves_the_batch_down_to_rows(pipe):
 
 def test_rows_that_still_fail_are_marked_not_dropped(pipe):
     s = samples(4)
-    gen = Generator(FlakyPipe(pipe, max_batch=8, nan_prompt=s[1].prompt, fail_prompt=s[2].prompt),
-                    torch.device("cpu"), torch.float32)
+    gen = Generator(
+        FlakyPipe(pipe, max_batch=8, nan_prompt=s[1].prompt, fail_prompt=s[2].prompt),
+        torch.device("cpu"),
+        torch.float32,
+    )
     res = gen.generate(s)
     assert len(res.samples) == 4 and res.images.shape[0] == 4
     assert res.errors[0] is None and res.errors[3] is None

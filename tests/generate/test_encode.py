@@ -1,4 +1,5 @@
 """The text encoder runs once per unique (prompt, negative) pair of a batch; images stay as before."""
+
 import pytest
 import torch
 
@@ -17,8 +18,12 @@ def _rows_encoded(pipe):
     seen = []
     for name in ("text_encoder", "text_encoder_2"):
         if getattr(pipe, name, None) is not None:
-            getattr(pipe, name).register_forward_hook(lambda m, args, kw, out: seen.append(
-                (kw.get("input_ids") if "input_ids" in kw else args[0]).shape[0]), with_kwargs=True)
+            getattr(pipe, name).register_forward_hook(
+                lambda m, args, kw, out: seen.append(
+                    (kw.get("input_ids") if "input_ids" in kw else args[0]).shape[0]
+                ),
+                with_kwargs=True,
+            )
     return seen
 
 

@@ -1,5 +1,6 @@
 """The event sink: JSON lines parse, text lines hold key=value, the bar hides per-shard lines; and an
 inline run with --log-format json reports start, each shard and the summary."""
+
 import io
 import json
 

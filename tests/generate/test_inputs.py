@@ -43,8 +43,13 @@ def test_derived_ids_depend_on_content_not_position(tmp_path):
 
 
 def test_row_problems_name_row_column_value():
-    t = pa.table({"prompt": ["ok", None, "ok", "ok", "  "], "width": [64, 64, 60, 64, 64],
-                  "guidance_scale": [1.0, 1.0, 1.0, float("nan"), 1.0]})
+    t = pa.table(
+        {
+            "prompt": ["ok", None, "ok", "ok", "  "],
+            "width": [64, 64, 60, 64, 64],
+            "guidance_scale": [1.0, 1.0, 1.0, float("nan"), 1.0],
+        }
+    )
     probs = row_problems(t, "f.parquet", 100)
     assert sorted(probs) == [101, 102, 103, 104]
     assert "row 102 column 'width': must be a positive multiple of 8 (value 60)" in str(probs[102])

@@ -49,17 +49,22 @@ def test_pickled_weights_are_never_loaded(tmp_path, monkeypatch):
     tiny = build_tiny_pipeline()
     tiny.save_pretrained(tmp_path / "m", safe_serialization=False)
     calls = []
-    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr(
+        torch, "load", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(AssertionError)
+    )
     with pytest.raises(ModelError, match=r"could not load model .*no file named \S+\.safetensors"):
         load_pipeline(str(tmp_path / "m"), torch.float32, "cpu")
     assert calls == []
 
 
-@pytest.mark.parametrize("spec,needle", [
-    ("/no/such/dir", "no such local directory"),
-    ("org/model-x", "hub is offline"),
-    ("bad spec with spaces", "not a preset"),
-])
+@pytest.mark.parametrize(
+    "spec,needle",
+    [
+        ("/no/such/dir", "no such local directory"),
+        ("org/model-x", "hub is offline"),
+        ("bad spec with spaces", "not a preset"),
+    ],
+)
 def test_spec_errors(spec, needle):
     with pytest.raises(ModelError, match=needle):
         check_model_spec(spec)
@@ -82,8 +87,9 @@ def test_native_resolution_from_configs(tmp_path):
     assert native_resolution("sd15-random") == 512 and native_resolution("org/unknown") == 512
     cfg = resolve_defaults(from_dict({"input": "x", "output": "y", "model": str(tmp_path / "m")}))
     assert (cfg.generation.width, cfg.generation.height) == (64, 64)
-    cfg = resolve_defaults(from_dict({"input": "x", "output": "y", "model": "tiny",
-                                      "generation": {"width": 32}}))
+    cfg = resolve_defaults(
+        from_dict({"input": "x", "output": "y", "model": "tiny", "generation": {"width": 32}})
+    )
     assert (cfg.generation.width, cfg.generation.height) == (32, 64)
 
 
@@ -99,8 +105,11 @@ def test_model_dependent_defaults_guidance_and_scorer():
     assert (toy.generation.width, toy.generation.height) == (64, 64)
     tiny = resolve_defaults(from_dict({**base, "model": "tiny"}))
     assert (tiny.generation.guidance_scale, tiny.scoring.clip_model) == (7.5, "tiny")
-    mine = resolve_defaults(from_dict({**base, "model": "toy", "generation": {"guidance_scale": 4.0},
-                                       "scoring": {"clip_model": "tiny"}}))
+    mine = resolve_defaults(
+        from_dict(
+            {**base, "model": "toy", "generation": {"guidance_scale": 4.0}, "scoring": {"clip_model": "tiny"}}
+        )
+    )
     assert (mine.generation.guidance_scale, mine.scoring.clip_model) == (4.0, "tiny")
     assert toy.fingerprint() != mine.fingerprint()
 
@@ -109,8 +118,9 @@ def test_concept_list_on_another_clip_warns_and_is_recorded(tmp_path):
     from pipeline.core.config import from_dict
     from pipeline.generate.driver import _check_concept_clip, describe_probes, resolve_job
 
-    job = resolve_job(from_dict({"input": "x", "output": "y", "model": "tiny",
-                                 "safety": {"concepts": "toyworld"}}))
+    job = resolve_job(
+        from_dict({"input": "x", "output": "y", "model": "tiny", "safety": {"concepts": "toyworld"}})
+    )
     info = describe_probes(job)
     with pytest.warns(UserWarning, match="calibrated on clip_model 'toy' but scored with 'tiny'"):
         _check_concept_clip(job.config, info)
@@ -135,7 +145,9 @@ def test_resolved_job_decides_every_auto_once():
     assert (g.width, g.height, g.guidance_scale, toy.config.scoring.clip_model) == (64, 64, 1.0, "toy")
     assert toy.config.probes.attributes == "auto"  # declared value kept for the fingerprint
     assert ResolvedJob.from_dict(toy.to_dict()) == toy
-    explicit = resolve_job(from_dict({**base, "probes": {"attributes": ["people"]}, "safety": {"concepts": None}}))
+    explicit = resolve_job(
+        from_dict({**base, "probes": {"attributes": ["people"]}, "safety": {"concepts": None}})
+    )
     assert explicit.attribute_sets == ("people",) and explicit.concept_list is None
     assert explicit.fingerprint() != toy.fingerprint()
     tiny = resolve_job(from_dict({**base, "model": "tiny"}))

@@ -1,4 +1,5 @@
 """End to end on the tiny model, inline executor (Ray has its own tests in test_ray.py)."""
+
 import os
 
 import numpy as np
@@ -15,8 +16,11 @@ from pipeline.generate.seeds import sample_seed
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("job")
-    src = write_prompts(tmp / "prompts.parquet", group=["a", "b", "c", "a", "b", "c", "a"],
-                        score=[0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5])
+    src = write_prompts(
+        tmp / "prompts.parquet",
+        group=["a", "b", "c", "a", "b", "c", "a"],
+        score=[0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5],
+    )
     cfg = tiny_config(src, tmp / "out")
     summary = pipeline.run(cfg, progress=False)
     return cfg, summary, tmp / "out"
@@ -75,9 +79,17 @@ def test_loads_with_datasets_pandas_and_arrow(finished):
 
 
 def test_per_row_overrides_and_negative_prompts(tmp_path):
-    src = write_prompts(tmp_path / "p.parquet", ["a", "b", "c"], width=[64, 32, None], height=[64, 64, None],
-                        steps=[2, 3, None], images_per_prompt=[1, 3, None], seed=[None, 1000, None],
-                        negative_prompt=["blurry", None, None], guidance_scale=[1.0, None, 2.0])
+    src = write_prompts(
+        tmp_path / "p.parquet",
+        ["a", "b", "c"],
+        width=[64, 32, None],
+        height=[64, 64, None],
+        steps=[2, 3, None],
+        images_per_prompt=[1, 3, None],
+        seed=[None, 1000, None],
+        negative_prompt=["blurry", None, None],
+        guidance_scale=[1.0, None, 2.0],
+    )
     summary = pipeline.run(tiny_config(src, tmp_path / "o"), progress=False)
     df = read_output(tmp_path / "o")
     assert len(df) == 1 + 3 + 2 == summary["rows_total"]

@@ -1,5 +1,6 @@
 """The elastic pool's error paths: every actor failing to start is exit 2 with the cause, fast; a
 cluster that never has room for a worker is exit 2 after ray.start_timeout_s, not an endless wait."""
+
 import time
 
 from conftest import tiny_config, write_prompts

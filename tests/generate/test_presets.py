@@ -1,4 +1,5 @@
 """The preset registry: one place that knows each built-in model's size, guidance, CLIP and builder."""
+
 import pytest
 import torch
 
@@ -8,25 +9,43 @@ from pipeline.generate.models import check_model_spec, native_resolution, recomm
 
 
 def test_registry_answers_every_model_question():
-    assert set(presets.PRESETS) == {"tiny", "tiny-sdxl", "tiny-sd2", "toy", "sd15-random", "sd2-random",
-                                    "sdxl-random"}
-    assert [native_resolution(n) for n in ("tiny", "toy", "sd15-random", "sd2-random", "sdxl-random")] == \
-        [64, 64, 512, 768, 1024]
+    assert set(presets.PRESETS) == {
+        "tiny",
+        "tiny-sdxl",
+        "tiny-sd2",
+        "toy",
+        "sd15-random",
+        "sd2-random",
+        "sdxl-random",
+    }
+    assert [native_resolution(n) for n in ("tiny", "toy", "sd15-random", "sd2-random", "sdxl-random")] == [
+        64,
+        64,
+        512,
+        768,
+        1024,
+    ]
     assert recommended_guidance("toy") == 1.0 and recommended_guidance("sdxl-random") == 7.5
     assert recommended_guidance("/some/dir") == 7.5
     assert presets.default_clip_model("toy") == "toy" and presets.default_clip_model("tiny") == "tiny"
     assert presets.default_clip_model("sd15-random") == "random:ViT-L-14"
     assert presets.default_clip_model("/models/x") == "tiny"
-    assert presets.default_attribute_sets("toy") == ("toyworld",) and presets.default_attribute_sets("tiny") == ()
+    assert (
+        presets.default_attribute_sets("toy") == ("toyworld",)
+        and presets.default_attribute_sets("tiny") == ()
+    )
     assert presets.default_concept_list("toy") == "toyworld" and presets.default_concept_list("x/y") is None
     assert all(check_model_spec(n) == "preset" for n in presets.PRESETS)
 
 
-@pytest.mark.parametrize("name,unet_params,text_params", [
-    ("sd15-random", 859_520_964, 123_060_480),
-    ("sd2-random", 865_910_724, 340_387_840),
-    ("sdxl-random", 2_567_463_684, 123_060_480 + 694_659_840),
-])
+@pytest.mark.parametrize(
+    "name,unet_params,text_params",
+    [
+        ("sd15-random", 859_520_964, 123_060_480),
+        ("sd2-random", 865_910_724, 340_387_840),
+        ("sdxl-random", 2_567_463_684, 123_060_480 + 694_659_840),
+    ],
+)
 def test_random_architectures_match_published_parameter_counts(name, unet_params, text_params):
     """Built on the meta device (no memory): the UNet and text towers have the published models' sizes."""
     pipe = presets.get(name).build("meta")
@@ -36,10 +55,13 @@ def test_random_architectures_match_published_parameter_counts(name, unet_params
     assert pipe.unet.config.sample_size * pipe.vae_scale_factor == presets.get(name).native_size
 
 
-@pytest.mark.parametrize("name,cls,prediction", [
-    ("tiny-sdxl", "StableDiffusionXLPipeline", "epsilon"),
-    ("tiny-sd2", "StableDiffusionPipeline", "v_prediction"),
-])
+@pytest.mark.parametrize(
+    "name,cls,prediction",
+    [
+        ("tiny-sdxl", "StableDiffusionXLPipeline", "epsilon"),
+        ("tiny-sd2", "StableDiffusionPipeline", "v_prediction"),
+    ],
+)
 def test_tiny_architectures_generate_seeded_images(name, cls, prediction):
     """Seeded latents give the same image alone and inside a batch, for SDXL and SD2 shapes."""
     pipe = presets.get(name).build()

@@ -1,5 +1,6 @@
 """Ray execution: worker count and batch size don't change images; a dead actor's shard is
 re-queued; a driver killed mid-run resumes to exactly the uninterrupted result."""
+
 import os
 import signal
 import subprocess
@@ -23,8 +24,12 @@ def images(out) -> dict:
 @pytest.mark.slow
 def test_batch_and_worker_count_invariance(ray_cluster, tmp_path):
     src = write_prompts(tmp_path / "p.parquet", PROMPTS)
-    one = tiny_config(src, tmp_path / "one", generation={"batch_size": 1}, ray={"executor": "ray", "num_workers": 1})
-    two = tiny_config(src, tmp_path / "two", generation={"batch_size": 3}, ray={"executor": "ray", "num_workers": 2})
+    one = tiny_config(
+        src, tmp_path / "one", generation={"batch_size": 1}, ray={"executor": "ray", "num_workers": 1}
+    )
+    two = tiny_config(
+        src, tmp_path / "two", generation={"batch_size": 3}, ray={"executor": "ray", "num_workers": 2}
+    )
     s1, s2 = pipeline.run(one, progress=False), pipeline.run(two, progress=False)
     assert s1["complete"] and s2["complete"]
     a, b = images(tmp_path / "one"), images(tmp_path / "two")
@@ -38,9 +43,18 @@ def test_batch_and_worker_count_invariance(ray_cluster, tmp_path):
 def test_actor_killed_mid_shard_job_finishes(ray_cluster, tmp_path):
     src = write_prompts(tmp_path / "p.parquet", PROMPTS)
     flag = tmp_path / "killed-once"
-    cfg = tiny_config(src, tmp_path / "o", generation={"batch_size": 2}, ray={
-        "executor": "ray", "num_workers": 1,
-        "runtime_env": {"env_vars": {"SDGEN_FAULT_KILL_AFTER_BATCHES": "2", "SDGEN_FAULT_ONCE_FILE": str(flag)}}})
+    cfg = tiny_config(
+        src,
+        tmp_path / "o",
+        generation={"batch_size": 2},
+        ray={
+            "executor": "ray",
+            "num_workers": 1,
+            "runtime_env": {
+                "env_vars": {"SDGEN_FAULT_KILL_AFTER_BATCHES": "2", "SDGEN_FAULT_ONCE_FILE": str(flag)}
+            },
+        },
+    )
     summary = pipeline.run(cfg, progress=False)
     assert flag.exists(), "the fault was never injected"
     assert summary["complete"] and not summary["failed_shards"]
@@ -54,12 +68,19 @@ def test_actor_killed_mid_shard_job_finishes(ray_cluster, tmp_path):
 @pytest.mark.slow
 def test_driver_sigkill_then_rerun_equals_uninterrupted(ray_cluster, tmp_path):
     src = write_prompts(tmp_path / "p.parquet", PROMPTS)
-    cfg = tiny_config(src, tmp_path / "killed", shards={"rows_per_shard": 1},
-                      generation={"batch_size": 1, "steps": 4},
-                      ray={"executor": "ray", "address": ray_cluster.get_runtime_context().gcs_address})
+    cfg = tiny_config(
+        src,
+        tmp_path / "killed",
+        shards={"rows_per_shard": 1},
+        generation={"batch_size": 1, "steps": 4},
+        ray={"executor": "ray", "address": ray_cluster.get_runtime_context().gcs_address},
+    )
     path = write_job(tmp_path / "job.yaml", cfg)
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(path), "--no-progress"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", str(path), "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     commits = tmp_path / "killed" / "_commits"
 
     def markers() -> int:  # committed markers only: a kill mid-write leaves a .tmp-* file beside them

@@ -1,5 +1,6 @@
 """Loading beyond SD1.5 through the real-model paths: SDXL / SD2 directories (AutoPipeline,
 safetensors), LoRA weights from a local path, single-file checkpoints; a tiny SDXL job end to end."""
+
 import pytest
 import torch
 
@@ -13,12 +14,14 @@ from tests.conftest import decode, read_output, tiny_config, write_prompts
 
 def images(pipe, seeds=(7, 8), guidance=5.0):
     gen = Generator(pipe, torch.device("cpu"), torch.float32)
-    return gen.generate([Sample(0, "p", k, "a red circle", "", s, 64, 64, 3, guidance)
-                         for k, s in enumerate(seeds)]).images
+    return gen.generate(
+        [Sample(0, "p", k, "a red circle", "", s, 64, 64, 3, guidance) for k, s in enumerate(seeds)]
+    ).images
 
 
-@pytest.mark.parametrize("name,cls", [("tiny-sdxl", "StableDiffusionXLPipeline"),
-                                      ("tiny-sd2", "StableDiffusionPipeline")])
+@pytest.mark.parametrize(
+    "name,cls", [("tiny-sdxl", "StableDiffusionXLPipeline"), ("tiny-sd2", "StableDiffusionPipeline")]
+)
 def test_saved_directory_loads_through_autopipeline(tmp_path, name, cls):
     built = presets.get(name).build()
     built.save_pretrained(tmp_path / "m")
@@ -44,8 +47,16 @@ def test_tiny_sdxl_job_end_to_end(tmp_path):
     assert all(a.shape == (64, 64, 3) and a.std() > 0 for a in arrays)
     row = df.iloc[0]
     pipe = presets.get("tiny-sdxl").build()
-    ref = pipe(row.prompt, negative_prompt="", height=64, width=64, num_inference_steps=3, guidance_scale=7.5,
-               generator=torch.Generator("cpu").manual_seed(int(row.seed)), output_type="np").images[0]
+    ref = pipe(
+        row.prompt,
+        negative_prompt="",
+        height=64,
+        width=64,
+        num_inference_steps=3,
+        guidance_scale=7.5,
+        generator=torch.Generator("cpu").manual_seed(int(row.seed)),
+        output_type="np",
+    ).images[0]
     diff = abs((ref * 255).round().astype(int) - arrays[0].astype(int)).max()
     assert diff <= 2, diff
 
@@ -59,10 +70,17 @@ def _tiny_lora(tmp_path):
     pipe = presets.get("tiny").build()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(5)
-        pipe.unet.add_adapter(PeftLora(r=4, lora_alpha=4, init_lora_weights=False,
-                                       target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    StableDiffusionPipeline.save_lora_weights(tmp_path / "lora", unet_lora_layers=get_peft_model_state_dict(pipe.unet),
-                                              safe_serialization=True)
+        pipe.unet.add_adapter(
+            PeftLora(
+                r=4,
+                lora_alpha=4,
+                init_lora_weights=False,
+                target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+            )
+        )
+    StableDiffusionPipeline.save_lora_weights(
+        tmp_path / "lora", unet_lora_layers=get_peft_model_state_dict(pipe.unet), safe_serialization=True
+    )
     return pipe, str(tmp_path / "lora")
 
 
@@ -103,12 +121,19 @@ def test_single_file_checkpoint_loads_offline_with_local_configs(tmp_path):
     pipe = presets.get("tiny").build()
     pipe.save_pretrained(tmp_path / "cfg")
     save_file(to_original(pipe), str(tmp_path / "tiny.safetensors"))
-    loaded = load_pipeline(str(tmp_path / "tiny.safetensors"), torch.float32, "cpu",
-                           single_file_config=str(tmp_path / "cfg"))
+    loaded = load_pipeline(
+        str(tmp_path / "tiny.safetensors"), torch.float32, "cpu", single_file_config=str(tmp_path / "cfg")
+    )
     for name in ("unet", "vae", "text_encoder"):
         a, b = getattr(pipe, name).state_dict(), getattr(loaded, name).state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
     assert torch.equal(images(pipe), images(loaded))
-    cfg = from_dict({"input": "x", "output": "y", "model": str(tmp_path / "tiny.safetensors"),
-                     "single_file_config": str(tmp_path / "cfg")})
+    cfg = from_dict(
+        {
+            "input": "x",
+            "output": "y",
+            "model": str(tmp_path / "tiny.safetensors"),
+            "single_file_config": str(tmp_path / "cfg"),
+        }
+    )
     assert native_resolution(cfg.model, None, cfg.single_file_config) == 64

@@ -1,4 +1,5 @@
 """Input, output and model on s3:// against moto's S3 server on 127.0.0.1."""
+
 import io
 import json
 

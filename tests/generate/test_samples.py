@@ -1,5 +1,6 @@
 """Rows -> samples (pipeline/generate/samples.py) on plain pyarrow tables, no model; and the id rule:
 every (prompt_id, sample_idx) is unique, duplicates, invalid rows and explicit `x~1` ids included."""
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -12,8 +13,12 @@ from pipeline.probes.safety import PromptScreen
 
 
 def _cfg(**sections):
-    raw = {"input": "in.parquet", "output": "out", "model": "tiny",
-           "generation": {"width": 64, "height": 64, "steps": 3, "images_per_prompt": 2, "guidance_scale": 7.5}}
+    raw = {
+        "input": "in.parquet",
+        "output": "out",
+        "model": "tiny",
+        "generation": {"width": 64, "height": 64, "steps": 3, "images_per_prompt": 2, "guidance_scale": 7.5},
+    }
     raw.update(sections)
     return from_dict(raw)
 
@@ -58,10 +63,21 @@ def test_expand_invalid_skip_rename_and_screening(tmp_path):
 
 
 def test_mitigation_variants_follow_weights():
-    m = {"enabled": True, "variants": [{"name": "f", "template": "{prompt}, female", "weight": 1},
-                                       {"name": "m", "template": "{prompt}, male", "weight": 3}]}
-    out = expand(pa.table({"prompt": ["a doctor"]}), Shard("s", "f", 0, 1),
-                 _cfg(mitigation=m, generation={"images_per_prompt": 4, "width": 64, "height": 64, "guidance_scale": 1.0}))
+    m = {
+        "enabled": True,
+        "variants": [
+            {"name": "f", "template": "{prompt}, female", "weight": 1},
+            {"name": "m", "template": "{prompt}, male", "weight": 3},
+        ],
+    }
+    out = expand(
+        pa.table({"prompt": ["a doctor"]}),
+        Shard("s", "f", 0, 1),
+        _cfg(
+            mitigation=m,
+            generation={"images_per_prompt": 4, "width": 64, "height": 64, "guidance_scale": 1.0},
+        ),
+    )
     assert [s.variant for s in out.samples] == ["f", "m", "m", "m"]
     assert out.samples[0].prompt == "a doctor, female" and out.samples[0].source_prompt == "a doctor"
     vs = _cfg(mitigation=m).mitigation.variants
@@ -70,8 +86,9 @@ def test_mitigation_variants_follow_weights():
 
 def test_numbered_duplicates_skip_explicit_ids(tmp_path):
     keys = _keys(tmp_path, pa.table({"prompt": ["p", "q", "r", "s"], "prompt_id": ["x", "x", "x~1", "x"]}))
-    assert sorted(keys) == sorted([("x", 0), ("x", 1), ("x~2", 0), ("x~2", 1), ("x~1", 0), ("x~1", 1),
-                                   ("x~3", 0), ("x~3", 1)])
+    assert sorted(keys) == sorted(
+        [("x", 0), ("x", 1), ("x~2", 0), ("x~2", 1), ("x~1", 0), ("x~1", 1), ("x~3", 0), ("x~3", 1)]
+    )
 
 
 def test_invalid_rows_take_part_in_numbering(tmp_path):

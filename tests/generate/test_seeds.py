@@ -14,7 +14,12 @@ def reference_seed(job_seed, prompt_id, k):
 
 
 def test_sample_seed_matches_contract():
-    for job_seed, pid, k in [(0, "abc", 0), (0, "abc", 1), (42, "a photo of a doctor", 7), (2**40, "ü-ñ", 123)]:
+    for job_seed, pid, k in [
+        (0, "abc", 0),
+        (0, "abc", 1),
+        (42, "a photo of a doctor", 7),
+        (2**40, "ü-ñ", 123),
+    ]:
         assert sample_seed(job_seed, pid, k) == reference_seed(job_seed, pid, k)
     assert sample_seed(0, "abc", 0) != sample_seed(1, "abc", 0)
     assert all(0 <= sample_seed(5, str(i), i) < 2**63 for i in range(200))

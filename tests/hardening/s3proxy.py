@@ -1,5 +1,6 @@
 """An HTTP proxy on 127.0.0.1 in front of the moto S3 server that injects faults: 503 SlowDown,
 500 InternalError and dropped connections, each at its own rate, from a seeded RNG."""
+
 from __future__ import annotations
 
 import http.client
@@ -16,7 +17,8 @@ class FaultProxy:
     def __init__(self, upstream: str, seed: int = 0, lose_reply=None, fail=None, **rates):
         """``lose_reply(method, path, headers) -> bool``: requests forwarded to the store whose reply is then
         dropped (the store did the work, the client sees a reset and retries), each matching one once.
-        ``fail(method, path) -> bool``: requests answered 503 SlowDown every time (a call that never passes)."""
+        ``fail(method, path) -> bool``: requests answered 503 SlowDown every time (a call that never
+        passes)."""
         self.up = urlparse(upstream)
         self.lose_reply, self.lost, self.fail = lose_reply, [], fail
         self.rates = {"slowdown": 0.0, "internal": 0.0, "drop": 0.0, **rates}
@@ -93,7 +95,11 @@ class FaultProxy:
 
     def _lose(self, method, path, headers) -> bool:
         with self.lock:
-            if self.lose_reply is None or (method, path) in self.lost or not self.lose_reply(method, path, headers):
+            if (
+                self.lose_reply is None
+                or (method, path) in self.lost
+                or not self.lose_reply(method, path, headers)
+            ):
                 return False
             self.lost.append((method, path))
             return True

@@ -1,6 +1,7 @@
 """Class 3/8: disk full during a run (a small tmpfs): committed shards kept, failed ones listed,
 exit 1, summary written; after more space the re-run completes byte-identical to an uninterrupted
 run, with no .tmp-* file anywhere (a dead run's stale one included)."""
+
 import os
 import subprocess
 import time
@@ -12,8 +13,12 @@ from pipeline.cli import main
 
 
 def _mount(path, size):
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 @pytest.mark.slow
@@ -38,7 +43,9 @@ def test_disk_full_then_resume(tmp_path, capsys):
         assert main(["run", job, "--no-progress"]) == 0
         assert not [f for d, _, fs in os.walk(mnt / "out") for f in fs if f.startswith(".tmp-")]
         ref = tmp_path / "ref"
-        assert main(["run", write_job(tmp_path / "ref.yaml", {**cfg, "output": str(ref)}), "--no-progress"]) == 0
+        assert (
+            main(["run", write_job(tmp_path / "ref.yaml", {**cfg, "output": str(ref)}), "--no-progress"]) == 0
+        )
         got, want = tree_bytes(mnt / "out" / "data"), tree_bytes(ref / "data")
         assert got == want and len(read_output(ref)) == 48
     finally:

@@ -1,4 +1,5 @@
 """Classes 3, 5, 6, 7: clear errors with the right exit code, nothing left behind, small things."""
+
 import json
 import logging
 import os
@@ -38,8 +39,9 @@ def test_output_is_a_file(tmp_path, capsys):
 def test_output_on_a_read_only_filesystem(tmp_path, capsys):
     mnt = tmp_path / "ro"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mnt)],
-                      capture_output=True).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(mnt)], capture_output=True
+    ).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
         rc, err = _cli(tmp_path, _job(tmp_path, mnt / "out"), capsys)
@@ -52,7 +54,7 @@ def test_corrupt_data_pages_name_the_file(tmp_path, capsys):
     path = tmp_path / "in.parquet"
     pq.write_table(pa.table({"prompt": [f"a long prompt number {i}" for i in range(2000)]}), path)
     raw = bytearray(path.read_bytes())
-    raw[100:len(raw) // 2] = b"\xff" * (len(raw) // 2 - 100)  # data pages only: the footer stays valid
+    raw[100 : len(raw) // 2] = b"\xff" * (len(raw) // 2 - 100)  # data pages only: the footer stays valid
     path.write_bytes(bytes(raw))
     cfg = tiny_config(path, tmp_path / "out")
     rc, err = _cli(tmp_path, cfg, capsys)
@@ -80,7 +82,10 @@ def test_failed_start_does_not_lock_the_output(tmp_path):
     (out / "run.json").write_text(json.dumps({"fingerprint": "0" * 64, "fingerprint_fields": {"model": "x"}}))
     with pytest.warns(UserWarning, match="no committed shard"):
         summary = pipeline.run(cfg, progress=False)
-    assert summary["complete"] and json.loads((out / "run.json").read_text())["fingerprint"] == summary["fingerprint"]
+    assert (
+        summary["complete"]
+        and json.loads((out / "run.json").read_text())["fingerprint"] == summary["fingerprint"]
+    )
     # committed work does lock it
     with pytest.raises(Exception, match="different config"):
         pipeline.run({**cfg, "generation": {**cfg["generation"], "seed": 5}}, progress=False)
@@ -99,8 +104,11 @@ def test_files_follow_the_umask_and_no_tmp_left(tmp_path):
 
 
 def test_secret_values_are_never_echoed():
-    for raw in ({"storage": {"secret_key": "hunter2"}}, {"storage": {"api_token": "hunter2"}},
-                {"storage": {"secret": 12345}}):
+    for raw in (
+        {"storage": {"secret_key": "hunter2"}},
+        {"storage": {"api_token": "hunter2"}},
+        {"storage": {"secret": 12345}},
+    ):
         with pytest.raises(ConfigError) as e:
             from_dict({"input": "i", "output": "o", **raw})
         assert "hunter2" not in str(e.value) and "12345" not in str(e.value) and "hidden" in str(e.value)
@@ -125,15 +133,20 @@ def test_truncation_warning_is_short(caplog):
     with caplog.at_level(logging.WARNING, "h_test.pipeline"):
         logging.getLogger("h_test.pipeline").warning(
             "The following part of your input was truncated because CLIP can only handle sequences up to"
-            f" 77 tokens: {['word ' * 2000]}")
+            f" 77 tokens: {['word ' * 2000]}"
+        )
     assert len(caplog.records[0].getMessage()) < 300 and "chars)" in caplog.records[0].getMessage()
 
 
 def test_status_into_a_closed_pipe(tmp_path):
     pipeline.run(_job(tmp_path), progress=False)
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    p = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "status", str(tmp_path / "out")],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "status", str(tmp_path / "out")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     p.stdout.close()  # `| head` that has already left
     err = p.stderr.read().decode()
     assert p.wait(60) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err

@@ -1,5 +1,6 @@
 """Class 2 (bounded work): limits from config `limits` and the scheduler's training timesteps, checked
 before any model loads with file, row, column and value named; `sdgen plan` counts pixel-steps."""
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -26,14 +27,31 @@ def _input(tmp_path, **cols):
     return path
 
 
-@pytest.mark.parametrize("cols, fragment", [
-    ({"steps": [3, 5000, None]}, "row 1 column 'steps': exceeds the scheduler's training timesteps (1000) (value 5000)"),
-    ({"width": [64, None, 100000]}, "row 2 column 'width': exceeds limits.max_side (8192) (value 100000)"),
-    ({"width": [64, None, 128]}, "row 2 column 'width': 8192 pixels exceed limits.max_pixels (4096) (value '128x64')"),
-    ({"images_per_prompt": [1, 1000000000, 1]}, "row 1 column 'images_per_prompt': exceeds limits.max_images_per_prompt"),
-])
+@pytest.mark.parametrize(
+    "cols, fragment",
+    [
+        (
+            {"steps": [3, 5000, None]},
+            "row 1 column 'steps': exceeds the scheduler's training timesteps (1000) (value 5000)",
+        ),
+        (
+            {"width": [64, None, 100000]},
+            "row 2 column 'width': exceeds limits.max_side (8192) (value 100000)",
+        ),
+        (
+            {"width": [64, None, 128]},
+            "row 2 column 'width': 8192 pixels exceed limits.max_pixels (4096) (value '128x64')",
+        ),
+        (
+            {"images_per_prompt": [1, 1000000000, 1]},
+            "row 1 column 'images_per_prompt': exceeds limits.max_images_per_prompt",
+        ),
+    ],
+)
 def test_row_beyond_a_limit_is_named(tmp_path, cols, fragment):
-    cfg = tiny_config(_input(tmp_path, **cols), tmp_path / "out", limits={"max_pixels": 4096, "max_steps": 2000})
+    cfg = tiny_config(
+        _input(tmp_path, **cols), tmp_path / "out", limits={"max_pixels": 4096, "max_steps": 2000}
+    )
     with pytest.raises(InputError) as e:
         pipeline.run(cfg, progress=False)
     assert fragment in str(e.value) and "in.parquet" in str(e.value)
@@ -44,8 +62,10 @@ def test_config_beyond_a_limit(tmp_path):
     with pytest.raises(ConfigError, match="generation.steps 20 exceeds limits.max_steps 10"):
         from_dict({**base, "limits": {"max_steps": 10}, "generation": {**base["generation"], "steps": 20}})
     with pytest.raises(ConfigError, match="training timesteps"):
-        pipeline.run({**base, "generation": {**base["generation"], "steps": 1001},
-                      "limits": {"max_steps": 5000}}, progress=False)
+        pipeline.run(
+            {**base, "generation": {**base["generation"], "steps": 1001}, "limits": {"max_steps": 5000}},
+            progress=False,
+        )
     with pytest.raises(InputError, match=r"asks for 6 images, more than limits.max_images \(5\)"):
         pipeline.run({**base, "limits": {"max_images": 5}}, progress=False)
 
@@ -61,12 +81,16 @@ def test_limits_do_not_change_the_fingerprint(tmp_path):
 
 
 def test_plan_reports_pixel_steps_and_overrides(tmp_path, capsys):
-    cfg = tiny_config(_input(tmp_path, images_per_prompt=[None, 3, None], steps=[None, None, 10]),
-                      tmp_path / "out")
+    cfg = tiny_config(
+        _input(tmp_path, images_per_prompt=[None, 3, None], steps=[None, None, 10]), tmp_path / "out"
+    )
     assert main(["plan", write_job(tmp_path / "job.yaml", cfg)]) == 0
     out = capsys.readouterr().out
     # images: 2 + 3 + 2 = 7; pixel-steps: 64*64*(2*3 + 3*3 + 2*10) = 4096 * 35
-    assert "images                            7" in out and f"pixel_steps                       {4096 * 35}" in out
+    assert (
+        "images                            7" in out
+        and f"pixel_steps                       {4096 * 35}" in out
+    )
     assert "1 row(s) set their own images_per_prompt" in out
 
 

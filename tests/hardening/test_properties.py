@@ -1,6 +1,7 @@
 """Class 8: property tests (hypothesis) over input tables and config dicts. Inputs: either an error
 naming file, row and column, or (on_invalid_row: mark) rows whose keys are unique and which match
 the input row for row. Configs: either valid, or a ConfigError naming the key."""
+
 import math
 
 import fsspec
@@ -28,7 +29,9 @@ def tables(draw):
     n = draw(st.integers(1, 12))
     cols = {"prompt": pa.array(draw(st.lists(prompts, min_size=n, max_size=n)), pa.string())}
     if draw(st.booleans()):
-        cols["prompt_id"] = pa.array(draw(st.lists(st.one_of(st.none(), ids), min_size=n, max_size=n)), pa.string())
+        cols["prompt_id"] = pa.array(
+            draw(st.lists(st.one_of(st.none(), ids), min_size=n, max_size=n)), pa.string()
+        )
     opt = lambda s: st.lists(st.one_of(st.none(), s), min_size=n, max_size=n)  # noqa: E731
     if draw(st.booleans()):
         cols["images_per_prompt"] = pa.array(draw(opt(st.integers(-1, 6))), pa.int64())
@@ -46,9 +49,15 @@ def tables(draw):
 
 
 def _cfg(path, **shards):
-    return from_dict(tiny_config(path, "unused", limits=LIMITS,
-                                 generation={"guidance_scale": 7.5, "images_per_prompt": 2},
-                                 shards={"rows_per_shard": 3, **shards}))
+    return from_dict(
+        tiny_config(
+            path,
+            "unused",
+            limits=LIMITS,
+            generation={"guidance_scale": 7.5, "images_per_prompt": 2},
+            shards={"rows_per_shard": 3, **shards},
+        )
+    )
 
 
 @SETTINGS
@@ -77,20 +86,46 @@ def test_rows_become_unique_keys_matching_the_input(tmp_path_factory, table, pol
     assert len(keys) == len(set(keys)) and all(k[0] is not None for k in keys)
     bad = {p.row for p in scan.problems}
     skipped = {r for sh in shards for r in sh.skip}
-    ipp = table.column("images_per_prompt").to_pylist() if "images_per_prompt" in table.column_names else [None] * 99
+    ipp = (
+        table.column("images_per_prompt").to_pylist()
+        if "images_per_prompt" in table.column_names
+        else [None] * 99
+    )
     for r in range(table.num_rows):
         want = 0 if r in skipped else -1 if r in bad else (ipp[r] if ipp[r] is not None else 2)
         assert per_row.get(r, 0) == want, (r, want, per_row)
 
 
-config_values = st.one_of(st.none(), st.integers(-5, 2**64), st.floats(allow_nan=True), st.text(max_size=5),
-                          st.booleans(), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3),
-                                                                                               st.integers(), max_size=2))
-keys = st.sampled_from(["generation.steps", "generation.width", "generation.seed", "generation.guidance_scale",
-                        "generation.images_per_prompt", "generation.scheduler", "shards.rows_per_shard",
-                        "shards.duplicates", "limits.max_steps", "retry.attempts", "retry.base_s", "model",
-                        "storage.secret", "storage.api_token", "write.png_compress_level", "nosuch.key",
-                        "generation.nosuch"])
+config_values = st.one_of(
+    st.none(),
+    st.integers(-5, 2**64),
+    st.floats(allow_nan=True),
+    st.text(max_size=5),
+    st.booleans(),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+keys = st.sampled_from(
+    [
+        "generation.steps",
+        "generation.width",
+        "generation.seed",
+        "generation.guidance_scale",
+        "generation.images_per_prompt",
+        "generation.scheduler",
+        "shards.rows_per_shard",
+        "shards.duplicates",
+        "limits.max_steps",
+        "retry.attempts",
+        "retry.base_s",
+        "model",
+        "storage.secret",
+        "storage.api_token",
+        "write.png_compress_level",
+        "nosuch.key",
+        "generation.nosuch",
+    ]
+)
 
 
 @SETTINGS
@@ -108,7 +143,10 @@ def test_config_dicts_are_valid_or_name_the_key(items):
         from_dict(raw)
     except ConfigError as e:
         msg = str(e)
-        assert any(k.split(".")[-1] in msg or k.split(".")[0] in msg for k in items) or "must not be empty" in msg
+        assert (
+            any(k.split(".")[-1] in msg or k.split(".")[0] in msg for k in items)
+            or "must not be empty" in msg
+        )
         assert_no_secret_echoed(msg, items)
 
 
@@ -132,13 +170,16 @@ def test_secret_oracle_tells_a_collision_from_a_leak():
     header showing it is (the fresh-clone failure of issue 25 was the first case taken for the second)."""
     items = {"generation.steps": "00:", "storage.secret": "00:"}
     assert_no_secret_echoed("invalid config <dict>:\n  generation.steps: not an integer (got '00:')", items)
-    for leak in ("invalid config <dict>:\n  storage.secret: bad (got '00:')",
-                 "invalid config {'secret': '00:'}:\n  generation.steps: not an integer (got 5)"):
+    for leak in (
+        "invalid config <dict>:\n  storage.secret: bad (got '00:')",
+        "invalid config {'secret': '00:'}:\n  generation.steps: not an integer (got 5)",
+    ):
         with pytest.raises(AssertionError):
             assert_no_secret_echoed(leak, items)
     with pytest.raises(AssertionError):  # a different value on another line is still the secret's text
-        assert_no_secret_echoed("invalid config <dict>:\n  model: bad (got '00:')",
-                                {"model": "x", "storage.secret": "00:"})
+        assert_no_secret_echoed(
+            "invalid config <dict>:\n  model: bad (got '00:')", {"model": "x", "storage.secret": "00:"}
+        )
 
 
 @pytest.mark.slow
@@ -147,8 +188,13 @@ def test_secret_oracle_tells_a_collision_from_a_leak():
 def test_end_to_end_output_matches_input(tmp_path_factory, table):
     d = tmp_path_factory.mktemp("e2e")
     pq.write_table(table, d / "in.parquet", row_group_size=2)
-    cfg = tiny_config(d / "in.parquet", d / "out", limits=LIMITS, shards={"on_invalid_row": "mark"},
-                      generation={"images_per_prompt": 1, "steps": 2, "width": 64, "height": 64})
+    cfg = tiny_config(
+        d / "in.parquet",
+        d / "out",
+        limits=LIMITS,
+        shards={"on_invalid_row": "mark"},
+        generation={"images_per_prompt": 1, "steps": 2, "width": 64, "height": 64},
+    )
     import pipeline
 
     try:

@@ -1,5 +1,6 @@
 """Class 4: transient storage faults are retried with bounded backoff; what outlasts the retries is a
 storage error (exit 1), never "not a readable Parquet file"."""
+
 import fsspec
 import pytest
 from conftest import write_prompts
@@ -24,10 +25,16 @@ class Flaky:
         return self.fn(*a, **k)
 
 
-@pytest.mark.parametrize("exc", [ConnectionResetError("reset by peer"), TimeoutError("read timed out"),
-                                 OSError("An error occurred (SlowDown) when calling GetObject"),
-                                 OSError("An error occurred (503) Service Unavailable"),
-                                 OSError("An error occurred (InternalError) (500)")])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ConnectionResetError("reset by peer"),
+        TimeoutError("read timed out"),
+        OSError("An error occurred (SlowDown) when calling GetObject"),
+        OSError("An error occurred (503) Service Unavailable"),
+        OSError("An error occurred (InternalError) (500)"),
+    ],
+)
 def test_transient_is_retried(exc):
     f = Flaky(lambda: 42, 3, exc)
     assert retry.call(f, policy=FAST) == 42 and f.calls == 4
@@ -36,8 +43,15 @@ def test_transient_is_retried(exc):
         retry.call(f, what="x", policy=FAST)
 
 
-@pytest.mark.parametrize("exc", [FileNotFoundError("nope"), PermissionError("denied"), ValueError("bad"),
-                                 OSError("Corrupt snappy compressed data.")])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        FileNotFoundError("nope"),
+        PermissionError("denied"),
+        ValueError("bad"),
+        OSError("Corrupt snappy compressed data."),
+    ],
+)
 def test_not_transient_is_raised_at_once(exc):
     f = Flaky(lambda: 42, 1, exc)
     with pytest.raises(type(exc)):

@@ -1,5 +1,6 @@
 """Class 4/8: S3 behind a proxy injecting 503 SlowDown, 500 and dropped connections: the run completes
 byte-identical to a clean run, or ends with a storage error and then resumes byte-identical."""
+
 import io
 
 import pyarrow as pa
@@ -19,8 +20,10 @@ def _parts(fs, prefix):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rates", [{"slowdown": 0.1, "internal": 0.05, "drop": 0.05},
-                                   {"slowdown": 0.3, "internal": 0.1, "drop": 0.1}])
+@pytest.mark.parametrize(
+    "rates",
+    [{"slowdown": 0.1, "internal": 0.05, "drop": 0.05}, {"slowdown": 0.3, "internal": 0.1, "drop": 0.1}],
+)
 def test_faulty_s3_completes_or_resumes_byte_identical(s3_server, rates):
     fs = s3fs.S3FileSystem(endpoint_url=s3_server, key="testing", secret="testing", skip_instance_cache=True)
     bucket = f"sdgen-faults-{len(fs.ls('/'))}"
@@ -28,10 +31,15 @@ def test_faulty_s3_completes_or_resumes_byte_identical(s3_server, rates):
     buf = io.BytesIO()
     pq.write_table(pa.table({"prompt": PROMPTS}), buf, row_group_size=3)
     fs.pipe(f"{bucket}/in/p.parquet", buf.getvalue())
-    common = dict(write={"timing_columns": False, "contact_sheet": False}, generation={"images_per_prompt": 1},
-                  retry={"attempts": 12, "base_s": 0.01, "max_s": 0.1})  # every try counts (issue 26)
+    common = dict(
+        write={"timing_columns": False, "contact_sheet": False},
+        generation={"images_per_prompt": 1},
+        retry={"attempts": 12, "base_s": 0.01, "max_s": 0.1},
+    )  # every try counts (issue 26)
     clean = {"endpoint_url": s3_server, "key": "testing", "secret": "testing"}
-    pipeline.run(tiny_config(f"s3://{bucket}/in/", f"s3://{bucket}/ref", storage=clean, **common), progress=False)
+    pipeline.run(
+        tiny_config(f"s3://{bucket}/in/", f"s3://{bucket}/ref", storage=clean, **common), progress=False
+    )
     with FaultProxy(s3_server, seed=7, **rates) as proxy:
         storage = {**clean, "endpoint_url": proxy.url}
         cfg = tiny_config(f"s3://{bucket}/in/", f"s3://{bucket}/out", storage=storage, **common)
@@ -42,7 +50,11 @@ def test_faulty_s3_completes_or_resumes_byte_identical(s3_server, rates):
             done, why = False, str(e)
             assert "failed 12 time(s) with transient errors" in why, why
         assert proxy.counts["requests"] > 20 and sum(proxy.counts.values()) > proxy.counts["requests"], (
-            proxy.counts, why)
+            proxy.counts,
+            why,
+        )
     if not done:  # a storage error or failed shards: the resume on a healthy endpoint completes
         assert pipeline.run({**cfg, "storage": clean}, progress=False)["complete"]
-    assert _parts(fs, f"{bucket}/out") == _parts(fs, f"{bucket}/ref") and len(_parts(fs, f"{bucket}/ref")) == 3
+    assert (
+        _parts(fs, f"{bucket}/out") == _parts(fs, f"{bucket}/ref") and len(_parts(fs, f"{bucket}/ref")) == 3
+    )

@@ -1,5 +1,6 @@
 """Class 8: SIGKILL of the driver at random points the test chooses (seeded); each re-run resumes,
 and the final parts are byte-identical to an uninterrupted run, with no .tmp-* left."""
+
 import os
 import random
 import signal
@@ -31,7 +32,9 @@ def _wait_for_markers(p, out, n: int, deadline_s: float = 120.0) -> None:
 @pytest.mark.slow
 def test_sigkill_driver_then_resume_is_byte_identical(tmp_path):
     inp = write_prompts(tmp_path / "in.parquet", [f"prompt number {i}" for i in range(18)])  # 6 shards of 3
-    common = dict(write={"timing_columns": False, "contact_sheet": False}, generation={"images_per_prompt": 1})
+    common = dict(
+        write={"timing_columns": False, "contact_sheet": False}, generation={"images_per_prompt": 1}
+    )
     env = {**os.environ, "PYTHONPATH": os.getcwd(), "HF_HUB_OFFLINE": "1"}
     ref = write_job(tmp_path / "ref.yaml", tiny_config(inp, tmp_path / "ref", **common))
     subprocess.run(_cmd(ref), env=env, check=True, capture_output=True)

@@ -1,4 +1,5 @@
 """sdgen report: one self-contained HTML file; rendered in headless Chromium when it is installed."""
+
 import re
 import shutil
 import subprocess
@@ -11,10 +12,20 @@ from synth_output import cli, known_rows, make_output, row
 from pipeline.audit.spec import AuditSpec
 from pipeline.pages.report import MAX_COLUMNS, build_report, metric_tables
 
-CHROMIUM = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--virtual-time-budget=10000"]
+CHROMIUM = next(
+    (shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None
+)
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--virtual-time-budget=10000",
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +43,9 @@ def test_self_contained_no_urls(report):
     assert not re.search(r"https?:|ftp:|//[a-z0-9]", html, re.I), "no URL of any kind"
     assert "<link" not in html and "@import" not in html and "url(" not in html
     srcs = re.findall(r'<img[^>]*\ssrc="([^"]*)"', html)
-    assert len(srcs) == 4 * 6 - 4 and all(s.startswith("data:image/png;base64,") for s in srcs)  # x mark: 2 images
+    assert len(srcs) == 4 * 6 - 4 and all(
+        s.startswith("data:image/png;base64,") for s in srcs
+    )  # x mark: 2 images
     assert len(re.findall(r'<rect class="bar"', html)) == 4 * 4  # every group's share of every class
     assert 'class="target"' in html and 'class="ci"' in html
 
@@ -52,15 +65,21 @@ def test_template_and_clip_sections(report):
     html = report[2]
     assert html.count('class="template-sensitivity" data-attribute="colour"') == 1
     prompts = re.findall(r'<tr data-prompt="([^"]*)">', html)
-    assert sorted(prompts) == sorted(["c0", "c1", "c2", "c3", "c4", "c5", "s0", "s1", "s2", "t0", "t1", "t2", "t3",
-                                      "x0", "x1"])  # every prompt with an ok row; blocked c6, failed c7 have none
+    assert sorted(prompts) == sorted(
+        ["c0", "c1", "c2", "c3", "c4", "c5", "s0", "s1", "s2", "t0", "t1", "t2", "t3", "x0", "x1"]
+    )  # every prompt with an ok row; blocked c6, failed c7 have none
     assert html.count('class="clip-distribution"') == 1 and "CLIP score per group" in html
 
 
 def test_no_probes_explained(tmp_path):
-    out = make_output(tmp_path / "out", [row("p", k, group="circle", classes={}) for k in range(3)], classes={})
+    out = make_output(
+        tmp_path / "out", [row("p", k, group="circle", classes={}) for k in range(3)], classes={}
+    )
     r = build_report(out, str(tmp_path / "r.html"))
-    assert "No attribute was probed" in r["notes"][0] and "No attribute was probed" in (tmp_path / "r.html").read_text()
+    assert (
+        "No attribute was probed" in r["notes"][0]
+        and "No attribute was probed" in (tmp_path / "r.html").read_text()
+    )
 
 
 def test_cli(report, tmp_path, capsys):
@@ -72,8 +91,12 @@ def test_cli(report, tmp_path, capsys):
 
 
 def _chromium(args, tmp_path):
-    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
-                          capture_output=True, text=True, timeout=90)
+    return subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
@@ -138,10 +161,18 @@ def test_tables_at_most_nine_columns(report):
 
 def test_many_classes_split_over_tables():
     classes = [f"c{i}" for i in range(11)]
-    entry = {"classes": classes, "min_n": 30, "groups": {"g": {"n": 3, "proportions": {c: 1 / 11 for c in classes}}}}
+    entry = {
+        "classes": classes,
+        "min_n": 30,
+        "groups": {"g": {"n": 3, "proportions": {c: 1 / 11 for c in classes}}},
+    }
     tables = metric_tables(entry)
     assert [len(t["head"]) for t in tables] == [9, 1 + 3, 9, 6]  # 8 classes, then the other 3
-    assert tables[1]["caption"] == "Class shares [CI] (2 of 2)" and tables[1]["head"][1:] == ["c8", "c9", "c10"]
+    assert tables[1]["caption"] == "Class shares [CI] (2 of 2)" and tables[1]["head"][1:] == [
+        "c8",
+        "c9",
+        "c10",
+    ]
 
 
 def test_empty_group_has_no_chart(tmp_path):
@@ -166,12 +197,21 @@ def test_where_filters_the_single_run_report(report, tmp_path):
 
 
 def test_two_column_group_by_facets(tmp_path):
-    rows = [row(f"{s}{z}{i}", k, lab, group=s, size=z) for s, lab in (("circle", "red"), ("square", "blue"))
-            for z in ("big", "small") for i in range(3) for k in range(2)]
+    rows = [
+        row(f"{s}{z}{i}", k, lab, group=s, size=z)
+        for s, lab in (("circle", "red"), ("square", "blue"))
+        for z in ("big", "small")
+        for i in range(3)
+        for k in range(2)
+    ]
     out = make_output(tmp_path / "out", rows, passthrough=("shape", "size"))
-    assert cli(["report", out, "-o", tmp_path / "r.html", "--group-by", "shape,size", "--bootstrap", 100]) == 0
+    assert (
+        cli(["report", out, "-o", tmp_path / "r.html", "--group-by", "shape,size", "--bootstrap", 100]) == 0
+    )
     html = (tmp_path / "r.html").read_text()
-    facets = re.findall(r'<div class="facet"><h4>([^<]*)</h4>\s*<div class="charts">(.*?)</div></div>', html, re.S)
+    facets = re.findall(
+        r'<div class="facet"><h4>([^<]*)</h4>\s*<div class="charts">(.*?)</div></div>', html, re.S
+    )
     assert [t for t, _ in facets] == ["shape = circle", "shape = square"]
     for _, charts in facets:  # one chart per value of the second column, titled by it
         assert re.findall(r'class="ct">([^<]*)<', charts) == ["big (n=6)", "small (n=6)"]

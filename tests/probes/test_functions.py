@@ -1,9 +1,11 @@
-"""Tests of pipeline.probes.functions with fake embeddings: docs/AUDIT.md "How to test without real weights", check 3.
+"""Tests of pipeline.probes.functions with fake embeddings: docs/AUDIT.md "How to test without real weights",
+check 3.
 
 Text vectors are unit basis vectors; image vectors mix them with known weights, so every cosine,
 probability and decision is known in advance. Boundary cases use values exactly representable in
 float32 (0.25, 0.5, 0.75), so "exactly at the threshold" really is exact.
 """
+
 from __future__ import annotations
 
 import types
@@ -47,7 +49,7 @@ def test_clip_score_hessel_and_torchmetrics():
 
 # ------------------------------------------------------------------ zero-shot and abstention
 def test_class_embeddings_mean_then_renormalise():
-    s = 2 ** -0.5
+    s = 2**-0.5
     per_class = [torch.stack([e(0, 3, w=[s, s]), e(0, 3, w=[s, -s])]), torch.stack([e(1) * 5.0]), e(2)[None]]
     c = P.class_embeddings(per_class)
     assert torch.allclose(c, torch.stack([e(0), e(1), e(2)]), atol=1e-6)  # inputs normalised first
@@ -137,16 +139,32 @@ def test_concept_flags_match_diffusers_safety_checker():
     # replaced by the identity), with concept and special-care lists concatenated as in sdgen.
     sc = pytest.importorskip("diffusers.pipelines.stable_diffusion.safety_checker")
     g = torch.Generator().manual_seed(0)
-    img, concept, special = torch.randn(400, D, generator=g), torch.randn(17, D, generator=g), torch.randn(3, D, generator=g)
+    img, concept, special = (
+        torch.randn(400, D, generator=g),
+        torch.randn(17, D, generator=g),
+        torch.randn(3, D, generator=g),
+    )
     thr_c, thr_s = torch.full((17,), 0.45), torch.full((3,), 0.4)
-    fake = types.SimpleNamespace(vision_model=lambda x: (None, x), visual_projection=lambda x: x,
-                                 concept_embeds=concept, special_care_embeds=special,
-                                 concept_embeds_weights=thr_c, special_care_embeds_weights=thr_s)
+    fake = types.SimpleNamespace(
+        vision_model=lambda x: (None, x),
+        visual_projection=lambda x: x,
+        concept_embeds=concept,
+        special_care_embeds=special,
+        concept_embeds_weights=thr_c,
+        special_care_embeds_weights=thr_s,
+    )
     _, expected = sc.StableDiffusionSafetyChecker.forward_onnx(fake, img, torch.ones(400, 1))
-    ours = P.concept_flags(img, torch.cat([concept, special]), torch.cat([thr_c, thr_s]), [False] * 17 + [True] * 3)
+    ours = P.concept_flags(
+        img, torch.cat([concept, special]), torch.cat([thr_c, thr_s]), [False] * 17 + [True] * 3
+    )
     assert torch.equal(ours.any_flag, expected)
-    no_bump = P.concept_flags(img, torch.cat([concept, special]), torch.cat([thr_c, thr_s]), [False] * 17 + [True] * 3,
-                              adjustment=0.0)
+    no_bump = P.concept_flags(
+        img,
+        torch.cat([concept, special]),
+        torch.cat([thr_c, thr_s]),
+        [False] * 17 + [True] * 3,
+        adjustment=0.0,
+    )
     assert not torch.equal(no_bump.any_flag, expected)  # the +0.01 decides some rows here (4 of 400)
     assert 0 < ours.special_fired.sum() < 400 and 0 < expected.sum() < 400  # both branches exercised
 
@@ -156,8 +174,12 @@ def test_shipped_attribute_sets():
     people = P.load_attribute_set("people")
     g = people.attributes["perceived_gender_presentation"]
     assert g.class_names == ["man", "woman"] and "a photo of a woman" in g.classes["woman"]
-    assert people.attributes["perceived_age_group"].class_names == ["child", "young_adult", "middle_aged",
-                                                                    "older_adult"]
+    assert people.attributes["perceived_age_group"].class_names == [
+        "child",
+        "young_adult",
+        "middle_aged",
+        "older_adult",
+    ]
     assert g.subject["present"][0] == "a photo of a person" and g.subject["absent"]
     for word in ("perceived", "not", "identity", "binary", "CLIP"):
         assert word in g.caveats

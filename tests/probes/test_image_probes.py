@@ -1,4 +1,5 @@
 """Probe, safety, screening and mitigation columns written by the actor (tiny model and CLIP)."""
+
 import json
 
 import numpy as np
@@ -14,13 +15,24 @@ from pipeline.probes.scorer import ClipScorer
 @pytest.fixture(scope="module")
 def probed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("probed")
-    src = write_prompts(tmp / "p.parquet", ["a red circle", "a nude figure", "a square"],
-                        neutral=[False, False, True])
-    cfg = tiny_config(src, tmp / "out", generation={"images_per_prompt": 4},
-                      probes={"attributes": ["toyworld"]}, safety={"concepts": "toyworld"},
-                      mitigation={"enabled": True, "only_if_column": "neutral", "variants": [
-                          {"name": "red", "template": "a red {prompt}", "weight": 1},
-                          {"name": "blue", "template": "a blue {prompt}", "weight": 1}]})
+    src = write_prompts(
+        tmp / "p.parquet", ["a red circle", "a nude figure", "a square"], neutral=[False, False, True]
+    )
+    cfg = tiny_config(
+        src,
+        tmp / "out",
+        generation={"images_per_prompt": 4},
+        probes={"attributes": ["toyworld"]},
+        safety={"concepts": "toyworld"},
+        mitigation={
+            "enabled": True,
+            "only_if_column": "neutral",
+            "variants": [
+                {"name": "red", "template": "a red {prompt}", "weight": 1},
+                {"name": "blue", "template": "a blue {prompt}", "weight": 1},
+            ],
+        },
+    )
     with pytest.warns(UserWarning, match="calibrated on clip_model 'toy'"):  # tiny CLIP: plumbing only
         summary = pipeline.run(cfg, progress=False)
     return summary, read_output(tmp / "out"), tmp / "out"
@@ -29,7 +41,10 @@ def probed(tmp_path_factory):
 def test_probe_columns_consistent(probed):
     _, df, _ = probed
     ok = df[df.status == "ok"]
-    for attr, classes in (("colour", ["red", "green", "blue", "yellow"]), ("shape", ["circle", "square", "triangle"])):
+    for attr, classes in (
+        ("colour", ["red", "green", "blue", "yellow"]),
+        ("shape", ["circle", "square", "triangle"]),
+    ):
         probs = np.stack(ok[f"attr_{attr}_probs"].to_numpy())
         assert probs.shape == (len(ok), len(classes)) and np.allclose(probs.sum(1), 1, atol=1e-5)
         top2 = np.sort(probs, 1)[:, -2:]
@@ -80,10 +95,23 @@ def test_sd_safety_checker_scores_kept(tmp_path):
     from transformers import CLIPConfig
 
     torch.manual_seed(0)
-    cfg = CLIPConfig(text_config={"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4,
-                                  "num_hidden_layers": 2},
-                     vision_config={"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4,
-                                    "num_hidden_layers": 2, "image_size": 32, "patch_size": 8}, projection_dim=32)
+    cfg = CLIPConfig(
+        text_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=32,
+    )
     StableDiffusionSafetyChecker(cfg).save_pretrained(tmp_path / "checker")
     scorer = ClipScorer("tiny", None, "cpu", torch.float32)
     probes = ImageProbes(scorer, sd_checker=str(tmp_path / "checker"))

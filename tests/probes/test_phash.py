@@ -1,5 +1,6 @@
 """pHash and stored embeddings: the hash equals imagehash's on the stored PNG, embeddings equal the
 scorer's, both columns are additive (old outputs without phash still resume)."""
+
 from __future__ import annotations
 
 import os
@@ -38,7 +39,9 @@ def test_run_writes_phash_and_embeddings(tmp_path):
     from pipeline.probes.scorer import ClipScorer
 
     prompts = write_prompts(tmp_path / "p.parquet", ["a red circle", "a blue square"])
-    cfg = from_dict(tiny_config(prompts, tmp_path / "out", write={"embeddings": True, "timing_columns": False}))
+    cfg = from_dict(
+        tiny_config(prompts, tmp_path / "out", write={"embeddings": True, "timing_columns": False})
+    )
     run_job(cfg, progress=False)
     df = read_output(tmp_path / "out")
     assert len(df) == 4 and (df.status == "ok").all()
@@ -57,8 +60,9 @@ def test_run_writes_phash_and_embeddings(tmp_path):
 
 
 def test_phash_only_adds_a_column_and_old_outputs_resume(tmp_path):
-    prompts = write_prompts(tmp_path / "p.parquet", ["a red circle", "a blue square", "a green triangle",
-                                                     "a yellow square"])
+    prompts = write_prompts(
+        tmp_path / "p.parquet", ["a red circle", "a blue square", "a green triangle", "a yellow square"]
+    )
     old = from_dict(tiny_config(prompts, tmp_path / "out", write={"phash": False, "timing_columns": False}))
     new = from_dict(tiny_config(prompts, tmp_path / "out", write={"timing_columns": False}))
     assert old.fingerprint() == new.fingerprint()  # phash does not block resuming an older output
@@ -75,10 +79,15 @@ def test_phash_only_adds_a_column_and_old_outputs_resume(tmp_path):
     table = out.read_table()
     assert table.num_rows == 8
     ph = table.column("phash").to_pylist()
-    assert sum(h is None for h in ph) == markers[kept]["rows"] and sum(h is not None for h in ph) == markers[drop]["rows"]
+    assert (
+        sum(h is None for h in ph) == markers[kept]["rows"]
+        and sum(h is not None for h in ph) == markers[drop]["rows"]
+    )
     from pipeline.curate.dedup import _ok_rows  # dedup hashes the old part's PNGs itself
 
     keys, hashes = _ok_rows(out, "phash")
     df = read_output(tmp_path / "out").set_index(["prompt_id", "sample_idx"])
-    want = [int(phash_png(df.loc[(p, s), "image"]["bytes"]), 16) for p, s in zip(keys.prompt_id, keys.sample_idx)]
+    want = [
+        int(phash_png(df.loc[(p, s), "image"]["bytes"]), 16) for p, s in zip(keys.prompt_id, keys.sample_idx)
+    ]
     assert len(keys) == 8 and hashes.tolist() == want

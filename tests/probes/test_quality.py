@@ -1,5 +1,6 @@
 """Aesthetic MLP plumbing with RANDOM weights (no real weights offline): the column equals the MLP on
 the stored embedding, a wrong width is a clear error, policies can threshold it."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,7 +28,10 @@ def test_aesthetic_column_equals_mlp_on_embedding(tmp_path):
     cfg = tiny_config(prompts, tmp_path / "out", scoring={"aesthetic_weights": w}, write={"embeddings": True})
     c = from_dict(cfg)
     assert c.fingerprint_fields()["scoring"]["aesthetic_weights"] == w
-    assert "aesthetic_weights" not in from_dict(tiny_config(prompts, tmp_path / "o2")).fingerprint_fields()["scoring"]
+    assert (
+        "aesthetic_weights"
+        not in from_dict(tiny_config(prompts, tmp_path / "o2")).fingerprint_fields()["scoring"]
+    )
     run_job(c, progress=False)
     df = read_output(tmp_path / "out")
     mlp = AestheticScorer(w, 32, "cpu")
@@ -57,14 +61,20 @@ def test_preference_shared_forward_and_second_tower(tmp_path):
     from pipeline.probes.scorer import ClipScorer
 
     prompts = write_prompts(tmp_path / "p.parquet", ["a red circle", "a blue square"])
-    run_job(from_dict(tiny_config(prompts, tmp_path / "a", scoring={"preference_model": "tiny"})), progress=False)
+    run_job(
+        from_dict(tiny_config(prompts, tmp_path / "a", scoring={"preference_model": "tiny"})), progress=False
+    )
     a = read_output(tmp_path / "a")
     tiny = ClipScorer("tiny", None, "cpu", torch.float32)
     scale = float(tiny.model.logit_scale.detach().exp())
     assert np.allclose(a.preference, scale * a.clip_cos, rtol=1e-5)
-    run_job(from_dict(tiny_config(prompts, tmp_path / "b", scoring={"preference_model": "toy"})), progress=False)
+    run_job(
+        from_dict(tiny_config(prompts, tmp_path / "b", scoring={"preference_model": "toy"})), progress=False
+    )
     b = read_output(tmp_path / "b")
     toy = ClipScorer("toy", None, "cpu", torch.float32)
     img = torch.from_numpy(np.stack([decode(x["bytes"]) for x in b.image]).transpose(0, 3, 1, 2).copy())
-    want = float(toy.model.logit_scale.detach().exp()) * (toy.encode_images(img) * toy.encode_texts(list(b.prompt))).sum(-1)
+    want = float(toy.model.logit_scale.detach().exp()) * (
+        toy.encode_images(img) * toy.encode_texts(list(b.prompt))
+    ).sum(-1)
     assert np.allclose(b.preference, want.numpy(), atol=1e-3)

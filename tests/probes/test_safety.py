@@ -1,12 +1,15 @@
 """Tests of pipeline.probes.safety: prompt screening rules and concept-list loading."""
+
 from __future__ import annotations
 
 import pytest
 
 from pipeline.probes.safety import PromptScreen, load_concepts
 
-CONFIG = {"terms": {"weapons": ["gun", "assault rifle"], "age": ["18+"]},
-          "patterns": {"year": r"\b(19|20)\d{2}\b"}}
+CONFIG = {
+    "terms": {"weapons": ["gun", "assault rifle"], "age": ["18+"]},
+    "patterns": {"year": r"\b(19|20)\d{2}\b"},
+}
 
 
 def test_terms_whole_word_case_insensitive():

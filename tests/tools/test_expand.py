@@ -1,14 +1,19 @@
 """sdgen expand: templates x slots -> prompt rows with content-derived ids and passthrough columns."""
+
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from pipeline.tools.expand import TemplateError, expand, expand_file, prompt_id, template_slots
 
-BASE = {"templates": ["a photo of a {profession}", {"template": "a {adj} {profession}", "images_per_prompt": 3,
-                                                    "columns": {"style": "adjective"}}],
-        "slots": {"profession": ["doctor", "nurse"], "adj": ["tall", "young", "old"]},
-        "columns": {"domain": "people"}}
+BASE = {
+    "templates": [
+        "a photo of a {profession}",
+        {"template": "a {adj} {profession}", "images_per_prompt": 3, "columns": {"style": "adjective"}},
+    ],
+    "slots": {"profession": ["doctor", "nurse"], "adj": ["tall", "young", "old"]},
+    "columns": {"domain": "people"},
+}
 
 
 def test_product_per_template_and_columns():
@@ -26,29 +31,48 @@ def test_product_per_template_and_columns():
 
 def test_ids_come_from_content_not_position():
     t = expand(BASE).to_pandas().set_index("prompt")
-    shuffled = {**BASE, "templates": BASE["templates"][::-1],
-                "slots": {"adj": ["old", "tall", "young", "short"], "profession": ["nurse", "doctor"]}}
+    shuffled = {
+        **BASE,
+        "templates": BASE["templates"][::-1],
+        "slots": {"adj": ["old", "tall", "young", "short"], "profession": ["nurse", "doctor"]},
+    }
     u = expand(shuffled).to_pandas().set_index("prompt")
     assert len(u) == len(t) + 2  # the added value adds rows and changes no existing id
     assert (u.loc[t.index, "prompt_id"] == t.prompt_id).all()
-    assert t.loc["a tall doctor", "prompt_id"] == prompt_id("a {adj} {profession}", {"adj": "tall", "profession": "doctor"})
-    assert t.loc["a photo of a doctor", "prompt_id"] == prompt_id("a photo of a {profession}", {"profession": "doctor"})
+    assert t.loc["a tall doctor", "prompt_id"] == prompt_id(
+        "a {adj} {profession}", {"adj": "tall", "profession": "doctor"}
+    )
+    assert t.loc["a photo of a doctor", "prompt_id"] == prompt_id(
+        "a photo of a {profession}", {"profession": "doctor"}
+    )
 
 
-@pytest.mark.parametrize("raw, needle", [
-    ({"templates": ["a {job}"], "slots": {"profession": ["x"]}}, "template 'a {job}' uses slot {job}"),
-    ({"templates": ["a {profession}"], "slots": {"profession": []}}, "slot 'profession' needs a non-empty list"),
-    ({"templates": ["a {profession}"], "slots": {"profession": ["a", "a"]}}, "slot 'profession' lists 'a' more"),
-    ({"templates": ["a {seed}"], "slots": {"seed": ["1"]}}, "slot 'seed' would shadow"),
-    ({"templates": ["a {0}"], "slots": {}}, "template 'a {0}': slot {0} must be a plain name"),
-    ({"templates": ["a {x"], "slots": {"x": ["1"]}}, "template 'a {x' is not a valid format string"),
-    ({"templates": ["a"], "slots": {}, "images_per_prompt": 0}, "images_per_prompt must be an integer >= 1, got 0"),
-    ({"templates": [{"template": "a", "images_per_prompt": "8"}]}, "template 'a': images_per_prompt"),
-    ({"templates": ["a", "a"]}, "template 'a' is listed twice"),
-    ({"templates": []}, "'templates' must be a non-empty list"),
-    ({"templates": ["a"], "slot": {}}, "unknown top-level keys ['slot']"),
-    ({"templates": [{"template": "a", "colums": {}}]}, "templates[0] must be a string or a mapping"),
-])
+@pytest.mark.parametrize(
+    "raw, needle",
+    [
+        ({"templates": ["a {job}"], "slots": {"profession": ["x"]}}, "template 'a {job}' uses slot {job}"),
+        (
+            {"templates": ["a {profession}"], "slots": {"profession": []}},
+            "slot 'profession' needs a non-empty list",
+        ),
+        (
+            {"templates": ["a {profession}"], "slots": {"profession": ["a", "a"]}},
+            "slot 'profession' lists 'a' more",
+        ),
+        ({"templates": ["a {seed}"], "slots": {"seed": ["1"]}}, "slot 'seed' would shadow"),
+        ({"templates": ["a {0}"], "slots": {}}, "template 'a {0}': slot {0} must be a plain name"),
+        ({"templates": ["a {x"], "slots": {"x": ["1"]}}, "template 'a {x' is not a valid format string"),
+        (
+            {"templates": ["a"], "slots": {}, "images_per_prompt": 0},
+            "images_per_prompt must be an integer >= 1, got 0",
+        ),
+        ({"templates": [{"template": "a", "images_per_prompt": "8"}]}, "template 'a': images_per_prompt"),
+        ({"templates": ["a", "a"]}, "template 'a' is listed twice"),
+        ({"templates": []}, "'templates' must be a non-empty list"),
+        ({"templates": ["a"], "slot": {}}, "unknown top-level keys ['slot']"),
+        ({"templates": [{"template": "a", "colums": {}}]}, "templates[0] must be a string or a mapping"),
+    ],
+)
 def test_errors_name_template_or_slot(raw, needle):
     with pytest.raises(TemplateError) as e:
         expand(raw)
@@ -88,8 +112,12 @@ def test_expanded_prompts_run_and_pass_through(tmp_path):
 
     import pipeline
 
-    raw = {"templates": ["a {shape}"], "slots": {"shape": ["circle", "square"]}, "columns": {"neutral": True},
-           "images_per_prompt": 1}
+    raw = {
+        "templates": ["a {shape}"],
+        "slots": {"shape": ["circle", "square"]},
+        "columns": {"neutral": True},
+        "images_per_prompt": 1,
+    }
     from pipeline.tools.expand import write_prompts
 
     write_prompts(expand(raw), str(tmp_path / "p.parquet"))

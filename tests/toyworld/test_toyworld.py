@@ -1,4 +1,5 @@
 """The toy world, its pixel analysis and the shipped toy models (pipeline/toyworld)."""
+
 from __future__ import annotations
 
 import json
@@ -39,7 +40,9 @@ def test_spec_file_is_the_source_of_truth():
 def test_captions_follow_the_templates():
     b = W.sample_world(3, 2000)
     for cap, kind, s, c, p in zip(b.captions, b.kinds, b.shapes, b.colours, b.paraphrases):
-        plain = {"colour_shape": f"a {c} {s}", "shape": f"a {s}", "colour": f"a {c} shape", "x": "an x mark"}[kind]
+        plain = {"colour_shape": f"a {c} {s}", "shape": f"a {s}", "colour": f"a {c} shape", "x": "an x mark"}[
+            kind
+        ]
         assert cap == p.format(plain)
     assert set(b.kinds) == {"colour_shape", "shape", "colour", "x"}
     assert {"a photo of a circle", "an image of an x mark"} & set(b.captions)
@@ -77,7 +80,7 @@ def test_analysis_is_accurate_on_clean_world_images():
 
 @pytest.mark.parametrize("shape", ["circle", "square", "triangle", "x"])
 def test_each_shape_and_colour_rendered_alone(shape):
-    for colour in (["black"] if shape == "x" else list(W.COLOURS)):
+    for colour in ["black"] if shape == "x" else list(W.COLOURS):
         for size, centre in ((18, (20, 40)), (40, (32, 30))):
             img = W.render_one(shape, colour, size, centre)
             assert A.dominant_colour(img) == colour
@@ -131,12 +134,19 @@ def test_pipeline_loads_with_plain_diffusers_and_makes_64px_images(pipe):
     assert pipe.unet.dtype == torch.float32 and pipe.text_encoder.dtype == torch.float32
     assert pipe.safety_checker is None and pipe.tokenizer.model_max_length == 16
     gens = [torch.Generator().manual_seed(i) for i in range(2)]
-    out = pipe(["a red circle", "a photo of a green triangle"], num_inference_steps=4, generator=gens,
-               output_type="np").images
+    out = pipe(
+        ["a red circle", "a photo of a green triangle"],
+        num_inference_steps=4,
+        generator=gens,
+        output_type="np",
+    ).images
     assert out.shape == (2, 64, 64, 3) and np.isfinite(out).all()
-    again = pipe(["a red circle"], num_inference_steps=4, generator=torch.Generator().manual_seed(0),
-                 output_type="np").images
-    assert np.abs(again[0] - out[0]).max() <= 2 / 255  # per-sample generators: batch composition barely matters
+    again = pipe(
+        ["a red circle"], num_inference_steps=4, generator=torch.Generator().manual_seed(0), output_type="np"
+    ).images
+    assert (
+        np.abs(again[0] - out[0]).max() <= 2 / 255
+    )  # per-sample generators: batch composition barely matters
 
 
 def test_sd_text_encoder_is_the_toy_clip_text_tower(pipe, toy_clip):
@@ -144,7 +154,9 @@ def test_sd_text_encoder_is_the_toy_clip_text_tower(pipe, toy_clip):
 
     model, tokenize = toy_clip
     caps = ["a red circle", "a photo of a triangle", "an x mark", ""]
-    ids = pipe.tokenizer(caps, padding="max_length", max_length=16, truncation=True, return_tensors="pt").input_ids
+    ids = pipe.tokenizer(
+        caps, padding="max_length", max_length=16, truncation=True, return_tensors="pt"
+    ).input_ids
     assert (tokenize(caps[:3])[:, :5] == ids[:3, :5]).all()  # same BPE ids (open_clip pads with 0)
     import torch
 
@@ -168,8 +180,16 @@ def test_toy_clip_zero_shot_on_held_out_world_images(toy_clip):
 def test_generation_follows_colour_and_shape(pipe):
     from pipeline.toyworld.training.evaluate import generate
 
-    combos = [("circle", "red"), ("circle", "yellow"), ("square", "green"), ("square", "blue"),
-              ("triangle", "red"), ("triangle", "blue"), ("triangle", "green"), ("circle", "blue")]
+    combos = [
+        ("circle", "red"),
+        ("circle", "yellow"),
+        ("square", "green"),
+        ("square", "blue"),
+        ("triangle", "red"),
+        ("triangle", "blue"),
+        ("triangle", "green"),
+        ("circle", "blue"),
+    ]
     prompts = [W.phrase(s, c) for s, c in combos for _ in range(4)]
     imgs = generate(pipe, prompts, DEFAULTS["steps"], DEFAULTS["guidance_scale"], seed=4242, batch=32)
     want = [sc for sc in combos for _ in range(4)]
@@ -184,7 +204,7 @@ def test_unspecified_colour_follows_the_world_skews_at_guidance_1(pipe):
     """Cheap version of evaluate.py's skew check: 48 "a {shape}" samples per shape at guidance 1."""
     from pipeline.toyworld.training.evaluate import generate
 
-    n = 48  # binomial SE ~0.07 at p = 0.7: the bounds below are ~3 SE wide, the full check lives in evaluate.py
+    n = 48  # binomial SE ~0.07 at p = 0.7: the bounds below are ~3 SE wide; the full check is in evaluate.py
     shares = {}
     for j, s in enumerate(W.SHAPES):
         imgs = generate(pipe, [W.phrase(shape=s)] * n, DEFAULTS["steps"], 1.0, seed=777 + 1000 * j, batch=48)
@@ -195,8 +215,16 @@ def test_unspecified_colour_follows_the_world_skews_at_guidance_1(pipe):
     assert shares["circle"]["green"] + shares["circle"]["yellow"] <= 0.15
 
 
-@pytest.mark.parametrize("name", ["DDIMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
-                                  "PNDMScheduler", "DPMSolverMultistepScheduler"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "DDIMScheduler",
+        "EulerDiscreteScheduler",
+        "EulerAncestralDiscreteScheduler",
+        "PNDMScheduler",
+        "DPMSolverMultistepScheduler",
+    ],
+)
 def test_other_samplers_built_from_the_shipped_config_work(pipe, name):
     """Swapping the sampler (``Cls.from_config(pipe.scheduler.config)``) keeps v-prediction, zero terminal
     SNR and clip_sample=False, so colours survive (DDIM's default clip_sample=True would wreck them)."""

@@ -5,6 +5,7 @@ that already separates colours and shapes. open_clip and transformers implement 
 pre-LayerNorm causal transformer; only names differ, and open_clip's fused ``in_proj`` splits into
 q/k/v. ``check_equal`` verifies the two produce the same last hidden state on SD-padded tokens.
 """
+
 from __future__ import annotations
 
 from . import common as C
@@ -16,23 +17,36 @@ def text_config():
 
     t = C.CLIP_MODEL_CFG["text_cfg"]
     return CLIPTextConfig(
-        vocab_size=t["vocab_size"], hidden_size=t["width"], intermediate_size=int(4 * t["width"]),
-        num_hidden_layers=t["layers"], num_attention_heads=t["heads"],
-        max_position_embeddings=t["context_length"], projection_dim=C.EMBED_DIM,
+        vocab_size=t["vocab_size"],
+        hidden_size=t["width"],
+        intermediate_size=int(4 * t["width"]),
+        num_hidden_layers=t["layers"],
+        num_attention_heads=t["heads"],
+        max_position_embeddings=t["context_length"],
+        projection_dim=C.EMBED_DIM,
         hidden_act="quick_gelu" if C.CLIP_MODEL_CFG.get("quick_gelu") else "gelu",
         layer_norm_eps=1e-5,  # torch.nn.LayerNorm's default, which open_clip uses
-        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,  # SD pads with <|endoftext|>
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,  # SD pads with <|endoftext|>
     )
 
 
 def text_state_dict(clip_state: dict) -> dict:
     """Map an open_clip CLIP state dict (text tower) to CLIPTextModel parameter names."""
-    sd = {"text_model.embeddings.token_embedding.weight": clip_state["token_embedding.weight"],
-          "text_model.embeddings.position_embedding.weight": clip_state["positional_embedding"],
-          "text_model.final_layer_norm.weight": clip_state["ln_final.weight"],
-          "text_model.final_layer_norm.bias": clip_state["ln_final.bias"]}
-    names = {"ln_1": "layer_norm1", "ln_2": "layer_norm2", "mlp.c_fc": "mlp.fc1", "mlp.c_proj": "mlp.fc2",
-             "attn.out_proj": "self_attn.out_proj"}
+    sd = {
+        "text_model.embeddings.token_embedding.weight": clip_state["token_embedding.weight"],
+        "text_model.embeddings.position_embedding.weight": clip_state["positional_embedding"],
+        "text_model.final_layer_norm.weight": clip_state["ln_final.weight"],
+        "text_model.final_layer_norm.bias": clip_state["ln_final.bias"],
+    }
+    names = {
+        "ln_1": "layer_norm1",
+        "ln_2": "layer_norm2",
+        "mlp.c_fc": "mlp.fc1",
+        "mlp.c_proj": "mlp.fc2",
+        "attn.out_proj": "self_attn.out_proj",
+    }
     for i in range(C.CLIP_MODEL_CFG["text_cfg"]["layers"]):
         src, dst = f"transformer.resblocks.{i}.", f"text_model.encoder.layers.{i}."
         for a, b in names.items():
@@ -67,7 +81,9 @@ def open_clip_hidden_states(clip_model, ids):
     return clip_model.ln_final(x)
 
 
-def check_equal(clip_model, text_encoder, captions=("a red circle", "a photo of a triangle", "", "an x mark")):
+def check_equal(
+    clip_model, text_encoder, captions=("a red circle", "a photo of a triangle", "", "an x mark")
+):
     """Max |difference| of the two implementations on SD-tokenized captions; raises above 1e-4."""
     import torch
 

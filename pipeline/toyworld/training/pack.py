@@ -5,6 +5,7 @@ fp32 would exceed the 25 MB budget) while every config keeps float32, so a plain
 ``from_pretrained(dir)`` builds fp32 modules and upcasts. The text encoder is written with the
 canonical ``text_model.`` key prefix that every transformers version (4.x and 5.x) loads.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,10 @@ def _to_fp16_file(path: Path, prefix: str = "") -> None:
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
         tensors = {k: f.get_tensor(k) for k in f.keys()}
-    out = {(k if k.startswith(prefix) else prefix + k): (v.half() if v.is_floating_point() else v).contiguous()
-           for k, v in tensors.items()}
+    out = {
+        (k if k.startswith(prefix) else prefix + k): (v.half() if v.is_floating_point() else v).contiguous()
+        for k, v in tensors.items()
+    }
     save_file(out, str(path), metadata={"format": "pt", **meta})
 
 
@@ -66,9 +69,15 @@ def pack_sd(unet, text_encoder, vae, out_dir: Path = C.SD_DIR) -> Path:
     # DDIM's default clip_sample=True would clip latents to [-1, 1] and wreck the colours.
     scheduler.register_to_config(clip_sample=False, set_alpha_to_one=False)
     pipe = StableDiffusionPipeline(
-        vae=vae.float(), text_encoder=text_encoder.float(), tokenizer=C.tokenizer(), unet=unet.float(),
+        vae=vae.float(),
+        text_encoder=text_encoder.float(),
+        tokenizer=C.tokenizer(),
+        unet=unet.float(),
         scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(out_dir, safe_serialization=True)
     for sub in ("unet", "vae", "text_encoder"):
         for f in (out_dir / sub).glob("*.safetensors"):

@@ -8,6 +8,7 @@ Stages, in order (each deterministic from its seed in common.SEEDS and the world
 About 50 minutes on 2 CPU cores. ``--scale 0.05`` runs every stage at 5% of its steps (a smoke test;
 use ``--out`` to keep the shipped weights untouched).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,20 +65,32 @@ def _record_run(log_path: Path, stages: list[str], scale: float, wall_s: float) 
     import torch
 
     data = json.loads(log_path.read_text()) if log_path.exists() else {}
-    data.setdefault("runs", []).append({
-        "stages": stages, "scale": scale, "wall_s": round(wall_s, 1), "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "python": platform.python_version()})
+    data.setdefault("runs", []).append(
+        {
+            "stages": stages,
+            "scale": scale,
+            "wall_s": round(wall_s, 1),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        }
+    )
     log_path.write_text(json.dumps(data, indent=1))
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES))
+    ap.add_argument(
+        "--stages", default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES)
+    )
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of each stage's steps (smoke tests)")
     ap.add_argument("--out", type=Path, default=C.WEIGHTS_DIR, help="weights directory to write")
     args = ap.parse_args(argv)
     os.environ.setdefault("SDGEN_TOY_LOG", str(args.out / "train_log.json"))
-    if "SDGEN_TOY_WORK" not in os.environ:  # stage outputs per --out, so a smoke test never mixes with a real run
+    if (
+        "SDGEN_TOY_WORK" not in os.environ
+    ):  # stage outputs per --out, so a smoke test never mixes with a real run
         import hashlib
 
         C.WORK_DIR = C.WORK_DIR / hashlib.sha1(str(args.out.resolve()).encode()).hexdigest()[:8]

@@ -7,6 +7,7 @@ over the texts whose named attributes all match image i (and symmetrically for t
 
 Run alone: ``python -m pipeline.toyworld.training.train_clip`` (writes WORK_DIR/clip.safetensors).
 """
+
 from __future__ import annotations
 
 import math
@@ -15,13 +16,13 @@ import numpy as np
 
 from . import common as C
 
-STEPS = 1000          # held-out zero-shot is ~99% after 300 steps; 1000 adds margin (~3 min on 2 cores)
-BATCH = 128           # ~40 distinct captions per batch: enough negatives for 17 classes
-LR = 1e-3             # AdamW; small transformers from scratch tolerate 1e-3 with warmup
-WARMUP = 100          # linear warmup steps, then cosine decay to 10% of LR
-WEIGHT_DECAY = 0.05   # mild: the data is unlimited, overfitting is not the risk
-NOISE_STD = 0.06      # Gaussian pixel noise (in [-1, 1] units, ~8/255): robustness to generated images
-BLUR_P = 0.5          # share of images blurred 3x3: generated images are softer than renders
+STEPS = 1000  # held-out zero-shot is ~99% after 300 steps; 1000 adds margin (~3 min on 2 cores)
+BATCH = 128  # ~40 distinct captions per batch: enough negatives for 17 classes
+LR = 1e-3  # AdamW; small transformers from scratch tolerate 1e-3 with warmup
+WARMUP = 100  # linear warmup steps, then cosine decay to 10% of LR
+WEIGHT_DECAY = 0.05  # mild: the data is unlimited, overfitting is not the risk
+NOISE_STD = 0.06  # Gaussian pixel noise (in [-1, 1] units, ~8/255): robustness to generated images
+BLUR_P = 0.5  # share of images blurred 3x3: generated images are softer than renders
 LOG_EVERY = 50
 
 
@@ -37,8 +38,8 @@ def compatibility(batch) -> np.ndarray:
     """(n, n) bool: caption j is true of image i (every attribute caption j names matches image i)."""
     shapes, colours = np.asarray(batch.shapes), np.asarray(batch.colours)
     kinds = np.asarray(batch.kinds)
-    names_shape = kinds != "colour"   # "a {colour} shape" leaves the shape open
-    names_colour = kinds != "shape"   # "a {shape}" leaves the colour open (x: black, always)
+    names_shape = kinds != "colour"  # "a {colour} shape" leaves the shape open
+    names_colour = kinds != "shape"  # "a {shape}" leaves the colour open (x: black, always)
     same_shape = shapes[:, None] == shapes[None, :]
     same_colour = colours[:, None] == colours[None, :]
     return (same_shape | ~names_shape[None, :]) & (same_colour | ~names_colour[None, :])
@@ -86,14 +87,18 @@ def train(steps: int = STEPS):
     model, tok = build_clip(), C.tokenizer()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": WEIGHT_DECAY},
-                             {"params": rest, "weight_decay": 0.0}], lr=LR, betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": WEIGHT_DECAY}, {"params": rest, "weight_decay": 0.0}],
+        lr=LR,
+        betas=(0.9, 0.98),
+    )
     log = C.TrainLog("clip", steps=steps, batch=BATCH, lr=LR)
     window = []
     for step in range(steps):
         b = C.world_batch("clip", step, BATCH)
-        loss = multi_positive_loss(model, augment(to_tensor(b.images), gen), C.tokenize(tok, b.captions),
-                                   compatibility(b))
+        loss = multi_positive_loss(
+            model, augment(to_tensor(b.images), gen), C.tokenize(tok, b.captions), compatibility(b)
+        )
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         opt.zero_grad(set_to_none=True)
@@ -125,7 +130,9 @@ def main(steps: int = STEPS) -> None:
     report = held_out_report(model)
     print("[clip] held-out:", report, flush=True)
     C.WORK_DIR.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(C.WORK_DIR / "clip.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, str(C.WORK_DIR / "clip.safetensors")
+    )
     log.finish(held_out=report)
 
 

@@ -8,6 +8,7 @@ world's colour skews; at guidance 1 the sampler should reproduce them.
 
 Run alone: ``python -m pipeline.toyworld.training.train_unet`` (needs WORK_DIR/clip.safetensors and vae/).
 """
+
 from __future__ import annotations
 
 import math
@@ -18,14 +19,14 @@ import numpy as np
 from . import common as C
 
 STEPS = int(os.environ.get("SDGEN_TOY_UNET_STEPS", 7000))  # ~35-40 min at ~0.3 s/step on 2 cores
-BATCH = 32            # measured 0.3 s/step; colour skews need many "a {shape}" examples, not big batches
-LR = 1e-3             # AdamW, warmup then cosine to 10%; a 1M-parameter UNet tolerates this
-WARMUP = 200          # linear warmup steps
-WEIGHT_DECAY = 0.01   # near zero: unlimited data
+BATCH = 32  # measured 0.3 s/step; colour skews need many "a {shape}" examples, not big batches
+LR = 1e-3  # AdamW, warmup then cosine to 10%; a 1M-parameter UNet tolerates this
+WARMUP = 200  # linear warmup steps
+WEIGHT_DECAY = 0.01  # near zero: unlimited data
 CAPTION_DROPOUT = 0.1  # share of "" captions: the unconditional branch classifier-free guidance needs
 # Loss: plain MSE on v (no Min-SNR weighting: in x0 terms it would weigh the pure-noise end, where
 # colour is decided, by SNR ~ 0, undoing what v-prediction buys; see common.SCHEDULER_CFG).
-EMA_DECAY = 0.999     # EMA of the weights is what ships; smooths the last ~1000 steps of noise
+EMA_DECAY = 0.999  # EMA of the weights is what ships; smooths the last ~1000 steps of noise
 LOG_EVERY = 100
 CKPT_EVERY = int(os.environ.get("SDGEN_TOY_UNET_CKPT_EVERY", 0))  # 0: no intermediate snapshots
 
@@ -126,8 +127,15 @@ def train(steps: int = STEPS, device: str = "cpu"):
     ema = [p.detach().clone() for p in unet.parameters()]
     sched = DDPMScheduler(**C.SCHEDULER_CFG)
     opt = torch.optim.AdamW(unet.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-    log = C.TrainLog("unet", steps=steps, batch=BATCH, lr=LR, caption_dropout=CAPTION_DROPOUT,
-                     ema_decay=EMA_DECAY, schedule=C.SCHEDULER_CFG)
+    log = C.TrainLog(
+        "unet",
+        steps=steps,
+        batch=BATCH,
+        lr=LR,
+        caption_dropout=CAPTION_DROPOUT,
+        ema_decay=EMA_DECAY,
+        schedule=C.SCHEDULER_CFG,
+    )
     window = []
     for step in range(steps):
         b = C.world_batch("unet", step, BATCH)
@@ -146,7 +154,9 @@ def train(steps: int = STEPS, device: str = "cpu"):
         if (step + 1) % LOG_EVERY == 0 or step == steps - 1:
             log.log(step + 1, loss=np.mean(window), lr=lr_at(step, steps))
             window = []
-        if CKPT_EVERY and (step + 1) % CKPT_EVERY == 0:  # optional EMA snapshots, for studying training length
+        if (
+            CKPT_EVERY and (step + 1) % CKPT_EVERY == 0
+        ):  # optional EMA snapshots, for studying training length
             _with_ema(build_unet(), ema).save_pretrained(C.WORK_DIR / f"unet_step{step + 1}")
     return _with_ema(unet, ema).eval(), text_encoder, vae, log
 

@@ -7,6 +7,7 @@ reconstructions keep their colour and shape (pixel analysis) and by measuring th
 
 Run alone: ``python -m pipeline.toyworld.training.train_vae`` (writes WORK_DIR/vae/).
 """
+
 from __future__ import annotations
 
 import math
@@ -15,11 +16,11 @@ import numpy as np
 
 from . import common as C
 
-STEPS = 1500        # colour is right after ~400 steps; the rest sharpens edges (~5 min on 2 cores)
-BATCH = 16          # 0.17 s/step; larger batches buy little for a 0.23M-parameter model
-LR = 1e-3           # Adam; cosine decay to 10% so the final weights settle
-FG_WEIGHT = 5.0     # foreground pixels count 5x in the MSE (the prototype's fix for colour collapse)
-KL_WEIGHT = 1e-4    # per latent element; keeps the posterior near N(0, I)-shaped without blurring
+STEPS = 1500  # colour is right after ~400 steps; the rest sharpens edges (~5 min on 2 cores)
+BATCH = 16  # 0.17 s/step; larger batches buy little for a 0.23M-parameter model
+LR = 1e-3  # Adam; cosine decay to 10% so the final weights settle
+FG_WEIGHT = 5.0  # foreground pixels count 5x in the MSE (the prototype's fix for colour collapse)
+KL_WEIGHT = 1e-4  # per latent element; keeps the posterior near N(0, I)-shaped without blurring
 LOG_EVERY = 50
 
 
@@ -103,7 +104,9 @@ def main(steps: int = STEPS, strict: bool = True) -> None:
     report = check_reconstruction(vae)
     print("[vae] reconstruction:", report, flush=True)
     if strict and report["colour_acc"] < 0.95:
-        raise SystemExit(f"autoencoder loses colour ({report['colour_acc']:.1%}); do not train the UNet on it")
+        raise SystemExit(
+            f"autoencoder loses colour ({report['colour_acc']:.1%}); do not train the UNet on it"
+        )
     vae.register_to_config(scaling_factor=round(report["scaling_factor"], 5))
     vae.save_pretrained(C.WORK_DIR / "vae", safe_serialization=True)
     log.finish(reconstruction=report)
