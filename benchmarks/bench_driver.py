@@ -1,6 +1,6 @@
 """Driver scaling: how many shards/s one sdgen driver dispatches, and its memory, with a no-op worker.
 
-Runs the real Ray executor (pipeline.generate.driver._execute_ray: the elastic pool, ray.wait over
+Runs the real Ray executor (pipeline.generate.driver.execute_ray: the elastic pool, ray.wait over
 ready and task refs, re-queue bookkeeping, events) over many fractional-CPU actors whose worker
 returns a commit marker without generating or writing (NoopWorker, chosen in the actors through
 SDGEN_WORKER_CLASS). What it measures is the driver alone: dispatch cost per shard, shards/s,
@@ -61,9 +61,10 @@ def main() -> None:
     import ray
 
     from pipeline.core.config import from_dict
-    from pipeline.generate.driver import _execute_ray, resolve_job
+    from pipeline.generate.driver import execute_ray
     from pipeline.generate.events import NullSink
     from pipeline.generate.inputs import Shard
+    from pipeline.generate.resolve import resolve_job
     from pipeline.generate.summary import Tally
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -121,7 +122,7 @@ def main() -> None:
 
     tally, sink = Tally(on_marker), FirstDispatch()
     t0 = time.perf_counter()
-    _execute_ray(job, shards, tally, Bar(), sink)
+    execute_ray(job, shards, tally, Bar(), sink)
     end = time.perf_counter()
     wall = end - sink.first
     gaps.sort()

@@ -105,7 +105,7 @@ class Bench:
         )
 
     def worker(self, cfg):
-        from pipeline.generate.driver import resolve_job
+        from pipeline.generate.resolve import resolve_job
         from pipeline.generate.worker import ShardWorker
 
         return ShardWorker(resolve_job(cfg), "bench")

@@ -61,7 +61,7 @@ import sys, os, resource
 from pipeline.core.config import from_dict
 from pipeline.generate.inputs import list_input_files
 from pipeline.generate.plan import plan_shards
-from pipeline.generate.driver import resolve_job
+from pipeline.generate.resolve import resolve_job
 from pipeline.generate.worker import ShardWorker
 from benchmarks.common import write_prompt_file
 rows, tmp = int(sys.argv[1]), sys.argv[2]

@@ -74,7 +74,8 @@ def shares(metrics: dict) -> dict:
 
 
 def main():
-    from pipeline.audit.runner import run_audit, run_compare
+    from pipeline.audit.compare import run_compare
+    from pipeline.audit.runner import run_audit
     from pipeline.audit.spec import AuditSpec
 
     src, res = prompts_file(), {"images_per_shape": IPP * len(WORDINGS), "guidance": {}}

@@ -73,8 +73,9 @@ def cmd_audit(args) -> int:
 
 
 def _audit_compare(args) -> int:
+    from pipeline.audit.compare import run_compare
     from pipeline.audit.data import open_source
-    from pipeline.audit.runner import default_group_by, run_compare
+    from pipeline.audit.runner import default_group_by
     from pipeline.audit.text import format_compare
 
     if args.output or len(args.attribute or []) != 1:

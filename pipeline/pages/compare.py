@@ -19,8 +19,9 @@ from dataclasses import replace
 
 import pandas as pd
 
+from pipeline.audit.compare import compare_labelled, stem
 from pipeline.audit.data import KEYS, AuditError, open_source, probed_attributes, read_images
-from pipeline.audit.runner import _stem, compare_labelled, jsonable, passthrough_columns
+from pipeline.audit.runner import jsonable, passthrough_columns
 from pipeline.audit.spec import AuditSpec
 from pipeline.audit.tables import group_keys
 from pipeline.core.fmt import ci, num
@@ -221,7 +222,7 @@ def build_compare_report(
         data=data,
         colours=RUN_COLOURS,
     )
-    path = out_file or f"{srcs[1].audit_dir}/compare-{name or _stem(srcs[0].url)}.html"
+    path = out_file or f"{srcs[1].audit_dir}/compare-{name or stem(srcs[0].url)}.html"
     if out_file:
         with open(path, "w", encoding="utf-8") as f:
             f.write(page)

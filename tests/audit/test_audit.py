@@ -14,7 +14,8 @@ from synth_output import CLASSES, cli, known_rows, make_output
 import pipeline
 from pipeline.audit import stats as S
 from pipeline.audit import tables as T
-from pipeline.audit.runner import SUMMARY_COLUMNS, run_audit, run_compare
+from pipeline.audit.compare import run_compare
+from pipeline.audit.runner import SUMMARY_COLUMNS, run_audit
 from pipeline.audit.spec import AuditSpec, ProbeSpec
 
 B = 400

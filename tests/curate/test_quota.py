@@ -152,7 +152,7 @@ def test_progress_total_of_a_round_counts_what_the_round_makes(tmp_path):
     over all shards: 32 shown where a demo round made 39)."""
     from pipeline.core.storage import Output
     from pipeline.curate.quota import write_round
-    from pipeline.generate.driver import _pending_images, prepare
+    from pipeline.generate.driver import pending_images, prepare
     from pipeline.generate.inputs import prompt_ids
 
     cfg = pipeline.load_config(_job(tmp_path))
@@ -161,6 +161,6 @@ def test_progress_total_of_a_round_counts_what_the_round_makes(tmp_path):
     path = write_round(cfg, Output(cfg.output, cfg.storage), 1, plan)
     prep = prepare(cfg, extra=(path,))
     assert len(prep.pending) == len(prep.shards) == 2  # the input's one shard and the round's one
-    assert _pending_images(prep) == 3 * 2 + 5 + 9
+    assert pending_images(prep) == 3 * 2 + 5 + 9
     prep.pending = [s for s in prep.shards if s.in_output]  # as in a round after the first run
-    assert _pending_images(prep) == 14
+    assert pending_images(prep) == 14

@@ -79,8 +79,8 @@ def test_directory_without_model_index(tmp_path):
 
 def test_native_resolution_from_configs(tmp_path):
     from pipeline.core.config import from_dict
-    from pipeline.generate.driver import resolve_defaults
     from pipeline.generate.models import native_resolution
+    from pipeline.generate.resolve import resolve_defaults
 
     build_tiny_pipeline().save_pretrained(tmp_path / "m")
     assert native_resolution(str(tmp_path / "m")) == 64 == native_resolution("tiny")
@@ -97,7 +97,7 @@ def test_model_dependent_defaults_guidance_and_scorer():
     """guidance null = the model's recommendation (toy 1.0: the setting that reproduces its world);
     clip_model auto = the CLIP that goes with the model. Explicit values always win."""
     from pipeline.core.config import from_dict
-    from pipeline.generate.driver import resolve_defaults
+    from pipeline.generate.resolve import resolve_defaults
 
     base = {"input": "x", "output": "y"}
     toy = resolve_defaults(from_dict({**base, "model": "toy"}))
@@ -116,18 +116,18 @@ def test_model_dependent_defaults_guidance_and_scorer():
 
 def test_concept_list_on_another_clip_warns_and_is_recorded(tmp_path):
     from pipeline.core.config import from_dict
-    from pipeline.generate.driver import _check_concept_clip, describe_probes, resolve_job
+    from pipeline.generate.resolve import check_concept_clip, describe_probes, resolve_job
 
     job = resolve_job(
         from_dict({"input": "x", "output": "y", "model": "tiny", "safety": {"concepts": "toyworld"}})
     )
     info = describe_probes(job)
     with pytest.warns(UserWarning, match="calibrated on clip_model 'toy' but scored with 'tiny'"):
-        _check_concept_clip(job.config, info)
+        check_concept_clip(job.config, info)
     assert "do not apply" in info["concepts"]["warning"]
     ok = resolve_job(from_dict({"input": "x", "output": "y", "model": "toy"}))
     info = describe_probes(ok)
-    _check_concept_clip(ok.config, info)
+    check_concept_clip(ok.config, info)
     assert "warning" not in info["concepts"]
 
 
@@ -136,7 +136,7 @@ def test_resolved_job_decides_every_auto_once():
     probes (auto is a function of the model), so outputs made before the type existed still resume."""
     from pipeline.core.config import from_dict
     from pipeline.core.job import ResolvedJob
-    from pipeline.generate.driver import resolve_job
+    from pipeline.generate.resolve import resolve_job
 
     base = {"input": "x", "output": "y", "model": "toy"}
     toy = resolve_job(from_dict(base))

@@ -16,8 +16,8 @@ from synth_output import CLASSES, cli, known_rows, make_output, row
 
 from pipeline.audit import tables as T
 from pipeline.audit.breakdowns import clip_distribution, template_homogeneity, template_sensitivity
+from pipeline.audit.compare import run_compare
 from pipeline.audit.data import open_source, read_rows
-from pipeline.audit.runner import run_compare
 from pipeline.audit.spec import AuditSpec
 from pipeline.core.dataset import Dataset
 from pipeline.pages.breakdowns import clip_section, template_section
