@@ -100,7 +100,8 @@ def _audit_compare(args) -> int:
 
 
 def cmd_filter(args) -> int:
-    from pipeline.curate.policy import apply_policy, load_policy, materialize, summary_lines
+    from pipeline.curate.materialize import materialize
+    from pipeline.curate.policy import apply_policy, load_policy, summary_lines
 
     policy = load_policy(args.policy, args.threshold)
     storage = store_settings(args)

@@ -119,7 +119,7 @@ class Selection:
 # ---------------------------------------------------------------- writers
 def _samples(part_file, fs, sel: Selection):
     """(key, png bytes, metadata dict) of the selected rows of one part, a row group at a time."""
-    from pipeline.curate.policy import blur_png
+    from pipeline.curate.materialize import blur_png
 
     with fs.open(part_file, "rb") as fh:  # reads retried by the output's RetryingFS
         f = pq.ParquetFile(fh)

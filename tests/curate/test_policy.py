@@ -9,7 +9,8 @@ import yaml
 from conftest import tree_bytes
 from synth_output import cli, make_output, row
 
-from pipeline.curate.policy import PolicyError, apply_policy, decide, load_policy, materialize, parse_policy
+from pipeline.curate.materialize import materialize
+from pipeline.curate.policy import PolicyError, apply_policy, decide, load_policy, parse_policy
 
 POLICY = {
     "name": "t",
