@@ -1,7 +1,7 @@
 """The resolved job: a JobConfig with every "auto"/null value decided, once, on the driver.
 
 ``JobConfig`` is what the user wrote; ``ResolvedJob`` is what runs. The driver builds it
-(``pipeline.generate.driver.resolve_job``: it needs facts about the model, such as its native size)
+(``pipeline.generate.resolve.resolve_job``: it needs facts about the model, such as its native size)
 and everything downstream uses only it: the workers (it travels to Ray actors as a plain dict),
 run.json and the fingerprint. Nothing after resolution asks "is this auto?".
 
