@@ -238,18 +238,15 @@ class Output:
     def spool_path(self, shard: str) -> str:
         """Where a part is written before commit: beside the final file locally (so publishing is a
         rename), a local temp dir for object stores. The name carries the output and this process's pid
-        (``.tmp-part-<output>-<pid>-<shard>-<random>.parquet``): an earlier spool of the same shard and
-        output is removed only when its process is gone (killed) or is this one (an earlier attempt)."""
+        (``.tmp-part-<output>-<pid>-<shard>-<random>.parquet``), so runs of other outputs never touch it.
+        An earlier spool of the same output and shard belongs to an earlier attempt of this shard, which
+        the driver gave up on (one attempt of a shard is live at a time): it is removed, whichever process
+        (a killed actor, another node's) wrote it."""
         d = self.path(layout.DATA) if self.local else tempfile.gettempdir()
         os.makedirs(d, exist_ok=True)
         for name in os.listdir(d):
             m = SPOOL_NAME.match(name)
-            if (
-                m
-                and m["tag"] == self.spool_tag
-                and m["shard"] == shard
-                and (int(m["pid"]) == os.getpid() or not pid_alive(int(m["pid"])))
-            ):
+            if m and m["tag"] == self.spool_tag and m["shard"] == shard:
                 _remove_quietly(os.path.join(d, name))
         return os.path.join(
             d, f".tmp-part-{self.spool_tag}-{os.getpid()}-{shard}-{uuid.uuid4().hex[:8]}.parquet"
@@ -353,13 +350,18 @@ SPOOL_NAME = re.compile(r"^\.tmp-part-(?P<tag>[0-9a-f]{12})-(?P<pid>\d+)-(?P<sha
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether a process of this host still runs (a zombie, killed but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, another user's
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): os.kill's answer stands
 
 
 def _remove_quietly(path: str) -> bool:

@@ -60,9 +60,9 @@ def test_atomic_small_writes_leave_no_temp_files(tmp_path):
 
 
 def test_spools_are_private_to_their_output_and_live_process(tmp_path):
-    """Object-store spools share the local temp dir: two outputs' spools of one shard never touch, and a
-    spool of the same output is removed only when its process is gone (issue 26: two runs of one config
-    into two prefixes deleted each other's spools)."""
+    """Object-store spools share the local temp dir: two outputs' spools of one shard never touch (issue
+    26: two runs of one config into two prefixes deleted each other's spools); a run's start removes only
+    its output's spools whose process is gone; a new attempt of a shard removes its earlier spools."""
     import subprocess
     import sys
     import tempfile
@@ -89,14 +89,12 @@ def test_spools_are_private_to_their_output_and_live_process(tmp_path):
     )  # pid 1 lives
     for p in (ghost, alive):
         open(p, "wb").write(b"x")
-    again = a.spool_path(
-        "s1"
-    )  # a new attempt of s1 in this process: its own earlier spool and the dead one go
-    assert (
-        not os.path.exists(sa) and not os.path.exists(ghost) and os.path.exists(alive) and os.path.exists(sb)
-    )
-    open(ghost, "wb").write(b"x")
-    assert remove_stale_temp(a) == [ghost] and os.path.exists(alive) and os.path.exists(sb)
+    assert remove_stale_temp(a) == [ghost]  # a run's start: only this output's spools of a gone process
+    assert os.path.exists(sa) and os.path.exists(alive) and os.path.exists(sb)
+    # a new attempt of s1 (the driver gave up on the earlier ones): every earlier spool of s1 of this
+    # output goes, whichever process wrote it; the other output's spool of s1 stays
+    again = a.spool_path("s1")
+    assert not os.path.exists(sa) and not os.path.exists(alive) and os.path.exists(sb)
     for p in (alive, sb, again):
         if os.path.exists(p):
             os.remove(p)
