@@ -1,5 +1,6 @@
 """Execute the notebooks in place and store their outputs (`make notebooks`), so a reader on a code
-host sees the tables and images without running anything. Usage: python notebooks/execute.py [NAME.ipynb ...]"""
+host sees the tables and images without running anything.
+Usage: python notebooks/execute.py [NAME.ipynb ...]"""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def drop_stderr(nb) -> None:
 
 
 def execute(name: str) -> int:
-    """Run one notebook top to bottom in a fresh kernel (cwd = repo root) and write it back; returns its size."""
+    """Run one notebook top to bottom in a fresh kernel (cwd = repo root) and write it back; returns its
+    size."""
     import os
 
     path = ROOT / "notebooks" / name
