@@ -33,6 +33,18 @@ from pipeline.core.sections import (  # noqa: F401 (re-exported: config.LimitsCo
 
 SCHEDULERS = ("default", "pndm", "ddim", "dpm++", "euler", "euler_a")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+# generate/families.py holds what each is (core imports nothing else of sdgen, so the names live here)
+FAMILY_NAMES = (
+    "sd",
+    "sdxl",
+    "sdxl-turbo",
+    "sdxl-lightning",
+    "sd3",
+    "flux-dev",
+    "flux-schnell",
+    "pixart-sigma",
+    "sana",
+)
 
 
 class ConfigError(ValueError):
@@ -51,10 +63,21 @@ class StorageConfig(_Strict):
 
 class GenerationConfig(_Strict):
     images_per_prompt: int = 1  # samples per prompt row; a row's `images_per_prompt` column overrides
-    steps: int = 25  # denoising steps; more = slower, usually sharper
-    # classifier-free guidance; <= 1 disables CFG (half the UNet work); null = the model's
-    # recommended value: 1.0 for the toy model (reproduces its world's colour skews), else 7.5
+    # the model family (docs/MODELS.md): auto = from the model's pipeline class (and FLUX's guidance
+    # embedding: dev or schnell); name sdxl-turbo or sdxl-lightning for those few-step checkpoints
+    family: str = "auto"
+    # denoising steps; more = slower, usually sharper; null = the family's: 25 for SD/SDXL, 28 for
+    # FLUX-dev and SD3, 4 for FLUX-schnell and SDXL-Lightning, 1 for SDXL-Turbo, 20 for PixArt and Sana
+    steps: Optional[int] = None
+    # classifier-free guidance; <= 1 disables CFG (half the denoiser work); null = the model's
+    # recommended value: 1.0 for the toy model (reproduces its world's colour skews), the family's
+    # pipeline default for transformer families (FLUX-dev 3.5 as its guidance embedding), else 7.5
     guidance_scale: Optional[float] = None
+    # T5/Gemma prompt length in tokens (FLUX, SD3, PixArt, Sana); null = the pipeline class's default
+    max_sequence_length: Optional[int] = None
+    # FLUX only: true classifier-free guidance for rows with a negative prompt when > 1 (two
+    # transformer passes per step); 1.0 = diffusers' default, FLUX ignores negative prompts
+    true_cfg_scale: float = 1.0
     # pixels, multiples of 8; null = the model's native size (its UNet sample size x VAE scale: 512
     # for SD1.5, 1024 for SDXL, 64 for the toy model), resolved before the run and stored in run.json
     width: Optional[int] = None
@@ -68,10 +91,10 @@ class GenerationConfig(_Strict):
     channels_last: bool = False  # UNet memory format; measured slower eager on H200 (docs/PERFORMANCE.md)
     compile: bool = False  # torch.compile the UNet once per actor (~1 min compile; pays off on long runs)
 
-    @field_validator("images_per_prompt", "steps", "batch_size")
+    @field_validator("images_per_prompt", "steps", "batch_size", "max_sequence_length")
     @classmethod
     def _positive(cls, v, info):
-        if v < 1:
+        if v is not None and v < 1:
             raise ValueError(f"{info.field_name} must be >= 1, got {v!r}")
         return v
 
@@ -101,6 +124,20 @@ class GenerationConfig(_Strict):
     def _scheduler(cls, v):
         if v not in SCHEDULERS:
             raise ValueError(f"unknown scheduler {v!r}; choose one of {', '.join(SCHEDULERS)}")
+        return v
+
+    @field_validator("family")
+    @classmethod
+    def _family(cls, v):
+        if v != "auto" and v not in FAMILY_NAMES:
+            raise ValueError(f"unknown family {v!r}; choose auto or one of {', '.join(FAMILY_NAMES)}")
+        return v
+
+    @field_validator("true_cfg_scale")
+    @classmethod
+    def _true_cfg(cls, v):
+        if not math.isfinite(v) or v < 1:
+            raise ValueError(f"true_cfg_scale must be a finite number >= 1, got {v!r}")
         return v
 
     @field_validator("dtype")
@@ -229,7 +266,7 @@ class JobConfig(_Strict):
             if not str(getattr(self, key)).strip():
                 raise ValueError(f"{key} must not be empty")
         g, lim = self.generation, self.limits
-        if g.steps > lim.max_steps:
+        if g.steps is not None and g.steps > lim.max_steps:
             raise ValueError(f"generation.steps {g.steps} exceeds limits.max_steps {lim.max_steps}")
         if g.images_per_prompt > lim.max_images_per_prompt:
             raise ValueError(
@@ -271,6 +308,13 @@ class JobConfig(_Strict):
         images equal within 2/255 across batch sizes."""
         d = self.model_dump()
         gen = {k: v for k, v in d["generation"].items() if k not in ("batch_size", "device", "compile")}
+        # keys added with the model families (wave 3): hashed only where they mean something an older
+        # output could not have had, so SD/SDXL outputs keep their fingerprint and resume
+        for key, old_meaning in (("family", ("auto", "sd", "sdxl")), ("max_sequence_length", (None,))):
+            if gen.get(key) in old_meaning:
+                gen.pop(key)
+        if gen.get("true_cfg_scale") == 1.0:
+            gen.pop("true_cfg_scale")
         write = {k: v for k, v in d["write"].items() if k in ("row_group_size", "png_compress_level")}
         if d["write"]["embeddings"]:  # only when on, so fingerprints of existing outputs stay as they were
             write["embeddings"] = True

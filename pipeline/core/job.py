@@ -7,7 +7,11 @@ run.json and the fingerprint. Nothing after resolution asks "is this auto?".
 
 What is resolved, and from what:
 - ``generation.width/height`` null -> the model's native size (read from its configs);
-- ``generation.guidance_scale`` null -> the model's recommended scale (toy 1.0, else 7.5);
+- ``generation.family`` auto -> the model's family (its pipeline class: generate/families.py);
+- ``generation.steps`` null -> the family's steps (25 for SD/SDXL, 28 FLUX-dev/SD3, 4 schnell, ...);
+- ``generation.guidance_scale`` null -> the model's recommended scale (toy 1.0, SD/SDXL 7.5, else
+  the family's pipeline default);
+- ``generation.max_sequence_length`` null -> the family's pipeline default (None for CLIP-only);
 - ``scoring.clip_model`` auto -> the CLIP that goes with the model (toy for toy, else tiny);
 - ``probes.attributes`` auto -> ``attribute_sets`` (toyworld for the toy model, else none);
 - ``safety.concepts`` auto -> ``concept_list`` (toyworld for the toy model, else none);
@@ -48,9 +52,11 @@ class ResolvedJob:
                 ("generation.width", self.config.generation.width),
                 ("generation.height", self.config.generation.height),
                 ("generation.guidance_scale", self.config.generation.guidance_scale),
+                ("generation.steps", self.config.generation.steps),
             )
             if v is None
         ] + (["scoring.clip_model"] if self.config.scoring.clip_model == "auto" else [])
+        unresolved += ["generation.family"] if self.config.generation.family == "auto" else []
         if unresolved:
             raise ValueError(f"ResolvedJob needs resolved values, got null/auto for {unresolved}")
         if not self.config.scoring.enabled and (

@@ -75,6 +75,9 @@ class AccelConfig(_Strict):
     # rows are discarded; real rows keep their seeds) so the batch dimension never recompiles
     pad_batches: bool = True
     channels_last_vae: bool = False  # VAE decoder in channels_last (generation.channels_last is the UNet's)
+    # model CPU offload (accelerate): each component moves to the GPU only while it runs, for cards
+    # too small for FLUX or SD3.5 in bf16 (slower: every call moves weights; CUDA only)
+    cpu_offload: bool = False
     fuse_qkv: bool = False  # fuse attention Q/K/V projections into one matmul (slower eager; try compiled)
     # persistent torch.compile cache (inductor FX graph / autotune cache) on local or shared disk:
     # a second actor or run with the same shapes starts in seconds instead of recompiling; null = torch's

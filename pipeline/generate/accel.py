@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 
+from pipeline.generate import families
 from pipeline.generate.models import ModelError
 
 
@@ -44,19 +45,21 @@ def _fp8(unet, device) -> None:
     quantize_(unet, Float8DynamicActivationFloat8WeightConfig())
 
 
-def compile_unet(pipe, scope: str, mode: str, max_shapes: int) -> None:
-    """torch.compile the UNet with static shapes, at most `max_shapes` (w, h, batch) variants;
-    dynamo runs eager beyond that instead of recompiling."""
+def compile_denoiser(pipe, scope: str, mode: str, max_shapes: int) -> None:
+    """torch.compile the denoiser (UNet or transformer) with static shapes, at most `max_shapes`
+    (w, h, batch) variants; dynamo runs eager beyond that instead of recompiling. Regional compiles
+    its repeated blocks only (FLUX's 19 double- and 38 single-stream blocks compile once each kind)."""
     import torch
 
     torch._dynamo.config.cache_size_limit = max_shapes
     if hasattr(torch._dynamo.config, "recompile_limit"):
         torch._dynamo.config.recompile_limit = max_shapes
     kwargs = {"dynamic": False} if mode == "default" else {"dynamic": False, "mode": mode}
+    name = "unet" if families.denoiser(pipe) is getattr(pipe, "unet", None) else "transformer"
     if scope == "regional":
-        pipe.unet.compile_repeated_blocks(fullgraph=True, **kwargs)
+        getattr(pipe, name).compile_repeated_blocks(fullgraph=True, **kwargs)
     else:
-        pipe.unet = torch.compile(pipe.unet, **kwargs)
+        setattr(pipe, name, torch.compile(getattr(pipe, name), **kwargs))
 
 
 def apply(pipe, cfg, device) -> dict:
@@ -65,23 +68,27 @@ def apply(pipe, cfg, device) -> dict:
 
     g, a = cfg.generation, cfg.accel
     done: dict = {}
+    if a.cpu_offload:
+        done["cpu_offload"] = True  # applied while loading (models.load_pipeline)
     if a.compile_cache_dir:
         set_compile_cache(a.compile_cache_dir)
         done["compile_cache_dir"] = a.compile_cache_dir
     if a.fuse_qkv:
-        pipe.fuse_qkv_projections()
+        # SD/SDXL pipelines fuse UNet and VAE; the transformer families fuse on the model itself
+        target = pipe if hasattr(pipe, "fuse_qkv_projections") else families.denoiser(pipe)
+        target.fuse_qkv_projections()
         done["fuse_qkv"] = True
-    if g.channels_last:
+    if g.channels_last and hasattr(pipe, "unet"):  # a transformer's tokens have no memory format
         pipe.unet.to(memory_format=torch.channels_last)
         done["channels_last"] = True
     if a.channels_last_vae:
         pipe.vae.to(memory_format=torch.channels_last)
         done["channels_last_vae"] = True
     if a.fp8:
-        _fp8(pipe.unet, device)
-        done["fp8"] = "torchao float8 dynamic activation + weight, UNet linear layers"
+        _fp8(families.denoiser(pipe), device)
+        done["fp8"] = "torchao float8 dynamic activation + weight, denoiser linear layers"
     if g.compile:
-        compile_unet(pipe, a.compile_scope, a.compile_mode, a.max_compiled_shapes)
+        compile_denoiser(pipe, a.compile_scope, a.compile_mode, a.max_compiled_shapes)
         done["compile"] = {
             "scope": a.compile_scope,
             "mode": a.compile_mode,

@@ -44,12 +44,13 @@ def history_rate(history: list[dict], cfg) -> dict | None:
 def measured_rate(job) -> dict:
     """One batch of the configured size and steps, generated here; the model load timed apart."""
     from pipeline.generate.diffusion import Sample
+    from pipeline.generate.families import cuda_dtype
     from pipeline.generate.models import torch_threads
     from pipeline.generate.worker import build_generator
     from pipeline.probes.scorer import resolve_device_dtype
 
     cfg, g = job.config, job.config.generation
-    dev, dtype = resolve_device_dtype(g.device, g.dtype)
+    dev, dtype = resolve_device_dtype(g.device, g.dtype, cuda_dtype(g.family))
     with torch_threads(cfg.ray.num_cpus_per_worker):
         t0 = time.perf_counter()
         _, _, gen = build_generator(cfg, dev, dtype)

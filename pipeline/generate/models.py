@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from pipeline.core.storage import filesystem
-from pipeline.generate import presets
+from pipeline.generate import families, presets
 from pipeline.generate.load import ModelError, dtype_kwarg, from_pretrained  # noqa: F401 - ModelError: the error of this module
 from pipeline.generate.presets import (  # noqa: F401 - re-exported: older imports keep working
     DEFAULT_GUIDANCE,
@@ -111,10 +111,11 @@ def _in_hub_cache(repo_id: str) -> bool:
         return False
 
 
-def recommended_guidance(spec: str) -> float:
+def recommended_guidance(spec: str, family: str = "sd") -> float:
     """generation.guidance_scale when the config leaves it null: the preset's recommendation (toy
-    1.0: it follows colour and shape words there and reproduces its world's skews), else 7.5."""
-    return presets.get(spec).guidance if model_kind(spec) == "preset" else DEFAULT_GUIDANCE
+    1.0: it follows colour and shape words there and reproduces its world's skews), else the family's
+    (7.5 for SD and SDXL; the pipeline class's default for the transformer families)."""
+    return presets.get(spec).guidance if model_kind(spec) == "preset" else families.get(family).guidance
 
 
 DEFAULT_RESOLUTION = 512  # when a model's native size cannot be read without loading it
@@ -136,8 +137,9 @@ def _config_reader(spec: str, storage):
 
 
 def native_resolution(spec: str, storage=None, single_file_config: str | None = None) -> int:
-    """The model's native image size from its configs alone (UNet sample_size x VAE scale factor);
-    a single-file checkpoint's come from its `single_file_config` directory."""
+    """The model's native image size from its configs alone (the denoiser's sample size x the VAE's
+    scale factor; FLUX's configs carry no sample size: 128 latents, its pipeline's default); a
+    single-file checkpoint's come from its `single_file_config` directory."""
     import json
 
     if single_file_config and model_kind(spec) == "file":
@@ -148,10 +150,49 @@ def native_resolution(spec: str, storage=None, single_file_config: str | None = 
     if read is None:
         return DEFAULT_RESOLUTION  # a hub id: its configs are not read before loading
     try:
-        unet, vae = json.loads(read("unet/config.json")), json.loads(read("vae/config.json"))
-        return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+        vae = json.loads(read("vae/config.json"))
+        levels = vae.get("encoder_block_out_channels") or vae["block_out_channels"]  # DC-AE | KL
+        for denoiser in ("unet", "transformer"):
+            try:
+                net = json.loads(read(f"{denoiser}/config.json"))
+            except OSError:
+                continue
+            return int(net.get("sample_size") or FLUX_SAMPLE_SIZE) * 2 ** (len(levels) - 1)
+        return DEFAULT_RESOLUTION
     except (OSError, KeyError, ValueError, TypeError):
         return DEFAULT_RESOLUTION
+
+
+FLUX_SAMPLE_SIZE = 128  # FluxPipeline.default_sample_size: 1024 px at the VAE's 8x
+
+
+def model_family(spec: str, configured: str = "auto", storage=None, single_file_config=None) -> str:
+    """generation.family: the configured one, else the preset's, else from model_index.json's pipeline
+    class (FLUX: dev or schnell from its guidance embedding). A class sdgen does not run is a ModelError
+    naming it and the supported ones, before any work starts. A hub id's configs are not read before
+    loading: SD unless configured (the loaded pipeline is checked against it)."""
+    import json
+
+    if configured != "auto":
+        return configured
+    if single_file_config and model_kind(spec) == "file":
+        spec = single_file_config
+    if model_kind(spec) == "preset":
+        return presets.get(spec).family
+    read = _config_reader(spec, storage)
+    if read is None:
+        return "sd"
+    try:
+        class_name = json.loads(read("model_index.json"))["_class_name"]
+    except (OSError, KeyError, ValueError, TypeError):
+        return "sd"  # unreadable here: loading will say what is wrong
+    embeds = None
+    if class_name == "FluxPipeline":
+        try:
+            embeds = bool(json.loads(read("transformer/config.json")).get("guidance_embeds", True))
+        except (OSError, ValueError):
+            embeds = None
+    return families.family_of_class(class_name, embeds, where=f" {spec!r}").name
 
 
 def train_timesteps(spec: str, storage=None) -> int | None:
@@ -236,9 +277,13 @@ def load_pipeline(
     storage=None,
     lora=None,
     single_file_config: str | None = None,
+    family: str | None = None,
+    cpu_offload: bool = False,
 ):
     """The text-to-image pipeline for `spec`, on `device` in `dtype`, with the chosen scheduler;
-    `lora` (a LoraConfig) is fused in when it has a path."""
+    `lora` (a LoraConfig) is fused in when it has a path; `family` (resolved) is checked against what
+    loaded and brings its scheduler settings (few-step variants); `cpu_offload` keeps each component on
+    the CPU until it runs (accelerate's model offload) instead of moving the whole pipeline."""
     kind, local = model_kind(spec), spec.removeprefix("file://")
     if kind == "preset":  # built ones are created in float32 and cast; loaded ones get the dtype kwarg
         pipe = presets.get(spec).build(device, dtype)
@@ -250,24 +295,61 @@ def load_pipeline(
         pipe = from_pretrained(fetch_url_to_cache(spec, storage), dtype)
     else:
         pipe = from_pretrained(spec, dtype, True)
+    fam = check_family(pipe, spec, family)
     if lora is not None and lora.path:
         apply_lora(pipe, lora.path, lora.scale)
-    set_scheduler(pipe, scheduler)
-    pipe = pipe.to(device)
+    set_scheduler(pipe, scheduler, fam)
+    if cpu_offload:
+        enable_cpu_offload(pipe, device)
+    else:
+        pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
-def set_scheduler(pipe, name: str) -> None:
-    """Swap the scheduler, keeping the model's noise schedule (betas, timestep spacing)."""
+def check_family(pipe, spec: str, family: str | None):
+    """The loaded pipeline's family, which must be of the resolved family's class (a hub id's class is
+    only known now); a class sdgen does not run is a ModelError naming the supported ones."""
+    loaded = families.family_of_pipe(pipe)
+    if family is None:
+        return loaded
+    want = families.get(family)
+    if want.pipeline != loaded.pipeline:
+        raise ModelError(
+            f"model {spec!r} loaded as {loaded.pipeline} (family {loaded.name!r}), but generation.family "
+            f"is {family!r} ({want.pipeline}); set generation.family: {loaded.name} or auto"
+        )
+    return want
+
+
+def enable_cpu_offload(pipe, device) -> None:
+    if device.type != "cuda":
+        raise ModelError(f"accel.cpu_offload needs a CUDA device, got device {str(device)!r}")
+    pipe.enable_model_cpu_offload(device=device)
+
+
+def set_scheduler(pipe, name: str, fam=None) -> None:
+    """Swap the scheduler, keeping the model's noise schedule (betas, timestep spacing); a few-step
+    family (SDXL-Turbo/Lightning) samples trailing timesteps. The named schedulers are DDPM-type: the
+    flow-matching families keep their own (its timestep shift comes from the model's config)."""
+    import diffusers
+
+    fam = fam or families.family_of_pipe(pipe)
     if name == "default":
+        if fam.scheduler:
+            pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, **fam.scheduler)
         return
     if name not in SCHEDULER_CLASSES:
         raise ModelError(f"unknown scheduler {name!r}; choose one of default, {', '.join(SCHEDULER_CLASSES)}")
-    import diffusers
-
+    if fam.transformer:
+        raise ModelError(
+            f"generation.scheduler {name!r} is a DDPM-type scheduler; the {fam.name} family runs its own "
+            f"flow-matching scheduler: use scheduler: default"
+        )
     cls_name, extra = SCHEDULER_CLASSES[name]
-    pipe.scheduler = getattr(diffusers, cls_name).from_config(pipe.scheduler.config, **extra)
+    pipe.scheduler = getattr(diffusers, cls_name).from_config(
+        pipe.scheduler.config, **{**extra, **fam.scheduler}
+    )
 
 
 @contextlib.contextmanager

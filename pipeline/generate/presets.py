@@ -8,10 +8,18 @@ else (models.py, driver.py) asks the registry instead of comparing strings.
     tiny         SD1.5-shaped, small widths, random weights (fixed seed): CPU tests, plumbing
     tiny-sdxl    SDXL-shaped (two text encoders, add_time_ids), small, random: CPU tests of SDXL paths
     tiny-sd2     SD2-shaped (v-prediction, linear projections), small, random: CPU tests of SD2 paths
+    tiny-flux    FLUX.1-dev-shaped (packed latents, guidance embedding, CLIP + T5), small, random
+    tiny-sd3     SD3-shaped (MMDiT, two CLIPs + T5, 16-channel latents), small, random
+    tiny-pixart  PixArt-Σ-shaped (adaLN-single DiT, T5), small, random
+    tiny-sana    Sana-shaped (linear attention, Gemma-2, 32x DC-AE), small, random
     toy          the shipped toy-world pipeline, trained here (pipeline/toyworld/weights/sd)
     sd15-random  the SD1.5 architecture (859M UNet) with random weights: benchmarks, noise out
     sd2-random   the SD2.1-768 architecture (865M UNet, v-prediction) with random weights: benchmarks
     sdxl-random  the SDXL-base architecture (2.6B UNet, two text encoders) with random weights: benchmarks
+    flux-dev-random, flux-schnell-random, sd35-random, pixart-random, sana-random
+                 FLUX.1-dev/-schnell (11.9B), SD3.5-large (8.1B), PixArt-Σ-1024 (0.6B), Sana-1600M-1024
+                 with random weights (dit_random.py): GPU benchmarks; built on the meta device they
+                 allocate nothing (tests count their parameters so)
 
 The random architecture presets build their modules directly on the target device (no CPU copy of
 billions of random numbers) from a fixed seed; their configs are the published ones.
@@ -31,13 +39,24 @@ from pipeline.generate.architectures import (  # noqa: F401 - TINY_SEED re-expor
     build_tiny_sd2,
     build_tiny_sdxl,
 )
+from pipeline.generate.dit_random import (
+    build_flux_dev_random,
+    build_flux_schnell_random,
+    build_pixart_random,
+    build_sana_random,
+    build_sd35_random,
+)
+from pipeline.generate.dit_tiny import build_tiny_flux, build_tiny_pixart, build_tiny_sana, build_tiny_sd3
 
 
 @dataclass(frozen=True)
 class Preset:
     name: str
     build: Callable  # build(device, dtype) -> diffusers pipeline
-    native_size: int  # pixels: UNet sample size x VAE scale factor
+    # pixels: generation.width/height when null; the denoiser's sample size x VAE scale factor, except
+    # tiny-pixart and tiny-sana (64: they render at their nearest aspect-ratio bin and resize, as the
+    # real ones do at sizes off their bins)
+    native_size: int
     guidance: float  # generation.guidance_scale when the config leaves it null
     clip_model: str  # scoring.clip_model when the config says auto
     attribute_sets: tuple[str, ...] = ()  # probes.attributes: auto (when scoring is on)
@@ -47,6 +66,7 @@ class Preset:
     # where its diffusers configs lie (scheduler/, unet/), read before loading; None = built in code
     # with diffusers' defaults (1000 training timesteps)
     config_dir: Optional[Callable[[], str]] = None
+    family: str = "sd"  # generate/families.py: what its pipeline is
 
 
 # ---- the toy world ---------------------------------------------------------------------------------
@@ -99,6 +119,7 @@ PRESETS: dict[str, Preset] = {
             DEFAULT_GUIDANCE,
             "tiny",
             description="SDXL-shaped, small, random",
+            family="sdxl",
         ),
         Preset(
             "tiny-sd2",
@@ -107,6 +128,36 @@ PRESETS: dict[str, Preset] = {
             DEFAULT_GUIDANCE,
             "tiny",
             description="SD2-shaped (v-prediction), small, random",
+        ),
+        Preset(
+            "tiny-flux",
+            build_tiny_flux,
+            64,
+            3.5,
+            "tiny",
+            description="FLUX.1-dev-shaped, small, random",
+            family="flux-dev",
+        ),
+        Preset(
+            "tiny-sd3", build_tiny_sd3, 64, 7.0, "tiny", description="SD3-shaped, small, random", family="sd3"
+        ),
+        Preset(
+            "tiny-pixart",
+            build_tiny_pixart,
+            64,
+            4.5,
+            "tiny",
+            description="PixArt-Σ-shaped, small, random",
+            family="pixart-sigma",
+        ),
+        Preset(
+            "tiny-sana",
+            build_tiny_sana,
+            64,
+            4.5,
+            "tiny",
+            description="Sana-shaped, small, random",
+            family="sana",
         ),
         # guidance 1.0 (CFG off) for toy: follows colour/shape words and reproduces its world's skews
         Preset(
@@ -144,6 +195,52 @@ PRESETS: dict[str, Preset] = {
             DEFAULT_GUIDANCE,
             RANDOM_CLIP,
             description="SDXL-base architecture, random weights",
+            family="sdxl",
+        ),
+        Preset(
+            "flux-dev-random",
+            build_flux_dev_random,
+            1024,
+            3.5,
+            RANDOM_CLIP,
+            family="flux-dev",
+            description="FLUX.1-dev architecture, random weights",
+        ),
+        Preset(
+            "flux-schnell-random",
+            build_flux_schnell_random,
+            1024,
+            0.0,
+            RANDOM_CLIP,
+            family="flux-schnell",
+            description="FLUX.1-schnell architecture, random weights",
+        ),
+        Preset(
+            "sd35-random",
+            build_sd35_random,
+            1024,
+            7.0,
+            RANDOM_CLIP,
+            family="sd3",
+            description="SD3.5-large architecture, random weights",
+        ),
+        Preset(
+            "pixart-random",
+            build_pixart_random,
+            1024,
+            4.5,
+            RANDOM_CLIP,
+            family="pixart-sigma",
+            description="PixArt-Σ-XL-2-1024 architecture, random weights",
+        ),
+        Preset(
+            "sana-random",
+            build_sana_random,
+            1024,
+            4.5,
+            RANDOM_CLIP,
+            family="sana",
+            description="Sana-1600M-1024 architecture, random weights",
         ),
     )
 }

@@ -9,9 +9,11 @@ import datetime as dt
 from pipeline.core.config import ConfigError, JobConfig
 from pipeline.core.job import ResolvedJob
 from pipeline.core.storage import Output, OutputError, library_versions
+from pipeline.generate import families
 from pipeline.generate.inputs import MAX_LISTED_PROBLEMS, InputError, duplicate_report, row_limits
 from pipeline.generate.models import (
     check_model_spec,
+    model_family,
     native_resolution,
     recommended_guidance,
     train_timesteps,
@@ -21,15 +23,21 @@ from pipeline.generate.presets import default_attribute_sets, default_clip_model
 
 def resolve_defaults(cfg: JobConfig) -> JobConfig:
     """Fill values that depend on the model, before anything is fingerprinted or stored in run.json:
-    width/height null = its native size, guidance null = its recommended scale, clip_model auto =
-    the CLIP that goes with it (toy for toy)."""
+    family auto = the model's (families.py), width/height null = its native size, steps and guidance
+    null = its family's (a preset's own guidance), max_sequence_length null = its pipeline class's,
+    clip_model auto = the CLIP that goes with it (toy for toy)."""
     g, sc = cfg.generation, cfg.scoring
-    update = {}
+    fam = families.get(model_family(cfg.model, g.family, cfg.storage, cfg.single_file_config))
+    update = {"family": fam.name}
     if g.width is None or g.height is None:
         size = native_resolution(cfg.model, cfg.storage, cfg.single_file_config)
         update.update(width=g.width or size, height=g.height or size)
+    if g.steps is None:
+        update["steps"] = fam.steps
     if g.guidance_scale is None:
-        update["guidance_scale"] = recommended_guidance(cfg.model)
+        update["guidance_scale"] = recommended_guidance(cfg.model, fam.name)
+    if g.max_sequence_length is None:
+        update["max_sequence_length"] = fam.max_sequence_length
     if sc.clip_model == "auto":
         sc = sc.model_copy(update={"clip_model": default_clip_model(cfg.model)})
     return cfg.model_copy(update={"generation": g.model_copy(update=update), "scoring": sc})

@@ -27,6 +27,7 @@ import pyarrow as pa
 from pipeline.core import retry
 from pipeline.core.job import ResolvedJob
 from pipeline.core.storage import Output, filesystem
+from pipeline.generate import families
 from pipeline.generate.accel import apply as apply_accel
 from pipeline.generate.diffusion import Generator, Sample, make_batches
 from pipeline.generate.inputs import Shard, read_rows, row_limits
@@ -59,14 +60,23 @@ def build_generator(cfg, device, dtype):
     """(pipeline, accel report, Generator) exactly as a run's worker makes images: the model with its
     scheduler, LoRA and speed levers (accel.py: fuse, layout, fp8, compile), unique-prompt encoding
     (null = on for CUDA) and batch padding. `sdgen verify` regenerates through this too."""
+    g = cfg.generation
     pipe = load_pipeline(
-        cfg.model, dtype, device, cfg.generation.scheduler, cfg.storage, cfg.lora, cfg.single_file_config
+        cfg.model,
+        dtype,
+        device,
+        g.scheduler,
+        cfg.storage,
+        cfg.lora,
+        cfg.single_file_config,
+        None if g.family == "auto" else g.family,
+        cfg.accel.cpu_offload,
     )
     accel = apply_accel(pipe, cfg, device)
     unique = cfg.accel.encode_unique_prompts
     unique = device.type == "cuda" if unique is None else unique
-    pad = cfg.generation.batch_size if cfg.generation.compile and cfg.accel.pad_batches else None
-    return pipe, accel, Generator(pipe, device, dtype, unique, pad)
+    pad = g.batch_size if g.compile and cfg.accel.pad_batches else None
+    return pipe, accel, Generator(pipe, device, dtype, unique, pad, g.max_sequence_length, g.true_cfg_scale)
 
 
 class ShardWorker:
@@ -74,7 +84,11 @@ class ShardWorker:
         cfg = job.config
         self.job, self.cfg, self.worker_id = job, cfg, worker_id
         retry.configure(cfg.retry)  # this process's storage calls (an actor's own process)
-        self.device, self.dtype = resolve_device_dtype(cfg.generation.device, cfg.generation.dtype)
+        self.device, self.dtype = resolve_device_dtype(
+            cfg.generation.device, cfg.generation.dtype, families.cuda_dtype(cfg.generation.family)
+        )
+        # CLIP scores in the dtype the audit re-scores with (float16 on CUDA), whatever the model's
+        _, score_dtype = resolve_device_dtype(cfg.generation.device, cfg.generation.dtype)
         t0 = time.perf_counter()
         self.pipe, self.accel, self.generator = build_generator(cfg, self.device, self.dtype)
         self.scorer = None
@@ -82,7 +96,7 @@ class ShardWorker:
             from pipeline.probes.scorer import ClipScorer
 
             self.scorer = ClipScorer(
-                cfg.scoring.clip_model, cfg.scoring.clip_weights, self.device, self.dtype
+                cfg.scoring.clip_model, cfg.scoring.clip_weights, self.device, score_dtype
             )
         self.probes = None
         if self.scorer is not None and job.probed:
@@ -148,7 +162,9 @@ class ShardWorker:
         try:
             # 3. per bucketed batch: generate + CLIP score on the device, start host copy + PNG encodes
             # 4. collect finished batches into the part's row groups (memory bounded by the batch)
-            for batch in make_batches(rows.samples, self.cfg.generation.batch_size):
+            for batch in make_batches(
+                rows.samples, self.cfg.generation.batch_size, self.generator.by_negative
+            ):
                 pending.append(self._submit(batch, timings))
                 self._maybe_die()
                 while len(pending) > MAX_PENDING_BATCHES:

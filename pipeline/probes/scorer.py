@@ -181,15 +181,16 @@ class ClipScorer:
         return {"clip_cos": cos, "clip_score": clip_score(cos), "image_emb": img}
 
 
-def resolve_device_dtype(device: str, dtype: str):
-    """`auto` device = cuda when present; `auto` dtype = float16 on CUDA, float32 on CPU."""
+def resolve_device_dtype(device: str, dtype: str, cuda_auto: str | None = None):
+    """`auto` device = cuda when present; `auto` dtype = `cuda_auto` (the model family's: bfloat16 for
+    FLUX, SD3 and Sana) or float16 on CUDA, float32 on CPU."""
     import torch
 
     dev = torch.device(
         "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
     )
     if dtype == "auto":
-        dt = torch.float16 if dev.type == "cuda" else torch.float32
+        dt = getattr(torch, cuda_auto or "float16") if dev.type == "cuda" else torch.float32
     else:
         dt = getattr(torch, dtype)
     return dev, dt

@@ -11,7 +11,8 @@ import numpy as np
 from pipeline.core.config import JobConfig
 from pipeline.core.dataset import Dataset
 from pipeline.core.storage import OutputError
-from pipeline.generate.diffusion import Sample
+from pipeline.generate.diffusion import Sample, make_batches
+from pipeline.generate.families import cuda_dtype
 from pipeline.generate.models import torch_threads
 from pipeline.generate.partwriter import encode_png
 from pipeline.generate.worker import build_generator
@@ -61,7 +62,9 @@ def _regenerate(cfg: JobConfig, rows, batch_size: int, device: str) -> dict:
     import torch
 
     dev, dtype = resolve_device_dtype(
-        device if device != "auto" else cfg.generation.device, cfg.generation.dtype
+        device if device != "auto" else cfg.generation.device,
+        cfg.generation.dtype,
+        cuda_dtype(cfg.generation.family),
     )
     _, _, gen = build_generator(cfg, dev, dtype)  # the worker's own generation path and settings
     samples = [
@@ -80,8 +83,7 @@ def _regenerate(cfg: JobConfig, rows, batch_size: int, device: str) -> dict:
         for i, r in enumerate(rows.itertuples())
     ]
     report = []
-    for start in range(0, len(samples), batch_size):
-        batch = samples[start : start + batch_size]
+    for batch in make_batches(samples, batch_size, gen.by_negative):  # one size and schedule per call
         res = gen.generate(batch)
         images = res.images.permute(0, 2, 3, 1).cpu().numpy()
         for s, img, err in zip(batch, images, res.errors):
@@ -90,6 +92,7 @@ def _regenerate(cfg: JobConfig, rows, batch_size: int, device: str) -> dict:
             diff = int(np.abs(_decode(stored).astype(int) - img.astype(int)).max())
             report.append(
                 {
+                    "row": s.row,
                     "prompt_id": s.prompt_id,
                     "sample_idx": s.sample_idx,
                     "seed": s.seed,
@@ -98,6 +101,7 @@ def _regenerate(cfg: JobConfig, rows, batch_size: int, device: str) -> dict:
                     "error": err,
                 }
             )
+    report = [{k: v for k, v in r.items() if k != "row"} for r in sorted(report, key=lambda r: r["row"])]
     return {
         "rows": report,
         "n": len(report),

@@ -19,7 +19,7 @@ def test_config_md_is_what_render_gives():
 def test_known_rows_with_default_and_the_fields_comment():
     rows = {line.split("`")[1]: line for line in config_doc.render().splitlines() if line.startswith("| `")}
     known = {  # key: its default cell and the start of the comment on its line in core/config.py, sections.py
-        "generation.steps": ("`25`", "denoising steps"),
+        "generation.steps": ("`null`", "denoising steps"),
         "retry.attempts": ("`5`", "tries per storage call"),
         "audit.group_by": ("`[]`", "input columns (a × b)"),
         "audit.where": ("`[]`", "COL=VALUE filters"),

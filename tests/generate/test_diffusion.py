@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.generate import families
 from pipeline.generate.diffusion import Generator, Sample, make_batches
 from pipeline.generate.models import build_tiny_pipeline, set_scheduler
 from pipeline.generate.seeds import sample_seed
@@ -94,7 +95,7 @@ class FlakyPipe:
 
 def test_oom_halves_the_batch_down_to_rows(pipe):
     flaky = FlakyPipe(pipe, max_batch=2)
-    gen = Generator(flaky, torch.device("cpu"), torch.float32)
+    gen = Generator(flaky, torch.device("cpu"), torch.float32, family=families.get("sd"))
     res = gen.generate(samples(5))
     assert flaky.calls == [5, 2, 3, 1, 2]  # 5 -> (2, 3) -> 3 -> (1, 2)
     assert res.errors == [None] * 5 and gen.oom_splits == 2
@@ -106,6 +107,7 @@ def test_rows_that_still_fail_are_marked_not_dropped(pipe):
         FlakyPipe(pipe, max_batch=8, nan_prompt=s[1].prompt, fail_prompt=s[2].prompt),
         torch.device("cpu"),
         torch.float32,
+        family=families.get("sd"),
     )
     res = gen.generate(s)
     assert len(res.samples) == 4 and res.images.shape[0] == 4

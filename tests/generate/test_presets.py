@@ -17,6 +17,15 @@ def test_registry_answers_every_model_question():
         "sd15-random",
         "sd2-random",
         "sdxl-random",
+        "tiny-flux",
+        "tiny-sd3",
+        "tiny-pixart",
+        "tiny-sana",
+        "flux-dev-random",
+        "flux-schnell-random",
+        "sd35-random",
+        "pixart-random",
+        "sana-random",
     }
     assert [native_resolution(n) for n in ("tiny", "toy", "sd15-random", "sd2-random", "sdxl-random")] == [
         64,
@@ -25,6 +34,10 @@ def test_registry_answers_every_model_question():
         768,
         1024,
     ]
+    assert {
+        native_resolution(n) for n in ("flux-dev-random", "sd35-random", "pixart-random", "sana-random")
+    } == {1024}
+    assert recommended_guidance("tiny-flux") == 3.5 and recommended_guidance("flux-schnell-random") == 0.0
     assert recommended_guidance("toy") == 1.0 and recommended_guidance("sdxl-random") == 7.5
     assert recommended_guidance("/some/dir") == 7.5
     assert presets.default_clip_model("toy") == "toy" and presets.default_clip_model("tiny") == "tiny"
