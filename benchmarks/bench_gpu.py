@@ -13,13 +13,14 @@ prints the markdown rows of RESULTS.md from one.
 
     python -m benchmarks.bench_gpu --models sd15          # SD1.5 arch, 512², 50 PNDM steps, CFG 7.5, fp16
     python -m benchmarks.bench_gpu --models sdxl          # SDXL arch, 1024², 30 Euler steps, CFG 7.5, fp16
+    python -m benchmarks.bench_gpu --models flux-schnell,flux-dev,sd35,sana   # 1024², their defaults, bf16
     python -m benchmarks.bench_gpu --tiny                 # CPU smoke test: tiny presets, 64², 3 steps
     python -m benchmarks.bench_gpu --table benchmarks/results/bench_gpu_sd15.json
 
 Env: BENCH_BATCH, BENCH_BATCHES (images = batch x batches), BENCH_COMPILE_SCOPE (full|regional),
 BENCH_COMPILE_MODE (default|reduce-overhead|...), BENCH_LEVERS (applied with compile: comma list of
 channels_last, fuse_qkv, channels_last_vae; default channels_last,fuse_qkv), BENCH_SKIP (comma list of
-rows to leave out: pil, tutorial, fp8, start). The JSON is rewritten after every row, so a run cut
+rows to leave out: pil, tutorial, dpm, fp8, start). The JSON is rewritten after every row, so a run cut
 short by a time limit still leaves what it measured. Ray is not on the device machine (its wheel
 exceeds the transfer limit), so the actor body is timed directly; Ray's costs are measured on CPU.
 """
@@ -38,11 +39,15 @@ import time
 
 from benchmarks.common import prompts, report, write_prompt_file
 
-MODELS = {  # name -> (preset, tiny preset, resolution, steps, scheduler, batch, batches)
-    "sd15": ("sd15-random", "tiny", 512, 50, "pndm", 16, 4),
-    "sdxl": ("sdxl-random", "tiny-sdxl", 1024, 30, "default", 8, 2),
+MODELS = {  # name -> (preset, tiny preset, resolution, steps, scheduler, batch, batches, guidance)
+    "sd15": ("sd15-random", "tiny", 512, 50, "pndm", 16, 4, 7.5),
+    "sdxl": ("sdxl-random", "tiny-sdxl", 1024, 30, "default", 8, 2, 7.5),
+    # the transformer families at their pipeline defaults (schnell: its 4 published steps), bf16
+    "flux-schnell": ("flux-schnell-random", "tiny-flux", 1024, 4, "default", 4, 2, 0.0),
+    "flux-dev": ("flux-dev-random", "tiny-flux", 1024, 28, "default", 4, 1, 3.5),
+    "sd35": ("sd35-random", "tiny-sd3", 1024, 28, "default", 4, 1, 7.0),
+    "sana": ("sana-random", "tiny-sana", 1024, 20, "default", 8, 1, 4.5),
 }
-GUIDANCE = 7.5
 TFLOP_PER_IMAGE = {"sd15": 82.8}  # docs/PERFORMANCE.md: SD1.5 image, 50 steps with CFG, VAE decode included
 PEAK_TFLOPS = 800.0  # measured large bf16 matmul on H100/H200 (docs/PERFORMANCE.md, device KINDS.md)
 
@@ -56,7 +61,7 @@ def sync():
 
 class Bench:
     def __init__(self, model: str, tiny: bool, tmp: str):
-        preset, tiny_preset, res, steps, sched, batch, batches = MODELS[model]
+        preset, tiny_preset, res, steps, sched, batch, batches, self.guidance = MODELS[model]
         self.model, self.tiny, self.tmp = model, tiny, tmp
         self.preset = tiny_preset if tiny else preset
         self.res, self.steps, self.sched = (64, 3, sched) if tiny else (res, steps, sched)
@@ -83,7 +88,7 @@ class Bench:
                     "width": self.res,
                     "height": self.res,
                     "steps": self.steps,
-                    "guidance_scale": GUIDANCE,
+                    "guidance_scale": self.guidance,
                     "batch_size": self.batch,
                     "scheduler": self.sched,
                     "compile": compile_,
@@ -125,7 +130,7 @@ class Bench:
                 height=self.res,
                 width=self.res,
                 num_inference_steps=steps or self.steps,
-                guidance_scale=GUIDANCE,
+                guidance_scale=self.guidance,
                 generator=gens,
                 output_type=out,
             ).images
@@ -140,7 +145,7 @@ class Bench:
 
     def warm(self, worker, cfg, name: str) -> float:
         """Untimed 2-step passes of bare and of our actor body: whatever (re)compiles a change brings
-        (the actor calls the UNet with its own arguments: a graph of its own) happens here. Seconds."""
+        (the actor calls the denoiser with its own arguments: a graph of its own) happens here. Seconds."""
         t = time.perf_counter()
         self.bare(worker.pipe, steps=2)
         self.ours(worker, cfg, name, n=self.batch, steps=2)
@@ -157,7 +162,7 @@ class Bench:
                 height=self.res,
                 width=self.res,
                 num_inference_steps=self.steps,
-                guidance_scale=GUIDANCE,
+                guidance_scale=self.guidance,
                 generator=torch.Generator("cpu").manual_seed(i),
             ).images[0]
             im.save(io.BytesIO(), format="PNG")
@@ -180,7 +185,12 @@ class Bench:
         t = time.perf_counter()
         marker = worker.process(shard)
         sync()
-        return marker["rows"] / (time.perf_counter() - t), marker["timings"]
+        ok = marker["status_counts"].get("ok", 0)
+        if ok != marker["rows"]:  # a failed row is fast and blank: never count it as throughput
+            raise RuntimeError(
+                f"{name}: {marker['rows'] - ok} of {marker['rows']} rows failed: {marker['status_counts']}"
+            )
+        return ok / (time.perf_counter() - t), marker["timings"]
 
 
 def deviation(scorer, ref, other, device) -> dict:
@@ -324,23 +334,29 @@ def variants(b: Bench, w, ref, row, cfg, label: str, res: dict) -> None:
     from pipeline.generate.models import set_scheduler
 
     pipe, before = w.pipe, w.pipe.scheduler
-    set_scheduler(pipe, "dpm++")
-    few = max(2, b.steps // 2)
-    res["dpm_warm_s"] = b.warm(w, cfg, "warm-dpm")
-    rate, imgs = b.bare(pipe, steps=few)
-    row(f"bare batched, dpm++ {few} steps, {label}", rate, deviation=deviation(w.scorer, ref, imgs, w.device))
-    row(f"ours, dpm++ {few} steps, {label}", b.ours(w, cfg, "ours-dpm", steps=few)[0])
-    pipe.scheduler = before
+    if not w.generator.family.transformer and "dpm" not in b.skip:  # flow families keep their scheduler
+        set_scheduler(pipe, "dpm++")
+        few = max(2, b.steps // 2)
+        res["dpm_warm_s"] = b.warm(w, cfg, "warm-dpm")
+        rate, imgs = b.bare(pipe, steps=few)
+        row(
+            f"bare batched, dpm++ {few} steps, {label}",
+            rate,
+            deviation=deviation(w.scorer, ref, imgs, w.device),
+        )
+        row(f"ours, dpm++ {few} steps, {label}", b.ours(w, cfg, "ours-dpm", steps=few)[0])
+        pipe.scheduler = before
     try:
         import torchao  # noqa: F401
     except ImportError:
         return
     if torch.cuda.is_available() and "fp8" not in b.skip:
         from pipeline.generate.accel import _fp8
+        from pipeline.generate.families import denoiser
 
         t = time.perf_counter()
         try:
-            _fp8(pipe.unet, torch.device("cuda"))
+            _fp8(denoiser(pipe), torch.device("cuda"))
             b.warm(w, cfg, "warm-fp8")  # quantise (and recompile, when compiled)
         except Exception as e:  # a torchao/torch mismatch must not cost the rest of the run
             res["fp8_error"] = f"{type(e).__name__}: {str(e)[:300]}"
