@@ -111,11 +111,15 @@ def _in_hub_cache(repo_id: str) -> bool:
         return False
 
 
-def recommended_guidance(spec: str, family: str = "sd") -> float:
+def recommended_guidance(spec: str, family: str | None = None) -> float:
     """generation.guidance_scale when the config leaves it null: the preset's recommendation (toy
-    1.0: it follows colour and shape words there and reproduces its world's skews), else the family's
-    (7.5 for SD and SDXL; the pipeline class's default for the transformer families)."""
-    return presets.get(spec).guidance if model_kind(spec) == "preset" else families.get(family).guidance
+    1.0: it follows colour and shape words there and reproduces its world's skews) unless another family
+    is named, else the family's (7.5 for SD and SDXL, 0 for the few-step ones; the pipeline class's
+    default for the transformer families)."""
+    preset = presets.get(spec)
+    if preset and family in (None, preset.family):
+        return preset.guidance
+    return families.get(family or "sd").guidance
 
 
 DEFAULT_RESOLUTION = 512  # when a model's native size cannot be read without loading it
