@@ -240,3 +240,25 @@ def test_flux_two_ray_workers_killed_and_resumed_equal_an_uninterrupted_inline_r
     ka = {(r.prompt_id, r.sample_idx): (r.seed, r.image["bytes"]) for r in a.itertuples()}
     kb = {(r.prompt_id, r.sample_idx): (r.seed, r.image["bytes"]) for r in b.itertuples()}
     assert len(ka) == 12 and ka == kb  # same keys, seeds and PNG bytes: nothing missing, nothing twice
+
+
+def test_report_compares_a_tiny_sdxl_run_with_a_tiny_flux_run_of_the_same_prompts(tmp_path, capsys):
+    """HEIM-style: the same prompts through two families, paired by prompt id and sample index."""
+    shapes = ["a red circle", "a blue square", "a green triangle"] * 2
+    src = write_prompts(tmp_path / "p.parquet", shapes, group=list("xyzxyz"))
+    outs = []
+    for model in ("tiny-sdxl", "tiny-flux"):
+        cfg = tiny_config(
+            src,
+            tmp_path / model,
+            generation={"steps": 2},
+            scoring={"clip_model": "toy"},
+            probes={"attributes": ["toyworld"]},
+        )
+        assert pipeline.run({**cfg, "model": model}, progress=False)["complete"]
+        outs.append(str(tmp_path / model))
+    page = tmp_path / "c.html"
+    argv = ["report", "--compare", *outs, "--attribute", "colour", "--group-by", "group", "-o", str(page)]
+    assert main(argv) == 0, capsys.readouterr().err
+    html = page.read_text()
+    assert "paired (the same prompt ids in both runs" in html and "B − A" in html
