@@ -262,3 +262,34 @@ def test_report_compares_a_tiny_sdxl_run_with_a_tiny_flux_run_of_the_same_prompt
     assert main(argv) == 0, capsys.readouterr().err
     html = page.read_text()
     assert "paired (the same prompt ids in both runs" in html and "B − A" in html
+
+
+@pytest.mark.parametrize("model", ["tiny-flux", "tiny-sd3"])
+def test_lora_on_a_transformer_family_changes_the_images_and_verifies(tmp_path, model, capsys):
+    """A LoRA saved by diffusers' own FluxPipeline/SD3 save_lora_weights, fused through lora.path."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = presets.get(model).build("cpu", None)
+    adapter = LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v"], init_lora_weights=False)
+    pipe.transformer.add_adapter(adapter)  # random A and B: a LoRA that visibly changes the images
+    lora_dir = tmp_path / "lora"
+    type(pipe).save_lora_weights(
+        str(lora_dir), transformer_lora_layers=get_peft_model_state_dict(pipe.transformer)
+    )
+    src = write_prompts(tmp_path / "p.parquet", PROMPTS[:2])
+    cfg = {**tiny_config(src, tmp_path / "plain", generation={"steps": 2}), "model": model}
+    with_lora = {**cfg, "output": str(tmp_path / "lora-out"), "lora": {"path": str(lora_dir), "scale": 1.0}}
+    assert (
+        pipeline.run(cfg, progress=False)["complete"] and pipeline.run(with_lora, progress=False)["complete"]
+    )
+    a, b = read_output(tmp_path / "plain"), read_output(tmp_path / "lora-out")
+    diff = max(
+        np.abs(decode(x).astype(int) - decode(y).astype(int)).max()
+        for x, y in zip(a.image.map(lambda i: i["bytes"]), b.image.map(lambda i: i["bytes"]))
+    )
+    assert diff > 2  # the LoRA was applied
+    capsys.readouterr()
+    assert main(["verify", str(tmp_path / "lora-out"), "--n", "2"]) == 0  # batch 1 here, 3 in the run
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert int(last.split("max pixel difference ")[1].split("/")[0]) <= 2, last
