@@ -78,8 +78,9 @@ class GenerationConfig(_Strict):
     # FLUX only: true classifier-free guidance for rows with a negative prompt when > 1 (two
     # transformer passes per step); 1.0 = diffusers' default, FLUX ignores negative prompts
     true_cfg_scale: float = 1.0
-    # pixels, multiples of 8; null = the model's native size (its UNet sample size x VAE scale: 512
-    # for SD1.5, 1024 for SDXL, 64 for the toy model), resolved before the run and stored in run.json
+    # pixels, multiples of 8; null = the model's native size (its denoiser's sample size x VAE scale:
+    # 512 for SD1.5, 1024 for SDXL, FLUX.1, SD3.5 and Sana, 64 for the toy model), resolved before the
+    # run and stored in run.json
     width: Optional[int] = None
     height: Optional[int] = None
     batch_size: int = 8  # images per UNet call; the main throughput lever on GPUs (OOM halves it)
@@ -89,7 +90,7 @@ class GenerationConfig(_Strict):
     negative_prompt: str = ""  # used for rows without a `negative_prompt` column value
     device: str = "auto"  # auto = cuda when present, else cpu; or an explicit torch device string
     channels_last: bool = False  # UNet memory format; measured slower eager on H200 (docs/PERFORMANCE.md)
-    compile: bool = False  # torch.compile the UNet once per actor (~1 min compile; pays off on long runs)
+    compile: bool = False  # torch.compile the denoiser once per actor (~1 min compile; pays off on long runs)
 
     @field_validator("images_per_prompt", "steps", "batch_size", "max_sequence_length")
     @classmethod

@@ -49,8 +49,8 @@ class MitigationConfig(_Strict):
 
 class LoraConfig(_Strict):
     # LoRA weights from a local path (a directory or .safetensors file written by diffusers'
-    # save_lora_weights / peft): users fine-tune styles and subjects this way. Fused into the UNet
-    # (and text encoder) once at load, so generation costs nothing extra per step.
+    # save_lora_weights / peft): users fine-tune styles and subjects this way. Fused into the UNet or
+    # transformer (and text encoder) once at load, so generation costs nothing extra per step.
     path: Optional[str] = None  # null = no LoRA
     scale: float = 1.0  # LoRA strength fused into the weights (0 = base model, 1 = as trained)
 
@@ -84,7 +84,8 @@ class AccelConfig(_Strict):
     # default
     compile_cache_dir: Optional[str] = None
     # The second group changes numerics; it is fingerprinted when set and recorded in run.json:
-    # fp8 = torchao float8 dynamic quantisation of the UNet's linear layers (CUDA, sm89+ only)
+    # fp8 = torchao float8 dynamic quantisation of the denoiser's (UNet's or transformer's) linear
+    # layers (CUDA, sm89+ only)
     fp8: bool = False
 
 
