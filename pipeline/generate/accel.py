@@ -56,8 +56,13 @@ def compile_denoiser(pipe, scope: str, mode: str, max_shapes: int) -> None:
         torch._dynamo.config.recompile_limit = max_shapes
     kwargs = {"dynamic": False} if mode == "default" else {"dynamic": False, "mode": mode}
     name = "unet" if families.denoiser(pipe) is getattr(pipe, "unet", None) else "transformer"
-    if scope == "regional":
-        getattr(pipe, name).compile_repeated_blocks(fullgraph=True, **kwargs)
+    net = getattr(pipe, name)
+    if scope == "regional" and getattr(net, "_repeated_blocks", None):
+        net.compile_repeated_blocks(fullgraph=True, **kwargs)
+    elif scope == "regional":  # SD3, PixArt-Σ, Sana name no repeated blocks: compile each block in place
+        for blocks in (getattr(net, n, None) for n in ("transformer_blocks", "single_transformer_blocks")):
+            for block in blocks or ():
+                block.compile(fullgraph=True, **kwargs)
     else:
         setattr(pipe, name, torch.compile(getattr(pipe, name), **kwargs))
 

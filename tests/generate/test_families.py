@@ -293,3 +293,19 @@ def test_lora_on_a_transformer_family_changes_the_images_and_verifies(tmp_path, 
     assert main(["verify", str(tmp_path / "lora-out"), "--n", "2"]) == 0  # batch 1 here, 3 in the run
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert int(last.split("max pixel difference ")[1].split("/")[0]) <= 2, last
+
+
+@pytest.mark.parametrize("model", ["tiny-flux", "tiny-sd3", "tiny-pixart", "tiny-sana"])
+def test_regional_compile_wraps_every_transformer_block(model):
+    """accel.compile_scope: regional on a transformer family: its repeated blocks (FLUX names them;
+    SD3, PixArt-Σ and Sana do not, so each block compiles in place). Compilation itself is lazy."""
+    from pipeline.generate.accel import compile_denoiser
+
+    pipe = presets.get(model).build("cpu", None)
+    compile_denoiser(pipe, "regional", "default", 2)
+    blocks = [
+        b
+        for n in ("transformer_blocks", "single_transformer_blocks")
+        for b in getattr(pipe.transformer, n, ())
+    ]
+    assert blocks and all(b._compiled_call_impl is not None for b in blocks)
