@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import pathlib
+import signal
 import socket
 import subprocess
 import sys
@@ -75,6 +77,22 @@ def write_job(path, cfg: dict) -> str:
     with open(path, "w") as f:
         yaml.safe_dump(cfg, f, sort_keys=False)
     return str(path)
+
+
+def committed_markers(output) -> int:
+    """Committed shard markers of an output (a kill mid-write leaves a .tmp-* file beside them)."""
+    commits = pathlib.Path(output) / "_commits"
+    return len([f for f in os.listdir(commits) if f.endswith(".json")]) if commits.exists() else 0
+
+
+def kill_after_markers(proc, output, n: int, limit_s: float = 240) -> int:
+    """SIGKILL `proc` once `n` shards of `output` are committed (or it ended); returns how many were."""
+    deadline = time.time() + limit_s
+    while time.time() < deadline and committed_markers(output) < n and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return committed_markers(output)
 
 
 def decode(png: bytes) -> np.ndarray:

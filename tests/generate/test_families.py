@@ -4,15 +4,13 @@ saved by plain diffusers run as `model: DIR`; an unsupported pipeline class is a
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
-from conftest import decode, read_output, tiny_config, write_job, write_prompts
+from conftest import decode, kill_after_markers, read_output, tiny_config, write_job, write_prompts
 
 import pipeline
 from pipeline.cli import main
@@ -221,17 +219,7 @@ def test_flux_two_ray_workers_killed_and_resumed_equal_an_uninterrupted_inline_r
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    commits = tmp_path / "killed" / "_commits"
-
-    def markers() -> int:  # committed markers only (a kill mid-write leaves a .tmp-* beside them)
-        return len([f for f in os.listdir(commits) if f.endswith(".json")]) if commits.exists() else 0
-
-    deadline = time.time() + 240
-    while time.time() < deadline and markers() < 2 and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done_before = markers()
+    done_before = kill_after_markers(proc, tmp_path / "killed", 2)
     assert 2 <= done_before < 6, "the kill did not land mid-run"
     resumed = pipeline.run(killed, progress=False)
     assert resumed["complete"] and resumed["committed_shards"] == done_before

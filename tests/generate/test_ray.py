@@ -2,14 +2,12 @@
 re-queued; a driver killed mid-run resumes to exactly the uninterrupted result."""
 
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
-from conftest import decode, read_output, tiny_config, write_job, write_prompts
+from conftest import decode, kill_after_markers, read_output, tiny_config, write_job, write_prompts
 
 import pipeline
 
@@ -81,17 +79,7 @@ def test_driver_sigkill_then_rerun_equals_uninterrupted(ray_cluster, tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    commits = tmp_path / "killed" / "_commits"
-
-    def markers() -> int:  # committed markers only: a kill mid-write leaves a .tmp-* file beside them
-        return len([f for f in os.listdir(commits) if f.endswith(".json")]) if commits.exists() else 0
-
-    deadline = time.time() + 240
-    while time.time() < deadline and markers() < 2 and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done_before = markers()
+    done_before = kill_after_markers(proc, tmp_path / "killed", 2)
     assert 2 <= done_before < len(PROMPTS), "kill did not land mid-run"
 
     resumed = pipeline.run({**cfg, "ray": {"executor": "inline"}}, progress=False)
