@@ -122,7 +122,8 @@ def few_prompts_note(P):
         return None
     return (
         f"only {P} prompt{'s' if P != 1 else ''}: the interval for prompts of this kind rests on "
-        f"{max(P - 1, 0)} degree{'s' if P != 2 else ''} of freedom and is wide; use 5+ prompts per group"
+        f"{max(P - 1, 0)} degree{'s' if P != 2 else ''} of freedom and is wide; use 5+ prompts per group "
+        f"(`sdgen audit-plan` says how many)"
     )
 
 

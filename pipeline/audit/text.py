@@ -93,3 +93,31 @@ def format_compare(table: pd.DataFrame) -> str:
 def _grid(rows) -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def format_findings(metrics: dict) -> str:
+    """What the audit found, before any table: per attribute the groups with a significant disparity
+    (BH q < 0.05) with effect and intervals, the groups too small to tell, and the count of the rest."""
+    from pipeline.audit.findings import Q, findings
+
+    lines = [f"Findings (disparity from the target, Benjamini-Hochberg q < {Q}):"]
+    for f in findings(metrics):
+        sig = f["significant"]
+        verb = "group differs" if len(sig) == 1 else "groups differ"
+        lines.append(f"  {f['attribute']}: {len(sig)} {verb}")
+        for s in sig:
+            lines.append(
+                f"    {s['group']}: {s['class']} {_f(s['share'])} {_i(s['ci'])} vs target {_f(s['target'])} "
+                f"({_f(s['effect'], '+.2f')}); D2 {_f(s['d2'], '.3f')} {_i(s['d2_ci'], '.3f')}; "
+                f"q={_f(s['q'], '.2g')}; {s['n']} images, {s['n_prompts']} prompts"
+            )
+        if f["too_small"]:
+            told = "; ".join(f"{g} ({why})" for g, why in f["too_small"])
+            lines.append(
+                f"    too small to tell (`sdgen audit-plan` says how many prompts and images): {told}"
+            )
+        if f["clear"]:
+            lines.append(
+                f"    no significant disparity in {f['clear']} group{'s' if f['clear'] != 1 else ''}"
+            )
+    return "\n".join(lines)

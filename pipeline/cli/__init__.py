@@ -1,5 +1,6 @@
 """`sdgen`: the only place argparse lives. One module per command family (run: run, plan; output:
-status, verify, contact-sheet; audit: expand, audit, filter, report, label; curate: dedup, export);
+status, verify, contact-sheet; audit: expand, audit, filter, report, label; audit_plan: audit-plan;
+curate: dedup, export);
 `common` holds the shared option groups and the one error → exit-code map every command goes through.
 `python -m pipeline.cli` is the same as `sdgen`."""
 
@@ -9,7 +10,7 @@ import argparse
 import os
 import sys
 
-from pipeline.cli import audit, curate, output, run
+from pipeline.cli import audit, audit_plan, curate, output, run
 from pipeline.cli.common import report
 from pipeline.core.version import __version__
 
@@ -22,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"sdgen {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    for family in (run, output, audit, curate):
+    for family in (run, output, audit, audit_plan, curate):
         family.add_commands(sub)
     return p
 

@@ -35,7 +35,7 @@ def cmd_audit(args) -> int:
     from pipeline.audit.calibration import format_calibration
     from pipeline.audit.data import open_source
     from pipeline.audit.runner import default_attributes, default_group_by, default_where, run_audit
-    from pipeline.audit.text import format_attribute
+    from pipeline.audit.text import format_attribute, format_findings
 
     if not args.output:
         raise UsageError("give an OUTPUT to audit, or --compare OUT_A OUT_B")
@@ -63,6 +63,7 @@ def cmd_audit(args) -> int:
         probe=probe_spec(args),
     )
     r = run_audit(src, spec)
+    print(format_findings(r["metrics"]) + "\n")  # what was found first, then the tables behind it
     for a in attrs:
         print(format_attribute(r["metrics"]["attributes"][a]))
         if "calibration" in r["metrics"]["attributes"][a]:

@@ -29,6 +29,7 @@ from pipeline.core import layout
 from pipeline.core.fmt import ci, num
 from pipeline.pages.breakdowns import clip_section, template_section
 from pipeline.pages.charts import bar_chart
+from pipeline.pages.findings import findings_section
 from pipeline.pages.render import flagged, render, thumbnail
 
 THUMB = 96  # px: thumbnails are at most this big (smaller images are kept as stored)
@@ -402,6 +403,7 @@ def build_report(url, out_file=None, spec: AuditSpec | None = None, thumbnails=8
         title=url,
         generated=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         notes=notes,
+        findings=findings_section(metrics),
         attributes=sections,
         safety=safety_section(metrics),
         policies=policies(src),
