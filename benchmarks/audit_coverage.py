@@ -8,6 +8,8 @@ For each dataset the interval of each method is computed and we count how often 
 (population) share. Methods:
     bootstrap    the audit's interval before #13 (hierarchical bootstrap with shrinkage, percentile)
     wilson_deff  Wilson on the design-effect-adjusted n, z quantile (the issue's reference)
+    oracle       Wilson on n / the TRUE design effect 1 + (m − 1)ρ (it knows the cell's ρ: no method can;
+                 the width every other method is held to, issue 22)
     kg           Korn-Graubard: Clopper-Pearson on n_eff·(t_{n-1}/t_{P-1})²
     betabin      beta-binomial credible interval (Jeffreys on the share, uniform on the correlation)
     cluster      pipeline.audit.intervals.share_intervals, the union of kg and betabin (the audit's now)
@@ -96,6 +98,35 @@ def wilson_deff_ci(table):
     return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
 
 
+def true_icc(p, het) -> np.ndarray:
+    """Each class's true between-prompt correlation ρ_k = Var(prompt share_k) / (p_k (1 − p_k)) of a
+    cell's spread: 1/(a0 + 1) for the Dirichlet, sd²/(p(1−p)) for the spiked class of spike*, and for
+    the other classes of spike* (scaled with the spiked one) rest_k² sd² / (p_k (1 − p_k))."""
+    p, sd = np.asarray(p, float), HETERO[het]
+    if sd == 0:
+        return np.zeros(p.size)
+    if not het.startswith("spike"):
+        return np.full(p.size, 1 / (concentration(p, sd) + 1))
+    c = 0 if p.size == 2 else 1
+    s = min(1.0, (sd**2 + p[c] ** 2) / p[c])
+    var_c = p[c] * s - p[c] ** 2  # on with prob p_c/s at share s: Var = p_c s − p_c²
+    rest = np.delete(p, c) / (1 - p[c])
+    var = np.empty(p.size)
+    var[c] = var_c
+    var[np.arange(p.size) != c] = rest**2 * var_c
+    return var / (p * (1 - p))
+
+
+def oracle_ci(table, rho):
+    """The oracle of issue 22: Wilson on n / deff with the TRUE design effect 1 + (m − 1)ρ (equal m)."""
+    p, _, _, n, P = I.cluster_variance(table)
+    m = n / P
+    ne, z2 = n / (1 + (m - 1) * np.asarray(rho)), stats.norm.ppf(0.975) ** 2
+    centre = (p + z2 / (2 * ne)) / (1 + z2 / ne)
+    half = np.sqrt(z2) / (1 + z2 / ne) * np.sqrt(p * (1 - p) / ne + z2 / (4 * ne * ne))
+    return np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+
+
 def kg_ci(table):
     lo, hi, _, _ = I.korn_graubard(table)
     return lo, hi
@@ -142,7 +173,9 @@ def run_cell(args):
                 zero[k] += int(hi - lo <= 1e-12)
                 continue
             lo, hi = (
-                bootstrap_ci(table, rng, B)
+                oracle_ci(table, true_icc(p, het))
+                if k == "oracle"
+                else bootstrap_ci(table, rng, B)
                 if k == "bootstrap"
                 else wilson_deff_ci(table)
                 if k == "wilson_deff"
@@ -219,12 +252,30 @@ def summarise(rows, methods):
             "cells": len(rows),
             "below_90": int((cov < 0.90).sum()),
             "in_93_97": int(((cov >= 0.93) & (cov <= 0.97)).sum()),
+            "above_98": int((cov > 0.98).sum()),
             "below_required": int((cov < need).sum()),
             "min": float(cov.min()),
             "mean_width": float(np.mean([r[f"width_{k}"] for r in rows])),
             "zero_width_rate": float(np.mean([r[f"zero_{k}"] for r in rows])),
+            **oracle_ratios(rows, k),
         }
     return out
+
+
+def oracle_ratios(rows, k) -> dict:
+    """Geometric mean of width / the oracle's width over cells with >= 5 prompts and with 3-4 (issue
+    22's bars: <= 1.2 and <= 1.6); empty when the oracle was not run."""
+    if "width_oracle" not in rows[0] or k == "oracle":
+        return {}
+
+    def gm(sub):
+        r = [x[f"width_{k}"] / x["width_oracle"] for x in sub if x["width_oracle"] > 0]
+        return float(np.exp(np.mean(np.log(r)))) if r else float("nan")
+
+    return {
+        "width_vs_oracle_5plus": gm([r for r in rows if r["prompts"] >= 5]),
+        "width_vs_oracle_3_4": gm([r for r in rows if 3 <= r["prompts"] <= 4]),
+    }
 
 
 def table_text(rows, methods):

@@ -40,7 +40,7 @@ SLACK = 2 * np.sqrt(0.95 * 0.05 / REPS)
 
 @pytest.fixture(scope="module")
 def rows():
-    return C.study(CELLS, ["cluster", "wilson_deff"], REPS, procs=1)
+    return C.study(CELLS, ["cluster", "wilson_deff", "oracle"], REPS, procs=1)
 
 
 def test_new_intervals_keep_their_coverage(rows):
@@ -51,6 +51,23 @@ def test_new_intervals_keep_their_coverage(rows):
     ]
     assert not bad, bad
     assert all(r["zero_cluster"] == 0 for r in rows)  # never zero-width
+
+
+def test_true_icc_of_the_spreads_by_hand():
+    # Dirichlet: rho = 1 / (a0 + 1) with a0 = p(1-p)/sd^2 - 1 -> rho = sd^2 / (p(1-p)) for the first class
+    assert C.true_icc([0.5, 0.5], "sd0.1") == pytest.approx([0.04, 0.04])
+    assert C.true_icc([0.2, 0.8], "none") == pytest.approx([0, 0])
+    # spike: the spiked class has share s = (sd^2 + p^2)/p with prob p/s: Var = p s - p^2 = sd^2
+    assert C.true_icc([0.2, 0.8], "spike0.1")[0] == pytest.approx(0.01 / 0.16)
+
+
+def test_width_against_the_oracle_is_measured_and_bounded(rows):
+    """The oracle (Wilson on n / the TRUE design effect) is what no method can reach; the audit's
+    interval is held to a ratio of it (issue 22 asks <= 1.2 at 5+ prompts, <= 1.6 at 3-4: not met
+    yet, see docs/AUDIT_GUIDE.md). This guards today's ratio from getting worse."""
+    ratios = C.oracle_ratios(rows, "cluster")
+    assert 1.0 < ratios["width_vs_oracle_5plus"] < 1.6, ratios  # 1.36 here (the full grid: 1.46)
+    assert 1.0 < ratios["width_vs_oracle_3_4"] < 3.0, ratios  # 2.58 on these hard cells (the grid: 2.09)
 
 
 def test_reference_interval_fails_where_the_issue_says(rows):
