@@ -83,7 +83,7 @@ class GenerationConfig(_Strict):
     # run and stored in run.json
     width: Optional[int] = None
     height: Optional[int] = None
-    batch_size: int = 8  # images per UNet call; the main throughput lever on GPUs (OOM halves it)
+    batch_size: int = 8  # images per denoiser call; the main throughput lever on GPUs (OOM halves it)
     seed: int = 0  # job seed: sample seeds are sha256(f"{seed}:{prompt_id}:{sample_idx}") (DESIGN §3)
     scheduler: str = "default"  # default (the model's own) | pndm | ddim | dpm++ | euler | euler_a
     dtype: str = "auto"  # auto = float16 on CUDA, float32 on CPU; or float32 | float16 | bfloat16

@@ -1,12 +1,14 @@
 """Model presets and loading (docs/DESIGN.md §7).
 
 `model:` is one of
-- a preset name (pipeline/generate/presets.py: tiny, tiny-sdxl, tiny-sd2, toy, sd15-random,
-  sd2-random, sdxl-random), which also knows the preset's size, guidance and default CLIP;
+- a preset name (pipeline/generate/presets.py: tiny, tiny-sdxl, tiny-sd2, tiny-flux, tiny-sd3,
+  tiny-pixart, tiny-sana, toy, and the *-random published architectures), which also knows the
+  preset's size, guidance, family and default CLIP;
 - a local diffusers directory (model_index.json + safetensors);
 - a cloud URL of such a directory (s3://..., gs://...): copied through fsspec into a local cache;
 - a hub id (org/name): works where the hub is reachable or cached, a clear error offline.
-Only safetensors are loaded and no remote code runs.
+Only safetensors are loaded and no remote code runs. The model's family (families.py) is read from
+its pipeline class before loading and checked against what loaded.
 """
 
 from __future__ import annotations
