@@ -178,12 +178,11 @@ def build_tiny_pixart(device="cpu", dtype=None):
 def build_tiny_sana(device="cpu", dtype=None):
     """Sana-shaped SanaPipeline: linear-attention DiT, Gemma-2 text encoder, a 32x deep-compression
     autoencoder (DC-AE, six levels) and flow DPM-Solver with shift 3."""
-    from diffusers import AutoencoderDC, DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
+    from diffusers import DPMSolverMultistepScheduler, SanaPipeline, SanaTransformer2DModel
     from transformers import Gemma2Config, Gemma2Model
 
     from pipeline.generate.tokenizer import GEMMA_VOCAB, gemma_tokenizer
 
-    levels = 6  # 2**5 = 32x, as the real DC-AE f32c32
     with _seeded():
         transformer = SanaTransformer2DModel(
             patch_size=1,
@@ -198,24 +197,7 @@ def build_tiny_sana(device="cpu", dtype=None):
             caption_channels=8,
             sample_size=16,
         ).eval()
-        vae = AutoencoderDC(
-            in_channels=3,
-            latent_channels=4,
-            attention_head_dim=2,
-            encoder_block_types=("ResBlock",) * (levels - 1) + ("EfficientViTBlock",),
-            decoder_block_types=("ResBlock",) * (levels - 1) + ("EfficientViTBlock",),
-            encoder_block_out_channels=(8,) * levels,
-            decoder_block_out_channels=(8,) * levels,
-            encoder_qkv_multiscales=((),) * (levels - 1) + ((5,),),
-            decoder_qkv_multiscales=((),) * (levels - 1) + ((5,),),
-            encoder_layers_per_block=(1,) * levels,
-            decoder_layers_per_block=(1,) * levels,
-            downsample_block_type="conv",
-            upsample_block_type="interpolate",
-            decoder_norm_types="rms_norm",
-            decoder_act_fns="silu",
-            scaling_factor=0.41407,
-        ).eval()
+        vae = _tiny_dc_ae()
         text = Gemma2Model(
             Gemma2Config(
                 head_dim=16,
@@ -243,6 +225,31 @@ def build_tiny_sana(device="cpu", dtype=None):
         scheduler=scheduler,
     )
     return _as(pipe, dtype)
+
+
+def _tiny_dc_ae():
+    """A six-level deep-compression autoencoder (32x, as the real DC-AE f32c32) with 8 channels."""
+    from diffusers import AutoencoderDC
+
+    levels = 6  # 2**5 = 32x
+    return AutoencoderDC(
+        in_channels=3,
+        latent_channels=4,
+        attention_head_dim=2,
+        encoder_block_types=("ResBlock",) * (levels - 1) + ("EfficientViTBlock",),
+        decoder_block_types=("ResBlock",) * (levels - 1) + ("EfficientViTBlock",),
+        encoder_block_out_channels=(8,) * levels,
+        decoder_block_out_channels=(8,) * levels,
+        encoder_qkv_multiscales=((),) * (levels - 1) + ((5,),),
+        decoder_qkv_multiscales=((),) * (levels - 1) + ((5,),),
+        encoder_layers_per_block=(1,) * levels,
+        decoder_layers_per_block=(1,) * levels,
+        downsample_block_type="conv",
+        upsample_block_type="interpolate",
+        decoder_norm_types="rms_norm",
+        decoder_act_fns="silu",
+        scaling_factor=0.41407,
+    ).eval()
 
 
 def _as(pipe, dtype):
