@@ -138,7 +138,8 @@ def family_of_class(class_name: str, guidance_embeds: bool | None = None, where:
 
 
 def family_of_pipe(pipe) -> Family:
-    """The family of a loaded pipeline (the config's family when it names a variant of the same class)."""
+    """The family of a loaded pipeline, from its class (FLUX: dev or schnell by its guidance embedding);
+    a named few-step variant (sdxl-turbo, -lightning) is the config's, applied when loading."""
     embeds = None
     if type(pipe).__name__ == "FluxPipeline":
         embeds = bool(getattr(pipe.transformer.config, "guidance_embeds", True))
