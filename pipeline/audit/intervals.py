@@ -8,13 +8,13 @@ non-abstained images each and shares p̂_jk gives the pooled share p̂_k = Σ_j 
     v_bin = p̂_k (1 − p̂_k) / n                           the variance if prompts did not matter
     deff  = max(1, v_clu / v_bin),  n_eff = n / deff     Kish's design effect and effective size
 
-The interval is the union of two intervals, each of which fails somewhere the other holds:
-Korn & Graubard's (1998) Clopper-Pearson interval on n_eff·(t_{n−1}/t_{P−1})² (design-based; the t
-ratio is the small-sample widening a variance on P−1 degrees of freedom needs) and a beta-binomial
-credible interval with the intra-prompt correlation integrated out (model-based; it keeps its
-coverage when a rare class sits in one or two prompts, or in none, where deff cannot be estimated).
-Both are asymmetric near 0 and 1 and never zero-width. benchmarks/audit_coverage.py measures
-coverage and width of each (the table is in docs/AUDIT_GUIDE.md).
+The interval is the beta-binomial one of pipeline/audit/betabinomial.py: the intra-prompt correlation
+integrated out under a log-uniform prior (or the prior pooled over the attribute's groups), calibrated
+to 95% on benchmarks/audit_coverage.py's grid and within 1.12× the width of an oracle that knows ρ at
+5+ prompts (docs/AUDIT_GUIDE.md §3 has the tables). Before issue 22 it was the union of that interval
+(with a uniform prior on ρ) and Korn & Graubard's (1998) Clopper-Pearson interval on
+n_eff·(t_{n−1}/t_{P−1})²: it held coverage but was 1.46× the oracle's width and above 98% coverage
+in 187 of 225 cells. ``korn_graubard`` stays for its design effect and n_eff, which the tables show.
 
 D² for the same estimand subtracts v_clu instead of the binomial variance: E[(p̂_k − t_k)²] =
 (p_k − t_k)² + Var(p̂_k), and v_clu is unbiased for Var(p̂_k) under prompt-to-prompt variation (exactly
@@ -24,11 +24,15 @@ so with equal m_j), where p̂(1−p̂)/(n−1) counts seed noise only and leaves
 from __future__ import annotations
 
 import numpy as np
-from scipy import special, stats
+from scipy import stats
 
+from pipeline.audit.betabinomial import betabinomial_interval
 from pipeline.audit.spec import LEVEL
 
 D2_FLOOR = 1e-9  # D² lower ends below this are rounding in the share-interval ends (≈1e-6 each)
+# the D² box reads its share intervals at α scaled by this (then Bonferroni): at the share intervals'
+# own level 8 of the 108 cells with >= 5 prompts fell under 93% (min 0.906; benchmarks/audit_coverage.py)
+D2_ALPHA_SCALE = 0.8
 FEW_PROMPTS = 3  # below this many prompts the between-prompt variance rests on < 2 degrees of freedom
 
 
@@ -62,24 +66,25 @@ def korn_graubard(table, level=LEVEL):
     return np.nan_to_num(lo), np.nan_to_num(hi, nan=1.0), deff, n / deff
 
 
-def share_intervals(table, level=LEVEL):
+def share_intervals(table, level=LEVEL, log_priors=None):
     """Per-class share and interval of one group's P × K prompt count table (the audit's intervals).
 
-    The interval is the union of the Korn-Graubard interval (design-based: holds for moderately
-    skewed prompt shares, widened by t on P−1 df) and the beta-binomial credible interval (model-based:
-    holds when a class sits in a few prompts, where deff cannot be estimated from the data). Either
-    alone falls below 90% coverage in some cells of benchmarks/audit_coverage.py; the union does not.
+    Each class's interval is ``betabinomial.betabinomial_interval`` of its per-prompt counts (class k
+    against the rest), with ``log_priors[k]`` as its prior on ρ when given (a pooled prior from
+    ``betabinomial.pooled_log_priors``; None entries keep the log-uniform one). deff and n_eff are
+    Kish's, from the cluster variance (descriptive: how much the prompts cost).
     Returns a dict of arrays over classes: p, lo, hi, deff, n_eff; and n, n_prompts.
     """
     table = np.asarray(table, float)
     p, _, _, n, P = cluster_variance(table)
     if n == 0:
         raise ValueError("share_intervals: the table has no images")
-    lo, hi, deff, n_eff = korn_graubard(table, level)
+    _, _, deff, n_eff = korn_graubard(table, level)
     m = table.sum(1)
+    lo, hi = np.empty(table.shape[1]), np.empty(table.shape[1])
     for k in range(table.shape[1]):
-        blo, bhi = betabinomial_interval(table[:, k], m, level)
-        lo[k], hi[k] = min(lo[k], blo), max(hi[k], bhi)
+        prior = None if log_priors is None else log_priors[k]
+        lo[k], hi[k] = betabinomial_interval(table[:, k], m, level, prior)
     return {"p": p, "lo": lo, "hi": hi, "deff": deff, "n_eff": n_eff, "n": int(n), "n_prompts": P}
 
 
@@ -95,16 +100,18 @@ def population_d2(table, t):
     return sq - float(v_clu.sum())
 
 
-def d2_interval(table, t, level=LEVEL):
+def d2_interval(table, t, level=LEVEL, log_priors=None):
     """Interval for the population D² = Σ_k (p_k − t_k)²: the range of D² over the box of the share
-    intervals (each at level 1 − α/K, Bonferroni, for K > 2 classes; with 2 classes one share fixes
-    the other, so no adjustment). Whenever every share interval holds its p_k, D² lies in the range,
-    so it inherits the share intervals' coverage; ignoring the simplex makes it conservative. The
-    earlier bootstrap interval (percentile, shifted to the population debiasing) covered the
-    population D² in only 84 of 180 cells of benchmarks/audit_coverage.py (min 0.09). Returns (low, high)."""
+    intervals (each at level 1 − α'/K, Bonferroni, for K > 2 classes, α' = D2_ALPHA_SCALE·α; with 2
+    classes one share fixes the other, so no Bonferroni). Whenever every share interval holds its
+    p_k, D² lies in the range, so it inherits the share intervals' coverage; ignoring the simplex
+    makes it conservative. The earlier bootstrap interval (percentile, shifted to the population
+    debiasing) covered the population D² in only 84 of 180 cells of benchmarks/audit_coverage.py
+    (min 0.09). Returns (low, high)."""
     table, t = np.asarray(table, float), np.asarray(t, float)
     K = table.shape[1]
-    r = share_intervals(table, 1 - (1 - level) / K if K > 2 else level)
+    alpha = (1 - level) * D2_ALPHA_SCALE
+    r = share_intervals(table, 1 - alpha / K if K > 2 else 1 - alpha, log_priors)
     lo, hi = r["lo"], r["hi"]
     near = np.where(t < lo, lo - t, np.where(t > hi, t - hi, 0.0))  # t inside [lo, hi]: 0
     far = np.maximum(np.abs(lo - t), np.abs(hi - t))
@@ -125,40 +132,3 @@ def few_prompts_note(P):
         f"{max(P - 1, 0)} degree{'s' if P != 2 else ''} of freedom and is wide; use 5+ prompts per group "
         f"(`sdgen audit-plan` says how many)"
     )
-
-
-# ---------------------------------------------------------------- beta-binomial posterior interval
-MU_GRID = 160  # share grid (logit-spaced): quantiles are read off to ~0.3% of the share
-RHO_GRID = 24  # intra-prompt correlation grid (logit-spaced in (0.0005, 0.98))
-
-
-def _grid(n, lo, hi):
-    """Logit-spaced grid on (lo, hi) and the log of each point's width dx (for integrating a density)."""
-    z = np.linspace(np.log(lo / (1 - lo)), np.log(hi / (1 - hi)), n)
-    x = 1 / (1 + np.exp(-z))
-    return x, np.log(x * (1 - x) * (z[1] - z[0]))
-
-
-def betabinomial_interval(c, m, level=LEVEL):
-    """Equal-tailed credible interval of the population share μ from per-prompt counts c_j of m_j.
-
-    Model: prompt j's share ~ Beta(μ(1−ρ)/ρ, (1−μ)(1−ρ)/ρ) (mean μ, intra-prompt correlation ρ),
-    its images ~ Binomial(m_j, share); priors Jeffreys Beta(½, ½) on μ and uniform on ρ. ρ is
-    integrated out on a grid, so a group whose prompts disagree, or which has few prompts, or few
-    events, gets the width its data support: with 0 events and unknown ρ the upper limit stays near
-    the prompt-level bound, not the image-level one. Returns (low, high).
-    """
-    c, m = np.asarray(c, float), np.asarray(m, float)
-    pairs, w = np.unique(np.stack([c, m], 1), axis=0, return_counts=True)  # identical prompts once
-    mu, log_dmu = _grid(MU_GRID, 1e-5, 1 - 1e-5)
-    rho, log_drho = _grid(RHO_GRID, 5e-4, 0.98)
-    kappa = (1 - rho) / rho
-    a = (mu[:, None] * kappa)[..., None]  # (mu, rho, 1)
-    b = ((1 - mu)[:, None] * kappa)[..., None]
-    cj, mj = pairs[:, 0], pairs[:, 1]
-    ll = ((special.betaln(cj + a, mj - cj + b) - special.betaln(a, b)) * w).sum(-1)
-    log_post = ll + 0.5 * np.log(mu * (1 - mu))[:, None] + log_dmu[:, None] + log_drho[None, :]
-    post = np.exp(log_post - log_post.max()).sum(1)  # marginal over ρ, on the μ grid
-    cdf = np.cumsum(post) / post.sum()
-    a_ = (1 - level) / 2
-    return float(np.interp(a_, cdf, mu)), float(np.interp(1 - a_, cdf, mu))

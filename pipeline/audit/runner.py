@@ -171,8 +171,11 @@ def _audit_groups(ok, spec: AuditSpec, label, classes, target):
     """audit_table, or with per-group targets: audit_table per group and the across-group tests and
     BH q-values recomputed over all of them (per-group seeds are the same either way)."""
     opts = {"B": spec.bootstrap, "seed": spec.seed, "min_n": spec.min_n, "level": spec.level}
+    opts["pool"] = spec.pool_icc
     if not isinstance(target, dict) or "groups" not in target:
         return T.audit_table(ok, list(spec.group_by), label, classes, target, **opts)
+    if spec.pool_icc:  # pooled over every group once, not within each one-group call below
+        opts["priors"] = T.pooled_priors(T._groups(ok, list(spec.group_by)), label, classes)
     keys = T.group_keys(ok, list(spec.group_by))
     summaries, groups = [], {}
     for g in sorted(keys.unique()):
@@ -213,6 +216,7 @@ def audit_attribute(df, attribute, info, spec: AuditSpec):
         "seed": spec.seed,
         "min_n": spec.min_n,
         "level": spec.level,
+        "pool_icc": spec.pool_icc,
         "set": info.get("set"),
         "labels": info.get("origin"),
         "caveats": info.get("caveats", ""),

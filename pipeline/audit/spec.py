@@ -50,6 +50,9 @@ class AuditSpec:
     where: tuple[str, ...] = ()  # COL=VALUE items, all must hold (runner.apply_where); empty = every row
     calibration: str | None = None  # LABELS file (prompt_id, sample_idx, label): error-corrected shares
     k: int | None = None  # P(≥1 unsafe in k images); None: the run's images_per_prompt
+    # share intervals pool the between-prompt correlation over the attribute's groups where the groups
+    # agree (pipeline/audit/betabinomial.py); False: every group's interval from its own prompts only
+    pool_icc: bool = True
     diversity: bool = True  # Vendi / mean cosine per group (CLIP-encodes stored PNGs without embeddings)
     probe: ProbeSpec = field(default_factory=ProbeSpec)  # post-hoc probing options
 

@@ -289,7 +289,7 @@ def encode_labels(labels, classes):
     return out
 
 
-def _disparity(counts, t, null_samples, level, table):
+def _disparity(counts, t, null_samples, level, table, priors=None):
     """MAD, D² (+ CI), excess, p-value, KL, entropy, log-ratios of one group's prompt ``table``.
 
     D² is the population-of-prompts estimate (``intervals.population_d2``), its interval the range of
@@ -298,7 +298,7 @@ def _disparity(counts, t, null_samples, level, table):
     from pipeline.audit.intervals import d2_interval, population_d2
 
     m = float(mad(counts / counts.sum(), t))
-    d2, (lo, hi) = population_d2(table, t), d2_interval(table, t, level)
+    d2, (lo, hi) = population_d2(table, t), d2_interval(table, t, level, priors)
     lr_min, lr_max = log_ratio_extremes(counts, t)
     return {
         "mad": m,
@@ -331,18 +331,30 @@ def _prompt_strings(prompt_ids):
 
 
 def group_metrics(
-    prompt_ids, labels, classes, target="uniform", B=BOOTSTRAP, seed=0, min_n=MIN_N, level=LEVEL
+    prompt_ids,
+    labels,
+    classes,
+    target="uniform",
+    B=BOOTSTRAP,
+    seed=0,
+    min_n=MIN_N,
+    level=LEVEL,
+    pooled=None,
 ):
     """All per-group metrics of §1-§4 and §7 for one group's rows (one prompt id and label per row).
 
     Share intervals are for the population of prompts of this kind (``intervals.share_intervals``:
-    Korn-Graubard ∪ beta-binomial); ``deff`` and ``n_eff`` per class say how much the prompts cost.
+    beta-binomial, ρ integrated out); ``pooled``: per class (log prior on ρ or None, Bayes factor)
+    from the attribute's other groups (tables.pooled_priors), None: this group's prompts alone.
+    ``icc`` per class is the between-prompt correlation the interval used (posterior mean),
+    ``icc_pooled`` whether it was pooled; ``deff`` and ``n_eff`` per class say how much the prompts cost.
     The D² interval is the range of D² over the share intervals (``intervals.d2_interval``); the
     null draws use a stream spawned from ``seed`` (int or list of ints). The disparity fields
     (``DISPARITY_KEYS``) are None when
     n < min_n and ``note`` says so, while ``null_mad`` (the floor E_null[MAD] at this n) is shown;
     ``note`` also says when the group has too few prompts for its intervals to mean much.
     """
+    from pipeline.audit.betabinomial import rho_summary
     from pipeline.audit.intervals import few_prompts_note, share_intervals
 
     classes = list(classes)
@@ -365,7 +377,9 @@ def group_metrics(
         "ci_high": nan,
         "deff": nan,
         "n_eff": nan,
-        "ci_method": "korn-graubard|beta-binomial",
+        "ci_method": "beta-binomial",
+        "icc": nan,
+        "icc_pooled": dict.fromkeys(classes, False),
         "null_mad": None,
         **dict.fromkeys(DISPARITY_KEYS),
         "note": None,
@@ -375,7 +389,9 @@ def group_metrics(
         out["note"] = "no non-abstained images"
         return out
     _, null_ss = np.random.SeedSequence(seed).spawn(2)  # two streams as before: the null draws keep theirs
-    ci = share_intervals(table, level)
+    priors = [None] * len(classes) if pooled is None else [lp for lp, _ in pooled]
+    ci = share_intervals(table, level, priors)
+    m_j = table.sum(1)
     null_mad, null_samples = null_floor(n, t, B, np.random.default_rng(null_ss))
     out.update(
         proportions=dict(zip(classes, (counts / n).tolist())),
@@ -383,6 +399,11 @@ def group_metrics(
         ci_high=dict(zip(classes, ci["hi"].tolist())),
         deff=dict(zip(classes, ci["deff"].tolist())),
         n_eff=dict(zip(classes, ci["n_eff"].tolist())),
+        icc={c: rho_summary(lp, table[:, k], m_j) for k, (c, lp) in enumerate(zip(classes, priors))},
+        icc_pooled={c: lp is not None for c, lp in zip(classes, priors)},
+        ci_method="beta-binomial, ρ pooled over groups"
+        if any(x is not None for x in priors)
+        else "beta-binomial",
         null_mad=null_mad,
         few_prompts=few_prompts_note(table.shape[0]),
     )
@@ -390,6 +411,6 @@ def group_metrics(
     if n < min_n:
         notes.insert(0, f"n={n} < {min_n}: disparity not shown; null floor E[MAD]={null_mad:.3f}")
     else:
-        out.update(_disparity(counts, t, null_samples, level, table))
+        out.update(_disparity(counts, t, null_samples, level, table, priors))
     out["note"] = "; ".join(notes) or None
     return out

@@ -9,6 +9,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
+from pipeline.audit.differences import diff_interval
 from pipeline.audit.spec import BOOTSTRAP, LEVEL, MIN_N
 from pipeline.audit.stats import (
     _prompt_strings,
@@ -65,6 +66,8 @@ def audit_table(
     seed=0,
     min_n=MIN_N,
     level=LEVEL,
+    pool=True,
+    priors=None,
 ):
     """Per-group audit of one attribute → (summary DataFrame, metrics dict).
 
@@ -72,16 +75,30 @@ def audit_table(
     group × class, groups sorted, classes in the given order). Metrics: {"groups": {group:
     group_metrics(...)}, "across": independence_test over groups with n > 0 (§5, all of them, whatever
     n; see min_expected), "bh_q": {group: BH q-value of its null p-value, None when not computed}}.
+    ``pool``: each group's prior on the between-prompt correlation is pooled over the other groups
+    where they agree (``pooled_priors``), so a group's interval depends on its neighbours' prompts;
+    ``priors`` gives that pooling precomputed (over more groups than ``df`` holds).
     """
     classes = list(classes)
     for col in (label_col, prompt_col):
         if col not in df.columns:
             raise ValueError(f"column {col!r} not in the table {list(df.columns)}")
+    parts = _groups(df, group_by)
+    if pool and priors is None:
+        priors = pooled_priors(parts, label_col, classes, prompt_col)
     groups = {
         g: group_metrics(
-            sub[prompt_col], sub[label_col], classes, target, B, group_seed(seed, g), min_n, level
+            sub[prompt_col],
+            sub[label_col],
+            classes,
+            target,
+            B,
+            group_seed(seed, g),
+            min_n,
+            level,
+            pooled=(priors or {}).get(g),
         )
-        for g, sub in _groups(df, group_by).items()
+        for g, sub in parts.items()
     }
     rows = [
         (g, label_col, c, m["n"], m["abstained"], m["proportions"][c], m["ci_low"][c], m["ci_high"][c])
@@ -96,6 +113,20 @@ def audit_table(
     q = benjamini_hochberg(pv)
     bh = {g: (None if np.isnan(v) else float(v)) for g, v in zip(groups, q)}
     return summary, {"groups": groups, "across": across, "bh_q": bh}
+
+
+def pooled_priors(parts, label_col, classes, prompt_col="prompt_id"):
+    """{group: per class (log prior on ρ or None, Bayes factor)} pooled over ``parts`` {group: rows}
+    (pipeline/audit/betabinomial.py's pooled_class_priors on each group's prompt table)."""
+    from pipeline.audit.betabinomial import pooled_class_priors
+
+    tables = {
+        g: prompt_table(
+            _prompt_strings(sub[prompt_col]), encode_labels(sub[label_col], classes), len(classes)
+        )
+        for g, sub in parts.items()
+    }
+    return pooled_class_priors(tables)
 
 
 def _flags(series):
@@ -179,8 +210,7 @@ def _compare_group(ga, gb, classes, t, B, seed, min_n, paired, level):
         ]
     ca, cb = bootstrap_tables(np.random.default_rng(np.random.SeedSequence(seed)), tabs, B, pair)
     pa, pb = ca / ca.sum(1, keepdims=True), cb / cb.sum(1, keepdims=True)
-    lo, hi = percentile_ci(pb - pa, level)
-    pv = bootstrap_p_value(pb - pa)
+    lo, hi, pv = diff_interval(*tabs, pair, level)  # shares: MOVER over the share intervals
     ea, eb = tabs[0].sum(0) / n_a, tabs[1].sum(0) / n_b
     rows = [
         {
@@ -248,15 +278,16 @@ def compare(
     paired=None,
     level=LEVEL,
 ):
-    """Run B minus run A per group: each class share and D², with percentile bootstrap CIs.
+    """Run B minus run A per group: each class share (MOVER over the two runs' share intervals,
+    pipeline/audit/differences.py) and D² (percentile bootstrap), with CIs.
 
-    The runs are resampled independently (the images differ), except that with ``paired`` (None =
-    automatic: when a group has exactly the same prompt ids in both runs, e.g. two models on one prompt
-    set) stage 1 draws the same prompts for both runs, which removes shared prompt-to-prompt variation
-    from the difference; seeds are always resampled independently. ``paired=False`` forces independent
-    draws. Columns: group, quantity ("proportion" | "d2"), class, a, b, diff, ci_low, ci_high, n_a, n_b,
-    paired, note, p_value (bootstrap, two-sided), q_value (Benjamini–Hochberg within the quantity) and
-    flag (q < 1 − level).
+    ``paired`` (None = automatic: when a group has exactly the same prompt ids in both runs, e.g. two
+    models on one prompt set): the share difference uses the prompts' correlation between the runs,
+    and the D² bootstrap draws the same prompts for both runs, which removes shared prompt-to-prompt
+    variation from the difference; seeds are always independent. ``paired=False`` forces independent
+    runs. Columns: group, quantity ("proportion" | "d2"), class, a, b, diff, ci_low, ci_high, n_a, n_b,
+    paired, note, p_value (two-sided: the inverted MOVER interval for shares, bootstrap for D²),
+    q_value (Benjamini–Hochberg within the quantity) and flag (q < 1 − level).
     """
     classes = list(classes)
     t = resolve_target(target, classes)

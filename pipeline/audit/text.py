@@ -30,10 +30,15 @@ def format_attribute(entry: dict) -> str:
         if "groups" in entry["target"]
         else "file"
     )
+    pooling = (
+        "between-prompt correlation pooled over the groups that agree"
+        if entry.get("pool_icc", True)
+        else "each group from its own prompts"
+    )
     head = (
         f"{entry['attribute']} by {' x '.join(entry['group_by'])}: target {tgt}; "
-        f"{int(entry['level'] * 100)}% CIs for prompts of this kind (shares: Korn-Graubard ∪ "
-        f"beta-binomial; D²: its range over the share intervals; null floor: B={entry['bootstrap']} draws); "
+        f"{int(entry['level'] * 100)}% CIs for prompts of this kind (shares: beta-binomial, {pooling}; "
+        f"D²: its range over the share intervals; null floor: B={entry['bootstrap']} draws); "
         f"ok rows only; labels from the {entry['labels']}"
     )
     cols = ["group", "n", "abstain"] + classes + ["D2 [CI]", "floor", "p", "q"]

@@ -59,6 +59,7 @@ def cmd_audit(args) -> int:
         where=where,
         calibration=args.calibrate,
         k=args.k,
+        pool_icc=not args.no_pool_icc,
         diversity=not args.no_diversity,
         probe=probe_spec(args),
     )
@@ -222,6 +223,12 @@ def _add_audit(sub) -> None:
     add_bootstrap(sp)
     add_where(sp, "audit only rows")
     sp.add_argument("--min-n", type=int, default=MIN_N, help="below this many images a group shows its floor")
+    sp.add_argument(
+        "--no-pool-icc",
+        action="store_true",
+        help="every group's share interval from its own prompts only (default: the between-prompt "
+        "correlation is pooled over the groups where they agree)",
+    )
     add_probe_options(sp)
     add_store_options(sp)
     sp.add_argument("--k", type=int, help="P(>=1 unsafe in k images); default: the run's images_per_prompt")

@@ -1,7 +1,7 @@
 """`sdgen report --compare BEFORE AFTER`: one self-contained HTML page comparing two runs
 (mitigation off/on, model A vs B, two guidance scales).
 
-Per attribute and group: the share in A and in B, B − A with its bootstrap CI, a BH-adjusted flag and
+Per attribute and group: the share in A and in B, B − A with its CI, a BH-adjusted flag and
 whether the difference was paired (docs/AUDIT.md §8). The numbers come from
 `runner.compare_labelled`, the code behind `sdgen audit --compare`, so the page and the JSON agree
 (the page embeds the same rows as JSON, `<script id="compare-data">`). Then side-by-side images of the
