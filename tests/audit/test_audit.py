@@ -43,13 +43,22 @@ def test_summary_shares_and_n_match_hand_counts(known):
     assert (s.ci_low <= s.proportion + 1e-12).all() and (s.proportion <= s.ci_high + 1e-12).all()
 
 
-def test_cis_are_the_hierarchical_bootstrap_of_the_ok_rows(known):
-    """The same numbers as audit_stats on rows written out by hand (ok rows of the group only)."""
-    _, res = known
+def test_cis_are_the_hierarchical_bootstrap_of_the_ok_rows(known, tmp_path):
+    """The same numbers as audit_stats on rows written out by hand (ok rows of the group only), with
+    the between-prompt correlation from the group's own prompts (--no-pool-icc; pooling is
+    tests/audit/test_betabinomial.py's)."""
+    import shutil
+
+    out, pooled = known
+    own = tmp_path / "own"
+    shutil.copytree(out, own)
+    res = run_audit(str(own), AuditSpec(["colour"], ["shape"], bootstrap=B, seed=0, pool_icc=False))
     pids = [f"c{i // 8}" for i in range(40)] + ["c5"] * 4
     labels = ["red"] * 28 + ["blue"] * 12 + ["abstain"] * 4
     ref = S.group_metrics(pids, labels, CLASSES["colour"], B=B, seed=T.group_seed(0, "circle"))
     got = res["metrics"]["attributes"]["colour"]["groups"]["circle"]
+    assert not any(got["icc_pooled"].values()) and res["metrics"]["attributes"]["colour"]["pool_icc"] is False
+    assert pooled["metrics"]["attributes"]["colour"]["pool_icc"] is True
     for k in ("ci_low", "ci_high", "proportions"):
         assert got[k] == pytest.approx(ref[k])
     assert got["d2"] == pytest.approx(ref["d2"]) and got["d2_ci"] == pytest.approx(list(ref["d2_ci"]))

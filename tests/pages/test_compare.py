@@ -18,6 +18,7 @@ from pipeline.audit import tables as T
 from pipeline.audit.breakdowns import clip_distribution, template_homogeneity, template_sensitivity
 from pipeline.audit.compare import run_compare
 from pipeline.audit.data import open_source, read_rows
+from pipeline.audit.differences import diff_interval
 from pipeline.audit.spec import AuditSpec
 from pipeline.core.dataset import Dataset
 from pipeline.pages.breakdowns import clip_section, template_section
@@ -45,15 +46,19 @@ def pure(tmp_path_factory):
 
 
 def test_paired_difference_on_a_known_case(pure):
-    """One of 10 pure prompts flips red -> blue: diff = -1/10. Paired, every replicate is -(times prompt
-    c0 was drawn)/10 with the count ~ Binomial(10, 1/10): the 95% interval is exactly [-0.3, 0]
-    (P(X <= 2) = 0.930 < 0.975 < P(X <= 3) = 0.987). Independent draws give a far wider interval."""
+    """One of 10 pure prompts flips red -> blue: diff = -1/10. The interval is MOVER over the two runs'
+    share intervals (pipeline/audit/differences.py) on the hand-written prompt tables, paired through
+    the prompts' correlation; independent runs give a far wider interval."""
     a, b, r, page = pure
     t = r["tables"]["colour"].set_index(["quantity", "class"])
     red = t.loc[("proportion", "red")]
     assert (red["a"], red["b"], red["diff"]) == (0.5, 0.4, pytest.approx(-0.1)) and red["paired"]
-    assert stats.binom.ppf(0.975, 10, 0.1) == 3
-    assert (red["ci_low"], red["ci_high"]) == (pytest.approx(-0.3), pytest.approx(0.0))
+    ta = np.array([[8, 0]] * 5 + [[0, 8]] * 5)  # red, not red per prompt c0..c9
+    tb = ta.copy()
+    tb[0] = [0, 8]
+    lo, hi, p = diff_interval(ta, tb, paired=True)
+    assert (red["ci_low"], red["ci_high"], red["p_value"]) == pytest.approx((lo[0], hi[0], p[0]))
+    assert red["ci_low"] < -0.1 < red["ci_high"] and not red["flag"]  # one prompt of 10: not enough
     frames = [read_rows(open_source(u)) for u in (a, b)]
     ind = (
         T.compare(*frames, ["shape"], "attr_colour", CLASSES["colour"], B=B, paired=False)
@@ -61,7 +66,7 @@ def test_paired_difference_on_a_known_case(pure):
         .loc[("proportion", "red")]
     )
     assert not ind["paired"] and ind["diff"] == pytest.approx(-0.1)
-    assert (ind["ci_high"] - ind["ci_low"]) > 2.5 * (red["ci_high"] - red["ci_low"])
+    assert (ind["ci_high"] - ind["ci_low"]) > 1.5 * (red["ci_high"] - red["ci_low"])  # 0.75 vs 0.43
     assert "paired (the same prompt ids in both runs" in page and "independent" not in page
 
 
@@ -79,7 +84,9 @@ def test_identical_runs_paired_zero_and_no_flags(tmp_path):
     a, b = make_output(tmp_path / "a", pure_rows()), make_output(tmp_path / "b", pure_rows())
     t = build_compare_report(a, b, AuditSpec(group_by=["shape"], bootstrap=500))["tables"]["colour"]
     p = t[t["quantity"] == "proportion"]
-    assert (p["ci_low"] == 0).all() and (p["ci_high"] == 0).all() and not t["flag"].any()
+    assert (p["diff"] == 0).all() and (p["p_value"] == 1).all() and not t["flag"].any()
+    # never zero-width: identical samples of 10 prompts do not prove identical populations
+    assert (p["ci_low"] < 0).all() and (p["ci_high"] > 0).all()
 
 
 def test_fallback_to_independent_when_prompts_differ(tmp_path):
@@ -93,8 +100,8 @@ def test_fallback_to_independent_when_prompts_differ(tmp_path):
 
 
 def test_flag_on_a_large_shift(tmp_path):
-    """All 10 prompts flip: a certain change, flagged after BH (p = 2/501 for red and blue, 1 for the
-    unchanged classes: BH q = 2/501 · 4/2)."""
+    """All 10 prompts flip: a certain change, flagged after BH (red and blue: the MOVER interval
+    excludes 0 up to p ~ 2.5e-7; the unchanged classes p = 1: BH q = p · 4/2)."""
     a = make_output(
         tmp_path / "a", [row(f"c{j}", k, "red", group="circle") for j in range(10) for k in range(8)]
     )
@@ -105,7 +112,9 @@ def test_flag_on_a_large_shift(tmp_path):
         ["quantity", "class"]
     )
     assert t.loc[("proportion", "red"), "flag"] and t.loc[("proportion", "red"), "diff"] == -1
-    assert t.loc[("proportion", "red"), "q_value"] == pytest.approx(4 / 501)
+    lo, hi, p = diff_interval(np.array([[8, 0]] * 10), np.array([[0, 8]] * 10), paired=True)
+    assert t.loc[("proportion", "red"), "q_value"] == pytest.approx(p[0] * 4 / 2) and p[0] < 1e-5
+    assert t.loc[("proportion", "red"), "ci_high"] == pytest.approx(hi[0]) and hi[0] < -0.5
     assert not t.loc[("proportion", "green"), "flag"]
 
 
