@@ -93,7 +93,11 @@ def _log_joint(c, m):
     a = (mu[:, None] * kappa)[..., None]  # (μ, ρ, 1)
     b = ((1 - mu)[:, None] * kappa)[..., None]
     cj, mj = pairs[:, 0], pairs[:, 1]
-    ll = ((special.betaln(cj + a, mj - cj + b) - special.betaln(a, b)) * w).sum(-1)
+    # log B(c + a, m − c + b) − log B(a, b) with a + b = κ: the terms in κ alone are per ρ, so only two
+    # log-gammas run over the whole μ × ρ × prompt grid (betaln would run three, twice)
+    per_mu = special.gammaln(cj + a) + special.gammaln(mj - cj + b)
+    per_rho = special.gammaln(kappa[:, None]) - special.gammaln(mj + kappa[:, None])  # (ρ, prompts)
+    ll = ((per_mu + per_rho[None]) * w).sum(-1) - (special.gammaln(a) + special.gammaln(b))[..., 0] * w.sum()
     log_pmu = (MU_PRIOR - 1) * np.log(mu * (1 - mu)) - special.betaln(MU_PRIOR, MU_PRIOR)
     return mu, ll + (log_pmu + log_dmu)[:, None]
 
