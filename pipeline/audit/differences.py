@@ -35,7 +35,7 @@ def pairing_correlation(ca, ma, cb, mb) -> float:
     P = len(sa)
     if P <= 3 or sa.std() == 0 or sb.std() == 0:
         return 0.0
-    r = min(float(np.corrcoef(sa, sb)[0, 1]), 0.999)
+    r = float(np.clip(np.corrcoef(sa, sb)[0, 1], -0.999, 0.999))
     return float(np.clip(np.tanh(np.arctanh(r) - R_CONFIDENCE_Z / np.sqrt(P - 3)), 0.0, 0.99))
 
 
