@@ -84,10 +84,17 @@ def _mu_grid(x: float, n: float):
 
 def _log_joint(c, m):
     """(μ, log p(c, μ | ρ) on the μ × ρ grid incl. the prior on μ and dμ). Prompts with the same
-    (count, size) are evaluated once."""
+    (count, size) are evaluated once, and the result depends only on that multiset: an audit asks
+    for the same one four times per class (pooling, interval, D² box, ρ summary), so it is cached."""
     c, m = np.asarray(c, float), np.asarray(m, float)
     pairs, w = np.unique(np.stack([c, m], 1), axis=0, return_counts=True)
-    mu, log_dmu = _mu_grid(c.sum(), m.sum())
+    return _log_joint_cached(pairs.tobytes(), w.tobytes(), float(c.sum()), float(m.sum()))
+
+
+@lru_cache(maxsize=128)  # ~150 KB each: at most ~20 MB
+def _log_joint_cached(pairs_b, w_b, x, n):
+    pairs, w = np.frombuffer(pairs_b).reshape(-1, 2), np.frombuffer(w_b, dtype=np.int64)
+    mu, log_dmu = _mu_grid(x, n)
     rho, _ = rho_grid()
     kappa = (1 - rho) / rho
     a = (mu[:, None] * kappa)[..., None]  # (μ, ρ, 1)
@@ -99,7 +106,9 @@ def _log_joint(c, m):
     per_rho = special.gammaln(kappa[:, None]) - special.gammaln(mj + kappa[:, None])  # (ρ, prompts)
     ll = ((per_mu + per_rho[None]) * w).sum(-1) - (special.gammaln(a) + special.gammaln(b))[..., 0] * w.sum()
     log_pmu = (MU_PRIOR - 1) * np.log(mu * (1 - mu)) - special.betaln(MU_PRIOR, MU_PRIOR)
-    return mu, ll + (log_pmu + log_dmu)[:, None]
+    joint = ll + (log_pmu + log_dmu)[:, None]
+    mu.flags.writeable = joint.flags.writeable = False  # shared through the cache: nobody may write
+    return mu, joint
 
 
 def share_posterior(c, m, log_prior=None):
