@@ -330,6 +330,28 @@ def _prompt_strings(prompt_ids):
     return np.asarray(pd.Series(list(prompt_ids), dtype=object).astype(str), dtype=str)
 
 
+def _share_fields(table, classes, level, priors):
+    """group_metrics' share fields of a prompt ``table`` with n > 0: proportions, intervals, deff,
+    n_eff, the ρ each interval used (``icc``), whether it was pooled, and the method's name."""
+    from pipeline.audit.betabinomial import rho_summary
+    from pipeline.audit.intervals import share_intervals
+
+    ci, m_j = share_intervals(table, level, priors), table.sum(1)
+    per_class = lambda v: dict(zip(classes, np.asarray(v).tolist()))  # noqa: E731
+    return {
+        "proportions": per_class(ci["p"]),
+        "ci_low": per_class(ci["lo"]),
+        "ci_high": per_class(ci["hi"]),
+        "deff": per_class(ci["deff"]),
+        "n_eff": per_class(ci["n_eff"]),
+        "icc": {c: rho_summary(lp, table[:, k], m_j) for k, (c, lp) in enumerate(zip(classes, priors))},
+        "icc_pooled": {c: lp is not None for c, lp in zip(classes, priors)},
+        "ci_method": "beta-binomial, ρ pooled over groups"
+        if any(x is not None for x in priors)
+        else "beta-binomial",
+    }
+
+
 def group_metrics(
     prompt_ids,
     labels,
@@ -354,8 +376,7 @@ def group_metrics(
     n < min_n and ``note`` says so, while ``null_mad`` (the floor E_null[MAD] at this n) is shown;
     ``note`` also says when the group has too few prompts for its intervals to mean much.
     """
-    from pipeline.audit.betabinomial import rho_summary
-    from pipeline.audit.intervals import few_prompts_note, share_intervals
+    from pipeline.audit.intervals import few_prompts_note
 
     classes = list(classes)
     t = resolve_target(target, classes)
@@ -390,20 +411,9 @@ def group_metrics(
         return out
     _, null_ss = np.random.SeedSequence(seed).spawn(2)  # two streams as before: the null draws keep theirs
     priors = [None] * len(classes) if pooled is None else [lp for lp, _ in pooled]
-    ci = share_intervals(table, level, priors)
-    m_j = table.sum(1)
     null_mad, null_samples = null_floor(n, t, B, np.random.default_rng(null_ss))
     out.update(
-        proportions=dict(zip(classes, (counts / n).tolist())),
-        ci_low=dict(zip(classes, ci["lo"].tolist())),
-        ci_high=dict(zip(classes, ci["hi"].tolist())),
-        deff=dict(zip(classes, ci["deff"].tolist())),
-        n_eff=dict(zip(classes, ci["n_eff"].tolist())),
-        icc={c: rho_summary(lp, table[:, k], m_j) for k, (c, lp) in enumerate(zip(classes, priors))},
-        icc_pooled={c: lp is not None for c, lp in zip(classes, priors)},
-        ci_method="beta-binomial, ρ pooled over groups"
-        if any(x is not None for x in priors)
-        else "beta-binomial",
+        _share_fields(table, classes, level, priors),
         null_mad=null_mad,
         few_prompts=few_prompts_note(table.shape[0]),
     )
