@@ -12,6 +12,12 @@ in B too). Seeds ~ Binomial. The estimand is the population difference μ_B − 
                  beta-binomial share intervals, paired through a lower bound on the prompts' correlation
     oracle       Wald with the true SD of the estimate (measured over the cell's own datasets): the
                  width no method that estimates its variance can reach
+and for the difference of D² (against the uniform target; the population D² is 2(μ − ½)² per run):
+    d2_bootstrap the D² compare interval before: paired bootstrap of the binomially debiased D²,
+                 percentile (as tables.compare did)
+    d2_mover     the D² compare interval now (differences.d2_diff_interval): MOVER over the runs' D²
+                 boxes around their population D², paired through the leave-one-prompt-out correlation
+    d2_oracle    Wald around the difference of population D² with its true SD (over the cell's datasets)
 
     python benchmarks/compare_coverage.py                 # the grid, 400 datasets per cell
     python benchmarks/compare_coverage.py --reps 100 --bootstrap 500
@@ -29,13 +35,15 @@ import numpy as np
 from scipy import stats
 
 from pipeline.audit import stats as S
-from pipeline.audit.differences import diff_interval
+from pipeline.audit.differences import d2_diff_interval, diff_interval
+from pipeline.audit.intervals import population_d2
 
 PROMPTS = (3, 5, 10, 30)
 SEEDS = (8, 32)
 SHARES = {"0.3→0.3": (0.3, 0.3), "0.3→0.45": (0.3, 0.45), "0.05→0.1": (0.05, 0.1)}
 HETERO = {"none": 0.0, "sd0.1": 0.1, "sd0.25": 0.25}
-METHODS = ("bootstrap", "linearised", "mover", "oracle")
+METHODS = ("bootstrap", "linearised", "mover", "oracle", "d2_bootstrap", "d2_mover", "d2_oracle")
+T = np.array([0.5, 0.5])  # the D² target
 COPULA = 0.8  # correlation of a prompt's latent share between the two runs
 MIN_CONC = 0.5  # as benchmarks/audit_coverage.py: an SD the Beta cannot reach is capped
 
@@ -94,27 +102,35 @@ def run_cell(args):
     pa, pb = SHARES[share]
     rng = np.random.default_rng([P, m, list(SHARES).index(share), list(HETERO).index(het)])
     truth = pb - pa
-    est, res = [], {"bootstrap": [], "linearised": [], "mover": []}
+    d2_truth = 2 * (pb - 0.5) ** 2 - 2 * (pa - 0.5) ** 2
+    est, d2_est = [], []
+    res = {k: [] for k in METHODS if "oracle" not in k}
     for _ in range(reps):
         sa, sb = prompt_shares(rng, P, pa, pb, HETERO[het])
         ca, cb = rng.binomial(m, sa), rng.binomial(m, sb)
         ta, tb = np.stack([ca, m - ca], 1), np.stack([cb, m - cb], 1)
         est.append(cb.sum() / (P * m) - ca.sum() / (P * m))
+        d2_est.append(population_d2(tb, T) - population_d2(ta, T))
         ba, bb = S.bootstrap_tables(rng, [ta, tb], B, paired=True)
         d = bb[:, 0] / bb.sum(1) - ba[:, 0] / ba.sum(1)
-        blo, bhi = S.percentile_ci(d)
-        res["bootstrap"].append((float(blo), float(bhi)))
+        res["bootstrap"].append(tuple(float(x) for x in S.percentile_ci(d)))
+        dd = S.debiased_d2(bb / bb.sum(1, keepdims=True), T, bb.sum(1)) - S.debiased_d2(
+            ba / ba.sum(1, keepdims=True), T, ba.sum(1)
+        )
+        res["d2_bootstrap"].append(tuple(float(x) for x in S.percentile_ci(dd)))
         lo, hi, _ = linearised_interval(ta, tb, paired=True)
         res["linearised"].append((lo[0], hi[0]))
         lo, hi, _ = diff_interval(ta, tb, paired=True)
         res["mover"].append((lo[0], hi[0]))
-    sd = float(np.std(est, ddof=1))
+        res["d2_mover"].append(d2_diff_interval(ta, tb, T, paired=True)[1:3])
     z = stats.norm.ppf(0.975)
-    res["oracle"] = [(e - z * sd, e + z * sd) for e in est]
-    row = {"prompts": P, "seeds": m, "share": share, "hetero": het, "truth": truth}
+    for k, e in (("oracle", est), ("d2_oracle", d2_est)):
+        sd = float(np.std(e, ddof=1))
+        res[k] = [(x - z * sd, x + z * sd) for x in e]
+    row = {"prompts": P, "seeds": m, "share": share, "hetero": het, "truth": truth, "d2_truth": d2_truth}
     for k, v in res.items():
-        v = np.asarray(v, float)
-        row[f"cov_{k}"] = float(np.mean((v[:, 0] <= truth + 1e-12) & (truth - 1e-12 <= v[:, 1])))
+        v, tr = np.asarray(v, float), d2_truth if k.startswith("d2") else truth
+        row[f"cov_{k}"] = float(np.mean((v[:, 0] <= tr + 1e-12) & (tr - 1e-12 <= v[:, 1])))
         row[f"width_{k}"] = float(np.mean(v[:, 1] - v[:, 0]))
     return row
 
@@ -131,9 +147,10 @@ def summarise(rows):
             "min_3": float(min(r[f"cov_{k}"] for r in rows if r["prompts"] == 3)),
             "mean_width": float(np.mean([r[f"width_{k}"] for r in rows])),
         }
-        if k != "oracle":
+        oracle = "d2_oracle" if k.startswith("d2") else "oracle"
+        if k != oracle:
             out[k]["width_vs_oracle_5plus"] = float(
-                np.exp(np.mean([np.log(r[f"width_{k}"] / r["width_oracle"]) for r in big]))
+                np.exp(np.mean([np.log(r[f"width_{k}"] / r[f"width_{oracle}"]) for r in big]))
             )
     return out
 

@@ -32,6 +32,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import special, stats
 
+from pipeline.audit.design import korn_graubard
 from pipeline.audit.spec import LEVEL
 
 RHO_MIN, RHO_MAX = 5e-4, 0.98  # ρ below 5e-4 is no correlation at any m we run; 0.98: prompts all-or-none
@@ -53,6 +54,12 @@ MU_PRIOR = 1.5
 POOL_MIN_BF = 1 / 3
 HOMOGENEITY_ALPHA = 0.05  # below this p-value the groups' ρ differ and no group pools
 POOL_MIN_GROUPS = 2  # other groups with >= 2 prompts needed before a pooled prior means anything
+# the model check (beta_misfits): two kinds of prompt must fit the counts better than every Beta on the
+# grid by this many nats of log-likelihood. On benchmarks/audit_coverage.py's Beta grid 0.2% of
+# datasets pass it (its 99.9th percentile is 2.6-6 nats by prompts); on 30 prompts of which a fifth
+# never show the class, every one does (the Beta then centres 0.07 too low: coverage 0.72 → 0.98)
+MISFIT_NATS = 4.0
+MIXTURE_EM_STEPS = 30  # EM steps of the two-kind fit, from a split at the median prompt share
 
 
 def calibrated(level: float, prompts: int | None = None) -> float:
@@ -83,7 +90,8 @@ def _mu_grid(x: float, n: float):
 
 
 def _log_joint(c, m):
-    """(μ, log p(c, μ | ρ) on the μ × ρ grid incl. the prior on μ and dμ). Prompts with the same
+    """(μ, log p(c, μ | ρ) on the μ × ρ grid incl. the prior on μ and dμ, the grid's largest log
+    likelihood log p(c | μ, ρ) without the binomial coefficients). Prompts with the same
     (count, size) are evaluated once, and the result depends only on that multiset: an audit asks
     for the same one four times per class (pooling, interval, D² box, ρ summary), so it is cached."""
     c, m = np.asarray(c, float), np.asarray(m, float)
@@ -108,13 +116,13 @@ def _log_joint_cached(pairs_b, w_b, x, n):
     log_pmu = (MU_PRIOR - 1) * np.log(mu * (1 - mu)) - special.betaln(MU_PRIOR, MU_PRIOR)
     joint = ll + (log_pmu + log_dmu)[:, None]
     mu.flags.writeable = joint.flags.writeable = False  # shared through the cache: nobody may write
-    return mu, joint
+    return mu, joint, float(ll.max())
 
 
 def share_posterior(c, m, log_prior=None):
     """(μ grid, posterior CDF on it) of the population share from per-prompt counts ``c`` of ``m``,
     ρ integrated out under ``log_prior`` (log weights on ``rho_grid()``; None: the log-uniform one)."""
-    mu, lj = _log_joint(c, m)
+    mu, lj, _ = _log_joint(c, m)
     lp = rho_grid()[1] if log_prior is None else log_prior
     log_post = lj + lp[None, :]
     post = np.exp(log_post - log_post.max()).sum(1)  # the marginal over ρ, on the μ grid
@@ -122,13 +130,17 @@ def share_posterior(c, m, log_prior=None):
 
 
 def interval_at(posterior, c, m, level=LEVEL, pooled=False):
-    """Equal-tailed interval of a ``share_posterior`` at ``calibrated(level, P)``, with the one-prompt
-    rule of the module docstring (``c``, ``m``: the counts it came from; ``pooled``: ρ came from many
-    groups' prompts, so the few-prompt widening does not apply). Returns (low, high)."""
+    """Equal-tailed interval of a ``share_posterior`` at ``calibrated(level, P)``, joined with Korn &
+    Graubard's at ``level`` where ``beta_misfits``, with the one-prompt rule of the module docstring
+    (``c``, ``m``: the counts it came from; ``pooled``: ρ came from many groups' prompts, so the
+    few-prompt widening does not apply). Returns (low, high)."""
     mu, cdf = posterior
     a = (1 - calibrated(level, None if pooled else len(c))) / 2
     lo, hi = float(np.interp(a, cdf, mu)), float(np.interp(1 - a, cdf, mu))
-    c, m = np.asarray(c), np.asarray(m)
+    c, m = np.asarray(c, float), np.asarray(m, float)
+    if beta_misfits(c, m):  # the model's interval cannot be trusted: widen it by the design-based one
+        klo, khi, _, _ = korn_graubard(np.stack([c, m - c], 1), level)
+        lo, hi = min(lo, float(klo[0])), max(hi, float(khi[0]))
     if (c > 0).sum() <= 1:
         lo = 0.0
     if (c < m).sum() <= 1:
@@ -149,8 +161,48 @@ def betabinomial_interval(c, m, level=LEVEL, log_prior=None):
 def rho_loglik(c, m):
     """log p(c | ρ) on ``rho_grid()``, μ integrated out under its prior: what one group's
     prompts say about ρ (the pooling's building block)."""
-    _, lj = _log_joint(c, m)
+    _, lj, _ = _log_joint(c, m)
     return special.logsumexp(lj, axis=0)
+
+
+def _mixture_max_loglik(c, m) -> float:
+    """Log-likelihood (without binomial coefficients) of the best two-kind fit: each prompt is of
+    kind 1 (share p₁) with probability w, else of kind 2 (p₂); EM from a split at the median share."""
+    s = c / m
+    low = s <= np.median(s)
+    if low.all():
+        low = s < np.median(s)
+    w = low.mean()
+    p = np.array([(c[low].sum() + 0.5) / (m[low].sum() + 1), (c[~low].sum() + 0.5) / (m[~low].sum() + 1)])
+
+    def parts(w, p):  # (prompts, 2): log w_k + log p(c_j | p_k)
+        logp = c[:, None] * np.log(p) + (m - c)[:, None] * np.log1p(-p)
+        return logp + np.log([w, 1 - w])
+
+    for _ in range(MIXTURE_EM_STEPS):
+        lp = parts(w, p)
+        r = np.exp(lp - special.logsumexp(lp, axis=1, keepdims=True))  # responsibilities
+        w = float(np.clip(r[:, 0].mean(), 1e-6, 1 - 1e-6))
+        p = np.clip((r * c[:, None]).sum(0) / np.maximum((r * m[:, None]).sum(0), 1e-12), 1e-9, 1 - 1e-9)
+    return float(special.logsumexp(parts(w, p), axis=1).sum())
+
+
+def beta_misfits(c, m) -> bool:
+    """The model check: True when the prompts' counts ``c`` of ``m`` look like two kinds of prompt
+    (e.g. some never produce the class) rather than any Beta spread, by more than MISFIT_NATS. The
+    interval then joins the design-based one, which assumes nothing about the spread. Prompts that
+    all show the same share cannot fail it (there is nothing to split)."""
+    c, m = np.asarray(c, float), np.asarray(m, float)
+    keep = m > 0
+    return _misfits(tuple(c[keep]), tuple(m[keep]))
+
+
+@lru_cache(maxsize=1024)  # the p-value of a difference asks for the same check ~40 times
+def _misfits(c: tuple, m: tuple) -> bool:
+    c, m = np.array(c), np.array(m)
+    if len(c) < 3 or np.ptp(c / m) == 0:
+        return False
+    return _mixture_max_loglik(c, m) - _log_joint(c, m)[2] > MISFIT_NATS
 
 
 def _normalised(logw):

@@ -40,8 +40,6 @@ def compare_labelled(src_a, src_b, attribute, spec: AuditSpec) -> dict:
             f"attr_{attribute}",
             classes,
             t,
-            B=spec.bootstrap,
-            seed=spec.seed,
             min_n=spec.min_n,
             level=spec.level,
         )
@@ -66,8 +64,6 @@ def run_compare(a, b, spec: AuditSpec, out_file=None, name=None) -> dict:
         "classes": c["classes"],
         "group_by": list(spec.group_by),
         "target": c["target"],
-        "bootstrap": spec.bootstrap,
-        "seed": spec.seed,
         "where": list(spec.where),
         "rows": table,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -22,21 +22,27 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.audit.betabinomial import interval_at, share_posterior
+from pipeline.audit.intervals import d2_range, d2_share_level, population_d2
 from pipeline.audit.spec import LEVEL
 
 R_CONFIDENCE_Z = 0.8416  # z of the one-sided 80% lower bound on the pairing correlation
 P_VALUE_STEPS = 40  # bisection steps of the p-value (to ~1e-12 in α)
 
 
+def _lower_r(x, y) -> float:
+    """One-sided lower confidence bound (R_CONFIDENCE_Z, Fisher's z) on the correlation of paired
+    values ``x``, ``y``, floored at 0 (0 when it cannot be estimated: ≤ 3 pairs, or a constant side)."""
+    P = len(x)
+    if P <= 3 or np.std(x) == 0 or np.std(y) == 0:
+        return 0.0
+    r = float(np.clip(np.corrcoef(x, y)[0, 1], -0.999, 0.999))
+    return float(np.clip(np.tanh(np.arctanh(r) - R_CONFIDENCE_Z / np.sqrt(P - 3)), 0.0, 0.99))
+
+
 def pairing_correlation(ca, ma, cb, mb) -> float:
     """Lower confidence bound on the correlation of the prompts' shares between paired runs (0 when
     it cannot be estimated: ≤ 3 prompts, or a run whose prompts all have the same share)."""
-    sa, sb = ca / np.maximum(ma, 1), cb / np.maximum(mb, 1)
-    P = len(sa)
-    if P <= 3 or sa.std() == 0 or sb.std() == 0:
-        return 0.0
-    r = float(np.clip(np.corrcoef(sa, sb)[0, 1], -0.999, 0.999))
-    return float(np.clip(np.tanh(np.arctanh(r) - R_CONFIDENCE_Z / np.sqrt(P - 3)), 0.0, 0.99))
+    return _lower_r(ca / np.maximum(ma, 1), cb / np.maximum(mb, 1))
 
 
 def _mover(pa, la, ua, pb, lb, ub, r):
@@ -44,6 +50,26 @@ def _mover(pa, la, ua, pb, lb, ub, r):
     lo = d - np.sqrt(max((pb - lb) ** 2 + (ua - pa) ** 2 - 2 * r * (pb - lb) * (ua - pa), 0.0))
     hi = d + np.sqrt(max((ub - pb) ** 2 + (pa - la) ** 2 - 2 * r * (ub - pb) * (pa - la), 0.0))
     return lo, hi
+
+
+def _inverted(ends, level):
+    """(low, high, p-value): ``ends(level)`` → (low, high) of an interval for B − A that shrinks as
+    the level falls; the p-value of "no difference" is the α at which it stops holding 0 (bisection)."""
+
+    def holds0(alpha):
+        low, high = ends(1 - alpha)
+        return low <= 0 <= high
+
+    lo, hi = ends(level)
+    a_in, a_out = 1e-12, 1 - 1e-12
+    if not holds0(a_in):
+        return lo, hi, a_in
+    if holds0(a_out):
+        return lo, hi, 1.0
+    for _ in range(P_VALUE_STEPS):
+        mid = (a_in + a_out) / 2
+        a_in, a_out = (mid, a_out) if holds0(mid) else (a_in, mid)
+    return lo, hi, a_out
 
 
 def _class_diff(ca, ma, cb, mb, paired, level):
@@ -57,21 +83,7 @@ def _class_diff(ca, ma, cb, mb, paired, level):
         lb, ub = interval_at(post_b, cb, mb, lev)
         return _mover(pa, la, ua, pb, lb, ub, r)
 
-    def holds0(alpha):
-        low, high = ends(1 - alpha)
-        return low <= 0 <= high
-
-    lo, hi = ends(level)
-    # p-value: the α at which the (1 − α) interval stops holding 0 (intervals shrink as α grows)
-    a_in, a_out = 1e-12, 1 - 1e-12
-    if not holds0(a_in):
-        return lo, hi, a_in
-    if holds0(a_out):
-        return lo, hi, 1.0
-    for _ in range(P_VALUE_STEPS):
-        mid = (a_in + a_out) / 2
-        a_in, a_out = (mid, a_out) if holds0(mid) else (a_in, mid)
-    return lo, hi, a_out
+    return _inverted(ends, level)
 
 
 def diff_interval(ta, tb, paired, level=LEVEL):
@@ -81,3 +93,43 @@ def diff_interval(ta, tb, paired, level=LEVEL):
     ma, mb = ta.sum(1), tb.sum(1)
     out = np.array([_class_diff(ta[:, k], ma, tb[:, k], mb, paired, level) for k in range(ta.shape[1])])
     return out[:, 0], out[:, 1], out[:, 2]
+
+
+def _d2_run(table, t):
+    """One run's D²: (its point, ``at(level)`` → (low, high) of its box interval). The point is the
+    population D² (intervals.population_d2, as the audit's tables show it) clipped into the box, as
+    MOVER needs; the class posteriors are computed once and read at any level."""
+    m = table.sum(1)
+    posts = [share_posterior(table[:, k], m) for k in range(table.shape[1])]
+    point = population_d2(table, t)
+
+    def at(level):
+        lev = d2_share_level(level, table.shape[1])
+        ends = np.array([interval_at(posts[k], table[:, k], m, lev) for k in range(table.shape[1])])
+        return d2_range(ends[:, 0], ends[:, 1], t)
+
+    return point, at
+
+
+def _leave_one_out_d2(table, t):
+    """Population D² of ``table`` without each prompt in turn (the jackknife values)."""
+    keep = ~np.eye(len(table), dtype=bool)
+    return np.array([population_d2(table[k], t) for k in keep])
+
+
+def d2_diff_interval(ta, tb, t, paired, level=LEVEL):
+    """B − A of the population D² of two P × K prompt count tables against target ``t``: (point,
+    low, high, p-value). MOVER over the two runs' D² intervals (the boxes of intervals.d2_interval)
+    around their population D², as for the shares; paired runs use the one-sided lower bound of the
+    correlation of the runs' leave-one-prompt-out D² (the prompts' shared pull on both runs' D²)."""
+    ta, tb, t = np.asarray(ta, float), np.asarray(tb, float), np.asarray(t, float)
+    (da, at_a), (db, at_b) = _d2_run(ta, t), _d2_run(tb, t)
+    r = 0.0
+    if paired and len(ta) > 3:
+        r = _lower_r(_leave_one_out_d2(ta, t), _leave_one_out_d2(tb, t))
+
+    def ends(lev):
+        (la, ua), (lb, ub) = at_a(lev), at_b(lev)
+        return _mover(float(np.clip(da, la, ua)), la, ua, float(np.clip(db, lb, ub)), lb, ub, r)
+
+    return (db - da, *_inverted(ends, level))

@@ -24,9 +24,9 @@ so with equal m_j), where p̂(1−p̂)/(n−1) counts seed noise only and leaves
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 from pipeline.audit.betabinomial import betabinomial_interval
+from pipeline.audit.design import cluster_variance, korn_graubard
 from pipeline.audit.spec import LEVEL
 
 D2_FLOOR = 1e-9  # D² lower ends below this are rounding in the share-interval ends (≈1e-6 each)
@@ -34,36 +34,6 @@ D2_FLOOR = 1e-9  # D² lower ends below this are rounding in the share-interval 
 # own level 8 of the 108 cells with >= 5 prompts fell under 93% (min 0.906; benchmarks/audit_coverage.py)
 D2_ALPHA_SCALE = 0.8
 FEW_PROMPTS = 3  # below this many prompts the between-prompt variance rests on < 2 degrees of freedom
-
-
-def cluster_variance(table):
-    """(p̂ (K,), v_clu (K,), v_bin (K,), n, P) of a P × K prompt count table; v_clu = v_bin when P < 2."""
-    table = np.asarray(table, float)
-    m, n, P = table.sum(1), float(table.sum()), table.shape[0]
-    p = table.sum(0) / n
-    v_bin = p * (1 - p) / n
-    if P < 2:
-        return p, v_bin.copy(), v_bin, n, P
-    dev = table - m[:, None] * p  # c_jk − m_j p̂_k = m_j (p̂_jk − p̂_k)
-    v_clu = P / (P - 1) * (dev**2).sum(0) / n**2
-    return p, v_clu, v_bin, n, P
-
-
-def korn_graubard(table, level=LEVEL):
-    """Korn & Graubard (1998) interval per class: Clopper-Pearson on the effective sample size
-    n_eff·(t_{n−1}/t_{P−1})², n_eff = n/deff (deff ≥ 1), so few prompts widen it (R survey's
-    svyciprop(method="beta")). Returns (low, high, deff, n_eff) arrays over classes."""
-    p, v_clu, v_bin, n, P = cluster_variance(table)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        deff = np.where(v_bin > 0, np.maximum(1.0, v_clu / np.where(v_bin > 0, v_bin, 1)), 1.0)
-    a = (1 - level) / 2
-    ratio = stats.t.ppf(1 - a, max(n - 1, 1)) / stats.t.ppf(1 - a, max(P - 1, 1)) if P > 1 else 1.0
-    ne = n / deff * ratio**2
-    x = p * ne
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lo = np.where(x > 0, stats.beta.ppf(a, x, ne - x + 1), 0.0)
-        hi = np.where(ne - x > 0, stats.beta.ppf(1 - a, x + 1, ne - x), 1.0)
-    return np.nan_to_num(lo), np.nan_to_num(hi, nan=1.0), deff, n / deff
 
 
 def share_intervals(table, level=LEVEL, log_priors=None):
@@ -109,17 +79,26 @@ def d2_interval(table, t, level=LEVEL, log_priors=None):
     debiasing) covered the population D² in only 84 of 180 cells of benchmarks/audit_coverage.py
     (min 0.09). Returns (low, high)."""
     table, t = np.asarray(table, float), np.asarray(t, float)
-    K = table.shape[1]
+    r = share_intervals(table, d2_share_level(level, table.shape[1]), log_priors)
+    return d2_range(r["lo"], r["hi"], t)
+
+
+def d2_share_level(level, K):
+    """The level the D² box reads each of K share intervals at: α scaled by D2_ALPHA_SCALE, then
+    Bonferroni over the classes when K > 2 (with 2 classes one share fixes the other)."""
     alpha = (1 - level) * D2_ALPHA_SCALE
-    r = share_intervals(table, 1 - alpha / K if K > 2 else 1 - alpha, log_priors)
-    lo, hi = r["lo"], r["hi"]
+    return 1 - alpha / K if K > 2 else 1 - alpha
+
+
+def d2_range(lo, hi, t):
+    """(low, high) of D² = Σ_k (p_k − t_k)² over the box of share intervals [lo, hi]."""
     near = np.where(t < lo, lo - t, np.where(t > hi, t - hi, 0.0))  # t inside [lo, hi]: 0
     far = np.maximum(np.abs(lo - t), np.abs(hi - t))
     low = float((near**2).sum())
     # interval ends are computed to ~1e-6 (the grid and beta quantiles), so a gap of 1e-12 between a
     # target of 0 and a lower end of 3e-12 is numerical noise, not a detected deviation: report 0
     # no share vector on the simplex is farther from t than its farthest vertex: cap the box's corner there
-    top = min(float((far**2).sum()), float(((np.eye(K) - t) ** 2).sum(1).max()))
+    top = min(float((far**2).sum()), float(((np.eye(len(t)) - t) ** 2).sum(1).max()))
     return (0.0 if low < D2_FLOOR else low), top
 
 

@@ -332,8 +332,9 @@ def _prompt_strings(prompt_ids):
 
 def _share_fields(table, classes, level, priors):
     """group_metrics' share fields of a prompt ``table`` with n > 0: proportions, intervals, deff,
-    n_eff, the ρ each interval used (``icc``), whether it was pooled, and the method's name."""
-    from pipeline.audit.betabinomial import rho_summary
+    n_eff, the ρ each interval used (``icc``), whether it was pooled, whether the model check failed
+    (``beta_misfit``: the interval then joins Korn & Graubard's), and the method's name."""
+    from pipeline.audit.betabinomial import beta_misfits, rho_summary
     from pipeline.audit.intervals import share_intervals
 
     ci, m_j = share_intervals(table, level, priors), table.sum(1)
@@ -346,6 +347,7 @@ def _share_fields(table, classes, level, priors):
         "n_eff": per_class(ci["n_eff"]),
         "icc": {c: rho_summary(lp, table[:, k], m_j) for k, (c, lp) in enumerate(zip(classes, priors))},
         "icc_pooled": {c: lp is not None for c, lp in zip(classes, priors)},
+        "beta_misfit": {c: beta_misfits(table[:, k], m_j) for k, c in enumerate(classes)},
         "ci_method": "beta-binomial, ρ pooled over groups"
         if any(x is not None for x in priors)
         else "beta-binomial",
@@ -401,6 +403,7 @@ def group_metrics(
         "ci_method": "beta-binomial",
         "icc": nan,
         "icc_pooled": dict.fromkeys(classes, False),
+        "beta_misfit": dict.fromkeys(classes, False),
         "null_mad": None,
         **dict.fromkeys(DISPARITY_KEYS),
         "note": None,

@@ -9,19 +9,17 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from pipeline.audit.differences import diff_interval
+from pipeline.audit.differences import d2_diff_interval, diff_interval
+from pipeline.audit.intervals import population_d2
 from pipeline.audit.spec import BOOTSTRAP, LEVEL, MIN_N
 from pipeline.audit.stats import (
     _prompt_strings,
     benjamini_hochberg,
-    bootstrap_tables,
-    debiased_d2,
     encode_labels,
     expected_max_over_k,
     group_metrics,
     independence_test,
     p_at_least_one,
-    percentile_ci,
     prompt_table,
     resolve_target,
     wilson,
@@ -188,7 +186,7 @@ def safety_rates(df, detector_cols, group_by=None, k=25, score_cols=(), replace=
     return pd.DataFrame(rows)
 
 
-def _compare_group(ga, gb, classes, t, B, seed, min_n, paired, level):
+def _compare_group(ga, gb, classes, t, min_n, paired, level):
     """Rows of compare() for one group: B − A for each class share, then for D²."""
     tabs, ids = [], []
     for g in (ga, gb):
@@ -208,8 +206,6 @@ def _compare_group(ga, gb, classes, t, B, seed, min_n, paired, level):
         return [
             {**base, "quantity": "proportion", "class": c, "note": "no images in one run"} for c in classes
         ]
-    ca, cb = bootstrap_tables(np.random.default_rng(np.random.SeedSequence(seed)), tabs, B, pair)
-    pa, pb = ca / ca.sum(1, keepdims=True), cb / cb.sum(1, keepdims=True)
     lo, hi, pv = diff_interval(*tabs, pair, level)  # shares: MOVER over the share intervals
     ea, eb = tabs[0].sum(0) / n_a, tabs[1].sum(0) / n_b
     rows = [
@@ -229,29 +225,10 @@ def _compare_group(ga, gb, classes, t, B, seed, min_n, paired, level):
     row = {**base, "quantity": "d2", "class": None}
     if min(n_a, n_b) < min_n:
         return rows + [{**row, "note": f"n < {min_n} in a run: D² difference not shown"}]
-    da, db = debiased_d2(ea, t, n_a), debiased_d2(eb, t, n_b)
-    dd = debiased_d2(pb, t, cb.sum(1)) - debiased_d2(pa, t, ca.sum(1))
-    dlo, dhi = percentile_ci(dd, level)
-    return rows + [
-        {
-            **row,
-            "a": float(da),
-            "b": float(db),
-            "diff": float(db - da),
-            "ci_low": dlo,
-            "ci_high": dhi,
-            "p_value": float(bootstrap_p_value(dd[:, None])[0]),
-        }
-    ]
-
-
-def bootstrap_p_value(diffs):
-    """Two-sided bootstrap p-value of "no difference" per column of ``diffs`` (B × K replicates of
-    B − A): 2·min(share of replicates ≤ 0, share ≥ 0), with the +1 of a Monte-Carlo p-value, capped at 1."""
-    d = np.asarray(diffs, float)
-    B = (~np.isnan(d)).sum(0)
-    le, ge = (d <= 0).sum(0), (d >= 0).sum(0)
-    return np.minimum(1.0, 2 * (np.minimum(le, ge) + 1) / (B + 1))
+    # D²: MOVER over the runs' D² intervals around their population D² (the audit's tables' D²)
+    dd, dlo, dhi, dp = d2_diff_interval(*tabs, t, pair, level)
+    da, db = population_d2(tabs[0], t), population_d2(tabs[1], t)
+    return rows + [{**row, "a": da, "b": db, "diff": dd, "ci_low": dlo, "ci_high": dhi, "p_value": dp}]
 
 
 def _bh_by_quantity(df, level):
@@ -272,22 +249,20 @@ def compare(
     classes,
     target="uniform",
     prompt_col="prompt_id",
-    B=BOOTSTRAP,
-    seed=0,
     min_n=MIN_N,
     paired=None,
     level=LEVEL,
 ):
     """Run B minus run A per group: each class share (MOVER over the two runs' share intervals,
-    pipeline/audit/differences.py) and D² (percentile bootstrap), with CIs.
+    pipeline/audit/differences.py) and the population D² (MOVER over the runs' D² intervals), with CIs.
 
     ``paired`` (None = automatic: when a group has exactly the same prompt ids in both runs, e.g. two
-    models on one prompt set): the share difference uses the prompts' correlation between the runs,
-    and the D² bootstrap draws the same prompts for both runs, which removes shared prompt-to-prompt
-    variation from the difference; seeds are always independent. ``paired=False`` forces independent
-    runs. Columns: group, quantity ("proportion" | "d2"), class, a, b, diff, ci_low, ci_high, n_a, n_b,
-    paired, note, p_value (two-sided: the inverted MOVER interval for shares, bootstrap for D²),
-    q_value (Benjamini–Hochberg within the quantity) and flag (q < 1 − level).
+    models on one prompt set): the differences use a lower confidence bound on the correlation between
+    the runs (of the prompts' shares; of the leave-one-prompt-out D²), which removes shared
+    prompt-to-prompt variation from the difference; seeds are always independent. ``paired=False``
+    forces independent runs. Columns: group, quantity ("proportion" | "d2"), class, a, b, diff,
+    ci_low, ci_high, n_a, n_b, paired, note, p_value (two-sided: the inverted MOVER interval), q_value
+    (Benjamini–Hochberg within the quantity) and flag (q < 1 − level).
     """
     classes = list(classes)
     t = resolve_target(target, classes)
@@ -300,10 +275,7 @@ def compare(
             )
             continue
         sub = [(x[prompt_col], x[label_col]) for x in (ga[g], gb[g])]
-        rows += [
-            {"group": g, **r}
-            for r in _compare_group(*sub, classes, t, B, group_seed(seed, g), min_n, paired, level)
-        ]
+        rows += [{"group": g, **r} for r in _compare_group(*sub, classes, t, min_n, paired, level)]
     cols = [
         "group",
         "quantity",

@@ -94,12 +94,12 @@ def pairing_text(table: pd.DataFrame) -> str:
     parts = []
     if paired:
         parts.append(
-            f"paired (the same prompt ids in both runs: each bootstrap draw resamples the prompts "
-            f"once for A and B) for {', '.join(map(str, paired))}"
+            f"paired (the same prompt ids in both runs: the prompts' correlation between the runs "
+            f"narrows the difference) for {', '.join(map(str, paired))}"
         )
     if indep:
         parts.append(
-            f"independent (the prompt ids differ: A and B resampled separately) for "
+            f"independent (the prompt ids differ: the runs' intervals combine as independent) for "
             f"{', '.join(map(str, indep))}"
         )
     return "Differences are " + "; ".join(parts) + "." if parts else ""
@@ -201,8 +201,6 @@ def build_compare_report(
         "a": srcs[0].url,
         "b": srcs[1].url,
         "group_by": group_by,
-        "bootstrap": spec.bootstrap,
-        "seed": spec.seed,
         "where": list(spec.where),
         "attributes": {k: jsonable(t) for k, t in tables.items()},
     }
@@ -211,8 +209,6 @@ def build_compare_report(
         a=srcs[0].url,
         b=srcs[1].url,
         group_by=" × ".join(group_by),
-        bootstrap=spec.bootstrap,
-        seed=spec.seed,
         where=", ".join(spec.where),
         generated=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         sections=sections,

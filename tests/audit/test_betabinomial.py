@@ -9,6 +9,7 @@ import pytest
 from scipy import special, stats
 
 from pipeline.audit import betabinomial as BB
+from pipeline.audit import intervals as I
 from pipeline.audit import tables as T
 
 
@@ -127,3 +128,22 @@ def test_audit_table_pools_unless_told_not_to():
     w_p = np.mean([m["ci_high"]["x"] - m["ci_low"]["x"] for m in pooled["groups"].values()])
     w_o = np.mean([m["ci_high"]["x"] - m["ci_low"]["x"] for m in own["groups"].values()])
     assert w_p != w_o and set(s_own["group"]) == {f"g{i}" for i in range(8)}
+
+
+def test_model_check_catches_two_kinds_of_prompt_and_falls_back():
+    # 30 prompts × 32 seeds: a fifth of them never show the class, the rest at 0.625. The Beta must
+    # put mass at 0 to fit the zeros and centres below the share (0.07 too low on average); the
+    # two-kind fit wins by ~35 nats and the interval joins Korn & Graubard's
+    m = np.full(30, 32)
+    on = [20, 19, 21, 18, 22, 20, 20, 17, 23, 20, 19, 21, 20, 20, 18, 22, 20, 21, 19, 20, 20, 22, 21, 19]
+    c = np.array([0] * 6 + on)
+    assert BB.beta_misfits(c, m)
+    lj = BB._log_joint(c, m)[2]
+    assert BB._mixture_max_loglik(c.astype(float), m.astype(float)) - lj > 20
+    lo, hi = BB.betabinomial_interval(c, m)
+    klo, khi, _, _ = I.korn_graubard(np.stack([c, m - c], 1))
+    assert lo <= klo[0] and hi >= khi[0]
+    # a Beta spread of the same size, identical prompts, and 2 prompts never fail it
+    rng = np.random.default_rng(4)
+    assert not BB.beta_misfits(rng.binomial(32, rng.beta(4, 3, 30)), m)
+    assert not BB.beta_misfits(np.full(30, 20), m) and not BB.beta_misfits(c[:2], m[:2])

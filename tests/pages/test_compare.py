@@ -61,7 +61,7 @@ def test_paired_difference_on_a_known_case(pure):
     assert red["ci_low"] < -0.1 < red["ci_high"] and not red["flag"]  # one prompt of 10: not enough
     frames = [read_rows(open_source(u)) for u in (a, b)]
     ind = (
-        T.compare(*frames, ["shape"], "attr_colour", CLASSES["colour"], B=B, paired=False)
+        T.compare(*frames, ["shape"], "attr_colour", CLASSES["colour"], paired=False)
         .set_index(["quantity", "class"])
         .loc[("proportion", "red")]
     )
