@@ -166,7 +166,8 @@ def resample_counts(rng, table, occ, resample_seeds=True, shrink=True):
 def bootstrap_tables(rng, tables, B, paired=False, resample_seeds=True, shrink=True):
     """B × K replicate counts for each prompt table in ``tables``, drawn in chunks of B.
 
-    ``paired``: all tables share the same prompts (same order) and one stage-1 draw (compare()).
+    ``paired``: all tables share the same prompts (same order) and one stage-1 draw (the run-vs-run
+    interval before issue 22, kept in benchmarks/compare_coverage.py).
     Chunks keep the B × P occurrence matrix near 2 M entries, so a group of 10⁴ prompts fits in memory.
     """
     P = [t.shape[0] for t in tables]
