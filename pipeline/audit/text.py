@@ -72,6 +72,12 @@ def format_attribute(entry: dict) -> str:
         f"Cramer's V={_f(across.get('cramers_v'))}"
     )
     notes = [f"{g}: {m['few_prompts']}" for g, m in entry["groups"].items() if m.get("few_prompts")]
+    notes += [
+        f"{g}: the prompts look like two kinds for {', '.join(bad)} (not a Beta spread): "
+        "that interval also takes in the design-based Korn-Graubard one"
+        for g, m in entry["groups"].items()
+        if (bad := [c for c, v in (m.get("beta_misfit") or {}).items() if v])
+    ]
     return "\n".join([head, _grid([cols, *rows]), foot, *notes])
 
 

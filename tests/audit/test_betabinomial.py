@@ -147,3 +147,31 @@ def test_model_check_catches_two_kinds_of_prompt_and_falls_back():
     rng = np.random.default_rng(4)
     assert not BB.beta_misfits(rng.binomial(32, rng.beta(4, 3, 30)), m)
     assert not BB.beta_misfits(np.full(30, 20), m) and not BB.beta_misfits(c[:2], m[:2])
+
+
+def test_misfit_is_reported_in_metrics_and_text():
+    from pipeline.audit.text import format_attribute
+
+    rng = np.random.default_rng(6)
+    rows = []
+    for g, zero_inflated in (("g0", True), ("g1", False)):
+        for j in range(30):
+            s = (0.0 if j < 6 else 0.625) if zero_inflated else rng.beta(6, 4)
+            rows += [(g, f"{g}-p{j}", "x" if rng.random() < s else "y") for _ in range(32)]
+    df = pd.DataFrame(rows, columns=["grp", "prompt_id", "lab"])
+    _, metrics = T.audit_table(df, "grp", "lab", ["x", "y"], B=100)
+    assert metrics["groups"]["g0"]["beta_misfit"] == {"x": True, "y": True}
+    assert not any(metrics["groups"]["g1"]["beta_misfit"].values())
+    entry = {
+        **metrics,
+        "attribute": "colour",
+        "classes": ["x", "y"],
+        "group_by": ["grp"],
+        "target": "uniform",
+        "level": 0.95,
+        "bootstrap": 100,
+        "labels": "test",
+        "min_n": 30,
+    }
+    text = format_attribute(entry)
+    assert "g0: the prompts look like two kinds for x, y" in text and "g1: the prompts" not in text
