@@ -27,6 +27,10 @@ from pipeline.audit.spec import LEVEL
 
 R_CONFIDENCE_Z = 0.8416  # z of the one-sided 80% lower bound on the pairing correlation
 P_VALUE_STEPS = 40  # bisection steps of the p-value (to ~1e-12 in α)
+# the smallest p-value reported: beyond 99.99% the intervals are read off the posterior's far tails and
+# the box's cap, and MOVER with a pairing correlation can keep 0 out at any level (the toy world's
+# circles gave p = 3e-12 from 4 prompts). Below this the p-value says only "< 1e-4"
+P_VALUE_FLOOR = 1e-4
 
 
 def _lower_r(x, y) -> float:
@@ -61,7 +65,7 @@ def _inverted(ends, level):
         return low <= 0 <= high
 
     lo, hi = ends(level)
-    a_in, a_out = 1e-12, 1 - 1e-12
+    a_in, a_out = P_VALUE_FLOOR, 1 - 1e-12
     if not holds0(a_in):
         return lo, hi, a_in
     if holds0(a_out):
