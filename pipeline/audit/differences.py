@@ -1,5 +1,5 @@
-"""Run-vs-run differences of class shares (`sdgen audit --compare`): B − A with an interval and a
-p-value, built from the two runs' own share intervals (issue 22, item 3).
+"""Run-vs-run differences (`sdgen audit --compare`): B − A of each class share and of D², with an
+interval and a p-value built from the two runs' own intervals (issue 22, item 3).
 
 MOVER (Zou & Donner 2008; Newcombe 1998 for proportions): with each run's share interval [l, u]
 around p̂ (pipeline/audit/betabinomial.py: the population of prompts, ρ integrated out),
@@ -11,10 +11,14 @@ so the difference inherits the share intervals' skewness near 0 and 1 (a class t
 prompts), where a symmetric t or bootstrap interval does not: benchmarks/compare_coverage.py measured
 the paired bootstrap used before at 50% and a linearised t interval at 63% in such a cell. r is the
 correlation of the prompts' shares between the runs (paired runs only: the same prompts, rows
-aligned): its one-sided 80% lower bound (Fisher's z, P > 3, floored at 0), because r̂ from 5 prompts
+aligned): its one-sided 80% lower bound (Fisher's z, 5+ prompts, floored at 0), because r̂ from 5 prompts
 overstates the pairing often enough to cost coverage (0.82 with r̂ itself in the measured cell).
 Unpaired runs use r = 0. The p-value of "no difference" inverts the same interval: the largest level
 whose interval still holds 0.
+
+D² the same way (``d2_diff_interval``): MOVER over the runs' D² intervals (intervals.d2_interval's
+boxes) around their population D², r from the runs' leave-one-prompt-out D². The paired bootstrap
+used before covered 50% where a rare class sits in a few prompts (benchmarks/compare_coverage.py).
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from pipeline.audit.intervals import d2_range, d2_share_level, population_d2
 from pipeline.audit.spec import LEVEL
 
 R_CONFIDENCE_Z = 0.8416  # z of the one-sided 80% lower bound on the pairing correlation
+# fewer paired prompts than this: r = 0. At 4 the bound rests on one degree of freedom (SE 1 on
+# Fisher's z) and the D² difference fell to 0.91 in a rare-class cell (1.0 unpaired, 8% wider)
+PAIR_MIN_PROMPTS = 5
 P_VALUE_STEPS = 40  # bisection steps of the p-value (to ~1e-12 in α)
 # the smallest p-value reported: beyond 99.99% the intervals are read off the posterior's far tails and
 # the box's cap, and MOVER with a pairing correlation can keep 0 out at any level (the toy world's
@@ -35,17 +42,20 @@ P_VALUE_FLOOR = 1e-4
 
 def _lower_r(x, y) -> float:
     """One-sided lower confidence bound (R_CONFIDENCE_Z, Fisher's z) on the correlation of paired
-    values ``x``, ``y``, floored at 0 (0 when it cannot be estimated: ≤ 3 pairs, or a constant side)."""
+    values ``x``, ``y``, floored at 0 (0 when it cannot be trusted: < PAIR_MIN_PROMPTS pairs, or a
+    constant side)."""
     P = len(x)
-    if P <= 3 or np.std(x) == 0 or np.std(y) == 0:
+    if P < PAIR_MIN_PROMPTS or np.std(x) == 0 or np.std(y) == 0:
         return 0.0
     r = float(np.clip(np.corrcoef(x, y)[0, 1], -0.999, 0.999))
+    if not np.isfinite(r):
+        return 0.0
     return float(np.clip(np.tanh(np.arctanh(r) - R_CONFIDENCE_Z / np.sqrt(P - 3)), 0.0, 0.99))
 
 
 def pairing_correlation(ca, ma, cb, mb) -> float:
     """Lower confidence bound on the correlation of the prompts' shares between paired runs (0 when
-    it cannot be estimated: ≤ 3 prompts, or a run whose prompts all have the same share)."""
+    it cannot be trusted: < PAIR_MIN_PROMPTS prompts, or a run whose prompts all have the same share)."""
     return _lower_r(ca / np.maximum(ma, 1), cb / np.maximum(mb, 1))
 
 
@@ -129,7 +139,7 @@ def d2_diff_interval(ta, tb, t, paired, level=LEVEL):
     ta, tb, t = np.asarray(ta, float), np.asarray(tb, float), np.asarray(t, float)
     (da, at_a), (db, at_b) = _d2_run(ta, t), _d2_run(tb, t)
     r = 0.0
-    if paired and len(ta) > 3:
+    if paired and len(ta) >= PAIR_MIN_PROMPTS:
         r = _lower_r(_leave_one_out_d2(ta, t), _leave_one_out_d2(tb, t))
 
     def ends(lev):
