@@ -14,7 +14,8 @@ to 95% on benchmarks/audit_coverage.py's grid and within 1.12× the width of an 
 5+ prompts (docs/AUDIT_GUIDE.md §3 has the tables). Before issue 22 it was the union of that interval
 (with a uniform prior on ρ) and Korn & Graubard's (1998) Clopper-Pearson interval on
 n_eff·(t_{n−1}/t_{P−1})²: it held coverage but was 1.46× the oracle's width and above 98% coverage
-in 187 of 225 cells. ``korn_graubard`` stays for its design effect and n_eff, which the tables show.
+in 187 of 225 cells. Korn-Graubard (pipeline/audit/design.py) stays for its design effect and n_eff,
+which the tables show, and as the fallback where the Beta model misfits (``betabinomial.beta_misfits``).
 
 D² for the same estimand subtracts v_clu instead of the binomial variance: E[(p̂_k − t_k)²] =
 (p_k − t_k)² + Var(p̂_k), and v_clu is unbiased for Var(p̂_k) under prompt-to-prompt variation (exactly
