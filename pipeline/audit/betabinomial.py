@@ -185,10 +185,11 @@ def _mixture_max_loglik(c, m) -> float:
 
     for _ in range(MIXTURE_EM_STEPS):
         lp = parts(w, p)
-        r = np.exp(lp - special.logsumexp(lp, axis=1, keepdims=True))  # responsibilities
+        r = np.exp(lp - np.logaddexp(lp[:, :1], lp[:, 1:]))  # responsibilities
         w = float(np.clip(r[:, 0].mean(), 1e-6, 1 - 1e-6))
         p = np.clip((r * c[:, None]).sum(0) / np.maximum((r * m[:, None]).sum(0), 1e-12), 1e-9, 1 - 1e-9)
-    return float(special.logsumexp(parts(w, p), axis=1).sum())
+    lp = parts(w, p)
+    return float(np.logaddexp(lp[:, 0], lp[:, 1]).sum())
 
 
 def beta_misfits(c, m) -> bool:
@@ -206,7 +207,13 @@ def _misfits(c: tuple, m: tuple) -> bool:
     c, m = np.array(c), np.array(m)
     if len(c) < 3 or np.ptp(c / m) == 0:
         return False
-    return _mixture_max_loglik(c, m) - _log_joint(c, m)[2] > MISFIT_NATS
+    bb = _log_joint(c, m)[2]
+    s = c / m  # every prompt its own share fits at least as well as any mixture: a cheap bound first
+    with np.errstate(divide="ignore", invalid="ignore"):
+        own = np.nansum(c * np.log(s)) + np.nansum((m - c) * np.log1p(-s))
+    if own - bb <= MISFIT_NATS:
+        return False
+    return _mixture_max_loglik(c, m) - bb > MISFIT_NATS
 
 
 def _normalised(logw):
