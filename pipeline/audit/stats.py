@@ -355,6 +355,18 @@ def _share_fields(table, classes, level, priors):
     }
 
 
+def _no_share_fields(classes):
+    """``_share_fields`` of a group without images: NaN shares and intervals, nothing pooled or misfit."""
+    nan = dict.fromkeys(classes, float("nan"))
+    keys = ("proportions", "ci_low", "ci_high", "deff", "n_eff", "icc")
+    return {
+        **dict.fromkeys(keys, nan),
+        "ci_method": "beta-binomial",
+        "icc_pooled": dict.fromkeys(classes, False),
+        "beta_misfit": dict.fromkeys(classes, False),
+    }
+
+
 def group_metrics(
     prompt_ids,
     labels,
@@ -388,7 +400,6 @@ def group_metrics(
     counts = table.sum(0)
     n, abstained = int(counts.sum()), int((codes < 0).sum())
     a_lo, a_hi, _ = wilson(abstained, n + abstained)
-    nan = dict.fromkeys(classes, float("nan"))
     out = {
         "n": n,
         "abstained": abstained,
@@ -396,15 +407,7 @@ def group_metrics(
         "abstain_ci": (a_lo, a_hi),
         "n_prompts": int(table.shape[0]),
         "counts": dict(zip(classes, counts.tolist())),
-        "proportions": nan,
-        "ci_low": nan,
-        "ci_high": nan,
-        "deff": nan,
-        "n_eff": nan,
-        "ci_method": "beta-binomial",
-        "icc": nan,
-        "icc_pooled": dict.fromkeys(classes, False),
-        "beta_misfit": dict.fromkeys(classes, False),
+        **_no_share_fields(classes),
         "null_mad": None,
         **dict.fromkeys(DISPARITY_KEYS),
         "note": None,
