@@ -88,7 +88,11 @@ class RayHead:
             self.cmd += [k, str(v)]
 
     def start(self, timeout: float = 120) -> "RayHead":
-        r = subprocess.run(self.cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+        try:
+            r = subprocess.run(self.cmd, env=self.env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise RuntimeError(f"ray start did not return within {timeout} s") from None
         if r.returncode != 0:
             self.stop()
             raise RuntimeError(f"ray start failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
@@ -104,6 +108,20 @@ class RayHead:
                 time.sleep(0.5)
         self.stop()
         raise RuntimeError(f"the dashboard at {self.address} did not answer within {timeout} s")
+
+    @classmethod
+    def started(cls, num_cpus: int = 2, tries: int = 2) -> "RayHead":
+        """A started head; a start that fails is retried with a fresh head (new ports, temp dir and
+        token). Ray's raylet can miss its registration deadline on a loaded 2-core box ("GCS cannot
+        find the node"; seen once in a clean-clone run, at the moment pip's setup ended), and a port
+        picked free can be taken before Ray binds it: neither is what these tests check."""
+        errors = []
+        for _ in range(tries):
+            try:
+                return cls(num_cpus=num_cpus).start()
+            except RuntimeError as e:  # start() has already stopped that head and removed its temp dir
+                errors.append(str(e))
+        raise RuntimeError(f"ray start failed {tries} times:\n" + "\n---\n".join(errors))
 
     def client_env(self, token: bool = True) -> dict:
         """Environment for a client process (submit.py): the token from the environment, or none."""

@@ -18,7 +18,7 @@ SUBMIT = str(ROOT / "jobs" / "submit.py")
 
 @pytest.fixture(scope="module")
 def head():
-    h = RayHead(num_cpus=2).start()
+    h = RayHead.started(num_cpus=2)
     yield h
     h.stop()
 
