@@ -26,7 +26,7 @@ import pyarrow as pa
 from pipeline.audit import stats as S
 from pipeline.audit import tables as T
 from pipeline.audit.data import AuditError, attribute_labels, open_source, read_rows
-from pipeline.audit.spec import CALIBRATION_BOOTSTRAP, AuditSpec
+from pipeline.audit.spec import AUDIT_METHOD, CALIBRATION_BOOTSTRAP, AuditSpec
 from pipeline.core.storage import read_frame
 
 SUMMARY_COLUMNS = ["group", "attribute", "class", "n", "abstained", "proportion", "ci_low", "ci_high"]
@@ -217,6 +217,7 @@ def audit_attribute(df, attribute, info, spec: AuditSpec):
         "min_n": spec.min_n,
         "level": spec.level,
         "pool_icc": spec.pool_icc,
+        "method": AUDIT_METHOD,
         "set": info.get("set"),
         "labels": info.get("origin"),
         "caveats": info.get("caveats", ""),

@@ -13,6 +13,11 @@ BOOTSTRAP = 2000  # bootstrap replicates of every interval and null floor (docs/
 MIN_N = 30  # below this many non-abstained images a group shows its null floor, not a disparity
 LEVEL = 0.95  # confidence level of every interval, and 1 − level the BH flag threshold
 CALIBRATION_BOOTSTRAP = 400  # replicates of error-corrected shares at most (an EM fit each)
+# The audit method's number, stored with each audited attribute in metrics.json. Bump it whenever the
+# same rows and settings would now get other numbers, so `sdgen report` re-audits a stored audit rather
+# than showing intervals this sdgen no longer computes. 1 (or none stored): before wave 3's issue 22;
+# 2: calibrated beta-binomial share intervals with the model check, MOVER D² differences.
+AUDIT_METHOD = 2
 
 
 @dataclass(frozen=True)

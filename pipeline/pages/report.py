@@ -24,7 +24,7 @@ from pipeline.audit.data import (
     with_posthoc_labels,
 )
 from pipeline.audit.runner import apply_where, default_group_by, default_where, read_results, run_audit
-from pipeline.audit.spec import AuditSpec
+from pipeline.audit.spec import AUDIT_METHOD, AuditSpec
 from pipeline.core import layout
 from pipeline.core.fmt import ci, num
 from pipeline.pages.breakdowns import clip_section, template_section
@@ -69,7 +69,7 @@ def ensure_audit(src, spec: AuditSpec) -> tuple[dict | None, list[str]]:
             + (" (not stored: audit/metrics.json is unchanged)." if where else ".")
         ]
     else:
-        notes = []
+        metrics, notes = _refresh_stale(src, metrics, probed, spec) if not where else (metrics, [])
     missing = [a for a in probed if a not in metrics.get("attributes", {})]
     if missing:
         notes.append(f"Probed but not audited: {', '.join(missing)} (run sdgen audit --attribute ...).")
@@ -86,6 +86,39 @@ def _audit_for_report(src, probed, spec: AuditSpec, store: bool) -> dict:
         attrs = {**((metrics or {}).get("attributes") or {}), **r.merged["attributes"]}
         metrics = {**r.merged, "attributes": attrs}
     return metrics
+
+
+def _refresh_stale(src, metrics, probed, spec: AuditSpec) -> tuple[dict, list[str]]:
+    """Re-audit, with its stored settings, each attribute an older audit method wrote (AUDIT_METHOD in
+    pipeline/audit/spec.py), and store it as `sdgen audit` would: a page must not show intervals this
+    sdgen no longer computes. One made with --calibration, or not probed in the run, is kept and named."""
+    notes = []
+    for a, e in sorted((metrics.get("attributes") or {}).items()):
+        old = e.get("method", 1)
+        if old >= AUDIT_METHOD:
+            continue
+        if a not in probed or e.get("calibration"):
+            how = "--calibration LABELS" if e.get("calibration") else "--attribute-set SET"
+            notes.append(
+                f"The stored audit of {a} was written by an older audit method ({old}; this sdgen's is "
+                f"{AUDIT_METHOD}): its intervals are not this sdgen's. Re-run `sdgen audit OUTPUT "
+                f"--attribute {a} {how}` to refresh it."
+            )
+            continue
+        one = replace(
+            spec,
+            group_by=tuple(e["group_by"]),
+            where=tuple(e.get("where") or ()),
+            **{k: e[k] for k in ("target", "level", "bootstrap", "seed", "min_n") if k in e},
+            pool_icc=e.get("pool_icc", True),
+        )
+        metrics = _audit_for_report(src, {a: probed[a]}, one, store=True)
+        rows = f", rows where {', '.join(one.where)}" if one.where else ""
+        notes.append(
+            f"The stored audit of {a} was written by an older audit method ({old}; this sdgen's is "
+            f"{AUDIT_METHOD}); re-audited by {', '.join(one.group_by)}{rows} with its settings and stored."
+        )
+    return metrics, notes
 
 
 def _target_of(entry, group):
