@@ -71,6 +71,12 @@ def format_attribute(entry: dict) -> str:
         f"p={_f(across.get('p'), '.3g')}, "
         f"Cramer's V={_f(across.get('cramers_v'))}"
     )
+    return "\n".join([head, _grid([cols, *rows]), foot, *group_notes(entry)])
+
+
+def group_notes(entry) -> list[str]:
+    """What a reader must know of a group's share intervals, one line each (the text and the page):
+    too few prompts, and prompts that look like two kinds (the model check, pipeline/audit/betabinomial.py)."""
     notes = [f"{g}: {m['few_prompts']}" for g, m in entry["groups"].items() if m.get("few_prompts")]
     notes += [
         f"{g}: the prompts look like two kinds for {', '.join(bad)} (not a Beta spread): "
@@ -78,7 +84,7 @@ def format_attribute(entry: dict) -> str:
         for g, m in entry["groups"].items()
         if (bad := [c for c, v in (m.get("beta_misfit") or {}).items() if v])
     ]
-    return "\n".join([head, _grid([cols, *rows]), foot, *notes])
+    return notes
 
 
 def format_compare(table: pd.DataFrame) -> str:

@@ -25,6 +25,7 @@ from pipeline.audit.data import (
 )
 from pipeline.audit.runner import apply_where, default_group_by, default_where, read_results, run_audit
 from pipeline.audit.spec import AUDIT_METHOD, AuditSpec
+from pipeline.audit.text import group_notes
 from pipeline.core import layout
 from pipeline.core.fmt import ci, num
 from pipeline.pages.breakdowns import clip_section, template_section
@@ -303,6 +304,7 @@ def attribute_section(src, df, entry, thumbnails) -> dict:
         "empty": ", ".join(empty),
         "tables": metric_tables(entry),
         "across": across,
+        "group_notes": group_notes(entry),
         "grids": grids(src, df, entry, a, thumbnails),
         "templates": template_section(
             {"run": apply_where(df, entry.get("where"))}, a, entry["group_by"], entry["classes"]

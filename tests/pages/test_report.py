@@ -258,3 +258,21 @@ def test_stale_stored_audit_is_refreshed(tmp_path):
     notes = build_report(out, str(tmp_path / "c.html"), AuditSpec(bootstrap=50))["notes"]
     assert any("--calibration LABELS" in n for n in notes)
     assert "method" not in json.load(open(path))["attributes"]["colour"]  # kept as it was
+
+
+def test_group_notes_on_the_page(tmp_path):
+    """The page lists what the text output says of a group's intervals: prompts that look like two kinds
+    (the model check) and too few prompts."""
+    rows = [  # circle: 6 prompts with no red image, 24 with 20 of 32: two kinds, not a Beta spread
+        row(f"c{j}", k, "red" if j >= 6 and k < 20 else "blue", group="circle")
+        for j in range(30)
+        for k in range(32)
+    ]
+    rows += [
+        row(f"s{j}", k, ["red", "blue"][(j + k) % 2], group="square") for j in range(2) for k in range(16)
+    ]
+    out = make_output(tmp_path / "out", rows)
+    html = open(build_report(out, str(tmp_path / "r.html"), AuditSpec(bootstrap=50))["path"]).read()
+    assert "circle: the prompts look like two kinds for red, blue" in html
+    assert "square: the prompts look like two kinds" not in html
+    assert re.search(r"<li>square: [^<]*prompts", html) and not re.search(r"<li>circle: [^<]*2 prompts", html)
