@@ -76,7 +76,7 @@ def format_attribute(entry: dict) -> str:
 
 def group_notes(entry) -> list[str]:
     """What a reader must know of a group's share intervals, one line each (the text and the page):
-    too few prompts, and prompts that look like two kinds (the model check, pipeline/audit/betabinomial.py)."""
+    too few prompts, and prompts that look like two kinds (the model check in audit/betabinomial.py)."""
     notes = [f"{g}: {m['few_prompts']}" for g, m in entry["groups"].items() if m.get("few_prompts")]
     notes += [
         f"{g}: the prompts look like two kinds for {', '.join(bad)} (not a Beta spread): "
