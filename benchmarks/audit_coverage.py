@@ -42,6 +42,7 @@ from multiprocessing import Pool
 import numpy as np
 from scipy import stats
 
+from pipeline.audit import bootstrap as BS
 from pipeline.audit import intervals as I
 from pipeline.audit import stats as S
 
@@ -134,8 +135,8 @@ def simulate(rng, P, m, p, het):
 
 
 def bootstrap_ci(table, rng, B):
-    c = S.bootstrap_tables(rng, [table], B)[0]
-    return S.percentile_ci(c / c.sum(1, keepdims=True))
+    c = BS.bootstrap_tables(rng, [table], B)[0]
+    return BS.percentile_ci(c / c.sum(1, keepdims=True))
 
 
 def wilson_deff_ci(table):
@@ -231,9 +232,9 @@ def d2_oracle_ci(table, t, rho):
 
 def d2_boot_ci(table, t, rng, B):
     """The D² interval before: percentile bootstrap, shifted to the population debiasing."""
-    c = S.bootstrap_tables(rng, [table], B)[0]
+    c = BS.bootstrap_tables(rng, [table], B)[0]
     n = table.sum()
-    lo, hi = S.percentile_ci(S.debiased_d2(c / c.sum(1, keepdims=True), t, c.sum(1)))
+    lo, hi = BS.percentile_ci(S.debiased_d2(c / c.sum(1, keepdims=True), t, c.sum(1)))
     shift = I.population_d2(table, t) - float(S.debiased_d2(table.sum(0) / n, t, n))
     return lo + shift, hi + shift
 

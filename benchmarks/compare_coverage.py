@@ -5,7 +5,7 @@ share s_Aj in run A and s_Bj in run B, each Beta around the run's population sha
 tied by a Gaussian copula with correlation COPULA (a prompt that draws many of the class in A tends to
 in B too). Seeds ~ Binomial. The estimand is the population difference μ_B − μ_A. Methods:
     bootstrap    the compare interval before issue 22: paired two-stage bootstrap (prompts, then seeds
-                 with shrinkage), percentile, B draws (stats.bootstrap_tables, as tables.compare did)
+                 with shrinkage), percentile, B draws (bootstrap.bootstrap_tables, as tables.compare did)
     linearised   a design-based alternative (linearised_interval below): the paired difference of
                  ratio estimators, its variance from per-prompt linearised residuals, t on P − 1 df
     mover        the compare interval now (pipeline/audit/differences.py): MOVER over the two runs'
@@ -34,6 +34,7 @@ from multiprocessing import Pool
 import numpy as np
 from scipy import stats
 
+from pipeline.audit import bootstrap as BS
 from pipeline.audit import stats as S
 from pipeline.audit.differences import d2_diff_interval, diff_interval
 from pipeline.audit.intervals import population_d2
@@ -111,13 +112,13 @@ def run_cell(args):
         ta, tb = np.stack([ca, m - ca], 1), np.stack([cb, m - cb], 1)
         est.append(cb.sum() / (P * m) - ca.sum() / (P * m))
         d2_est.append(population_d2(tb, T) - population_d2(ta, T))
-        ba, bb = S.bootstrap_tables(rng, [ta, tb], B, paired=True)
+        ba, bb = BS.bootstrap_tables(rng, [ta, tb], B, paired=True)
         d = bb[:, 0] / bb.sum(1) - ba[:, 0] / ba.sum(1)
-        res["bootstrap"].append(tuple(float(x) for x in S.percentile_ci(d)))
+        res["bootstrap"].append(tuple(float(x) for x in BS.percentile_ci(d)))
         dd = S.debiased_d2(bb / bb.sum(1, keepdims=True), T, bb.sum(1)) - S.debiased_d2(
             ba / ba.sum(1, keepdims=True), T, ba.sum(1)
         )
-        res["d2_bootstrap"].append(tuple(float(x) for x in S.percentile_ci(dd)))
+        res["d2_bootstrap"].append(tuple(float(x) for x in BS.percentile_ci(dd)))
         lo, hi, _ = linearised_interval(ta, tb, paired=True)
         res["linearised"].append((lo[0], hi[0]))
         lo, hi, _ = diff_interval(ta, tb, paired=True)

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
+from pipeline.audit import bootstrap as BS
 from pipeline.audit import stats as S
 from pipeline.audit.spec import CALIBRATION_BOOTSTRAP
 
@@ -201,19 +202,19 @@ def _corrected_group(g, i, ctx, t, target, classes, B, seed, level):
     # one hierarchical bootstrap of the group's images (prompts, then seeds) with each image's
     # (truth or unlabelled, prediction) as its category: the labelled rows move with their images
     joint = S.prompt_table(prompts[sel], truth[sel] * (K + 1) + codes, (K + 1) ** 2)
-    jb = S.bootstrap_tables(np.random.default_rng(np.random.SeedSequence([int(seed), i, 13])), [joint], B)[0]
+    jb = BS.bootstrap_tables(np.random.default_rng(np.random.SeedSequence([int(seed), i, 13])), [joint], B)[0]
     jb = jb.reshape(B, K + 1, K + 1).astype(float)
     qb, own_b = jb.sum(1), jb[:, :K]
     # the replicate's stratum weights: its images over its labelled images per predicted class
     own_b = own_b * (qb / np.maximum(own_b.sum(1), 1) * scale)[:, None, :]
     Ab = confusion_probs(np.where(use_own[i], own_b, bc.sum(1)))
     pib = em_correct(qb, Ab)
-    lo, hi = S.percentile_ci(pib, level)
+    lo, hi = BS.percentile_ci(pib, level)
     tg = t if t is not None else S.resolve_target(target["groups"].get(g, target["default"]), classes)
     var = pib.var(0, ddof=1)
     d2 = float(((pi - tg) ** 2).sum() - var.sum())
     d2b = ((pib - tg) ** 2).sum(1) - var.sum()
-    dlo, dhi = S.percentile_ci(d2b, level)
+    dlo, dhi = BS.percentile_ci(d2b, level)
     rows = [(g, c, float(pi[k]), float(lo[k]), float(hi[k])) for k, c in enumerate(classes)]
     entry = {
         "proportions_corrected": dict(zip(classes, pi.tolist())),

@@ -5,7 +5,7 @@ import inspect
 
 import pytest
 
-from pipeline.audit import stats, tables
+from pipeline.audit import bootstrap, stats, tables
 from pipeline.audit.spec import BOOTSTRAP, LEVEL, MIN_N, AuditSpec, ProbeSpec
 
 
@@ -29,7 +29,7 @@ def test_defaults_and_normalised_fields():
 
 
 def test_the_statistics_default_to_the_spec():
-    for fn in (stats.group_metrics, stats.hierarchical_bootstrap, tables.audit_table, tables.compare):
+    for fn in (stats.group_metrics, bootstrap.hierarchical_bootstrap, tables.audit_table, tables.compare):
         params = inspect.signature(fn).parameters
         # compare() draws no bootstrap since its differences are MOVER intervals (issue 22)
         assert "B" not in params if fn is tables.compare else params["B"].default == BOOTSTRAP, fn.__name__
