@@ -1,6 +1,6 @@
 """The pages' one jinja environment and what every page shares: templates read from the installed
 package (pipeline/pages/templates/), autoescaped, an undefined name an error, numbers through
-core.fmt (filters `num` and `ci`); thumbnails as data: URIs (pages are self-contained, offline)."""
+core.fmt (filters `num` and `ci`; `code` for text with `backticked` commands); thumbnails as data: URIs (pages are self-contained, offline)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,16 @@ def environment() -> jinja2.Environment:
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    env.filters.update(num=num, ci=ci)
+    env.filters.update(num=num, ci=ci, code=code)
     return env
+
+
+def code(text: str) -> Markup:
+    """Plain text shared with the terminal output, escaped, with its `backticked` commands as <code>."""
+    parts = str(Markup.escape(text)).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: leave the text as it is
+        return Markup.escape(text)
+    return Markup("".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts)))
 
 
 def render(template: str, **context) -> Markup:

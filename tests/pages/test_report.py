@@ -276,3 +276,11 @@ def test_group_notes_on_the_page(tmp_path):
     assert "circle: the prompts look like two kinds for red, blue" in html
     assert "square: the prompts look like two kinds" not in html
     assert re.search(r"<li>square: [^<]*prompts", html) and not re.search(r"<li>circle: [^<]*2 prompts", html)
+    assert "<code>sdgen audit-plan</code> says how many)</li>" in html and "`" not in html.split("<li>")[1]
+
+
+def test_code_filter_escapes_and_marks_commands():
+    from pipeline.pages.render import code
+
+    assert code("a <b> `x<y>` and `z`") == "a &lt;b&gt; <code>x&lt;y&gt;</code> and <code>z</code>"
+    assert code("one ` only <") == "one ` only &lt;"
