@@ -1,6 +1,7 @@
 """The pages' one jinja environment and what every page shares: templates read from the installed
 package (pipeline/pages/templates/), autoescaped, an undefined name an error, numbers through
-core.fmt (filters `num` and `ci`; `code` for text with `backticked` commands); thumbnails as data: URIs (pages are self-contained, offline)."""
+core.fmt (filters `num` and `ci`), text with `backticked` commands through the `code` filter;
+thumbnails as data: URIs (pages are self-contained, offline)."""
 
 from __future__ import annotations
 
