@@ -217,7 +217,7 @@ def audit_attribute(df, attribute, info, spec: AuditSpec):
         "min_n": spec.min_n,
         "level": spec.level,
         "pool_icc": spec.pool_icc,
-        "method": AUDIT_METHOD,
+        "audit_method": AUDIT_METHOD,
         "set": info.get("set"),
         "labels": info.get("origin"),
         "caveats": info.get("caveats", ""),

@@ -69,7 +69,7 @@ def _refresh_stale(src, metrics, probed, spec: AuditSpec) -> tuple[dict, list[st
     sdgen no longer computes. One made with --calibration, or not probed in the run, is kept and named."""
     notes = []
     for a, e in sorted((metrics.get("attributes") or {}).items()):
-        old = e.get("method", 1)
+        old = e.get("audit_method", 1)
         if old >= AUDIT_METHOD:
             continue
         if a not in probed or e.get("calibration"):

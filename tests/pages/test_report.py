@@ -222,8 +222,8 @@ def test_two_column_group_by_facets(tmp_path):
 
 
 def test_stale_stored_audit_is_refreshed(tmp_path):
-    """An audit written by an older audit method (no "method" stored) is re-audited with its own settings
-    and stored, not rendered as it was; one made with --calibration is kept and named on the page."""
+    """An audit written by an older audit method (no "audit_method" stored) is re-audited with its own
+    settings and stored, not rendered as it was; one made with --calibration is kept and named on the page."""
     import json
 
     from pipeline.audit.runner import run_audit
@@ -236,14 +236,14 @@ def test_stale_stored_audit_is_refreshed(tmp_path):
     fresh = json.load(open(path))
     stale = json.loads(json.dumps(fresh))
     entry = stale["attributes"]["colour"]
-    assert entry.pop("method") == AUDIT_METHOD
+    assert entry.pop("audit_method") == AUDIT_METHOD
     for g in entry["groups"].values():  # numbers no current method computes
         g["ci_low"], g["ci_high"] = dict.fromkeys(g["ci_low"], 0.0), dict.fromkeys(g["ci_high"], 1.0)
     open(path, "w").write(json.dumps(stale))
     r = build_report(out, str(tmp_path / "r.html"), AuditSpec(bootstrap=50))
     assert any("older audit method (1" in n and "re-audited by shape" in n for n in r["notes"])
     again = json.load(open(path))["attributes"]["colour"]
-    assert again["method"] == AUDIT_METHOD and (again["bootstrap"], again["seed"], again["level"]) == (
+    assert again["audit_method"] == AUDIT_METHOD and (again["bootstrap"], again["seed"], again["level"]) == (
         120,
         3,
         0.9,
@@ -252,12 +252,12 @@ def test_stale_stored_audit_is_refreshed(tmp_path):
     assert "older audit method" in (tmp_path / "r.html").read_text()
 
     stored = json.load(open(path))
-    stored["attributes"]["colour"].pop("method")
+    stored["attributes"]["colour"].pop("audit_method")
     stored["attributes"]["colour"]["calibration"] = {"file": "labels.csv"}
     open(path, "w").write(json.dumps(stored))
     notes = build_report(out, str(tmp_path / "c.html"), AuditSpec(bootstrap=50))["notes"]
     assert any("--calibration LABELS" in n for n in notes)
-    assert "method" not in json.load(open(path))["attributes"]["colour"]  # kept as it was
+    assert "audit_method" not in json.load(open(path))["attributes"]["colour"]  # kept as it was
 
 
 def test_group_notes_on_the_page(tmp_path):
