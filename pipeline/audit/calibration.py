@@ -251,23 +251,12 @@ def calibrate_groups(
     classes, K = list(classes), len(classes)
     t = S.resolve_target(target, classes) if not isinstance(target, dict) or "groups" not in target else None
     pred = S.encode_labels(rows[label_col], classes)
-    key_idx = pd.MultiIndex.from_arrays([rows["prompt_id"].astype(str), rows["sample_idx"].astype(np.int64)])
-    pos = pd.Series(np.arange(len(rows)), index=key_idx)
-    hit = labels.set_index(["prompt_id", "sample_idx"]).index.isin(key_idx)
-    lab = labels[hit]
-    if lab.empty:
-        raise CalibrationError(
-            "--calibrate: no labelled image is among the audited rows (match on prompt_id, sample_idx)"
-        )
-    li = pos.loc[list(zip(lab["prompt_id"], lab["sample_idx"]))].to_numpy()
+    li, lt, hit = _match_labels(rows, labels, classes)
     groups = sorted(keys.unique())
     gi = {g: i for i, g in enumerate(groups)}
-    lt, lp = S.encode_labels(lab["label"], classes), pred[li]
-    lg = keys.to_numpy()[li]
-    lg = np.array([gi[g] for g in lg])
-    G, L = len(groups), len(li)
-    codes = np.where(pred < 0, K, pred)
     g_all = np.array([gi[g] for g in keys.to_numpy()])
+    lp, lg, G, L = pred[li], g_all[li], len(groups), len(li)
+    codes = np.where(pred < 0, K, pred)
     w, unlabelled = stratum_weights(g_all, codes, lg, codes[li], G, K)
     counts = confusion_counts(lt, lp, K, lg, G)  # as labelled: accuracy, the own-row rule
     wcounts = confusion_counts(lt, lp, K, lg, G, weights=w)  # post-stratified: the estimates
@@ -277,30 +266,21 @@ def calibrate_groups(
     warn += _unlabelled_warnings(unlabelled, groups, g_all, codes, classes)
     use_own = counts.sum(-1, keepdims=True) >= min_row  # G × K × 1: decided on the labelled set as drawn
     warn += _pooled_row_warnings(counts, pooled, use_own, groups, classes, level)
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 13]))
-    draws = rng.integers(0, L, size=(B, L))  # labelled rows resampled (one draw for all groups)
-    flat = ((np.arange(B)[:, None] * G + lg[draws]) * K + lt[draws]) * (K + 1) + np.where(
-        lp[draws] < 0, K, lp[draws]
-    )
-    bc = np.bincount(flat.ravel(), weights=w[draws].ravel(), minlength=B * G * K * (K + 1)).reshape(
-        B, G, K, K + 1
-    )
-    rows_out, entry_groups = [], {}
-    prompts = S._prompt_strings(rows["prompt_id"])
     truth = np.full(len(rows), K)  # K = not labelled
     truth[li] = lt
     ctx = {
         "keys": keys,
         "pred": pred,
-        "prompts": prompts,
+        "prompts": S._prompt_strings(rows["prompt_id"]),
         "truth": truth,
         "counts": counts,
         "wcounts": wcounts,
         "pooled": pooled,
         "use_own": use_own,
-        "bc": bc,
+        "bc": _replicate_confusions(lg, lt, lp, w, G, K, B, seed),
         "scale": L / len(rows),
     }
+    rows_out, entry_groups = [], {}
     for g in groups:
         rows_g, entry_groups[g] = _corrected_group(g, gi[g], ctx, t, target, classes, B, seed, level)
         rows_out += rows_g
@@ -311,19 +291,55 @@ def calibrate_groups(
         "bootstrap": B,
         "method": "EM (ML on the simplex)",
         "confusion_columns": [*classes, S.ABSTAIN],
-        "confusion": counts.sum(0).astype(int).tolist(),
-        "confusion_weighted": pooled.tolist(),
-        "confusion_probs": A_pool.tolist(),
+        **_confusion_fields(counts.sum(0), pooled, A_pool, classes, level),
         "condition_number": cond,
-        "accuracy": accuracy_table(counts.sum(0), classes, level),
-        "accuracy_weighted": {
-            c: float(pooled[k, k] / pooled[k].sum()) if pooled[k].sum() else None
-            for k, c in enumerate(classes)
-        },
         "warnings": warn,
         "groups": entry_groups,
     }
     return add, entry
+
+
+def _match_labels(rows, labels, classes):
+    """The labelled images among the audited rows: (their positions in ``rows``, their true class codes,
+    which LABELS rows matched), matched on (prompt_id, sample_idx)."""
+    key_idx = pd.MultiIndex.from_arrays([rows["prompt_id"].astype(str), rows["sample_idx"].astype(np.int64)])
+    pos = pd.Series(np.arange(len(rows)), index=key_idx)
+    hit = labels.set_index(["prompt_id", "sample_idx"]).index.isin(key_idx)
+    lab = labels[hit]
+    if lab.empty:
+        raise CalibrationError(
+            "--calibrate: no labelled image is among the audited rows (match on prompt_id, sample_idx)"
+        )
+    li = pos.loc[list(zip(lab["prompt_id"], lab["sample_idx"]))].to_numpy()
+    return li, S.encode_labels(lab["label"], classes), hit
+
+
+def _replicate_confusions(lg, lt, lp, w, G, K, B, seed):
+    """B × G × K × (K + 1) weighted confusion counts (group, true class, predicted class or abstain) of
+    the labelled rows resampled with replacement: one draw for all groups, so their errors stay joint."""
+    L = len(lt)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 13]))
+    draws = rng.integers(0, L, size=(B, L))
+    flat = ((np.arange(B)[:, None] * G + lg[draws]) * K + lt[draws]) * (K + 1) + np.where(
+        lp[draws] < 0, K, lp[draws]
+    )
+    return np.bincount(flat.ravel(), weights=w[draws].ravel(), minlength=B * G * K * (K + 1)).reshape(
+        B, G, K, K + 1
+    )
+
+
+def _confusion_fields(counts, pooled, probs, classes, level) -> dict:
+    """The pooled confusion as labelled and post-stratified, its row probabilities and the accuracies."""
+    return {
+        "confusion": counts.astype(int).tolist(),
+        "confusion_weighted": pooled.tolist(),
+        "confusion_probs": probs.tolist(),
+        "accuracy": accuracy_table(counts, classes, level),
+        "accuracy_weighted": {
+            c: float(pooled[k, k] / pooled[k].sum()) if pooled[k].sum() else None
+            for k, c in enumerate(classes)
+        },
+    }
 
 
 def format_calibration(attribute, entry) -> str:
