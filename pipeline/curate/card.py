@@ -10,6 +10,7 @@ import os
 
 import yaml
 
+from pipeline.audit.spec import AUDIT_METHOD
 from pipeline.core import layout
 from pipeline.core.fmt import ci, num
 from pipeline.core.storage import Output, read_frame, read_schema
@@ -60,7 +61,14 @@ def _audit_lines(out: Output) -> list[str]:
     metrics = out.read_json(out.path(layout.audit_file("metrics.json")))
     if not metrics:
         return ["No audit was run on this output (`sdgen audit` adds per-group attribute shares with CIs)."]
-    lines = []
+    lines = [
+        f"**The audit of {a} was written by an older audit method ({e.get('audit_method', 1)}; this "
+        f"sdgen's is {AUDIT_METHOD}): its intervals are not this sdgen's. Run `sdgen audit` (or `sdgen "
+        "report`) on the output again, then export, before publishing them.**"
+        for a, e in sorted((metrics.get("attributes") or {}).items())
+        if e.get("audit_method", 1) < AUDIT_METHOD
+    ]
+    lines += [""] if lines else []
     spath = out.path(layout.audit_file("summary.parquet"))
     if out.exists(spath):
         s = read_frame(out.fs, spath)

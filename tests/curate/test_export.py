@@ -153,3 +153,22 @@ def test_card_written_after_an_audit_with_null_metrics(output, tmp_path):
     assert cli(["export", url, "--format", "imagefolder", "-o", tmp_path / "f"]) == 0
     card = (tmp_path / "f" / "README.md").read_text()
     assert "| circle | 1 | 1.00 | [1.00, 1.00] | – | – |" in card
+
+
+def test_card_names_an_audit_from_an_older_method(output, tmp_path):
+    """The card copies the stored audit's intervals; one an older audit method wrote is named, in bold,
+    so nobody publishes intervals this sdgen no longer computes."""
+    import json
+
+    url, _ = output
+    assert cli(["audit", url, "--attribute", "colour", "--group-by", "shape", "--bootstrap", "200"]) == 0
+    assert cli(["export", url, "--format", "imagefolder", "-o", tmp_path / "now"]) == 0
+    assert "older audit method" not in (tmp_path / "now" / "README.md").read_text()
+    path = f"{url}/audit/metrics.json"
+    metrics = json.load(open(path))
+    del metrics["attributes"]["colour"]["audit_method"]
+    open(path, "w").write(json.dumps(metrics))
+    assert cli(["export", url, "--format", "imagefolder", "-o", tmp_path / "old"]) == 0
+    card = (tmp_path / "old" / "README.md").read_text()
+    assert "**The audit of colour was written by an older audit method (1;" in card
+    assert "| circle | colour |" in card  # the numbers are still shown, under the warning
