@@ -12,7 +12,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -25,9 +25,14 @@ from pipeline.core.sections import (  # noqa: F401 (re-exported: config.LimitsCo
     LoraConfig,
     MitigationConfig,
     MitigationVariant,
+    ProbesConfig,
     QuotaConfig,
     RayConfig,
     RetryConfig,
+    SafetyConfig,
+    ScoringConfig,
+    ShardsConfig,
+    WriteConfig,
     _Strict,
 )
 
@@ -147,81 +152,6 @@ class GenerationConfig(_Strict):
         if v not in DTYPES:
             raise ValueError(f"unknown dtype {v!r}; choose one of {', '.join(DTYPES)}")
         return v
-
-
-class ScoringConfig(_Strict):
-    enabled: bool = True  # CLIP-score every image on the device tensor (one image forward per batch)
-    # tiny (random, tests) | toy (shipped toy-world CLIP) | an open_clip model name with clip_weights
-    # | local-dir:/path (an open_clip directory: open_clip_config.json + weights)
-    # | auto (toy for model toy, else tiny: no real CLIP can be assumed offline)
-    clip_model: str = "auto"
-    clip_weights: Optional[str] = None  # local weights file for a named open_clip model (no downloads)
-    # LAION aesthetic MLP (local safetensors) over the same image embedding -> `aesthetic` column; its
-    # published weights need clip_model ViT-L-14. null = off (and left out of the fingerprint)
-    aesthetic_weights: Optional[str] = None
-    # PickScore/HPSv2-style preference tower -> `preference` column = logit_scale x cos(image, prompt):
-    # a clip_model spec (tiny | toy | open_clip name | local-dir:) and its local weights; the same
-    # spec and weights as clip_model reuse its forward. null = off (and left out of the fingerprint)
-    preference_model: Optional[str] = None
-    preference_weights: Optional[str] = None
-
-
-class ShardsConfig(_Strict):
-    rows_per_shard: int = 64  # prompt rows per shard = unit of commit and retry; smaller = finer resume
-    # what to do when two input rows share a prompt_id: number (2nd copy gets "<id>~1", ...; counted
-    # and reported) | first (keep the first in file/row order, skip the rest) | error (stop)
-    duplicates: Literal["number", "first", "error"] = "number"
-    # bad row values (null prompt, width not /8, NaN guidance...): error = stop before any model
-    # loads, listing them | mark = emit the row with status "invalid" and the reason, no image
-    on_invalid_row: Literal["error", "mark"] = "error"
-
-    @field_validator("rows_per_shard")
-    @classmethod
-    def _positive(cls, v):
-        if v < 1:
-            raise ValueError(f"rows_per_shard must be >= 1, got {v!r}")
-        return v
-
-
-class WriteConfig(_Strict):
-    row_group_size: int = 32  # images per Parquet row group: bounds writer memory, lets readers stream
-    png_compress_level: int = Field(6, ge=0, le=9)  # zlib level; 1 = fast and big, 9 = slow and small
-    encode_threads: int = Field(4, ge=1)  # PNG encoders overlapping the next batch's generation
-    # resume check of a committed shard: sha256 (re-hash every part, the contract) | size (fast on
-    # large cloud outputs)
-    verify_commits: Literal["sha256", "size"] = "sha256"
-    # per-row t_generate_s/t_score_s/t_encode_s; the only columns that differ between two runs of
-    # a shard. false = null timings, so a retried shard's part is byte-identical too
-    timing_columns: bool = True
-    contact_sheet: bool = False  # after a run that did work: OUTPUT/contact_sheet.png, a labelled image grid
-    # `phash` column: 64-bit perceptual hash (16 hex digits) of every ok image, for `sdgen dedup`;
-    # ~1 ms per 512x512 image in the PNG encode threads. Not in the fingerprint: it only adds a
-    # column, so outputs written before it existed still resume (dedup hashes their PNGs itself)
-    phash: bool = True
-    # `clip_image_embedding` column: the scorer's normalised image embedding as float16 (2 bytes x
-    # the CLIP width per image: 1.5 KB for ViT-L/14, 1 KB for ViT-B); for dedup --by-embedding and the
-    # audit's diversity without re-encoding PNGs. In the fingerprint only when true (changes the schema)
-    embeddings: bool = False
-    # one run at a time per output (pipeline/core/lease.py): OUTPUT/_lock, renewed every ttl/3 s while
-    # running; an overlapping run exits 3 and does nothing; a lease older than this (holder killed)
-    # is taken over. null = no lease (and no _runs/ history), for outputs shared by design
-    lease_ttl_s: Optional[float] = Field(300.0, gt=0)
-
-
-class ProbesConfig(_Strict):
-    # attribute sets probed by CLIP zero-shot on every image (docs/AUDIT.md): shipped names (people,
-    # toyworld: pipeline/data/attributes/) or YAML paths. auto = [toyworld] for model toy, else none
-    attributes: Union[Literal["auto"], list[str]] = "auto"
-
-
-class SafetyConfig(_Strict):
-    screening: Optional[str] = (
-        "default"  # prompt screening rules (pipeline/data/screening/ name or path); null = off
-    )
-    # CLIP concept list with per-concept thresholds (pipeline/data/safety/ name or path); auto =
-    # toyworld for model toy, else none (the generic list's thresholds are uncalibrated); null = off
-    concepts: Optional[str] = "auto"
-    sd_checker: Optional[str] = None  # local dir of diffusers' StableDiffusionSafetyChecker (a 2nd CLIP pass)
 
 
 class JobConfig(_Strict):
