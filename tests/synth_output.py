@@ -107,7 +107,10 @@ def make_output(root, rows, classes=CLASSES, shards=2, passthrough=("shape",), r
     """Write ``rows`` as an sdgen output at ``root`` in ``shards`` committed parts; returns the path."""
     out = Output(str(root))
     fields = probe_fields(classes)
-    pt = pa.schema([pa.field(c, pa.string()) for c in passthrough])
+    # passthrough: column names (strings), or {name: pyarrow type} for other input column types
+    pt = pa.schema(
+        [pa.field(c, passthrough[c] if isinstance(passthrough, dict) else pa.string()) for c in passthrough]
+    )
     sch = schema.output_schema(pt, fields)
     for i, chunk in enumerate(np.array_split(np.arange(len(rows)), shards)):
         name = f"synthetic-{i:03d}"

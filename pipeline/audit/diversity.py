@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.audit.data import KEYS, AuditError, Source, decode_batch, iter_images, read_rows
+from pipeline.audit.tables import group_keys
 from pipeline.core.storage import read_frame
 
 REPLICATES = 200  # bootstrap replicates for diversity (an eigen-decomposition each; intervals are rough)
@@ -162,6 +163,9 @@ def diversity_metrics(
     good = np.isfinite(x).all(1)
     ok, x = ok[good].reset_index(drop=True), x[good]
     rng = np.random.default_rng(seed)
+    # each column's values as the audit's group keys (text, "<NA>" for missing): a column of lists or
+    # arrays groups like any other instead of failing in pandas, and groups match the share tables'
+    keys = pd.DataFrame({c: group_keys(ok, [c]) for c in group_by})
     prompts = []
     for pid, idx in ok.groupby("prompt_id", sort=True).indices.items():
         if len(idx) >= 2:
@@ -170,12 +174,12 @@ def diversity_metrics(
                 {
                     "prompt_id": pid,
                     "prompt": row.get("prompt"),
-                    **{g: row[g] for g in group_by},
+                    **{g: keys[g].iloc[idx[0]] for g in group_by},
                     **per_prompt(x[idx], rng, B),
                 }
             )
     groups = []
-    for key, idx in ok.groupby(group_by, sort=True, dropna=False).indices.items():
+    for key, idx in keys.groupby(list(group_by), sort=True).indices.items():
         key = key if isinstance(key, tuple) else (key,)
         codes = pd.factorize(ok["prompt_id"].to_numpy()[idx])[0]
         groups.append(

@@ -101,10 +101,17 @@ def apply_where(df: pd.DataFrame, where) -> pd.DataFrame:
                 f"--where expects COLUMN=VALUE with a column of the output, got {item!r} "
                 f"(columns: {passthrough_columns(df.columns)})"
             )
-        parsed = yaml.safe_load(value) if value else value
-        s = df[col]
-        df = df[(s == parsed).fillna(False).to_numpy(bool) | (s.astype(str) == value).to_numpy(bool)]
+        df = df[_matches(df[col], yaml.safe_load(value) if value else value, value)]
     return df
+
+
+def _matches(s: pd.Series, parsed, text: str) -> np.ndarray:
+    """Rows whose value equals ``parsed`` (YAML) or reads as ``text``; a column of lists or arrays is
+    matched as text only ("[2 3]", as its group keys read), since == on arrays is elementwise."""
+    as_text = (s.astype(str) == text).to_numpy(bool)
+    if isinstance(parsed, (list, dict)) or (s.dtype == object and (s.map(np.ndim) > 0).any()):
+        return as_text
+    return (s == parsed).fillna(False).to_numpy(bool) | as_text
 
 
 def passthrough_columns(columns) -> list[str]:

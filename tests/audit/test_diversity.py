@@ -128,3 +128,25 @@ def test_cli_no_diversity_skips_it(tmp_path):
     metrics = json.load(open(tmp_path / "out" / "audit" / "metrics.json"))
     assert "colour" in metrics["attributes"] and "diversity" not in metrics
     assert not (tmp_path / "out" / "audit" / "embeddings.parquet").exists()
+
+
+def test_a_list_valued_column_groups_and_filters_as_text(tmp_path):
+    """An input column of lists (Parquet list<int64>) in --group-by or --where: diversity groups by the
+    audit's own text keys, as the share tables do, and --where matches the text ("[2 3]"), instead of
+    failing inside pandas (unhashable ndarray; == on arrays is elementwise)."""
+    import pyarrow as pa
+    from synth_output import known_rows, make_output
+
+    rows = [{**r, "tags": [1] if r["prompt_id"].startswith("c") else [2, 3]} for r in known_rows()]
+    url = make_output(
+        tmp_path / "out", rows, passthrough={"shape": pa.string(), "tags": pa.list_(pa.int64())}
+    )
+    m = run_audit(url, AuditSpec(["colour"], ["tags"], bootstrap=100))["metrics"]
+    assert set(m["attributes"]["colour"]["groups"]) == {"[1]", "[2 3]"}
+    groups = {g["group"]: g for g in m["diversity"]["per_group"]}
+    assert set(groups) == {"[1]", "[2 3]"} and groups["[1]"]["n"] == 44 and groups["[1]"]["tags"] == "[1]"
+    some = run_audit(url, AuditSpec(["colour"], ["shape"], where=("tags=[2 3]",), bootstrap=100))["metrics"]
+    assert set(some["attributes"]["colour"]["groups"]) == {"square", "triangle"}  # --where reads it as text
+    assert run_audit(
+        url, AuditSpec(["colour"], ["tags"], where=("tags=[1]",), bootstrap=100, diversity=False)
+    )["metrics"]["attributes"]["colour"]["groups"].keys() == {"[1]"}
