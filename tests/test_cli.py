@@ -55,7 +55,8 @@ def test_errors_exit_2_with_message(tmp_path, capsys):
 
 
 def test_audit_defaults_must_name_input_columns(tmp_path, capsys):
-    """audit.group_by / audit.where name the input's own columns, checked before any work (exit 2)."""
+    """audit.group_by / audit.where name the input's own columns and audit.attributes probed ones,
+    checked before any work (exit 2)."""
     cfg = write_cfg(tmp_path)
     assert main(["run", cfg, "--set", "audit.group_by=[phash]"]) == 2
     err = capsys.readouterr().err
@@ -65,6 +66,15 @@ def test_audit_defaults_must_name_input_columns(tmp_path, capsys):
     assert main(["run", cfg, "--set", "audit.where=[group]"]) == 2
     assert "COLUMN=VALUE" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "out")
+    # audit.attributes: attributes of the sets this run probes (the tiny model probes none by default)
+    assert (
+        main(["run", cfg, "--set", "audit.attributes=[colour]", "--set", "probes.attributes=[toyworld]"]) == 0
+    )
+    assert main(["run", cfg, "--set", "audit.attributes=[hue]", "--set", "probes.attributes=[toyworld]"]) == 2
+    err = capsys.readouterr().err
+    assert "audit.attributes: 'hue' is not an attribute this run probes" in err and "'colour', 'shape'" in err
+    assert main(["run", cfg, "--set", "audit.attributes=[colour]"]) == 2
+    assert "audit.attributes: 'colour'" in capsys.readouterr().err
 
 
 def test_contact_sheet(tmp_path, capsys):

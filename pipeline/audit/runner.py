@@ -155,7 +155,20 @@ def default_attributes(src, given) -> list[str]:
             f"{src.url!r} holds no probed attribute: pass --attribute A (and --attribute-set SET "
             f"to probe the stored images now)"
         )
-    return attrs
+    return job_attributes(src, attrs)
+
+
+def job_attributes(src, probed) -> list[str]:
+    """The job's audit.attributes (run.json) among ``probed``, else all of ``probed``; a name the run
+    did not probe is an AuditError naming the key, the value and what was probed."""
+    chosen = list(run_audit_defaults(src).get("attributes") or [])
+    missing = [a for a in chosen if a not in probed]
+    if missing:
+        raise AuditError(
+            f"audit.attributes in {src.url!r}/run.json: {missing[0]!r} was not probed in this run "
+            f"(probed: {sorted(probed)}); pass --attribute A"
+        )
+    return chosen or list(probed)
 
 
 # ---------------------------------------------------------------- metrics

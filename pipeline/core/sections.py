@@ -125,14 +125,18 @@ class RetryConfig(_Strict):
 
 
 class AuditDefaults(_Strict):
-    """What `sdgen audit`, `report` and `label` use for this output when given no --group-by / --where:
-    the question the job was run to answer. Read from run.json; changes no output bytes (not
-    fingerprinted). Columns must be the input's own (checked before any work)."""
+    """What `sdgen audit`, `report` and `label` use for this output when given no --group-by / --where
+    (and `audit` and `report` with no --attribute): the question the job was run to answer. Read from
+    run.json; changes no output bytes (not fingerprinted). Columns must be the input's own, attributes
+    among those the run probes (both checked before any work)."""
 
     group_by: list[str] = Field(
         default_factory=list
     )  # input columns (a × b); [] = the input's first own column
     where: list[str] = Field(default_factory=list)  # COL=VALUE filters, all must hold; [] = every row
+    # probed attributes to audit when no --attribute is given (names from the probes' sets, e.g. colour);
+    # [] = every probed attribute
+    attributes: list[str] = Field(default_factory=list)
 
     @field_validator("where")
     @classmethod

@@ -59,7 +59,27 @@ def resolve_job(cfg: JobConfig) -> ResolvedJob:
     kind = check_model_spec(cfg.model, cfg.storage)
     cfg = resolve_defaults(cfg)
     attribute_sets, concept_list = _auto_probes(cfg)
+    check_audit_attributes(cfg, attribute_sets)
     return ResolvedJob(cfg, attribute_sets, concept_list, kind, train_timesteps(cfg.model, cfg.storage))
+
+
+def check_audit_attributes(cfg: JobConfig, attribute_sets) -> None:
+    """audit.attributes must name attributes of the sets this run probes: said before any work, not
+    when the first audit finds nothing to read."""
+    if not cfg.audit.attributes:
+        return
+    from pipeline.probes.attributes import load_attribute_set
+
+    try:
+        probed = [a for s in attribute_sets for a in load_attribute_set(s).attributes]
+    except (ValueError, OSError):
+        return  # a set that does not load is reported by the probes' own setup, with its path
+    for a in cfg.audit.attributes:
+        if a not in probed:
+            raise ConfigError(
+                f"audit.attributes: {a!r} is not an attribute this run probes (probes.attributes "
+                f"{list(attribute_sets)} hold {probed})"
+            )
 
 
 def check_concept_clip(cfg: JobConfig, probe_info: dict) -> None:

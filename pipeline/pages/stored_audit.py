@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pipeline.audit.data import probed_attributes
-from pipeline.audit.runner import default_group_by, default_where, read_results, run_audit
+from pipeline.audit.runner import default_group_by, default_where, job_attributes, read_results, run_audit
 from pipeline.audit.spec import AUDIT_METHOD, AuditSpec
 
 
@@ -17,6 +17,7 @@ def ensure_audit(src, spec: AuditSpec) -> tuple[dict | None, list[str]]:
     ``spec.group_by`` and ``spec.where`` empty: the stored audit's grouping, else the job's defaults."""
     _, metrics = read_results(src)
     probed = probed_attributes(src)
+    probed = {a: probed[a] for a in job_attributes(src, probed)}  # the job's audit.attributes, if any
     where, group_by = list(spec.where), list(spec.group_by)
     same_rows = metrics is not None and (
         not where
