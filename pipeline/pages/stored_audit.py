@@ -16,8 +16,8 @@ def ensure_audit(src, spec: AuditSpec) -> tuple[dict | None, list[str]]:
     rows than it covers (its result is used directly, not read back); notes say what was done or missing.
     ``spec.group_by`` and ``spec.where`` empty: the stored audit's grouping, else the job's defaults."""
     _, metrics = read_results(src)
-    probed = probed_attributes(src)
-    probed = {a: probed[a] for a in job_attributes(src, probed)}  # the job's audit.attributes, if any
+    every = probed_attributes(src)
+    probed = {a: every[a] for a in job_attributes(src, every)}  # the job's audit.attributes, if any
     where, group_by = list(spec.where), list(spec.group_by)
     same_rows = metrics is not None and (
         not where
@@ -45,7 +45,7 @@ def ensure_audit(src, spec: AuditSpec) -> tuple[dict | None, list[str]]:
             + (" (not stored: audit/metrics.json is unchanged)." if where else ".")
         ]
     else:
-        metrics, notes = _refresh_stale(src, metrics, probed, spec) if not where else (metrics, [])
+        metrics, notes = _refresh_stale(src, metrics, every, spec) if not where else (metrics, [])
     missing = [a for a in probed if a not in metrics.get("attributes", {})]
     if missing:
         notes.append(f"Probed but not audited: {', '.join(missing)} (run sdgen audit --attribute ...).")
