@@ -20,6 +20,12 @@ CALIBRATION_BOOTSTRAP = 400  # replicates of error-corrected shares at most (an 
 AUDIT_METHOD = 2
 
 
+def stale_entries(metrics) -> list[tuple[str, int]]:
+    """(attribute, its method) for each attribute in metrics.json that an older audit method wrote."""
+    entries = sorted(((metrics or {}).get("attributes") or {}).items())
+    return [(a, e.get("audit_method", 1)) for a, e in entries if e.get("audit_method", 1) < AUDIT_METHOD]
+
+
 @dataclass(frozen=True)
 class ProbeSpec:
     """Post-hoc probing of stored images: used only for attributes the run did not probe."""

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from pipeline.audit.data import probed_attributes
 from pipeline.audit.runner import default_group_by, default_where, job_attributes, read_results, run_audit
-from pipeline.audit.spec import AUDIT_METHOD, AuditSpec
+from pipeline.audit.spec import AUDIT_METHOD, AuditSpec, stale_entries
 
 
 def ensure_audit(src, spec: AuditSpec) -> tuple[dict | None, list[str]]:
@@ -69,10 +69,8 @@ def _refresh_stale(src, metrics, probed, spec: AuditSpec) -> tuple[dict, list[st
     pipeline/audit/spec.py), and store it as `sdgen audit` would: a page must not show intervals this
     sdgen no longer computes. One made with --calibration, or not probed in the run, is kept and named."""
     notes = []
-    for a, e in sorted((metrics.get("attributes") or {}).items()):
-        old = e.get("audit_method", 1)
-        if old >= AUDIT_METHOD:
-            continue
+    for a, old in stale_entries(metrics):
+        e = metrics["attributes"][a]
         if a not in probed or e.get("calibration"):
             how = "--calibration LABELS" if e.get("calibration") else "--attribute-set SET"
             notes.append(

@@ -221,7 +221,7 @@ def test_two_column_group_by_facets(tmp_path):
         assert re.findall(r'class="ct">([^<]*)<', charts) == ["big (n=6)", "small (n=6)"]
 
 
-def test_stale_stored_audit_is_refreshed(tmp_path):
+def test_stale_stored_audit_is_refreshed(tmp_path, capsys):
     """An audit written by an older audit method (no "audit_method" stored) is re-audited with its own
     settings and stored, not rendered as it was; one made with --calibration is kept and named on the page."""
     import json
@@ -258,6 +258,16 @@ def test_stale_stored_audit_is_refreshed(tmp_path):
     notes = build_report(out, str(tmp_path / "c.html"), AuditSpec(bootstrap=50))["notes"]
     assert any("--calibration LABELS" in n for n in notes)
     assert "audit_method" not in json.load(open(path))["attributes"]["colour"]  # kept as it was
+
+    # `sdgen audit` of one attribute says which others in metrics.json an older method wrote
+    stored = json.load(open(path))
+    stored["attributes"]["tone"] = {**stored["attributes"].pop("colour"), "attribute": "tone"}
+    open(path, "w").write(json.dumps(stored))
+    capsys.readouterr()
+    assert cli(["audit", out, "--attribute", "colour", "--group-by", "shape", "--bootstrap", 100]) == 0
+    printed = capsys.readouterr().out
+    assert "note: metrics.json also holds tone from an older audit method (1;" in printed
+    assert "holds colour" not in printed
 
 
 def test_group_notes_on_the_page(tmp_path):
