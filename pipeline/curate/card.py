@@ -122,6 +122,23 @@ def _selection_lines(out: Output, sel) -> list[str]:
     return lines or ["- None: every ok image of the output."]
 
 
+def _card_header(out: Output, dst: Output, fmt: str, sel, rows: int) -> dict:
+    """The card's YAML front matter: what the Hub reads (license, size, files, features, split)."""
+    path = "*.tar" if fmt == "webdataset" else "train/**"
+    return {
+        "license": "other",
+        "pretty_name": f"sdgen synthetic images ({os.path.basename(dst.root.rstrip('/'))})",
+        "task_categories": ["text-to-image"],
+        "tags": ["synthetic", "sdgen"],
+        "size_categories": [next((s for n, s in SIZES if rows < n), "n>10M")],
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": path}]}],
+        "dataset_info": {
+            "features": features(out, fmt, ["policy_decision"] if sel.keep_only else []),
+            "splits": [{"name": "train", "num_examples": rows}],
+        },
+    }
+
+
 def write_card(out: Output, run: dict, dst: Output, fmt: str, sel, rows: int, shard_size: int) -> str:
     cfg = run.get("config") or {}
     gen = cfg.get("generation") or {}
@@ -130,20 +147,7 @@ def write_card(out: Output, run: dict, dst: Output, fmt: str, sel, rows: int, sh
         if fmt == "webdataset"
         else "`train/<part>/<key>.png` + `metadata.jsonl`"
     )
-    size = next((s for n, s in SIZES if rows < n), "n>10M")
-    path = "*.tar" if fmt == "webdataset" else "train/**"
-    header = {
-        "license": "other",
-        "pretty_name": f"sdgen synthetic images ({os.path.basename(dst.root.rstrip('/'))})",
-        "task_categories": ["text-to-image"],
-        "tags": ["synthetic", "sdgen"],
-        "size_categories": [size],
-        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": path}]}],
-        "dataset_info": {
-            "features": features(out, fmt, ["policy_decision"] if sel.keep_only else []),
-            "splits": [{"name": "train", "num_examples": rows}],
-        },
-    }
+    header = _card_header(out, dst, fmt, sel, rows)
     body = [
         "# Synthetic images made with sdgen",
         "",

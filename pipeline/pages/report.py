@@ -66,42 +66,7 @@ def metric_tables(entry) -> list[dict]:
     """The per-group numbers as tables of at most MAX_COLUMNS columns, so none runs off a 1400 px page:
     class shares [CI] (split after MAX_COLUMNS - 1 classes), disparity metrics, and coverage."""
     classes, groups = entry["classes"], entry["groups"]
-    shares, disparity, coverage = {}, [], []
-    for g, m in groups.items():
-        p, lo, hi = (m.get(k) or {} for k in ("proportions", "ci_low", "ci_high"))
-        shares[g] = [
-            f"{num(p.get(c), '.2f')} {ci([lo.get(c), hi.get(c)], '.2f')}" if p.get(c) is not None else "–"
-            for c in classes
-        ]
-        d2 = (
-            f"{num(m['d2'])} {ci(m['d2_ci'])}"
-            if m.get("d2") is not None
-            else f"n<{entry['min_n']}: floor only"
-        )
-        disparity.append(
-            [
-                g,
-                d2,
-                num(m.get("floor")),
-                num(m.get("mad")),
-                num(m.get("excess")),
-                num(m.get("p_value"), ".2g"),
-                num(m.get("q_value"), ".2g"),
-                num(m.get("kl")),
-                num(m.get("entropy_norm")),
-            ]
-        )
-        cov = m.get("coverage") or {}
-        coverage.append(
-            [
-                g,
-                m.get("n", 0),
-                m.get("n_prompts", 0),
-                num(m.get("abstain_rate"), ".0%"),
-                num(cov.get("blocked_rate"), ".0%"),
-                num(cov.get("failed_rate"), ".0%"),
-            ]
-        )
+    shares = {g: _share_cells(m, classes) for g, m in groups.items()}
     step = MAX_COLUMNS - 1
     tables = [
         {
@@ -116,17 +81,44 @@ def metric_tables(entry) -> list[dict]:
         {
             "caption": "Disparity",
             "head": ["group", "D² [CI]", "floor E[MAD]", "MAD", "excess", "p", "q", "KL", "H norm"],
-            "rows": disparity,
+            "rows": [_disparity_row(g, m, entry["min_n"]) for g, m in groups.items()],
         }
     )
     tables.append(
         {
             "caption": "Coverage",
             "head": ["group", "n", "prompts", "abstain", "blocked", "failed"],
-            "rows": coverage,
+            "rows": [_coverage_row(g, m) for g, m in groups.items()],
         }
     )
     return tables
+
+
+def _share_cells(m, classes) -> list[str]:
+    """A group's "share [CI]" per class ("–" where it has none)."""
+    p, lo, hi = (m.get(k) or {} for k in ("proportions", "ci_low", "ci_high"))
+    return [
+        f"{num(p.get(c), '.2f')} {ci([lo.get(c), hi.get(c)], '.2f')}" if p.get(c) is not None else "–"
+        for c in classes
+    ]
+
+
+def _disparity_row(g, m, min_n) -> list:
+    d2 = f"{num(m['d2'])} {ci(m['d2_ci'])}" if m.get("d2") is not None else f"n<{min_n}: floor only"
+    keys = (("floor", ".3f"), ("mad", ".3f"), ("excess", ".3f"), ("p_value", ".2g"), ("q_value", ".2g"))
+    return [g, d2, *(num(m.get(k), f) for k, f in keys), num(m.get("kl")), num(m.get("entropy_norm"))]
+
+
+def _coverage_row(g, m) -> list:
+    cov = m.get("coverage") or {}
+    return [
+        g,
+        m.get("n", 0),
+        m.get("n_prompts", 0),
+        num(m.get("abstain_rate"), ".0%"),
+        num(cov.get("blocked_rate"), ".0%"),
+        num(cov.get("failed_rate"), ".0%"),
+    ]
 
 
 def pick_rows(df: pd.DataFrame, n: int) -> pd.DataFrame:
