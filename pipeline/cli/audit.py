@@ -218,7 +218,7 @@ def _add_audit(sub) -> None:
         "--attribute",
         action="append",
         metavar="A",
-        help="attribute to audit (repeatable; default: every attribute the run probed)",
+        help="attribute to audit (repeatable; default: the job's audit.attributes, else every probed one)",
     )
     add_group_by(sp)
     sp.add_argument(

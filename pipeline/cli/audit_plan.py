@@ -153,7 +153,11 @@ def add_commands(sub) -> None:
     sp.add_argument("--icc", type=float, help="between-prompt correlation rho (default: the pilot's, pooled)")
     sp.add_argument("--groups", type=int, help="groups compared (BH over them; default: the pilot's, else 1)")
     sp.add_argument("--q", type=float, default=0.05, help="Benjamini-Hochberg level of --disparity")
-    sp.add_argument("--attribute", action="append", help="pilot attribute (repeatable; default: all probed)")
+    sp.add_argument(
+        "--attribute",
+        action="append",
+        help="pilot attribute (repeatable; default: the job's audit.attributes, else all probed)",
+    )
     sp.add_argument("--class", dest="cls", action="append", help="pilot class to plan for (repeatable)")
     sp.add_argument(
         "--images-per-prompt", default=",".join(map(str, planning.IMAGES_PER_PROMPT)), help="designs to try"
