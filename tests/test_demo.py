@@ -74,7 +74,7 @@ def test_make_run_then_report_with_no_flags_shows_the_known_skews(tmp_path, caps
 
 def test_no_default_grouping_by_a_derived_column(tmp_path):
     """Without audit defaults, the grouping is the input's first own column, not phash (issue 20)."""
-    from pipeline.audit.runner import passthrough_columns
+    from pipeline.audit.data import passthrough_columns
 
     cols = [
         "prompt_id",

@@ -6,8 +6,8 @@ from __future__ import annotations
 import datetime as dt
 
 from pipeline.audit import tables as T
-from pipeline.audit.data import AuditError, attribute_labels, open_source, read_rows
-from pipeline.audit.runner import apply_where, dumps, jsonable, load_target
+from pipeline.audit.data import AuditError, apply_where, attribute_labels, open_source, read_rows
+from pipeline.audit.runner import dumps, jsonable, load_target
 from pipeline.audit.spec import AuditSpec
 
 

@@ -196,8 +196,7 @@ def pilot_icc(tables: dict) -> dict:
 def pilot_tables(src, attribute: str, group_by, where=()) -> tuple[list[str], dict]:
     """(classes, {group: P × K prompt count table}) of one probed attribute in a pilot output."""
     from pipeline.audit import tables as T
-    from pipeline.audit.data import probed_attributes, with_posthoc_labels
-    from pipeline.audit.runner import AuditError, apply_where, read_rows
+    from pipeline.audit.data import AuditError, apply_where, probed_attributes, read_rows, with_posthoc_labels
     from pipeline.audit.stats import _prompt_strings, encode_labels, prompt_table
 
     labelled = probed_attributes(src)

@@ -25,7 +25,14 @@ import pyarrow as pa
 
 from pipeline.audit import stats as S
 from pipeline.audit import tables as T
-from pipeline.audit.data import AuditError, attribute_labels, open_source, read_rows
+from pipeline.audit.data import (
+    AuditError,
+    apply_where,
+    attribute_labels,
+    open_source,
+    passthrough_columns,
+    read_rows,
+)
 from pipeline.audit.spec import AUDIT_METHOD, CALIBRATION_BOOTSTRAP, AuditSpec
 from pipeline.core.storage import read_frame
 
@@ -88,38 +95,6 @@ def _one_target(t, classes, where):
     except ValueError as e:
         raise AuditError(f"--target {where}: {e}") from None
     return {c: float(t[c]) for c in classes}
-
-
-def apply_where(df: pd.DataFrame, where) -> pd.DataFrame:
-    """Rows matching every COL=VALUE (VALUE read as YAML, so true/3 match bools/ints, or as text)."""
-    import yaml
-
-    for item in where or ():
-        col, sep, value = str(item).partition("=")
-        if not sep or col not in df.columns:
-            raise AuditError(
-                f"--where expects COLUMN=VALUE with a column of the output, got {item!r} "
-                f"(columns: {passthrough_columns(df.columns)})"
-            )
-        df = df[_matches(df[col], yaml.safe_load(value) if value else value, value)]
-    return df
-
-
-def _matches(s: pd.Series, parsed, text: str) -> np.ndarray:
-    """Rows whose value equals ``parsed`` (YAML) or reads as ``text``; a column of lists or arrays is
-    matched as text only ("[2 3]", as its group keys read), since == on arrays is elementwise."""
-    as_text = (s.astype(str) == text).to_numpy(bool)
-    if isinstance(parsed, (list, dict)) or (s.dtype == object and (s.map(np.ndim) > 0).any()):
-        return as_text
-    return (s == parsed).fillna(False).to_numpy(bool) | as_text
-
-
-def passthrough_columns(columns) -> list[str]:
-    """Input columns carried through the run (what audits group by), in output order: never a column
-    sdgen derives (core/schema.py is_derived: phash, embeddings, scores, probes, ...)."""
-    from pipeline.core.schema import is_derived
-
-    return [c for c in columns if not is_derived(c)]
 
 
 def run_audit_defaults(src) -> dict:

@@ -20,6 +20,11 @@ CALIBRATION_BOOTSTRAP = 400  # replicates of error-corrected shares at most (an 
 AUDIT_METHOD = 2
 
 
+def older_method(old: int) -> str:
+    """How the report, the card and `sdgen audit` name an older audit method: one wording."""
+    return f"an older audit method ({old}; this sdgen's is {AUDIT_METHOD})"
+
+
 def stale_entries(metrics) -> list[tuple[str, int]]:
     """(attribute, its method) for each attribute in metrics.json that an older audit method wrote."""
     entries = sorted(((metrics or {}).get("attributes") or {}).items())
@@ -58,7 +63,7 @@ class AuditSpec:
     bootstrap: int = BOOTSTRAP  # bootstrap replicates (B)
     min_n: int = MIN_N  # a group below this many images shows its floor only
     seed: int = 0  # RNG seed of bootstrap and null draws
-    where: tuple[str, ...] = ()  # COL=VALUE items, all must hold (runner.apply_where); empty = every row
+    where: tuple[str, ...] = ()  # COL=VALUE items, all must hold (data.apply_where); empty = every row
     calibration: str | None = None  # LABELS file (prompt_id, sample_idx, label): error-corrected shares
     k: int | None = None  # P(≥1 unsafe in k images); None: the run's images_per_prompt
     # share intervals pool the between-prompt correlation over the attribute's groups where the groups

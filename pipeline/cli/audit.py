@@ -35,7 +35,7 @@ def cmd_audit(args) -> int:
     from pipeline.audit.calibration import format_calibration
     from pipeline.audit.data import open_source
     from pipeline.audit.runner import default_attributes, default_group_by, default_where, run_audit
-    from pipeline.audit.spec import AUDIT_METHOD, stale_entries
+    from pipeline.audit.spec import older_method, stale_entries
     from pipeline.audit.text import format_attribute, format_findings
 
     if not args.output:
@@ -74,8 +74,8 @@ def cmd_audit(args) -> int:
     print(f"wrote {r['paths']['summary']} and {r['paths']['metrics']}")
     for a, old in stale_entries(r.merged):  # other attributes kept in metrics.json from an older sdgen
         print(
-            f"note: metrics.json also holds {a} from an older audit method ({old}; this sdgen's is "
-            f"{AUDIT_METHOD}): `sdgen audit {args.output} --attribute {a}` redoes it, as `sdgen report` does"
+            f"note: metrics.json also holds {a} from {older_method(old)}: "
+            f"`sdgen audit {args.output} --attribute {a}` redoes it, as `sdgen report` does"
         )
     return 0
 

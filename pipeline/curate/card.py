@@ -10,7 +10,7 @@ import os
 
 import yaml
 
-from pipeline.audit.spec import AUDIT_METHOD, stale_entries
+from pipeline.audit.spec import older_method, stale_entries
 from pipeline.core import layout
 from pipeline.core.fmt import ci, num
 from pipeline.core.storage import Output, read_frame, read_schema
@@ -62,8 +62,8 @@ def _audit_lines(out: Output) -> list[str]:
     if not metrics:
         return ["No audit was run on this output (`sdgen audit` adds per-group attribute shares with CIs)."]
     lines = [
-        f"**The audit of {a} was written by an older audit method ({old}; this sdgen's is "
-        f"{AUDIT_METHOD}): its intervals are not this sdgen's. Run `sdgen audit` (or `sdgen report`) on "
+        f"**The audit of {a} was written by {older_method(old)}: its intervals are not this sdgen's. "
+        "Run `sdgen audit` (or `sdgen report`) on "
         "the output again, then export, before publishing them.**"
         for a, old in stale_entries(metrics)
     ]

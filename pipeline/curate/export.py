@@ -99,7 +99,7 @@ class Selection:
 
     def apply(self, df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         """(rows kept, blur mask) of one row group (image column included)."""
-        from pipeline.audit.runner import apply_where
+        from pipeline.audit.data import apply_where
 
         df = df[(df["status"] == "ok") & df["image"].notna()]
         df = apply_where(df, self.where)

@@ -20,8 +20,15 @@ from dataclasses import replace
 import pandas as pd
 
 from pipeline.audit.compare import compare_labelled, stem
-from pipeline.audit.data import KEYS, AuditError, open_source, probed_attributes, read_images
-from pipeline.audit.runner import jsonable, passthrough_columns
+from pipeline.audit.data import (
+    KEYS,
+    AuditError,
+    open_source,
+    passthrough_columns,
+    probed_attributes,
+    read_images,
+)
+from pipeline.audit.runner import jsonable
 from pipeline.audit.spec import AuditSpec
 from pipeline.audit.tables import group_keys
 from pipeline.core.fmt import ci, num

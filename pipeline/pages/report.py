@@ -16,12 +16,12 @@ import pandas as pd
 
 from pipeline.audit.data import (
     KEYS,
+    apply_where,
     open_source,
     read_images,
     read_rows,
     with_posthoc_labels,
 )
-from pipeline.audit.runner import apply_where
 from pipeline.audit.spec import AuditSpec
 from pipeline.audit.text import group_notes
 from pipeline.core import layout

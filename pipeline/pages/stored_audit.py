@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from pipeline.audit.data import probed_attributes
 from pipeline.audit.runner import default_group_by, default_where, job_attributes, read_results, run_audit
-from pipeline.audit.spec import AUDIT_METHOD, AuditSpec, stale_entries
+from pipeline.audit.spec import AuditSpec, older_method, stale_entries
 
 
 def ensure_audit(src, spec: AuditSpec) -> tuple[dict | None, list[str]]:
@@ -74,8 +74,8 @@ def _refresh_stale(src, metrics, probed, spec: AuditSpec) -> tuple[dict, list[st
         if a not in probed or e.get("calibration"):
             how = "--calibration LABELS" if e.get("calibration") else "--attribute-set SET"
             notes.append(
-                f"The stored audit of {a} was written by an older audit method ({old}; this sdgen's is "
-                f"{AUDIT_METHOD}): its intervals are not this sdgen's. Re-run `sdgen audit OUTPUT "
+                f"The stored audit of {a} was written by {older_method(old)}: its intervals are not "
+                "this sdgen's. Re-run `sdgen audit OUTPUT "
                 f"--attribute {a} {how}` to refresh it."
             )
             continue
@@ -89,7 +89,7 @@ def _refresh_stale(src, metrics, probed, spec: AuditSpec) -> tuple[dict, list[st
         metrics = _audit_for_report(src, {a: probed[a]}, one, store=True)
         rows = f", rows where {', '.join(one.where)}" if one.where else ""
         notes.append(
-            f"The stored audit of {a} was written by an older audit method ({old}; this sdgen's is "
-            f"{AUDIT_METHOD}); re-audited by {', '.join(one.group_by)}{rows} with its settings and stored."
+            f"The stored audit of {a} was written by {older_method(old)}; re-audited by "
+            f"{', '.join(one.group_by)}{rows} with its settings and stored."
         )
     return metrics, notes
