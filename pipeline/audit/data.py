@@ -355,7 +355,8 @@ def _matches(s: pd.Series, parsed, text: str) -> np.ndarray:
     """Rows whose value equals ``parsed`` (YAML) or reads as ``text``; a column of lists or arrays is
     matched as text only ("[2 3]", as its group keys read), since == on arrays is elementwise."""
     as_text = (s.astype(str) == text).to_numpy(bool)
-    if isinstance(parsed, (list, dict)) or (s.dtype == object and (s.map(np.ndim) > 0).any()):
+    first = s.dropna().iloc[:1]  # a Parquet column holds one type: its first value says if it is a list
+    if isinstance(parsed, (list, dict)) or (s.dtype == object and len(first) and np.ndim(first.iloc[0]) > 0):
         return as_text
     return (s == parsed).fillna(False).to_numpy(bool) | as_text
 
